@@ -1,0 +1,251 @@
+//! The type-erased form of a worker that the runtime drives: one
+//! [`NodeDriver`] per node, created by the
+//! [`WorkerRegistry`](crate::WorkerRegistry).
+//!
+//! Everything here is synchronous and pure except the futures it hands out
+//! (`collect`, the stop hook), which the runtime runs where it likes. Panics
+//! in `derive_desired` and `next` are caught here and returned as
+//! [`CallbackError::Panicked`].
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::error::{Callback, CallbackError, panic_message};
+use crate::path::NodePath;
+use crate::spec::DesiredState;
+use crate::value::{Value, ValueError};
+use crate::worker::{
+    ActionReport, BoxError, BoxFuture, BoxedAction, ChildStatus, CollectContext, DeriveContext,
+    Signal, Snapshot, State, Worker,
+};
+
+/// A type-erased observation, as it travels from the collector back to the
+/// node.
+pub type Observation = Box<dyn Any + Send + Sync>;
+
+/// What the runtime knows when it runs a state machine step.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct StepInput<'a> {
+    /// The node's path.
+    pub path: &'a NodePath,
+    /// The effective desired state.
+    pub desired: &'a str,
+    /// The children's statuses.
+    pub children: &'a [ChildStatus],
+    /// Whether an action is queued or running.
+    pub action_in_flight: bool,
+    /// The last finished action.
+    pub last_action: Option<&'a ActionReport>,
+}
+
+impl<'a> StepInput<'a> {
+    /// A step input with no children and no action history.
+    #[must_use]
+    pub fn new(path: &'a NodePath, desired: &'a str) -> Self {
+        Self {
+            path,
+            desired,
+            children: &[],
+            action_in_flight: false,
+            last_action: None,
+        }
+    }
+
+    /// Sets the children.
+    #[must_use]
+    pub fn with_children(mut self, children: &'a [ChildStatus]) -> Self {
+        self.children = children;
+        self
+    }
+
+    /// Sets the action status.
+    #[must_use]
+    pub fn with_action(mut self, in_flight: bool, last: Option<&'a ActionReport>) -> Self {
+        self.action_in_flight = in_flight;
+        self.last_action = last;
+        self
+    }
+}
+
+/// What one state machine step decided.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct StepOutcome {
+    /// The state before the step.
+    pub from: &'static str,
+    /// The state after the step, when it changed.
+    pub to: Option<&'static str>,
+    /// The action to enqueue, if any.
+    pub action: Option<BoxedAction>,
+    /// The signal raised, if any.
+    pub signal: Option<Signal>,
+    /// Why.
+    pub reason: Cow<'static, str>,
+}
+
+/// A worker with its spec, state and latest observation, behind a trait
+/// object so the runtime can drive any worker type.
+pub trait NodeDriver: Send + Sync {
+    /// The registered worker type.
+    fn worker_type(&self) -> &str;
+
+    /// The current state's name.
+    fn state_name(&self) -> &'static str;
+
+    /// Decodes and installs a new spec. On error the old spec stays.
+    ///
+    /// # Errors
+    ///
+    /// The serde message when `spec` does not decode.
+    fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError>;
+
+    /// The collect future, owning everything it needs.
+    fn collect(&self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>>;
+
+    /// Installs an observation produced by this driver's `collect`. Returns
+    /// `false` (and ignores it) if it is of another type.
+    fn set_observation(&mut self, observation: Observation) -> bool;
+
+    /// Whether an observation has been installed.
+    fn has_observation(&self) -> bool;
+
+    /// Runs `derive_desired` on the current spec.
+    ///
+    /// # Errors
+    ///
+    /// When the callback returns an error or panics.
+    fn derive(&self, path: &NodePath) -> Result<DesiredState, CallbackError>;
+
+    /// Runs one state machine step on the latest observation. Returns
+    /// `Ok(None)` when there is no observation yet.
+    ///
+    /// # Errors
+    ///
+    /// When `next` panics.
+    fn step(&mut self, input: &StepInput<'_>) -> Result<Option<StepOutcome>, CallbackError>;
+
+    /// The stop-hook future.
+    fn stop_hook(&self, path: &NodePath) -> BoxFuture<'static, ()>;
+}
+
+/// The [`NodeDriver`] of a worker of type `W`.
+pub(crate) struct TypedDriver<W: Worker> {
+    worker_type: Arc<str>,
+    worker: Arc<W>,
+    spec: Arc<W::Spec>,
+    state: W::State,
+    observed: Option<Box<W::Observed>>,
+}
+
+impl<W: Worker> TypedDriver<W> {
+    pub(crate) fn new(worker_type: Arc<str>, worker: W, spec: W::Spec) -> Self {
+        let state = worker.initial_state();
+        Self {
+            worker_type,
+            worker: Arc::new(worker),
+            spec: Arc::new(spec),
+            state,
+            observed: None,
+        }
+    }
+}
+
+impl<W: Worker> NodeDriver for TypedDriver<W> {
+    fn worker_type(&self) -> &str {
+        &self.worker_type
+    }
+
+    fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError> {
+        self.spec = Arc::new(spec.decode::<W::Spec>()?);
+        Ok(())
+    }
+
+    fn collect(&self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>> {
+        let worker = Arc::clone(&self.worker);
+        let ctx = CollectContext::new(path.clone(), Arc::clone(&self.spec));
+        Box::pin(async move {
+            let observed = worker.collect(&ctx).await?;
+            Ok(Box::new(observed) as Observation)
+        })
+    }
+
+    fn set_observation(&mut self, observation: Observation) -> bool {
+        match observation.downcast::<W::Observed>() {
+            Ok(observed) => {
+                self.observed = Some(observed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn has_observation(&self) -> bool {
+        self.observed.is_some()
+    }
+
+    fn derive(&self, path: &NodePath) -> Result<DesiredState, CallbackError> {
+        let ctx = DeriveContext::new(path);
+        match catch_unwind(AssertUnwindSafe(|| {
+            self.worker.derive_desired(&self.spec, &ctx)
+        })) {
+            Ok(Ok(desired)) => Ok(desired),
+            Ok(Err(source)) => Err(CallbackError::Failed {
+                callback: Callback::DeriveDesired,
+                source,
+            }),
+            Err(payload) => Err(CallbackError::Panicked {
+                callback: Callback::DeriveDesired,
+                message: panic_message(payload.as_ref()),
+            }),
+        }
+    }
+
+    fn step(&mut self, input: &StepInput<'_>) -> Result<Option<StepOutcome>, CallbackError> {
+        let Some(observed) = self.observed.as_deref() else {
+            return Ok(None);
+        };
+        let snapshot = Snapshot::new(
+            input.path,
+            &*self.worker,
+            &self.spec,
+            observed,
+            input.desired,
+        )
+        .with_children(input.children)
+        .with_action(input.action_in_flight, input.last_action);
+        let from = self.state.name();
+        let transition =
+            catch_unwind(AssertUnwindSafe(|| self.state.next(&snapshot))).map_err(|payload| {
+                CallbackError::Panicked {
+                    callback: Callback::Next,
+                    message: panic_message(payload.as_ref()),
+                }
+            })?;
+        let (next, action, signal, reason) = transition.into_parts();
+        let to = next.map(|s| {
+            let name = s.name();
+            self.state = s;
+            name
+        });
+        Ok(Some(StepOutcome {
+            from,
+            to: to.filter(|t| *t != from),
+            action,
+            signal,
+            reason,
+        }))
+    }
+
+    fn stop_hook(&self, path: &NodePath) -> BoxFuture<'static, ()> {
+        let worker = Arc::clone(&self.worker);
+        let ctx = CollectContext::new(path.clone(), Arc::clone(&self.spec));
+        Box::pin(async move { worker.on_stop(&ctx).await })
+    }
+}

@@ -1,0 +1,44 @@
+//! The pure model of fsmv2-rs: everything that can be decided without an
+//! actor, a runtime or a clock.
+//!
+//! * [`Value`], [`ChildSpec`], [`DesiredState`]: the declarative data, with a
+//!   stable content hash ([`SpecHash`]) and a binary [`codec`].
+//! * [`Worker`], [`State`], [`Transition`], [`Action`]: what a user writes.
+//! * [`WorkerRegistry`]: worker-type names → typed constructors.
+//! * [`plan_children`] and [`validate_children`]: the reconcile plan.
+//! * [`NodeDriver`]: the type-erased worker the runtime (`fsm-actors`) drives.
+//!
+//! Start with [`Worker`]; the runtime that spawns a tree of workers is in the
+//! `fsm-actors` crate.
+
+#![forbid(unsafe_code)]
+
+pub mod codec;
+mod driver;
+mod error;
+mod hash;
+mod path;
+mod reconcile;
+mod registry;
+mod spec;
+mod value;
+mod worker;
+
+pub use driver::{NodeDriver, Observation, StepInput, StepOutcome};
+pub use error::{
+    Callback, CallbackError, CodecError, DeclarationError, DeclarationProblem, RegistryError,
+    SpecError, panic_message,
+};
+pub use hash::{SpecHash, StableHasher};
+pub use path::{NodePath, PATH_SEPARATOR};
+pub use reconcile::{
+    PlanCounts, PlanStep, ReconcilePlan, RunningChild, plan_children, validate_children,
+};
+pub use registry::WorkerRegistry;
+pub use spec::{ChildSpec, DesiredState};
+pub use value::{Map, Value, ValueError};
+pub use worker::{
+    Action, ActionContext, ActionOutcome, ActionReport, BoxError, BoxFuture, BoxedAction,
+    ChildStatus, CollectContext, DeriveContext, Signal, Snapshot, State, StopContext, Transition,
+    Worker, WorkerInit,
+};

@@ -1,0 +1,201 @@
+//! [`WorkerRegistry`]: worker-type strings → typed constructors.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use crate::driver::{NodeDriver, TypedDriver};
+use crate::error::{RegistryError, SpecError, panic_message};
+use crate::path::NodePath;
+use crate::spec::ChildSpec;
+use crate::value::Value;
+use crate::worker::{Worker, WorkerInit};
+
+/// The erased constructor of one worker type.
+trait Factory: Send + Sync {
+    fn validate(&self, path: &NodePath, spec: &Value) -> Result<(), SpecError>;
+    fn create(&self, path: &NodePath, spec: &Value) -> Result<Box<dyn NodeDriver>, SpecError>;
+}
+
+struct TypedFactory<W, F> {
+    worker_type: Arc<str>,
+    construct: F,
+    _worker: std::marker::PhantomData<fn() -> W>,
+}
+
+impl<W, F> TypedFactory<W, F>
+where
+    W: Worker,
+{
+    fn decode(&self, path: &NodePath, spec: &Value) -> Result<W::Spec, SpecError> {
+        spec.decode::<W::Spec>()
+            .map_err(|e| SpecError::Undecodable {
+                path: path.clone(),
+                worker_type: self.worker_type.to_string(),
+                message: e.to_string(),
+            })
+    }
+}
+
+impl<W, F> Factory for TypedFactory<W, F>
+where
+    W: Worker,
+    F: Fn(&WorkerInit<'_>) -> W + Send + Sync + 'static,
+{
+    fn validate(&self, path: &NodePath, spec: &Value) -> Result<(), SpecError> {
+        self.decode(path, spec).map(drop)
+    }
+
+    fn create(&self, path: &NodePath, spec: &Value) -> Result<Box<dyn NodeDriver>, SpecError> {
+        let typed = self.decode(path, spec)?;
+        let init = WorkerInit {
+            path,
+            worker_type: &self.worker_type,
+        };
+        let worker = catch_unwind(AssertUnwindSafe(|| (self.construct)(&init))).map_err(|p| {
+            SpecError::ConstructorPanicked {
+                path: path.clone(),
+                worker_type: self.worker_type.to_string(),
+                message: panic_message(p.as_ref()),
+            }
+        })?;
+        Ok(Box::new(TypedDriver::new(
+            Arc::clone(&self.worker_type),
+            worker,
+            typed,
+        )))
+    }
+}
+
+/// Maps worker-type names to constructors. Built once, before the tree is
+/// spawned; the tree shares it read-only.
+///
+/// # Examples
+///
+/// ```
+/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # #[derive(Clone, Debug)] struct Idle;
+/// # struct Noop;
+/// # impl Worker for Noop {
+/// #     type Spec = (); type Observed = (); type State = Idle;
+/// #     fn initial_state(&self) -> Idle { Idle }
+/// #     async fn collect(&self, _: &CollectContext<()>) -> Result<(), BoxError> { Ok(()) }
+/// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
+/// # }
+/// # impl State<Noop> for Idle {
+/// #     fn name(&self) -> &'static str { "idle" }
+/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// # }
+/// use fsm_core::{RegistryError, WorkerRegistry};
+///
+/// let mut registry = WorkerRegistry::new();
+/// registry.register("noop", |_init| Noop)?;
+/// assert!(registry.contains("noop"));
+///
+/// let again = registry.register("noop", |_init| Noop).unwrap_err();
+/// assert_eq!(again, RegistryError::DuplicateWorkerType { worker_type: "noop".into() });
+/// # Ok::<(), RegistryError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct WorkerRegistry {
+    factories: BTreeMap<String, Arc<dyn Factory>>,
+}
+
+impl WorkerRegistry {
+    /// An empty registry.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers worker type `worker_type`, built by `construct` each time a
+    /// node of that type starts (or restarts).
+    ///
+    /// # Errors
+    ///
+    /// [`RegistryError::DuplicateWorkerType`] if the name is taken,
+    /// [`RegistryError::EmptyWorkerType`] if it is empty.
+    pub fn register<W, F>(
+        &mut self,
+        worker_type: impl Into<String>,
+        construct: F,
+    ) -> Result<&mut Self, RegistryError>
+    where
+        W: Worker,
+        F: Fn(&WorkerInit<'_>) -> W + Send + Sync + 'static,
+    {
+        let worker_type = worker_type.into();
+        if worker_type.is_empty() {
+            return Err(RegistryError::EmptyWorkerType);
+        }
+        if self.factories.contains_key(&worker_type) {
+            return Err(RegistryError::DuplicateWorkerType { worker_type });
+        }
+        let factory = TypedFactory {
+            worker_type: Arc::from(worker_type.as_str()),
+            construct,
+            _worker: std::marker::PhantomData,
+        };
+        self.factories.insert(worker_type, Arc::new(factory));
+        Ok(self)
+    }
+
+    /// Whether `worker_type` is registered.
+    #[must_use]
+    pub fn contains(&self, worker_type: &str) -> bool {
+        self.factories.contains_key(worker_type)
+    }
+
+    /// The registered worker types, sorted.
+    pub fn worker_types(&self) -> impl Iterator<Item = &str> {
+        self.factories.keys().map(String::as_str)
+    }
+
+    fn factory(&self, path: &NodePath, worker_type: &str) -> Result<&dyn Factory, SpecError> {
+        self.factories
+            .get(worker_type)
+            .map(|f| &**f)
+            .ok_or_else(|| SpecError::UnknownWorkerType {
+                path: path.clone(),
+                worker_type: worker_type.to_owned(),
+                known: self.factories.keys().cloned().collect(),
+            })
+    }
+
+    /// Checks that the node at `path` can be created from `spec`: its type is
+    /// registered and its user spec decodes into the worker's typed spec.
+    ///
+    /// # Errors
+    ///
+    /// [`SpecError::UnknownWorkerType`] or [`SpecError::Undecodable`], naming
+    /// `path`.
+    pub fn validate(&self, path: &NodePath, spec: &ChildSpec) -> Result<(), SpecError> {
+        self.factory(path, &spec.worker_type)?
+            .validate(path, &spec.user_spec)
+    }
+
+    /// Creates the driver of the node at `path`: constructs the worker and
+    /// decodes its spec.
+    ///
+    /// # Errors
+    ///
+    /// As [`validate`](Self::validate), plus
+    /// [`SpecError::ConstructorPanicked`].
+    pub fn create(
+        &self,
+        path: &NodePath,
+        spec: &ChildSpec,
+    ) -> Result<Box<dyn NodeDriver>, SpecError> {
+        self.factory(path, &spec.worker_type)?
+            .create(path, &spec.user_spec)
+    }
+}
+
+impl fmt::Debug for WorkerRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerRegistry")
+            .field("worker_types", &self.factories.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}

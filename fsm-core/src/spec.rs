@@ -1,0 +1,216 @@
+//! The declarative data: [`ChildSpec`] (what a child is) and
+//! [`DesiredState`] (what a node wants: its own state and its children).
+//!
+//! Both are plain serde types: a desired tree can be printed as JSON, encoded
+//! with the [`codec`](crate::codec), stored, and a tree restored from it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::hash::{SpecHash, StableHasher};
+use crate::value::{Value, ValueError};
+
+/// The declaration of one child: its name (unique among its siblings), the
+/// worker type that runs it, its user spec, and how the parent's desired
+/// state maps onto the child's.
+///
+/// # Examples
+///
+/// ```
+/// use fsm_core::{ChildSpec, Value};
+///
+/// let conn = ChildSpec::new("connection", "connection")
+///     .with_spec(Value::map([("host", "10.0.0.5".into()), ("port", 502.into())]))
+///     .map_state("running", "running")
+///     .map_state("stopped", "stopped");
+/// assert_eq!(conn.mapped_state("running"), Some("running"));
+/// assert_eq!(conn.mapped_state("degraded"), None);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ChildSpec {
+    /// Unique among siblings; part of the node's path. May not be empty or
+    /// contain `/`.
+    pub name: String,
+    /// The worker type, as registered in the
+    /// [`WorkerRegistry`](crate::WorkerRegistry).
+    pub worker_type: String,
+    /// The child's configuration; decoded into the worker's typed `Spec`.
+    #[serde(default)]
+    pub user_spec: Value,
+    /// Parent desired state → this child's desired state. When the parent's
+    /// desired state has an entry here, it overrides the state the child
+    /// derives for itself.
+    #[serde(default)]
+    pub state_mapping: BTreeMap<String, String>,
+}
+
+impl ChildSpec {
+    /// A child with an empty (null) spec and no state mapping.
+    #[must_use]
+    pub fn new(name: impl Into<String>, worker_type: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            worker_type: worker_type.into(),
+            user_spec: Value::Null,
+            state_mapping: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the user spec.
+    #[must_use]
+    pub fn with_spec(mut self, spec: impl Into<Value>) -> Self {
+        self.user_spec = spec.into();
+        self
+    }
+
+    /// Sets the user spec from any serialisable value (typically the child
+    /// worker's own `Spec` type).
+    ///
+    /// # Errors
+    ///
+    /// See [`Value::from_serialize`].
+    pub fn with_typed_spec<T: Serialize>(mut self, spec: &T) -> Result<Self, ValueError> {
+        self.user_spec = Value::from_serialize(spec)?;
+        Ok(self)
+    }
+
+    /// Adds one state-mapping entry: when the parent wants `parent_state`,
+    /// this child wants `child_state`.
+    #[must_use]
+    pub fn map_state(
+        mut self,
+        parent_state: impl Into<String>,
+        child_state: impl Into<String>,
+    ) -> Self {
+        self.state_mapping
+            .insert(parent_state.into(), child_state.into());
+        self
+    }
+
+    /// The state this child should be in when the parent wants
+    /// `parent_desired`, if the mapping says.
+    #[must_use]
+    pub fn mapped_state(&self, parent_desired: &str) -> Option<&str> {
+        self.state_mapping.get(parent_desired).map(String::as_str)
+    }
+
+    /// The stable content hash of the whole declaration.
+    #[must_use]
+    pub fn hash(&self) -> SpecHash {
+        let mut h = StableHasher::new();
+        self.stable_hash(&mut h);
+        SpecHash(h.finish())
+    }
+
+    /// Feeds the declaration into a hasher (see [`ChildSpec::hash`]).
+    pub fn stable_hash(&self, h: &mut StableHasher) {
+        h.write_str(&self.name);
+        h.write_str(&self.worker_type);
+        self.user_spec.stable_hash(h);
+        h.write_u64(self.state_mapping.len() as u64);
+        for (k, v) in &self.state_mapping {
+            h.write_str(k);
+            h.write_str(v);
+        }
+    }
+}
+
+/// What a node wants: its own target state and the children it declares.
+/// Returned by [`Worker::derive_desired`](crate::Worker::derive_desired).
+///
+/// # Examples
+///
+/// ```
+/// use fsm_core::{ChildSpec, DesiredState};
+///
+/// let desired = DesiredState::new("running")
+///     .with_child(ChildSpec::new("connection", "connection"))
+///     .with_child(ChildSpec::new("read-flow", "flow"));
+/// assert_eq!(desired.children.len(), 2);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DesiredState {
+    /// The node's own target state (the name of one of its states).
+    pub state: String,
+    /// The children the node declares, in start order.
+    #[serde(default)]
+    pub children: Vec<ChildSpec>,
+}
+
+impl DesiredState {
+    /// A desired state with no children.
+    #[must_use]
+    pub fn new(state: impl Into<String>) -> Self {
+        Self {
+            state: state.into(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Adds a child declaration.
+    #[must_use]
+    pub fn with_child(mut self, child: ChildSpec) -> Self {
+        self.children.push(child);
+        self
+    }
+
+    /// Adds several child declarations.
+    #[must_use]
+    pub fn with_children(mut self, children: impl IntoIterator<Item = ChildSpec>) -> Self {
+        self.children.extend(children);
+        self
+    }
+
+    /// The stable hash of the children declarations (not the own state): when
+    /// it is unchanged, there is nothing to reconcile.
+    #[must_use]
+    pub fn children_hash(&self) -> SpecHash {
+        let mut h = StableHasher::new();
+        h.write_u64(self.children.len() as u64);
+        for c in &self.children {
+            c.stable_hash(&mut h);
+        }
+        SpecHash(h.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_changes_with_every_field() {
+        let base = ChildSpec::new("a", "t")
+            .with_spec(Value::from(1))
+            .map_state("x", "y");
+        let h = base.hash();
+        assert_eq!(h, base.clone().hash());
+        assert_ne!(
+            h,
+            ChildSpec {
+                name: "b".into(),
+                ..base.clone()
+            }
+            .hash()
+        );
+        assert_ne!(
+            h,
+            ChildSpec {
+                worker_type: "u".into(),
+                ..base.clone()
+            }
+            .hash()
+        );
+        assert_ne!(h, base.clone().with_spec(Value::from(2)).hash());
+        assert_ne!(h, base.clone().map_state("x", "z").hash());
+    }
+
+    #[test]
+    fn json_accepts_omitted_optional_fields() {
+        let spec: ChildSpec = serde_json::from_str(r#"{"name":"a","worker_type":"t"}"#).unwrap();
+        assert_eq!(spec, ChildSpec::new("a", "t"));
+    }
+}

@@ -1,0 +1,608 @@
+//! What a user writes: a [`Worker`] (look at the world, derive what it
+//! should be), its [`State`] machine (pure transitions), and [`Action`]s
+//! (idempotent effects, run by the executor).
+//!
+//! The framework calls these in a fixed order on every tick of a node (see
+//! `docs/architecture.md`): `derive_desired` when the spec changes, `next` on
+//! the freshest observation, an action at most one at a time. `collect` runs
+//! off the node's message loop, with a timeout.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::path::NodePath;
+use crate::spec::DesiredState;
+
+/// The error type user callbacks return: any error, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A worker: the user code behind one kind of node.
+///
+/// * [`collect`](Worker::collect) looks at the world (async, may fail, runs
+///   off the node's loop with a timeout);
+/// * [`derive_desired`](Worker::derive_desired) is pure: from the typed spec
+///   it derives the node's own target state and its children;
+/// * the [`State`] machine decides transitions and actions from a
+///   [`Snapshot`].
+///
+/// # Examples
+///
+/// ```
+/// use fsm_core::{
+///     Action, ActionContext, BoxError, CollectContext, DeriveContext, DesiredState,
+///     Snapshot, State, Transition, Worker,
+/// };
+/// use serde::Deserialize;
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+///
+/// #[derive(Deserialize)]
+/// struct LampSpec { on: bool }
+///
+/// /// The "world": whether the lamp is lit.
+/// #[derive(Default)]
+/// struct Lamp { lit: Arc<AtomicBool> }
+///
+/// #[derive(Clone, Debug)]
+/// enum LampState { Off, On }
+///
+/// struct SwitchOn(Arc<AtomicBool>);
+///
+/// impl Action for SwitchOn {
+///     async fn execute(&self, _ctx: &ActionContext) -> Result<(), BoxError> {
+///         self.0.store(true, Ordering::SeqCst); // idempotent
+///         Ok(())
+///     }
+/// }
+///
+/// impl Worker for Lamp {
+///     type Spec = LampSpec;
+///     type Observed = bool;
+///     type State = LampState;
+///
+///     fn initial_state(&self) -> LampState { LampState::Off }
+///
+///     async fn collect(&self, _ctx: &CollectContext<LampSpec>) -> Result<bool, BoxError> {
+///         Ok(self.lit.load(Ordering::SeqCst))
+///     }
+///
+///     fn derive_desired(&self, spec: &LampSpec, _ctx: &DeriveContext<'_>) -> Result<DesiredState, BoxError> {
+///         Ok(DesiredState::new(if spec.on { "on" } else { "off" }))
+///     }
+/// }
+///
+/// impl State<Lamp> for LampState {
+///     fn name(&self) -> &'static str {
+///         match self { LampState::Off => "off", LampState::On => "on" }
+///     }
+///
+///     fn next(&self, s: &Snapshot<'_, Lamp>) -> Transition<LampState> {
+///         match (self, s.desired(), *s.observed()) {
+///             (LampState::Off, "on", true) => Transition::to(LampState::On).because("lamp is lit"),
+///             (LampState::Off, "on", false) => Transition::stay()
+///                 .with_action(SwitchOn(s.worker().lit.clone()))
+///                 .because("lamp should be on"),
+///             _ => Transition::stay(),
+///         }
+///     }
+/// }
+/// ```
+pub trait Worker: Send + Sync + Sized + 'static {
+    /// The typed user spec, decoded from the node's
+    /// [`ChildSpec::user_spec`](crate::ChildSpec::user_spec).
+    type Spec: DeserializeOwned + Send + Sync + 'static;
+    /// What [`collect`](Worker::collect) observes.
+    type Observed: Send + Sync + 'static;
+    /// The state machine (an enum is the idiomatic fit).
+    type State: State<Self>;
+
+    /// The state a fresh worker starts in.
+    fn initial_state(&self) -> Self::State;
+
+    /// Looks at the world. Runs off the node's message loop, bounded by the
+    /// tree's observation timeout; a late or failed observation marks the
+    /// node stale and never blocks a tick.
+    fn collect(
+        &self,
+        ctx: &CollectContext<Self::Spec>,
+    ) -> impl Future<Output = Result<Self::Observed, BoxError>> + Send;
+
+    /// Derives the node's desired state, including the specs of its children,
+    /// from its spec. Must be pure: the framework calls it only when its
+    /// inputs change and caches the result.
+    ///
+    /// # Errors
+    ///
+    /// An error leaves the node on its last good desired state, marks it
+    /// unhealthy with the error as `last_error`, and is retried when the spec
+    /// changes.
+    fn derive_desired(
+        &self,
+        spec: &Self::Spec,
+        ctx: &DeriveContext<'_>,
+    ) -> Result<DesiredState, BoxError>;
+
+    /// The stop hook: runs once when the node stops for good (removed, or the
+    /// tree shuts down), after all of its children have stopped. Bounded by
+    /// the shutdown deadline.
+    fn on_stop(&self, ctx: &StopContext<Self::Spec>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        async {}
+    }
+}
+
+/// A worker's state machine. `next` is pure: it looks at a [`Snapshot`] and
+/// returns a [`Transition`]; the framework carries it out.
+pub trait State<W: Worker>: Clone + fmt::Debug + Send + Sync + 'static {
+    /// The state's name, as it appears in snapshots and is compared with the
+    /// desired state (`"running"`, `"stopped"`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Decides what happens next, given the freshest observation.
+    fn next(&self, snapshot: &Snapshot<'_, W>) -> Transition<Self>;
+}
+
+/// Signals a state machine can raise to its supervisor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// Replace this worker with a fresh one from the registry (same spec).
+    NeedsRestart,
+    /// Remove this node: it has finished its work.
+    NeedsRemoval,
+}
+
+/// The result of [`State::next`]: an optional next state, at most one action,
+/// an optional signal, and a human-readable reason.
+///
+/// # Examples
+///
+/// ```
+/// use fsm_core::{Signal, Transition};
+///
+/// #[derive(Clone, Debug, PartialEq)]
+/// enum S { Starting, Running }
+///
+/// let t = Transition::to(S::Running).because("process is up");
+/// assert_eq!(t.next_state(), Some(&S::Running));
+/// assert_eq!(t.reason(), "process is up");
+///
+/// let t: Transition<S> = Transition::signal(Signal::NeedsRestart).because("wedged");
+/// assert_eq!(t.signal_raised(), Some(Signal::NeedsRestart));
+/// ```
+#[must_use]
+pub struct Transition<S> {
+    next: Option<S>,
+    action: Option<BoxedAction>,
+    signal: Option<Signal>,
+    reason: Cow<'static, str>,
+}
+
+impl<S> Transition<S> {
+    /// Stay in the current state.
+    pub fn stay() -> Self {
+        Self {
+            next: None,
+            action: None,
+            signal: None,
+            reason: Cow::Borrowed(""),
+        }
+    }
+
+    /// Move to `state`.
+    pub fn to(state: S) -> Self {
+        Self {
+            next: Some(state),
+            ..Self::stay()
+        }
+    }
+
+    /// Raise a signal to the supervisor.
+    pub fn signal(signal: Signal) -> Self {
+        Self {
+            signal: Some(signal),
+            ..Self::stay()
+        }
+    }
+
+    /// Also run `action` (at most one per transition; a second call
+    /// replaces the first). It is dropped if an action of this node is still
+    /// in flight: actions are idempotent and the state machine will ask again.
+    pub fn with_action(mut self, action: impl Action) -> Self {
+        self.action = Some(BoxedAction::new(action));
+        self
+    }
+
+    /// Says why (shows up in logs and traces).
+    pub fn because(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
+        self.reason = reason.into();
+        self
+    }
+
+    /// The next state, if any.
+    #[must_use]
+    pub fn next_state(&self) -> Option<&S> {
+        self.next.as_ref()
+    }
+
+    /// The action, if any.
+    #[must_use]
+    pub fn action(&self) -> Option<&BoxedAction> {
+        self.action.as_ref()
+    }
+
+    /// The signal, if any.
+    #[must_use]
+    pub fn signal_raised(&self) -> Option<Signal> {
+        self.signal
+    }
+
+    /// The reason.
+    #[must_use]
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Splits the transition into its parts.
+    pub fn into_parts(
+        self,
+    ) -> (
+        Option<S>,
+        Option<BoxedAction>,
+        Option<Signal>,
+        Cow<'static, str>,
+    ) {
+        (self.next, self.action, self.signal, self.reason)
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Transition<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transition")
+            .field("next", &self.next)
+            .field("action", &self.action.as_ref().map(BoxedAction::name))
+            .field("signal", &self.signal)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+/// An effect on the world, run by the tree's executor, never inside a tick.
+///
+/// Actions must be idempotent (the state machine may ask for the same action
+/// again after a restart or a lost outcome) and should watch
+/// [`ActionContext::cancelled`] at long waits: a cancelled action is dropped
+/// at its next await point.
+pub trait Action: Send + Sync + 'static {
+    /// A short name for logs and metrics. Defaults to the type's name.
+    fn name(&self) -> &'static str {
+        let full = std::any::type_name::<Self>();
+        full.rsplit("::").next().unwrap_or(full)
+    }
+
+    /// A timeout for this action, overriding the tree's default.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Performs the effect.
+    fn execute(&self, ctx: &ActionContext) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// Object-safe form of [`Action`], implemented for every action.
+trait DynAction: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn timeout(&self) -> Option<Duration>;
+    fn run(self: Box<Self>, ctx: ActionContext) -> BoxFuture<'static, Result<(), BoxError>>;
+}
+
+impl<A: Action> DynAction for A {
+    fn name(&self) -> &'static str {
+        Action::name(self)
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Action::timeout(self)
+    }
+
+    fn run(self: Box<Self>, ctx: ActionContext) -> BoxFuture<'static, Result<(), BoxError>> {
+        Box::pin(async move { self.execute(&ctx).await })
+    }
+}
+
+/// A type-erased [`Action`], as it travels to the executor.
+pub struct BoxedAction(Box<dyn DynAction>);
+
+impl BoxedAction {
+    /// Boxes an action.
+    pub fn new(action: impl Action) -> Self {
+        Self(Box::new(action))
+    }
+
+    /// The action's name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    /// The action's own timeout, if it sets one.
+    #[must_use]
+    pub fn timeout(&self) -> Option<Duration> {
+        self.0.timeout()
+    }
+
+    /// Turns the action into the future that performs it.
+    pub fn run(self, ctx: ActionContext) -> BoxFuture<'static, Result<(), BoxError>> {
+        self.0.run(ctx)
+    }
+}
+
+impl fmt::Debug for BoxedAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BoxedAction({})", self.name())
+    }
+}
+
+/// How an enqueued action ended. Every enqueued action ends in exactly one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+pub enum ActionOutcome {
+    /// The action returned `Ok`.
+    Succeeded,
+    /// The action returned an error or panicked.
+    Failed(String),
+    /// The action ran past its timeout and was dropped.
+    TimedOut,
+    /// The action was cancelled before it finished (its node was removed,
+    /// restarted or shut down).
+    Cancelled,
+    /// The executor's queue was full; the action never ran.
+    Rejected(String),
+}
+
+impl ActionOutcome {
+    /// A short label: `succeeded`, `failed`, `timed_out`, `cancelled`,
+    /// `rejected`.
+    #[must_use]
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed(_) => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+            Self::Rejected(_) => "rejected",
+        }
+    }
+}
+
+/// The last action of a node and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionReport {
+    /// The action's name.
+    pub action: String,
+    /// How it ended.
+    pub outcome: ActionOutcome,
+}
+
+/// What a parent knows of one of its children, from the child's reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildStatus {
+    /// The child's name.
+    pub name: String,
+    /// The child's current state.
+    pub state: String,
+    /// The child's desired state.
+    pub desired: String,
+    /// Whether the child itself is healthy.
+    pub healthy: bool,
+    /// Whether the child and its whole subtree have converged.
+    pub converged: bool,
+}
+
+/// Everything a state machine may look at: the spec, the freshest
+/// observation, the desired state, the children, and the action in flight.
+pub struct Snapshot<'a, W: Worker> {
+    path: &'a NodePath,
+    worker: &'a W,
+    spec: &'a W::Spec,
+    observed: &'a W::Observed,
+    desired: &'a str,
+    children: &'a [ChildStatus],
+    action_in_flight: bool,
+    last_action: Option<&'a ActionReport>,
+}
+
+impl<'a, W: Worker> Snapshot<'a, W> {
+    /// A snapshot with no children and no action history. The framework
+    /// builds snapshots; this constructor is for testing state machines.
+    #[must_use]
+    pub fn new(
+        path: &'a NodePath,
+        worker: &'a W,
+        spec: &'a W::Spec,
+        observed: &'a W::Observed,
+        desired: &'a str,
+    ) -> Self {
+        Self {
+            path,
+            worker,
+            spec,
+            observed,
+            desired,
+            children: &[],
+            action_in_flight: false,
+            last_action: None,
+        }
+    }
+
+    /// Sets the children's statuses.
+    #[must_use]
+    pub fn with_children(mut self, children: &'a [ChildStatus]) -> Self {
+        self.children = children;
+        self
+    }
+
+    /// Sets the action status.
+    #[must_use]
+    pub fn with_action(mut self, in_flight: bool, last: Option<&'a ActionReport>) -> Self {
+        self.action_in_flight = in_flight;
+        self.last_action = last;
+        self
+    }
+
+    /// The node's path.
+    #[must_use]
+    pub fn path(&self) -> &NodePath {
+        self.path
+    }
+
+    /// The worker (for handles an action needs, such as a client).
+    #[must_use]
+    pub fn worker(&self) -> &W {
+        self.worker
+    }
+
+    /// The typed spec.
+    #[must_use]
+    pub fn spec(&self) -> &W::Spec {
+        self.spec
+    }
+
+    /// The freshest observation.
+    #[must_use]
+    pub fn observed(&self) -> &W::Observed {
+        self.observed
+    }
+
+    /// The desired state: the parent's mapped state when the mapping has an
+    /// entry for the parent's desired state, otherwise the node's own derived
+    /// state.
+    #[must_use]
+    pub fn desired(&self) -> &str {
+        self.desired
+    }
+
+    /// The children's last reported statuses, in start order.
+    #[must_use]
+    pub fn children(&self) -> &[ChildStatus] {
+        self.children
+    }
+
+    /// Whether every declared child is running and its subtree converged.
+    #[must_use]
+    pub fn children_converged(&self) -> bool {
+        self.children.iter().all(|c| c.converged)
+    }
+
+    /// Whether an action of this node is queued or running.
+    #[must_use]
+    pub fn action_in_flight(&self) -> bool {
+        self.action_in_flight
+    }
+
+    /// The node's last finished action, if any.
+    #[must_use]
+    pub fn last_action(&self) -> Option<&ActionReport> {
+        self.last_action
+    }
+}
+
+/// Passed to a worker's constructor in the registry.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct WorkerInit<'a> {
+    /// The node's path.
+    pub path: &'a NodePath,
+    /// The registered worker type.
+    pub worker_type: &'a str,
+}
+
+/// Passed to [`Worker::collect`].
+#[derive(Debug)]
+pub struct CollectContext<S> {
+    path: NodePath,
+    spec: Arc<S>,
+}
+
+impl<S> CollectContext<S> {
+    /// A context for `path` with `spec`.
+    #[must_use]
+    pub fn new(path: NodePath, spec: Arc<S>) -> Self {
+        Self { path, spec }
+    }
+
+    /// The node's path.
+    #[must_use]
+    pub fn path(&self) -> &NodePath {
+        &self.path
+    }
+
+    /// The node's current typed spec.
+    #[must_use]
+    pub fn spec(&self) -> &S {
+        &self.spec
+    }
+}
+
+/// Passed to [`Worker::derive_desired`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct DeriveContext<'a> {
+    /// The node's path.
+    pub path: &'a NodePath,
+}
+
+impl<'a> DeriveContext<'a> {
+    /// A context for `path`.
+    #[must_use]
+    pub fn new(path: &'a NodePath) -> Self {
+        Self { path }
+    }
+}
+
+/// Passed to [`Worker::on_stop`].
+pub type StopContext<S> = CollectContext<S>;
+
+/// Passed to [`Action::execute`]: the node's path and the cancellation
+/// signal.
+#[derive(Clone, Debug)]
+pub struct ActionContext {
+    path: NodePath,
+    cancel: CancellationToken,
+}
+
+impl ActionContext {
+    /// A context for an action of `path`, cancelled through `cancel`.
+    #[must_use]
+    pub fn new(path: NodePath, cancel: CancellationToken) -> Self {
+        Self { path, cancel }
+    }
+
+    /// The path of the node that asked for the action.
+    #[must_use]
+    pub fn path(&self) -> &NodePath {
+        &self.path
+    }
+
+    /// Whether the action has been cancelled.
+    #[must_use]
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the action is cancelled.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+}

@@ -1,0 +1,255 @@
+//! Registry, validation and driver behaviour, without any runtime.
+
+use fsm_core::{
+    BoxError, ChildSpec, CollectContext, DeclarationProblem, DeriveContext, DesiredState, NodePath,
+    RunningChild, Signal, Snapshot, SpecError, State, StepInput, Transition, Value, Worker,
+    WorkerRegistry, validate_children,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct CounterSpec {
+    target: u32,
+    #[serde(default)]
+    panic_in: Option<String>,
+}
+
+struct Counter;
+
+#[derive(Clone, Debug)]
+enum Count {
+    Below(u32),
+    Reached,
+}
+
+impl Worker for Counter {
+    type Spec = CounterSpec;
+    type Observed = u32;
+    type State = Count;
+
+    fn initial_state(&self) -> Count {
+        Count::Below(0)
+    }
+
+    async fn collect(&self, _ctx: &CollectContext<CounterSpec>) -> Result<u32, BoxError> {
+        Ok(7)
+    }
+
+    fn derive_desired(
+        &self,
+        spec: &CounterSpec,
+        _ctx: &DeriveContext<'_>,
+    ) -> Result<DesiredState, BoxError> {
+        match spec.panic_in.as_deref() {
+            Some("derive") => panic!("derive blew up"),
+            Some("derive-error") => Err("no good".into()),
+            _ => Ok(DesiredState::new("reached")),
+        }
+    }
+}
+
+impl State<Counter> for Count {
+    fn name(&self) -> &'static str {
+        match self {
+            Count::Below(_) => "below",
+            Count::Reached => "reached",
+        }
+    }
+
+    fn next(&self, s: &Snapshot<'_, Counter>) -> Transition<Count> {
+        if s.spec().panic_in.as_deref() == Some("next") {
+            panic!("next blew up");
+        }
+        match self {
+            Count::Below(_) if *s.observed() >= s.spec().target => {
+                Transition::to(Count::Reached).because("target reached")
+            }
+            Count::Below(n) => Transition::to(Count::Below(n + 1)),
+            Count::Reached if s.desired() == "gone" => Transition::signal(Signal::NeedsRemoval),
+            Count::Reached => Transition::stay(),
+        }
+    }
+}
+
+fn registry() -> WorkerRegistry {
+    let mut r = WorkerRegistry::new();
+    r.register("counter", |_| Counter).unwrap();
+    r
+}
+
+fn spec(name: &str, target: i64) -> ChildSpec {
+    ChildSpec::new(name, "counter").with_spec(Value::map([("target", Value::from(target))]))
+}
+
+#[test]
+fn unknown_worker_type_names_the_path_and_the_known_types() {
+    let path = NodePath::parse("plant/line-1");
+    let err = registry()
+        .validate(&path.child("x"), &ChildSpec::new("x", "conter"))
+        .unwrap_err();
+    assert!(matches!(err, SpecError::UnknownWorkerType { .. }));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("plant/line-1/x") && msg.contains("`conter`") && msg.contains("[counter]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn undecodable_spec_names_the_path_and_the_serde_message() {
+    let path = NodePath::parse("plant/c");
+    let bad = ChildSpec::new("c", "counter").with_spec(Value::map([("target", "ten".into())]));
+    let err = registry().validate(&path, &bad).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("plant/c") && msg.contains("invalid type: string \"ten\""),
+        "{msg}"
+    );
+}
+
+#[test]
+fn validation_reports_every_problem_at_once() {
+    let path = NodePath::parse("p");
+    let declared = vec![
+        spec("a", 1),
+        spec("", 1),
+        spec("a", 2),
+        ChildSpec::new("b", "nope"),
+        spec("c/d", 1),
+        ChildSpec::new("e", "counter"),
+    ];
+    let err = validate_children(&path, &declared, &[], &registry()).unwrap_err();
+    assert_eq!(err.path, path);
+    assert_eq!(err.problems.len(), 5, "{err}");
+    assert!(matches!(
+        err.problems[0],
+        DeclarationProblem::EmptyName { index: 1, .. }
+    ));
+    assert!(matches!(
+        err.problems[1],
+        DeclarationProblem::DuplicateName {
+            first: 0,
+            second: 2,
+            ..
+        }
+    ));
+    assert!(matches!(
+        &err.problems[2],
+        DeclarationProblem::Spec(SpecError::UnknownWorkerType { path, .. }) if path.as_str() == "p/b"
+    ));
+    assert!(matches!(
+        err.problems[3],
+        DeclarationProblem::InvalidName { .. }
+    ));
+    assert!(matches!(
+        &err.problems[4],
+        DeclarationProblem::Spec(SpecError::Undecodable { path, .. }) if path.as_str() == "p/e"
+    ));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("running children were left as they are"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unchanged_running_children_are_not_decoded_again() {
+    // A child that is running with exactly this spec passed validation when
+    // it started; validation does not redo the decode.
+    let undecodable_but_running = ChildSpec::new("e", "counter");
+    let running = [RunningChild {
+        name: "e",
+        worker_type: "counter",
+        hash: undecodable_but_running.hash(),
+    }];
+    assert!(
+        validate_children(
+            &NodePath::top(),
+            &[undecodable_but_running],
+            &running,
+            &registry()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn registering_twice_or_empty_is_refused() {
+    let mut r = registry();
+    assert!(r.register("counter", |_| Counter).is_err());
+    assert!(r.register("", |_| Counter).is_err());
+}
+
+#[test]
+fn driver_runs_the_state_machine_only_with_an_observation() {
+    let path = NodePath::parse("c");
+    let mut d = registry().create(&path, &spec("c", 2)).unwrap();
+    assert_eq!(d.state_name(), "below");
+    assert!(d.step(&StepInput::new(&path, "reached")).unwrap().is_none());
+
+    let obs = futures::executor::block_on(d.collect(&path)).unwrap();
+    assert!(d.set_observation(obs));
+    let out = d.step(&StepInput::new(&path, "reached")).unwrap().unwrap();
+    assert_eq!((out.from, out.to), ("below", Some("reached")));
+    assert_eq!(out.reason, "target reached");
+    assert_eq!(d.state_name(), "reached");
+
+    let out = d.step(&StepInput::new(&path, "gone")).unwrap().unwrap();
+    assert_eq!(out.signal, Some(Signal::NeedsRemoval));
+    assert_eq!(out.to, None);
+}
+
+#[test]
+fn driver_refuses_an_observation_of_another_type() {
+    let path = NodePath::parse("c");
+    let mut d = registry().create(&path, &spec("c", 2)).unwrap();
+    assert!(!d.set_observation(Box::new("not a u32")));
+    assert!(!d.has_observation());
+}
+
+#[test]
+fn panics_and_errors_in_callbacks_are_caught_and_typed() {
+    let path = NodePath::parse("c");
+    let with = |how: &str| {
+        ChildSpec::new("c", "counter")
+            .with_spec(Value::map([("target", 1.into()), ("panic_in", how.into())]))
+    };
+    let d = registry().create(&path, &with("derive")).unwrap();
+    let err = d.derive(&path).unwrap_err();
+    assert!(
+        err.is_panic() && err.to_string().contains("derive blew up"),
+        "{err}"
+    );
+
+    let d = registry().create(&path, &with("derive-error")).unwrap();
+    let err = d.derive(&path).unwrap_err();
+    assert!(
+        !err.is_panic() && err.to_string().contains("no good"),
+        "{err}"
+    );
+
+    let mut d = registry().create(&path, &with("next")).unwrap();
+    let obs = futures::executor::block_on(d.collect(&path)).unwrap();
+    d.set_observation(obs);
+    let err = d.step(&StepInput::new(&path, "reached")).unwrap_err();
+    assert!(
+        err.is_panic() && err.to_string().contains("next blew up"),
+        "{err}"
+    );
+}
+
+#[test]
+fn set_spec_keeps_the_old_spec_on_error() {
+    let path = NodePath::parse("c");
+    let mut d = registry().create(&path, &spec("c", 100)).unwrap();
+    assert!(d.set_spec(&Value::from("garbage")).is_err());
+    let obs = futures::executor::block_on(d.collect(&path)).unwrap();
+    d.set_observation(obs);
+    // target is still 100, so 7 has not reached it
+    let out = d.step(&StepInput::new(&path, "reached")).unwrap().unwrap();
+    assert_eq!(out.to, None);
+    d.set_spec(&Value::map([("target", Value::from(5))]))
+        .unwrap();
+    let out = d.step(&StepInput::new(&path, "reached")).unwrap().unwrap();
+    assert_eq!(out.to, Some("reached"));
+}
