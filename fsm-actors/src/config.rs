@@ -1,0 +1,174 @@
+//! [`TreeConfig`]: the one set of knobs of a tree.
+
+use std::time::Duration;
+
+/// How a tree ticks, observes, runs actions and stops.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use fsm_actors::TreeConfig;
+///
+/// let mut config = TreeConfig::default();
+/// config.tick_interval = Some(Duration::from_millis(100));
+/// config.executor.concurrency = 4;
+/// config.validate()?;
+/// # Ok::<(), fsm_actors::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TreeConfig {
+    /// How often the root timer ticks the tree. `None`: no timer; the tree
+    /// ticks only when [`Tree::tick`](crate::Tree::tick) is called.
+    pub tick_interval: Option<Duration>,
+    /// How long one `collect` may take before it counts as failed.
+    pub observation_timeout: Duration,
+    /// How old the last good observation may be before the node is stale
+    /// (its state machine pauses until a fresh observation arrives). Must be
+    /// longer than `observation_timeout`.
+    pub stale_after: Duration,
+    /// The pooled action executor.
+    pub executor: ExecutorConfig,
+    /// How long a removed or replaced child (with its subtree) may take to
+    /// stop before it is killed.
+    pub stop_timeout: Duration,
+    /// How long [`Tree::inspect`](crate::Tree::inspect) waits for each node.
+    pub inspect_timeout: Duration,
+}
+
+impl Default for TreeConfig {
+    fn default() -> Self {
+        Self {
+            tick_interval: Some(Duration::from_secs(1)),
+            observation_timeout: Duration::from_secs(2),
+            stale_after: Duration::from_secs(10),
+            executor: ExecutorConfig::default(),
+            stop_timeout: Duration::from_secs(10),
+            inspect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The pooled action executor of a tree.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ExecutorConfig {
+    /// How many actions run at once.
+    pub concurrency: usize,
+    /// How many actions may wait; beyond it, an action is rejected.
+    pub queue_capacity: usize,
+    /// The timeout of an action that sets none itself.
+    pub default_timeout: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            queue_capacity: 4096,
+            default_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A [`TreeConfig`] that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A duration that must be positive is zero.
+    #[error("`{field}` is zero; it must be a positive duration")]
+    ZeroDuration {
+        /// The field.
+        field: &'static str,
+    },
+    /// The stale threshold does not exceed the observation timeout.
+    #[error(
+        "`stale_after` ({stale_after:?}) must be longer than `observation_timeout` ({observation_timeout:?}), or every slow observation would mark the node stale"
+    )]
+    StaleBeforeTimeout {
+        /// The stale threshold.
+        stale_after: Duration,
+        /// The observation timeout.
+        observation_timeout: Duration,
+    },
+    /// The executor runs nothing.
+    #[error("`executor.concurrency` is zero; at least one action must be able to run")]
+    NoConcurrency,
+}
+
+impl TreeConfig {
+    /// Checks that the settings can work together.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field and what to change.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("observation_timeout", self.observation_timeout),
+            ("stale_after", self.stale_after),
+            ("stop_timeout", self.stop_timeout),
+            ("inspect_timeout", self.inspect_timeout),
+            ("executor.default_timeout", self.executor.default_timeout),
+        ];
+        for (field, d) in positive {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration { field });
+            }
+        }
+        if self.tick_interval.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::ZeroDuration {
+                field: "tick_interval",
+            });
+        }
+        if self.stale_after <= self.observation_timeout {
+            return Err(ConfigError::StaleBeforeTimeout {
+                stale_after: self.stale_after,
+                observation_timeout: self.observation_timeout,
+            });
+        }
+        if self.executor.concurrency == 0 {
+            return Err(ConfigError::NoConcurrency);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert_eq!(TreeConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn stale_threshold_must_exceed_observation_timeout() {
+        let c = TreeConfig {
+            stale_after: TreeConfig::default().observation_timeout,
+            ..TreeConfig::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::StaleBeforeTimeout { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_durations_and_concurrency_are_refused() {
+        let c = TreeConfig {
+            tick_interval: Some(Duration::ZERO),
+            ..TreeConfig::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration {
+                field: "tick_interval"
+            })
+        );
+        let mut c = TreeConfig::default();
+        c.executor.concurrency = 0;
+        assert_eq!(c.validate(), Err(ConfigError::NoConcurrency));
+    }
+}

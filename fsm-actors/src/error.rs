@@ -1,0 +1,48 @@
+//! Errors of the tree handle.
+
+use std::time::Duration;
+
+use fsm_core::{DeclarationProblem, SpecError};
+
+use crate::config::ConfigError;
+use crate::snapshot::SubtreeCounts;
+
+/// An operation on a [`Tree`](crate::Tree) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// The configuration cannot work.
+    #[error("invalid tree configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The root spec is invalid; nothing was spawned or changed.
+    #[error("invalid root spec: {0}")]
+    InvalidRootSpec(#[source] DeclarationProblem),
+    /// The tree's actors could not be started.
+    #[error("could not start the tree: {0}")]
+    Spawn(String),
+    /// The tree is no longer running (shut down, or its top actor died).
+    #[error("the tree is not running; spawn a new one")]
+    NotRunning,
+    /// A node did not answer in time.
+    #[error("{what} did not answer within {timeout:?}")]
+    Timeout {
+        /// What was asked.
+        what: &'static str,
+        /// How long was waited.
+        timeout: Duration,
+    },
+    /// The tree did not converge in time.
+    #[error("the tree did not converge within {timeout:?}: {} of {} nodes converged, {} unhealthy; inspect() shows which", counts.converged, counts.nodes, counts.unhealthy)]
+    NotConverged {
+        /// How long was waited.
+        timeout: Duration,
+        /// The counts when the wait gave up.
+        counts: SubtreeCounts,
+    },
+}
+
+impl From<SpecError> for TreeError {
+    fn from(e: SpecError) -> Self {
+        Self::InvalidRootSpec(DeclarationProblem::Spec(e))
+    }
+}

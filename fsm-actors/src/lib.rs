@@ -1,0 +1,43 @@
+//! The fsmv2-rs runtime: a tree of supervised state machines on ractor.
+//!
+//! Hand [`Tree::spawn`] a root [`ChildSpec`](fsm_core::ChildSpec), a
+//! [`WorkerRegistry`](fsm_core::WorkerRegistry) and a [`TreeConfig`]; the
+//! tree spawns one actor per node, keeps every node converging on its
+//! desired state, and runs actions on a pooled executor.
+//!
+//! ```text
+//!  Tree handle ── tick timer ──▶ top ──▶ root ──▶ line-1 ──▶ bridge-a ──▶ connection
+//!      │                          │        │                     └──────▶ read-flow
+//!      │ inspect / update /       │        └──▶ line-2 ...
+//!      │ shutdown                 │
+//!      ▼                          ▼ actions (messages)
+//!   TreeStatus (watch)         Executor (pooled, one per tree)
+//! ```
+//!
+//! Guarantees users rely on:
+//!
+//! * parents and children share no memory: specs, mapped states, ticks and
+//!   reports travel as messages;
+//! * children start in declaration order and stop in reverse start order,
+//!   each subtree completely before the next sibling;
+//! * a tick never waits for an observation or an action;
+//! * every enqueued action ends in exactly one outcome;
+//! * an invalid declaration changes nothing and is reported on the node.
+//!
+//! See `docs/architecture.md` for the tick and the messages.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod error;
+mod executor;
+mod node;
+mod snapshot;
+mod tree;
+
+pub use config::{ConfigError, ExecutorConfig, TreeConfig};
+pub use error::TreeError;
+pub use snapshot::{
+    ExecutorStats, NodeSnapshot, ShutdownReport, StopOutcome, StopRecord, SubtreeCounts, TreeStatus,
+};
+pub use tree::Tree;

@@ -1,0 +1,56 @@
+//! The messages a node actor handles. Parent → child: `Tick`, `UpdateSpec`,
+//! `ParentState`, `Inspect`, `Shutdown`. Child → parent: `ChildReport`.
+//! Collector → node: `Observed`. Executor → node: `ActionDone`. Stop task →
+//! node: `ChildStopped`.
+
+use fsm_core::{ActionReport, ChildSpec, ChildStatus, Observation};
+use ractor::{ActorId, RpcReplyPort};
+use tokio::time::Instant;
+
+use crate::executor::ActionId;
+use crate::snapshot::{NodeSnapshot, StopRecord, SubtreeCounts};
+
+/// A message to a node actor.
+pub(crate) enum NodeMsg {
+    /// Do one tick of work, then forward the tick to the children.
+    Tick,
+    /// The node's spec changed (same worker type): decode it and derive
+    /// again; the node keeps running.
+    UpdateSpec(Box<ChildSpec>),
+    /// The parent's state mapping for this node changed: `Some` overrides
+    /// the node's own derived state, `None` hands control back to it.
+    ParentState(Option<String>),
+    /// A child's status and subtree counts changed.
+    ChildReport(ChildReport),
+    /// A collect finished (or failed, or timed out).
+    Observed {
+        seq: u64,
+        result: Result<Observation, String>,
+    },
+    /// An action of this node ended.
+    ActionDone { id: ActionId, report: ActionReport },
+    /// Snapshot this subtree; children answer before `deadline`.
+    Inspect {
+        deadline: Instant,
+        reply: RpcReplyPort<NodeSnapshot>,
+    },
+    /// Stop this subtree in order (children first, in reverse start order),
+    /// run the stop hook, reply with the stop records, and exit.
+    Shutdown {
+        deadline: Instant,
+        reply: RpcReplyPort<Vec<StopRecord>>,
+    },
+    /// A child this node was stopping on purpose has stopped.
+    ChildStopped {
+        id: ActorId,
+        records: Vec<StopRecord>,
+    },
+}
+
+/// What a child tells its parent whenever it changes.
+pub(crate) struct ChildReport {
+    pub(crate) name: String,
+    pub(crate) generation: u64,
+    pub(crate) status: ChildStatus,
+    pub(crate) subtree: SubtreeCounts,
+}

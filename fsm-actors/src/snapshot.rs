@@ -1,0 +1,209 @@
+//! What a running tree shows of itself: [`NodeSnapshot`] (from
+//! [`Tree::inspect`](crate::Tree::inspect)), [`TreeStatus`] (cheap, always
+//! current), [`ShutdownReport`] and [`ExecutorStats`].
+
+use fsm_core::{ActionReport, NodePath};
+use serde::{Deserialize, Serialize};
+
+/// One node of an inspected tree, with its children. Serialises to the
+/// snapshot JSON of the demo and of `docs/architecture.md`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NodeSnapshot {
+    /// Names joined by `/` from the root.
+    pub path: NodePath,
+    /// The node's name.
+    pub name: String,
+    /// Its worker type.
+    pub worker_type: String,
+    /// Its current state.
+    pub state: String,
+    /// Its effective desired state.
+    pub desired_state: String,
+    /// Whether it is healthy: its spec and children are valid, its desired
+    /// state derives, and its observations are fresh.
+    pub healthy: bool,
+    /// The error that makes it unhealthy, or else the last action failure
+    /// since the last success.
+    pub last_error: Option<String>,
+    /// Whether the node and its whole subtree have converged.
+    pub converged: bool,
+    /// Whether its last good observation is too old.
+    pub stale: bool,
+    /// The action in flight, if any.
+    pub action_in_flight: Option<String>,
+    /// The last finished action.
+    pub last_action: Option<ActionReport>,
+    /// Its running children, in start order.
+    pub children: Vec<NodeSnapshot>,
+}
+
+impl NodeSnapshot {
+    /// A placeholder for a child that did not answer in time.
+    pub(crate) fn unavailable(path: NodePath, worker_type: &str, why: &str) -> Self {
+        Self {
+            name: path.name().to_owned(),
+            path,
+            worker_type: worker_type.to_owned(),
+            state: "unavailable".to_owned(),
+            desired_state: String::new(),
+            healthy: false,
+            last_error: Some(why.to_owned()),
+            converged: false,
+            stale: false,
+            action_in_flight: None,
+            last_action: None,
+            children: Vec::new(),
+        }
+    }
+
+    /// This node and all below it, depth first, parents before children.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeSnapshot> {
+        let mut stack = vec![self];
+        std::iter::from_fn(move || {
+            let node = stack.pop()?;
+            stack.extend(node.children.iter().rev());
+            Some(node)
+        })
+    }
+
+    /// Finds the node at `path` in this subtree.
+    #[must_use]
+    pub fn find(&self, path: &str) -> Option<&NodeSnapshot> {
+        self.iter().find(|n| n.path.as_str() == path)
+    }
+
+    /// The number of nodes in this subtree.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Always `false`: a snapshot holds at least its own node.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The depth of this subtree (1 for a leaf).
+    #[must_use]
+    pub fn height(&self) -> usize {
+        1 + self.children.iter().map(Self::height).max().unwrap_or(0)
+    }
+}
+
+/// Counts over a subtree, kept current by the reports children send upward.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubtreeCounts {
+    /// Nodes running in the subtree (itself included).
+    pub nodes: u64,
+    /// Of them, converged: healthy, in their desired state, with all
+    /// declared children running.
+    pub converged: u64,
+    /// Of them, unhealthy.
+    pub unhealthy: u64,
+}
+
+impl SubtreeCounts {
+    pub(crate) fn add(&mut self, other: SubtreeCounts) {
+        self.nodes += other.nodes;
+        self.converged += other.converged;
+        self.unhealthy += other.unhealthy;
+    }
+
+    /// Whether every node of the subtree has converged.
+    #[must_use]
+    pub fn all_converged(&self) -> bool {
+        self.nodes > 0 && self.converged == self.nodes
+    }
+}
+
+/// The tree's current status: cheap to read at any time, without asking the
+/// nodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct TreeStatus {
+    /// Root ticks processed so far.
+    pub ticks: u64,
+    /// Counts over the whole tree, as of the root's last report.
+    pub counts: SubtreeCounts,
+    /// Whether the root node and its subtree have converged.
+    pub converged: bool,
+}
+
+/// How one node stopped during an ordered shutdown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "reason", rename_all = "snake_case")]
+pub enum StopOutcome {
+    /// Its children stopped and its stop hook finished before the deadline.
+    Clean,
+    /// It (or its stop hook) missed the deadline and was killed.
+    Forced(String),
+}
+
+/// One node's entry in a [`ShutdownReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopRecord {
+    /// The node.
+    pub path: NodePath,
+    /// How it stopped.
+    pub outcome: StopOutcome,
+}
+
+/// The result of [`Tree::shutdown`](crate::Tree::shutdown): every node, in
+/// the order it stopped (children before parents, later-started siblings
+/// first).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownReport {
+    /// The nodes, in stop order.
+    pub stopped: Vec<StopRecord>,
+}
+
+impl ShutdownReport {
+    /// Whether every node stopped cleanly.
+    #[must_use]
+    pub fn all_clean(&self) -> bool {
+        self.stopped.iter().all(|r| r.outcome == StopOutcome::Clean)
+    }
+
+    /// The nodes that had to be killed.
+    pub fn forced(&self) -> impl Iterator<Item = &StopRecord> {
+        self.stopped
+            .iter()
+            .filter(|r| matches!(r.outcome, StopOutcome::Forced(_)))
+    }
+}
+
+/// Counters of the action executor. Every enqueued action ends in exactly one
+/// outcome, so once the executor is idle,
+/// `enqueued == succeeded + failed + timed_out + cancelled + rejected`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ExecutorStats {
+    /// Actions handed to the executor.
+    pub enqueued: u64,
+    /// Actions that started running.
+    pub started: u64,
+    /// Outcomes: succeeded.
+    pub succeeded: u64,
+    /// Outcomes: failed.
+    pub failed: u64,
+    /// Outcomes: timed out.
+    pub timed_out: u64,
+    /// Outcomes: cancelled.
+    pub cancelled: u64,
+    /// Outcomes: rejected (queue full).
+    pub rejected: u64,
+    /// Waiting now.
+    pub queued: u64,
+    /// Running now.
+    pub running: u64,
+}
+
+impl ExecutorStats {
+    /// Outcomes delivered so far.
+    #[must_use]
+    pub fn outcomes(&self) -> u64 {
+        self.succeeded + self.failed + self.timed_out + self.cancelled + self.rejected
+    }
+}

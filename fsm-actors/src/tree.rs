@@ -1,0 +1,324 @@
+//! [`Tree`]: spawn a tree from a root spec, watch it, change it, stop it.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use fsm_core::{ChildSpec, DeclarationProblem, NodePath, PATH_SEPARATOR, WorkerRegistry};
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorRef};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::config::TreeConfig;
+use crate::error::TreeError;
+use crate::executor::{ExecMsg, Executor};
+use crate::node::top::{top_driver, top_spec};
+use crate::node::{NodeActor, NodeArgs, NodeMsg, Shared};
+use crate::snapshot::{ExecutorStats, NodeSnapshot, ShutdownReport, TreeStatus};
+
+/// A running tree of supervised workers.
+///
+/// Spawned from one root [`ChildSpec`]; every node derives its children from
+/// its own spec, so the root spec describes the whole desired tree. One timer
+/// ticks the root; each node forwards the tick to its children after its own
+/// work, so one root tick is one pass over the tree.
+///
+/// # Examples
+///
+/// ```
+/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # #[derive(Clone, Debug)] struct Idle;
+/// # struct Noop;
+/// # impl Worker for Noop {
+/// #     type Spec = (); type Observed = (); type State = Idle;
+/// #     fn initial_state(&self) -> Idle { Idle }
+/// #     async fn collect(&self, _: &CollectContext<()>) -> Result<(), BoxError> { Ok(()) }
+/// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
+/// # }
+/// # impl State<Noop> for Idle {
+/// #     fn name(&self) -> &'static str { "idle" }
+/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// # }
+/// use std::time::Duration;
+/// use fsm_actors::{Tree, TreeConfig};
+/// use fsm_core::{ChildSpec, WorkerRegistry};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut registry = WorkerRegistry::new();
+/// registry.register("noop", |_| Noop)?;
+///
+/// let tree = Tree::spawn(ChildSpec::new("root", "noop"), registry, TreeConfig::default()).await?;
+/// tree.wait_converged(Duration::from_secs(10)).await?;
+/// let snapshot = tree.inspect().await?;
+/// assert_eq!(snapshot.state, "idle");
+/// let report = tree.shutdown(Duration::from_secs(5)).await;
+/// assert!(report.all_clean());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Tree {
+    top: ActorRef<NodeMsg>,
+    executor: ActorRef<ExecMsg>,
+    status: watch::Receiver<TreeStatus>,
+    ticker: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    stopped: bool,
+}
+
+impl Tree {
+    /// Validates the root spec and the configuration, then spawns the
+    /// executor, the root node and (if configured) the tick timer.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::Config`] for an unworkable configuration,
+    /// [`TreeError::InvalidRootSpec`] when the root's name is empty or
+    /// contains `/`, its worker type is unknown, or its user spec does not
+    /// decode; nothing is spawned then.
+    pub async fn spawn(
+        root: ChildSpec,
+        registry: WorkerRegistry,
+        config: TreeConfig,
+    ) -> Result<Self, TreeError> {
+        config.validate()?;
+        validate_root(&root, &registry)?;
+        let (executor, _) = Actor::spawn(None, Executor, config.executor.clone())
+            .await
+            .map_err(|e| TreeError::Spawn(e.to_string()))?;
+        let (status_tx, status) = watch::channel(TreeStatus::default());
+        let shared = Arc::new(Shared {
+            registry,
+            config,
+            executor: executor.clone(),
+            status: status_tx,
+            next_action_id: AtomicU64::new(0),
+        });
+        let driver = top_driver(&root)?;
+        let top_spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
+        let args = NodeArgs {
+            path: NodePath::top(),
+            spec: top_spec,
+            generation: 0,
+            parent: None,
+            parent_state: None,
+            shared: Arc::clone(&shared),
+            driver: Some(driver),
+        };
+        let (top, _) = match Actor::spawn(None, NodeActor, args).await {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                executor.stop(None);
+                return Err(TreeError::Spawn(e.to_string()));
+            }
+        };
+        let ticker = shared.config.tick_interval.map(|period| {
+            let top = top.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(period);
+                interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    if top.cast(NodeMsg::Tick).is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        tracing::info!(root = %root.name, worker_type = %root.worker_type, "tree spawned");
+        Ok(Self {
+            top,
+            executor,
+            status,
+            ticker,
+            shared,
+            stopped: false,
+        })
+    }
+
+    /// Ticks the tree once, now (in addition to the timer, if any).
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::NotRunning`] once the tree is gone.
+    pub fn tick(&self) -> Result<(), TreeError> {
+        self.top
+            .cast(NodeMsg::Tick)
+            .map_err(|_| TreeError::NotRunning)
+    }
+
+    /// The tree's current status (tick count, convergence counts).
+    #[must_use]
+    pub fn status(&self) -> TreeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// Waits until the root has processed at least `ticks` ticks.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::NotRunning`] if the tree goes away first.
+    pub async fn wait_ticks(&self, ticks: u64) -> Result<(), TreeError> {
+        let mut rx = self.status.clone();
+        rx.wait_for(|s| s.ticks >= ticks)
+            .await
+            .map(drop)
+            .map_err(|_| TreeError::NotRunning)
+    }
+
+    /// Waits until every node is healthy, in its desired state, with all of
+    /// its declared children running.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::NotConverged`] with the counts when `timeout` passes
+    /// first; [`TreeError::NotRunning`] if the tree goes away.
+    pub async fn wait_converged(&self, timeout: Duration) -> Result<(), TreeError> {
+        let mut rx = self.status.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(|s| s.converged)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(TreeError::NotRunning),
+            Err(_) => Err(TreeError::NotConverged {
+                timeout,
+                counts: self.status.borrow().counts,
+            }),
+        }
+    }
+
+    /// A serialisable snapshot of the whole tree, from the root down.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::NotRunning`] if the tree is gone or has no root right
+    /// now (it is being replaced); [`TreeError::Timeout`] if the top node
+    /// does not answer within the configured `inspect_timeout`.
+    pub async fn inspect(&self) -> Result<NodeSnapshot, TreeError> {
+        let timeout = self.shared.config.inspect_timeout;
+        let deadline = Instant::now() + timeout;
+        let answer = self
+            .top
+            .call(|reply| NodeMsg::Inspect { deadline, reply }, Some(timeout))
+            .await
+            .map_err(|_| TreeError::NotRunning)?;
+        match answer {
+            CallResult::Success(top) => {
+                top.children.into_iter().next().ok_or(TreeError::NotRunning)
+            }
+            CallResult::Timeout => Err(TreeError::Timeout {
+                what: "inspect",
+                timeout,
+            }),
+            CallResult::SenderError => Err(TreeError::NotRunning),
+        }
+    }
+
+    /// Replaces the root spec. The tree reconciles towards it on the next
+    /// tick: children are added, updated, replaced and removed as the
+    /// derived specs say. A changed root name or worker type replaces the
+    /// root.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::InvalidRootSpec`] (nothing changes) or
+    /// [`TreeError::NotRunning`].
+    pub fn update_root_spec(&self, root: ChildSpec) -> Result<(), TreeError> {
+        validate_root(&root, &self.shared.registry)?;
+        let spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
+        self.top
+            .cast(NodeMsg::UpdateSpec(Box::new(spec)))
+            .map_err(|_| TreeError::NotRunning)
+    }
+
+    /// The executor's counters.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::NotRunning`] if the executor is gone.
+    pub async fn executor_stats(&self) -> Result<ExecutorStats, TreeError> {
+        match self.executor.call(ExecMsg::Stats, None).await {
+            Ok(CallResult::Success(stats)) => Ok(stats),
+            _ => Err(TreeError::NotRunning),
+        }
+    }
+
+    /// Stops the tree in order: children before parents, later-started
+    /// siblings first, each subtree completely before the next; every node's
+    /// stop hook runs after its children have stopped. Nodes that miss the
+    /// deadline are killed and reported as forced.
+    pub async fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
+        self.stopped = true;
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+        let deadline = Instant::now() + timeout;
+        let answer = self
+            .top
+            .call(|reply| NodeMsg::Shutdown { deadline, reply }, Some(timeout))
+            .await;
+        let mut stopped = match answer {
+            Ok(CallResult::Success(records)) => records,
+            _ => {
+                self.top.kill();
+                vec![crate::snapshot::StopRecord {
+                    path: NodePath::top(),
+                    outcome: crate::snapshot::StopOutcome::Forced(
+                        "the tree did not stop before the deadline; killed".to_owned(),
+                    ),
+                }]
+            }
+        };
+        // The top node is not part of the user's tree.
+        stopped.retain(|r| {
+            !r.path.is_top() || matches!(r.outcome, crate::snapshot::StopOutcome::Forced(_))
+        });
+        let _ = self
+            .top
+            .get_cell()
+            .wait(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .await;
+        let _ = self
+            .executor
+            .stop_and_wait(None, Some(Duration::from_secs(1)))
+            .await;
+        tracing::info!(nodes = stopped.len(), "tree shut down");
+        ShutdownReport { stopped }
+    }
+}
+
+impl Drop for Tree {
+    /// A tree dropped without [`shutdown`](Tree::shutdown) is killed: no stop
+    /// hooks run.
+    fn drop(&mut self) {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+        if !self.stopped {
+            self.top.kill();
+            self.executor.kill();
+        }
+    }
+}
+
+fn validate_root(root: &ChildSpec, registry: &WorkerRegistry) -> Result<(), TreeError> {
+    if root.name.is_empty() {
+        return Err(TreeError::InvalidRootSpec(DeclarationProblem::EmptyName {
+            index: 0,
+            worker_type: root.worker_type.clone(),
+        }));
+    }
+    if root.name.contains(PATH_SEPARATOR) {
+        return Err(TreeError::InvalidRootSpec(
+            DeclarationProblem::InvalidName {
+                name: root.name.clone(),
+            },
+        ));
+    }
+    registry.validate(&NodePath::top().child(&root.name), root)?;
+    Ok(())
+}
