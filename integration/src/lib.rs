@@ -1,0 +1,10 @@
+//! Test workers for the scenario tests: a configurable [`Probe`] worker whose
+//! whole behaviour (children, target state, action and collect behaviour)
+//! comes from its spec, and a [`Journal`] that records what happened in
+//! which order.
+
+#![forbid(unsafe_code)]
+
+pub mod probe;
+
+pub use probe::{Event, Journal, Probe, ProbeSpec, ProbeWorld, probe_registry, probe_spec};

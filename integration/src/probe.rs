@@ -1,0 +1,321 @@
+//! The [`Probe`] worker: states `stopped` → `starting` → `running` (and back
+//! to `stopped`), moved by a `start` / `stop` action that flips a flag in the
+//! shared [`ProbeWorld`]. Everything else comes from the spec:
+//!
+//! * `children`: the child specs it declares (so one root spec describes a
+//!   whole test tree);
+//! * `target`: the desired state it derives (`running` by default);
+//! * `action`: how its actions behave (`succeed`, `fail`, `panic`, `hang`),
+//!   after `action_delay_ms`;
+//! * `collect`: how collection behaves (`ok`, `fail`, `hang`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fsm_core::{
+    Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
+    NodePath, Snapshot, State, StopContext, Transition, Value, Worker, WorkerRegistry,
+};
+use serde::{Deserialize, Serialize};
+
+/// What a probe did, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A worker was constructed for this path (start or restart).
+    Constructed(String),
+    /// The stop hook of this path ran.
+    Stopped(String),
+    /// An action of this path began executing.
+    ActionBegan(String, &'static str),
+    /// An action of this path finished executing (not cancelled).
+    ActionEnded(String, &'static str),
+}
+
+/// A shared, ordered record of [`Event`]s.
+#[derive(Clone, Default)]
+pub struct Journal(Arc<Mutex<Vec<Event>>>);
+
+impl Journal {
+    /// Appends an event.
+    pub fn push(&self, e: Event) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(e);
+        }
+    }
+
+    /// All events so far.
+    #[must_use]
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// The paths whose stop hook ran, in order.
+    #[must_use]
+    pub fn stopped(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Stopped(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many times a worker was constructed for `path`.
+    #[must_use]
+    pub fn constructions(&self, path: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| matches!(e, Event::Constructed(p) if p == path))
+            .count()
+    }
+}
+
+/// The simulated world the probes act on: which paths are "up".
+#[derive(Clone, Default)]
+pub struct ProbeWorld {
+    up: Arc<Mutex<BTreeMap<String, bool>>>,
+    /// The journal every probe writes to.
+    pub journal: Journal,
+}
+
+impl ProbeWorld {
+    /// Whether the process of `path` is up.
+    #[must_use]
+    pub fn is_up(&self, path: &str) -> bool {
+        self.up
+            .lock()
+            .map(|m| m.get(path).copied().unwrap_or(false))
+            .unwrap_or(false)
+    }
+
+    fn set_up(&self, path: &str, up: bool) {
+        if let Ok(mut m) = self.up.lock() {
+            m.insert(path.to_owned(), up);
+        }
+    }
+}
+
+/// How a probe's actions behave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionMode {
+    /// Flip the flag and succeed.
+    #[default]
+    Succeed,
+    /// Return an error.
+    Fail,
+    /// Panic.
+    Panic,
+    /// Never finish (until cancelled or timed out).
+    Hang,
+}
+
+/// How a probe's collect behaves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CollectMode {
+    /// Report the flag.
+    #[default]
+    Ok,
+    /// Return an error.
+    Fail,
+    /// Never finish (times out).
+    Hang,
+}
+
+/// The spec of a [`Probe`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeSpec {
+    /// The children it declares.
+    pub children: Vec<ChildSpec>,
+    /// The desired state it derives; `running` when empty.
+    pub target: String,
+    /// How its actions behave.
+    pub action: ActionMode,
+    /// Delay before an action takes effect.
+    pub action_delay_ms: u64,
+    /// An action timeout overriding the tree's default.
+    pub action_timeout_ms: Option<u64>,
+    /// How its collect behaves.
+    pub collect: CollectMode,
+    /// Free-form data, so a test can change the spec without changing
+    /// behaviour.
+    pub label: String,
+}
+
+/// A child spec of a probe with the given children.
+#[must_use]
+pub fn probe_spec(name: &str, children: Vec<ChildSpec>) -> ChildSpec {
+    let spec = ProbeSpec {
+        children,
+        ..ProbeSpec::default()
+    };
+    ChildSpec::new(name, "probe").with_spec(to_value(&spec))
+}
+
+fn to_value(spec: &ProbeSpec) -> Value {
+    // A ProbeSpec is plain data; it always converts.
+    Value::from_serialize(spec).unwrap_or_default()
+}
+
+/// A registry with `probe` (and `other-probe`, the same worker under a second
+/// type name, for replacement tests).
+///
+/// # Panics
+///
+/// Never: the two names are distinct.
+#[must_use]
+pub fn probe_registry(world: &ProbeWorld) -> WorkerRegistry {
+    let mut registry = WorkerRegistry::new();
+    for name in ["probe", "other-probe"] {
+        let world = world.clone();
+        registry
+            .register(name, move |init| {
+                world
+                    .journal
+                    .push(Event::Constructed(init.path.as_str().to_owned()));
+                Probe {
+                    world: world.clone(),
+                }
+            })
+            .map(drop)
+            .unwrap_or_default();
+    }
+    registry
+}
+
+/// The probe worker.
+pub struct Probe {
+    world: ProbeWorld,
+}
+
+/// The probe's states.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeState {
+    /// Not running.
+    Stopped,
+    /// Start requested.
+    Starting,
+    /// Running.
+    Running,
+}
+
+impl Worker for Probe {
+    type Spec = ProbeSpec;
+    type Observed = bool;
+    type State = ProbeState;
+
+    fn initial_state(&self) -> ProbeState {
+        ProbeState::Stopped
+    }
+
+    async fn collect(&self, ctx: &CollectContext<ProbeSpec>) -> Result<bool, BoxError> {
+        match ctx.spec().collect {
+            CollectMode::Ok => Ok(self.world.is_up(ctx.path().as_str())),
+            CollectMode::Fail => Err("probe collect configured to fail".into()),
+            CollectMode::Hang => {
+                std::future::pending::<()>().await;
+                Ok(false)
+            }
+        }
+    }
+
+    fn derive_desired(
+        &self,
+        spec: &ProbeSpec,
+        _ctx: &DeriveContext<'_>,
+    ) -> Result<DesiredState, BoxError> {
+        let target = if spec.target.is_empty() {
+            "running"
+        } else {
+            spec.target.as_str()
+        };
+        Ok(DesiredState::new(target).with_children(spec.children.iter().cloned()))
+    }
+
+    async fn on_stop(&self, ctx: &StopContext<ProbeSpec>) {
+        self.world.set_up(ctx.path().as_str(), false);
+        self.world
+            .journal
+            .push(Event::Stopped(ctx.path().as_str().to_owned()));
+    }
+}
+
+/// Starts or stops a probe's process.
+pub struct Flip {
+    world: ProbeWorld,
+    path: NodePath,
+    up: bool,
+    mode: ActionMode,
+    delay: Duration,
+    timeout: Option<Duration>,
+}
+
+impl Action for Flip {
+    fn name(&self) -> &'static str {
+        if self.up { "start" } else { "stop" }
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    async fn execute(&self, _ctx: &ActionContext) -> Result<(), BoxError> {
+        let path = self.path.as_str().to_owned();
+        self.world
+            .journal
+            .push(Event::ActionBegan(path.clone(), self.name()));
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        match self.mode {
+            ActionMode::Succeed => self.world.set_up(&path, self.up),
+            ActionMode::Fail => return Err("probe action configured to fail".into()),
+            ActionMode::Panic => panic!("probe action configured to panic"),
+            ActionMode::Hang => std::future::pending::<()>().await,
+        }
+        self.world
+            .journal
+            .push(Event::ActionEnded(path, self.name()));
+        Ok(())
+    }
+}
+
+impl State<Probe> for ProbeState {
+    fn name(&self) -> &'static str {
+        match self {
+            ProbeState::Stopped => "stopped",
+            ProbeState::Starting => "starting",
+            ProbeState::Running => "running",
+        }
+    }
+
+    fn next(&self, s: &Snapshot<'_, Probe>) -> Transition<ProbeState> {
+        let up = *s.observed();
+        let want_up = s.desired() == "running";
+        let flip = |up| Flip {
+            world: s.worker().world.clone(),
+            path: s.path().clone(),
+            up,
+            mode: s.spec().action,
+            delay: Duration::from_millis(s.spec().action_delay_ms),
+            timeout: s.spec().action_timeout_ms.map(Duration::from_millis),
+        };
+        match (self, want_up, up) {
+            (ProbeState::Running, true, true) | (ProbeState::Stopped, false, false) => {
+                Transition::stay()
+            }
+            (_, true, true) => Transition::to(ProbeState::Running).because("process is up"),
+            (_, true, false) => Transition::to(ProbeState::Starting)
+                .with_action(flip(true))
+                .because("process should be up"),
+            (_, false, true) => Transition::stay()
+                .with_action(flip(false))
+                .because("process should be down"),
+            (_, false, false) => Transition::to(ProbeState::Stopped).because("process is down"),
+        }
+    }
+}
