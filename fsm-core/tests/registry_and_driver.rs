@@ -1,5 +1,8 @@
 //! Registry, validation and driver behaviour, without any runtime.
 
+// Test helpers outside `#[test]` functions unwrap too: a panic fails the test.
+#![allow(clippy::unwrap_used)]
+
 use fsm_core::{
     BoxError, ChildSpec, CollectContext, DeclarationProblem, DeriveContext, DesiredState, NodePath,
     RunningChild, Signal, Snapshot, SpecError, State, StepInput, Transition, Value, Worker,

@@ -7,4 +7,10 @@
 
 pub mod probe;
 
-pub use probe::{Event, Journal, Probe, ProbeSpec, ProbeWorld, probe_registry, probe_spec};
+pub mod scenario;
+
+pub use probe::{
+    ActionMode, CollectMode, Event, Journal, Probe, ProbeSpec, ProbeWorld, probe_registry,
+    probe_spec,
+};
+pub use scenario::{WaitError, render, test_config, wait_for_snapshot, wait_for_stats};

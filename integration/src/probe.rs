@@ -30,6 +30,9 @@ pub enum Event {
     ActionBegan(String, &'static str),
     /// An action of this path finished executing (not cancelled).
     ActionEnded(String, &'static str),
+    /// The worker of this path derived its desired state from a spec with
+    /// this `label` (on start and after every spec change).
+    Derived(String, String),
 }
 
 /// A shared, ordered record of [`Event`]s.
@@ -60,6 +63,38 @@ impl Journal {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The labels the worker(s) of `path` derived from, in order: one entry
+    /// per start and per applied spec change.
+    #[must_use]
+    pub fn derived_labels(&self, path: &str) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Derived(p, label) if p == path => Some(label),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// How many actions named `action` began for `path`.
+    #[must_use]
+    pub fn actions_began(&self, path: &str, action: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| matches!(e, Event::ActionBegan(p, a) if p == path && *a == action))
+            .count()
+    }
+
+    /// How many actions named `action` finished (not cancelled, not timed
+    /// out) for `path`.
+    #[must_use]
+    pub fn actions_ended(&self, path: &str, action: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| matches!(e, Event::ActionEnded(p, a) if p == path && *a == action))
+            .count()
     }
 
     /// How many times a worker was constructed for `path`.
@@ -146,6 +181,63 @@ pub struct ProbeSpec {
     pub label: String,
 }
 
+impl ProbeSpec {
+    /// Declares these children.
+    #[must_use]
+    pub fn with_children(mut self, children: Vec<ChildSpec>) -> Self {
+        self.children = children;
+        self
+    }
+
+    /// Derives this desired state.
+    #[must_use]
+    pub fn with_target(mut self, target: &str) -> Self {
+        target.clone_into(&mut self.target);
+        self
+    }
+
+    /// Makes its actions behave like this.
+    #[must_use]
+    pub fn with_action(mut self, mode: ActionMode) -> Self {
+        self.action = mode;
+        self
+    }
+
+    /// Gives its actions this timeout (instead of the executor's default).
+    #[must_use]
+    pub fn with_action_timeout_ms(mut self, ms: u64) -> Self {
+        self.action_timeout_ms = Some(ms);
+        self
+    }
+
+    /// Makes its collect behave like this.
+    #[must_use]
+    pub fn with_collect(mut self, mode: CollectMode) -> Self {
+        self.collect = mode;
+        self
+    }
+
+    /// Sets the free-form label.
+    #[must_use]
+    pub fn with_label(mut self, label: &str) -> Self {
+        label.clone_into(&mut self.label);
+        self
+    }
+
+    /// A `probe` child with this spec.
+    #[must_use]
+    pub fn named(&self, name: &str) -> ChildSpec {
+        self.named_as(name, "probe")
+    }
+
+    /// A child of the given worker type (`probe` or `other-probe`) with this
+    /// spec.
+    #[must_use]
+    pub fn named_as(&self, name: &str, worker_type: &str) -> ChildSpec {
+        ChildSpec::new(name, worker_type).with_spec(to_value(self))
+    }
+}
+
 /// A child spec of a probe with the given children.
 #[must_use]
 pub fn probe_spec(name: &str, children: Vec<ChildSpec>) -> ChildSpec {
@@ -226,8 +318,12 @@ impl Worker for Probe {
     fn derive_desired(
         &self,
         spec: &ProbeSpec,
-        _ctx: &DeriveContext<'_>,
+        ctx: &DeriveContext<'_>,
     ) -> Result<DesiredState, BoxError> {
+        self.world.journal.push(Event::Derived(
+            ctx.path.as_str().to_owned(),
+            spec.label.clone(),
+        ));
         let target = if spec.target.is_empty() {
             "running"
         } else {

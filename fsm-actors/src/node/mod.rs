@@ -317,6 +317,9 @@ impl NodeState {
     fn update_spec(&mut self, spec: ChildSpec) -> Result<(), ActorProcessingErr> {
         let hash = spec.hash();
         if hash == self.spec_hash {
+            // Back on the running spec: a refused change in between no
+            // longer applies.
+            self.spec_error = None;
             return Ok(());
         }
         match self.driver.set_spec(&spec.user_spec) {
@@ -343,9 +346,14 @@ impl NodeState {
 
     async fn reconcile(&mut self, myself: &ActorRef<NodeMsg>) {
         let declared_hash = self.desired.children_hash();
-        if self.applied_children == Some(declared_hash)
-            || self.rejected_children == Some(declared_hash)
-        {
+        if self.applied_children == Some(declared_hash) {
+            // Back on the applied declaration (a rejected change was
+            // reverted): whatever was rejected in between no longer applies.
+            self.declaration_error = None;
+            self.rejected_children = None;
+            return;
+        }
+        if self.rejected_children == Some(declared_hash) {
             return;
         }
         let declared = std::mem::take(&mut self.desired.children);

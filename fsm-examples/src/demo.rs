@@ -1,0 +1,135 @@
+//! The pieces of `fsm-demo` that are worth testing on their own: the
+//! embedded root spec, the change applied halfway through a run, and the
+//! readable tree printer.
+
+use std::fmt::Write as _;
+
+use fsm_actors::NodeSnapshot;
+use fsm_core::{ChildSpec, Value};
+
+use crate::workers::{LineSpec, PlantSpec};
+
+/// The embedded root spec, as JSON (what `fsm-demo --print-spec` prints).
+pub const EMBEDDED_SPEC: &str = include_str!("../specs/plant.json");
+
+/// The embedded root spec.
+///
+/// # Errors
+///
+/// Only if the embedded JSON were malformed, which a test rules out.
+pub fn embedded_root_spec() -> Result<ChildSpec, serde_json::Error> {
+    serde_json::from_str(EMBEDDED_SPEC)
+}
+
+/// The change `fsm-demo` applies halfway through a run: a new line is added
+/// (a whole subtree), the last of the original lines is removed (with its
+/// subtree), and the first bridge reads one more tag (a leaf's spec changes:
+/// its read flow is reconfigured in place).
+///
+/// Returns `None` when the root is not a plant this change understands.
+#[must_use]
+pub fn changed_root_spec(root: &ChildSpec) -> Option<ChildSpec> {
+    if root.worker_type != "plant" {
+        return None;
+    }
+    let mut plant: PlantSpec = root.user_spec.decode().ok()?;
+    let template = plant.lines.first()?.clone();
+    let mut added = LineSpec {
+        name: format!("line-{}", plant.lines.len() + 1),
+        ..template
+    };
+    for (i, bridge) in added.bridges.iter_mut().enumerate() {
+        bridge.host = format!("10.0.{}.{}", plant.lines.len() + 1, 10 + i);
+    }
+    if plant.lines.len() >= 2 {
+        plant.lines.pop();
+    }
+    if let Some(bridge) = plant.lines.first_mut().and_then(|l| l.bridges.first_mut()) {
+        bridge.read.push("vibration".to_owned());
+    }
+    plant.lines.push(added);
+    let mut changed = root.clone();
+    changed.user_spec = Value::from_serialize(&plant).ok()?;
+    Some(changed)
+}
+
+/// Renders a snapshot as an indented table: path, worker type, state,
+/// desired state, health.
+#[must_use]
+pub fn render_tree(root: &NodeSnapshot) -> String {
+    fn walk(node: &NodeSnapshot, depth: usize, rows: &mut Vec<[String; 5]>) {
+        let health = match (&node.last_error, node.healthy) {
+            (None, true) => "healthy".to_owned(),
+            (Some(e), true) => format!("healthy (last error: {e})"),
+            (Some(e), false) => format!("UNHEALTHY: {e}"),
+            (None, false) => "UNHEALTHY".to_owned(),
+        };
+        rows.push([
+            format!("{}{}", "  ".repeat(depth), node.path),
+            node.worker_type.clone(),
+            node.state.clone(),
+            node.desired_state.clone(),
+            health,
+        ]);
+        for child in &node.children {
+            walk(child, depth + 1, rows);
+        }
+    }
+    let mut rows = vec![[
+        "PATH".to_owned(),
+        "TYPE".to_owned(),
+        "STATE".to_owned(),
+        "DESIRED".to_owned(),
+        "HEALTH".to_owned(),
+    ]];
+    walk(root, 0, &mut rows);
+    let mut widths = [0usize; 4];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        for (w, cell) in widths.iter().zip(row.iter()) {
+            let _ = write!(out, "{cell:<w$}  ");
+        }
+        let _ = writeln!(out, "{}", row[4]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_spec_is_a_valid_plant() {
+        let root = embedded_root_spec().unwrap();
+        let plant: PlantSpec = root.user_spec.decode().unwrap();
+        assert_eq!(plant.lines.len(), 2);
+    }
+
+    #[test]
+    fn the_change_adds_a_line_removes_one_and_changes_a_leaf() {
+        let root = embedded_root_spec().unwrap();
+        let before: PlantSpec = root.user_spec.decode().unwrap();
+        let after: PlantSpec = changed_root_spec(&root)
+            .unwrap()
+            .user_spec
+            .decode()
+            .unwrap();
+        let names: Vec<&str> = after.lines.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["line-1", "line-3"]);
+        assert_eq!(
+            after.lines[0].bridges[0].read.len(),
+            before.lines[0].bridges[0].read.len() + 1
+        );
+        assert_eq!(after.lines[0].bridges[1], before.lines[0].bridges[1]);
+    }
+
+    #[test]
+    fn the_change_leaves_other_roots_alone() {
+        assert!(changed_root_spec(&ChildSpec::new("x", "line")).is_none());
+    }
+}

@@ -1,0 +1,142 @@
+//! Helpers for scenario tests: a fast [`TreeConfig`], waiting for a condition
+//! on the inspected tree or the executor counters, and a compact rendering of
+//! a snapshot for failure messages.
+//!
+//! Meant for tokio's paused clock: waiting polls every few (virtual)
+//! milliseconds, which costs no real time.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use fsm_actors::{ExecutorStats, NodeSnapshot, Tree, TreeConfig};
+
+/// How often the wait helpers look again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A configuration for scenario tests: a tick every 100 ms, observations time
+/// out after 500 ms, a node is stale after 2 s without a good observation.
+#[must_use]
+pub fn test_config() -> TreeConfig {
+    let mut c = TreeConfig::default();
+    c.tick_interval = Some(Duration::from_millis(100));
+    c.observation_timeout = Duration::from_millis(500);
+    c.stale_after = Duration::from_secs(2);
+    c
+}
+
+/// A condition did not hold within its timeout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("waited {timeout:?} for {what}, in vain; last seen:\n{last}")]
+pub struct WaitError {
+    /// What was waited for.
+    pub what: String,
+    /// How long.
+    pub timeout: Duration,
+    /// The last thing seen (a rendered snapshot, or the counters).
+    pub last: String,
+}
+
+/// Inspects the tree until `pred` holds for the root's snapshot, and returns
+/// that snapshot.
+///
+/// # Errors
+///
+/// [`WaitError`] with the last snapshot seen when `timeout` passes first.
+pub async fn wait_for_snapshot<F>(
+    tree: &Tree,
+    what: &str,
+    timeout: Duration,
+    mut pred: F,
+) -> Result<NodeSnapshot, WaitError>
+where
+    F: FnMut(&NodeSnapshot) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match tree.inspect().await {
+            Ok(snapshot) if pred(&snapshot) => return Ok(snapshot),
+            Ok(snapshot) => render(&snapshot),
+            Err(e) => format!("(inspect failed: {e})"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(WaitError {
+                what: what.to_owned(),
+                timeout,
+                last,
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Reads the executor counters until `pred` holds for them, and returns
+/// them.
+///
+/// # Errors
+///
+/// [`WaitError`] with the last counters seen when `timeout` passes first.
+pub async fn wait_for_stats<F>(
+    tree: &Tree,
+    what: &str,
+    timeout: Duration,
+    mut pred: F,
+) -> Result<ExecutorStats, WaitError>
+where
+    F: FnMut(&ExecutorStats) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match tree.executor_stats().await {
+            Ok(stats) if pred(&stats) => return Ok(stats),
+            Ok(stats) => format!("{stats:?}"),
+            Err(e) => format!("(executor_stats failed: {e})"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(WaitError {
+                what: what.to_owned(),
+                timeout,
+                last,
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// One line per node: path, state → desired, health, convergence, action,
+/// error.
+#[must_use]
+pub fn render(snapshot: &NodeSnapshot) -> String {
+    let mut out = String::new();
+    for n in snapshot.iter() {
+        let _ = write!(
+            out,
+            "{:indent$}{} [{}] {} -> {}",
+            "",
+            n.path,
+            n.worker_type,
+            n.state,
+            n.desired_state,
+            indent = 2 * n.path.depth().saturating_sub(1)
+        );
+        if !n.healthy {
+            out.push_str(" UNHEALTHY");
+        }
+        if n.stale {
+            out.push_str(" STALE");
+        }
+        if n.converged {
+            out.push_str(" converged");
+        }
+        if let Some(a) = &n.action_in_flight {
+            let _ = write!(out, " in-flight={a}");
+        }
+        if let Some(r) = &n.last_action {
+            let _ = write!(out, " last={}:{}", r.action, r.outcome.label());
+        }
+        if let Some(e) = &n.last_error {
+            let _ = write!(out, " error={e:?}");
+        }
+        out.push('\n');
+    }
+    out
+}
