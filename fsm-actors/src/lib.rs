@@ -41,3 +41,8 @@ pub use snapshot::{
     ExecutorStats, NodeSnapshot, ShutdownReport, StopOutcome, StopRecord, SubtreeCounts, TreeStatus,
 };
 pub use tree::Tree;
+
+/// The README's example, compiled and run as a doctest.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -3,11 +3,99 @@
 //! readable tree printer.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
-use fsm_actors::NodeSnapshot;
-use fsm_core::{ChildSpec, Value};
+use fsm_actors::{NodeSnapshot, ShutdownReport, Tree, TreeConfig, TreeError};
+use fsm_core::{ChildSpec, RegistryError, Value};
 
-use crate::workers::{LineSpec, PlantSpec};
+use crate::sim::SimIo;
+use crate::workers::{LineSpec, PlantSpec, registry};
+
+/// How a demo run goes.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// The root spec to run.
+    pub root: ChildSpec,
+    /// Root ticks to run before shutting down.
+    pub ticks: u64,
+    /// Time between root ticks.
+    pub tick: Duration,
+    /// Apply [`changed_root_spec`] halfway through the run.
+    pub change_halfway: bool,
+}
+
+/// What a demo run ends with.
+#[derive(Debug)]
+pub struct DemoRun {
+    /// The tree after the last tick, before shutdown.
+    pub snapshot: NodeSnapshot,
+    /// How the shutdown went.
+    pub shutdown: ShutdownReport,
+    /// Whether the halfway change was applied.
+    pub changed: bool,
+}
+
+/// A demo run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The registry could not be built.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The tree refused the spec or stopped answering.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+}
+
+/// The tree configuration of the demo: everything scaled to the tick.
+#[must_use]
+pub fn demo_config(tick: Duration) -> TreeConfig {
+    let mut config = TreeConfig::default();
+    config.tick_interval = Some(tick);
+    config.observation_timeout = tick * 4;
+    config.stale_after = tick * 20;
+    config.executor.default_timeout = Duration::from_secs(5);
+    config
+}
+
+/// Runs the demo: spawns the tree on simulated I/O, applies the change
+/// halfway (if asked), runs `ticks` root ticks, inspects, and shuts down.
+///
+/// # Errors
+///
+/// [`DemoError::Tree`] when the root spec is invalid or the tree stops
+/// answering.
+pub async fn run_demo(options: &DemoOptions) -> Result<DemoRun, DemoError> {
+    let io = SimIo::default();
+    let tree = Tree::spawn(
+        options.root.clone(),
+        registry(&io)?,
+        demo_config(options.tick),
+    )
+    .await?;
+    let halfway = options.ticks / 2;
+    tree.wait_ticks(halfway).await?;
+    let mut changed = false;
+    if options.change_halfway {
+        match changed_root_spec(&options.root) {
+            Some(spec) => {
+                tracing::info!(tick = halfway, "applying the changed root spec");
+                tree.update_root_spec(spec)?;
+                changed = true;
+            }
+            None => tracing::warn!(
+                "the root is not a plant; no change applied (use --static to silence this)"
+            ),
+        }
+    }
+    tree.wait_ticks(options.ticks).await?;
+    let snapshot = tree.inspect().await?;
+    let shutdown = tree.shutdown(Duration::from_secs(5)).await;
+    Ok(DemoRun {
+        snapshot,
+        shutdown,
+        changed,
+    })
+}
 
 /// The embedded root spec, as JSON (what `fsm-demo --print-spec` prints).
 pub const EMBEDDED_SPEC: &str = include_str!("../specs/plant.json");

@@ -19,11 +19,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use fsm_actors::{Tree, TreeConfig};
 use fsm_core::ChildSpec;
-use fsm_examples::demo::{EMBEDDED_SPEC, changed_root_spec, embedded_root_spec, render_tree};
-use fsm_examples::sim::SimIo;
-use fsm_examples::workers::registry;
+use fsm_examples::demo::{DemoOptions, EMBEDDED_SPEC, embedded_root_spec, render_tree, run_demo};
 
 /// Run a simulated plant as a tree of supervised state machines.
 #[derive(Parser, Debug)]
@@ -33,7 +30,7 @@ struct Args {
     #[arg(long, default_value_t = 40)]
     ticks: u64,
     /// Milliseconds between root ticks.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     tick_ms: u64,
     /// Print the final snapshot as JSON instead of a readable tree.
     #[arg(long)]
@@ -62,14 +59,7 @@ fn main() -> ExitCode {
         print!("{EMBEDDED_SPEC}");
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("fsm-demo: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
+    match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fsm-demo: {e}");
@@ -94,54 +84,39 @@ fn load_root(path: Option<&PathBuf>) -> Result<ChildSpec, String> {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let root = load_root(args.spec.as_ref())?;
-    let io = SimIo::default();
-    let registry = registry(&io).map_err(|e| e.to_string())?;
-    let tick = Duration::from_millis(args.tick_ms.max(1));
-    let mut config = TreeConfig::default();
-    config.tick_interval = Some(tick);
-    config.observation_timeout = tick * 4;
-    config.stale_after = tick * 20;
-    config.executor.default_timeout = Duration::from_secs(5);
-
-    let tree = Tree::spawn(root.clone(), registry, config)
-        .await
+fn run(args: &Args) -> Result<(), String> {
+    let options = DemoOptions {
+        root: load_root(args.spec.as_ref())?,
+        ticks: args.ticks,
+        tick: Duration::from_millis(args.tick_ms),
+        change_halfway: !args.static_spec,
+    };
+    let runtime =
+        tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let run = runtime
+        .block_on(run_demo(&options))
         .map_err(|e| e.to_string())?;
-    let halfway = args.ticks / 2;
-    tree.wait_ticks(halfway).await.map_err(|e| e.to_string())?;
-    if !args.static_spec {
-        match changed_root_spec(&root) {
-            Some(changed) => {
-                tracing::info!(tick = halfway, "applying the changed root spec");
-                tree.update_root_spec(changed).map_err(|e| e.to_string())?;
-            }
-            None => tracing::warn!(
-                "the root is not a plant; no change applied (use --static to silence this)"
-            ),
-        }
-    }
-    tree.wait_ticks(args.ticks)
-        .await
-        .map_err(|e| e.to_string())?;
-    let snapshot = tree.inspect().await.map_err(|e| e.to_string())?;
-    let report = tree.shutdown(Duration::from_secs(5)).await;
-
     if args.json {
-        let json = serde_json::to_string_pretty(&snapshot).map_err(|e| e.to_string())?;
+        let json = serde_json::to_string_pretty(&run.snapshot).map_err(|e| e.to_string())?;
         println!("{json}");
     } else {
-        print!("{}", render_tree(&snapshot));
-        let nodes = snapshot.len();
-        let converged = snapshot
+        print!("{}", render_tree(&run.snapshot));
+        let nodes = run.snapshot.len();
+        let settled = run
+            .snapshot
             .iter()
             .filter(|n| n.healthy && n.state == n.desired_state)
             .count();
-        let forced = report.forced().count();
+        let forced = run.shutdown.forced().count();
         println!(
-            "\n{nodes} nodes, {converged} healthy in their desired state after {} ticks; shutdown: {} clean, {forced} forced",
+            "\n{nodes} nodes, {settled} healthy in their desired state after {} ticks{}; shutdown: {} clean, {forced} forced",
             args.ticks,
-            report.stopped.len() - forced,
+            if run.changed {
+                " (spec changed halfway)"
+            } else {
+                ""
+            },
+            run.shutdown.stopped.len() - forced,
         );
     }
     Ok(())

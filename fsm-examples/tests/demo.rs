@@ -1,0 +1,84 @@
+//! The demo's behaviour on the paused clock, and its command line.
+
+use std::process::Command;
+use std::time::Duration;
+
+use fsm_examples::demo::{DemoOptions, embedded_root_spec, run_demo};
+
+fn options(ticks: u64, change_halfway: bool) -> DemoOptions {
+    DemoOptions {
+        root: embedded_root_spec().unwrap(),
+        ticks,
+        tick: Duration::from_millis(50),
+        change_halfway,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn twenty_ticks_with_the_change_converge_every_node() {
+    let run = run_demo(&options(20, true)).await.unwrap();
+    assert!(run.changed);
+    let snap = &run.snapshot;
+    assert!(snap.height() >= 3, "{snap:#?}");
+    for node in snap.iter() {
+        assert!(node.healthy, "{}: {:?}", node.path, node.last_error);
+        assert_eq!(node.state, node.desired_state, "{}", node.path);
+    }
+    // The change happened: line-2 is gone, line-3 is there, the first
+    // bridge reads one more tag.
+    assert!(snap.find("plant/line-2").is_none());
+    assert!(snap.find("plant/line-3/press/read-flow").is_some());
+    assert!(run.shutdown.all_clean(), "{:?}", run.shutdown);
+    assert_eq!(run.shutdown.stopped.len(), snap.len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn static_runs_keep_the_embedded_tree() {
+    let run = run_demo(&options(20, false)).await.unwrap();
+    assert!(!run.changed);
+    assert!(
+        run.snapshot
+            .find("plant/line-2/filler/write-flow")
+            .is_some()
+    );
+    assert!(run.snapshot.find("plant/line-3").is_none());
+    assert!(run.snapshot.iter().all(|n| n.state == n.desired_state));
+}
+
+#[test]
+fn print_spec_prints_a_root_spec_that_spec_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fsm-demo"))
+        .arg("--print-spec")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let spec: fsm_core::ChildSpec = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(spec, embedded_root_spec().unwrap());
+}
+
+#[test]
+fn a_malformed_spec_file_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("fsm-demo-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.json");
+    std::fs::write(&file, "{\"name\": 3}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fsm-demo"))
+        .arg("--spec")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a root spec"), "{err}");
+
+    std::fs::write(&file, r#"{"name": "plant", "worker_type": "factory"}"#).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fsm-demo"))
+        .arg("--spec")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown worker type `factory`"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
