@@ -1,5 +1,8 @@
 //! The demo's behaviour on the paused clock, and its command line.
 
+// Test helpers outside `#[test]` functions unwrap too: a panic fails the test.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 use std::time::Duration;
 
