@@ -33,6 +33,9 @@ pub struct TreeConfig {
     /// How long a removed or replaced child (with its subtree) may take to
     /// stop before it is killed.
     pub stop_timeout: Duration,
+    /// How long one node's stop hook may run before the node is killed and
+    /// reported as forced; its siblings still get their own time.
+    pub stop_hook_timeout: Duration,
     /// How long [`Tree::inspect`](crate::Tree::inspect) waits for each node.
     pub inspect_timeout: Duration,
 }
@@ -45,6 +48,7 @@ impl Default for TreeConfig {
             stale_after: Duration::from_secs(10),
             executor: ExecutorConfig::default(),
             stop_timeout: Duration::from_secs(10),
+            stop_hook_timeout: Duration::from_secs(5),
             inspect_timeout: Duration::from_secs(5),
         }
     }
@@ -108,6 +112,7 @@ impl TreeConfig {
             ("observation_timeout", self.observation_timeout),
             ("stale_after", self.stale_after),
             ("stop_timeout", self.stop_timeout),
+            ("stop_hook_timeout", self.stop_hook_timeout),
             ("inspect_timeout", self.inspect_timeout),
             ("executor.default_timeout", self.executor.default_timeout),
         ];

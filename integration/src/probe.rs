@@ -179,6 +179,8 @@ pub struct ProbeSpec {
     /// Free-form data, so a test can change the spec without changing
     /// behaviour.
     pub label: String,
+    /// Whether its stop hook hangs (never finishes).
+    pub stop_hangs: bool,
 }
 
 impl ProbeSpec {
@@ -214,6 +216,13 @@ impl ProbeSpec {
     #[must_use]
     pub fn with_collect(mut self, mode: CollectMode) -> Self {
         self.collect = mode;
+        self
+    }
+
+    /// Makes its stop hook hang.
+    #[must_use]
+    pub fn with_hanging_stop(mut self) -> Self {
+        self.stop_hangs = true;
         self
     }
 
@@ -333,6 +342,9 @@ impl Worker for Probe {
     }
 
     async fn on_stop(&self, ctx: &StopContext<ProbeSpec>) {
+        if ctx.spec().stop_hangs {
+            std::future::pending::<()>().await;
+        }
         self.world.set_up(ctx.path().as_str(), false);
         self.world
             .journal

@@ -68,3 +68,46 @@ async fn shutdown_stops_children_before_parents_in_reverse_start_order() {
     // The stop hooks ran in that same order.
     assert_eq!(world.journal.stopped(), expected);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_hook_that_overruns_its_budget_is_forced_while_its_siblings_stop_cleanly() {
+    use fsm_actors::StopOutcome;
+    use integration::ProbeSpec;
+
+    let world = ProbeWorld::default();
+    let root = ProbeSpec::default()
+        .with_children(vec![
+            probe_spec("first", vec![]),
+            ProbeSpec::default().with_hanging_stop().named("stuck"),
+            probe_spec("last", vec![]),
+        ])
+        .named("root");
+    let mut config = config();
+    config.stop_hook_timeout = Duration::from_secs(1);
+    let tree = Tree::spawn(root, probe_registry(&world), config)
+        .await
+        .unwrap();
+    tree.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let report = tree.shutdown(Duration::from_secs(10)).await;
+    let outcomes: Vec<(&str, bool)> = report
+        .stopped
+        .iter()
+        .map(|r| (r.path.as_str(), r.outcome == StopOutcome::Clean))
+        .collect();
+    // The stuck stop hook costs only its own budget: its siblings and the
+    // root still stop cleanly, in order.
+    assert_eq!(
+        outcomes,
+        [
+            ("root/last", true),
+            ("root/stuck", false),
+            ("root/first", true),
+            ("root", true)
+        ],
+        "{report:?}"
+    );
+    assert!(
+        matches!(&report.stopped[1].outcome, StopOutcome::Forced(why) if why.contains("stop hook"))
+    );
+    assert!(!world.journal.stopped().contains(&"root/stuck".to_owned()));
+}

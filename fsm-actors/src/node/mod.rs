@@ -74,6 +74,10 @@ pub(crate) struct NodeArgs {
 
 pub(crate) struct NodeActor;
 
+/// How much earlier than its parent a child must finish stopping, so that
+/// the parent can still report by its own deadline.
+const STOP_MARGIN: Duration = Duration::from_millis(5);
+
 /// The collector side of a node.
 struct Collector {
     seq: u64,
@@ -894,14 +898,17 @@ impl NodeState {
             task.abort();
         }
         let mut records = Vec::new();
+        // Children must answer a little before this node's own deadline, so
+        // that this node can still answer by it.
+        let child_deadline = deadline.checked_sub(STOP_MARGIN).unwrap_or(deadline);
         while let Some(child) = self.children.pop_last() {
             self.children
                 .mark_stopping(child.spec.name.clone(), child.actor.clone());
-            records.extend(stop_subtree(&child.actor, &child.path, deadline).await);
+            records.extend(stop_subtree(&child.actor, &child.path, child_deadline).await);
         }
         // Children removed earlier may still be stopping; they finish first.
         for actor in self.children.stopping_actors() {
-            let wait = deadline.saturating_duration_since(Instant::now());
+            let wait = child_deadline.saturating_duration_since(Instant::now());
             let _ = actor.get_cell().wait(Some(wait)).await;
         }
         let _ = self
@@ -909,11 +916,13 @@ impl NodeState {
             .executor
             .cast(ExecMsg::CancelSubtree(self.path.clone()));
         let hook = self.driver.stop_hook(&self.path);
-        let outcome = match tokio::time::timeout_at(deadline, hook).await {
+        let budget = self.config().stop_hook_timeout;
+        let hook_deadline = deadline.min(Instant::now() + budget);
+        let outcome = match tokio::time::timeout_at(hook_deadline, hook).await {
             Ok(()) => StopOutcome::Clean,
-            Err(_) => {
-                StopOutcome::Forced("the stop hook did not finish before the deadline".to_owned())
-            }
+            Err(_) => StopOutcome::Forced(format!(
+                "the stop hook did not finish in time (budget {budget:?}, or the shutdown deadline)"
+            )),
         };
         tracing::debug!(node.path = %self.path, ?outcome, "node stopped");
         records.push(StopRecord {
