@@ -76,6 +76,37 @@ impl SpecError {
     }
 }
 
+/// A spec that decodes but makes no sense (a port of 0, an empty address):
+/// return it from [`Worker::derive_desired`](crate::Worker::derive_desired)
+/// to mark the node unhealthy with this message, keep its last good desired
+/// state, and wait for a corrected spec. Any other error from
+/// `derive_desired` is a failure and restarts the node, like a panic.
+///
+/// # Examples
+///
+/// ```
+/// use fsm_core::{BoxError, InvalidSpec};
+///
+/// fn check(port: u16) -> Result<(), BoxError> {
+///     if port == 0 {
+///         return Err(InvalidSpec::new("port must not be 0").into());
+///     }
+///     Ok(())
+/// }
+/// assert!(check(0).unwrap_err().downcast_ref::<InvalidSpec>().is_some());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid spec: {0}")]
+pub struct InvalidSpec(pub String);
+
+impl InvalidSpec {
+    /// An invalid-spec error with this explanation.
+    #[must_use]
+    pub fn new(why: impl Into<String>) -> Self {
+        Self(why.into())
+    }
+}
+
 /// Which user callback failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -134,6 +165,13 @@ impl CallbackError {
     #[must_use]
     pub fn is_panic(&self) -> bool {
         matches!(self, Self::Panicked { .. })
+    }
+
+    /// Whether the callback reported an [`InvalidSpec`]: a configuration
+    /// problem that restarting cannot fix.
+    #[must_use]
+    pub fn is_invalid_spec(&self) -> bool {
+        matches!(self, Self::Failed { source, .. } if source.downcast_ref::<InvalidSpec>().is_some())
     }
 }
 

@@ -6,6 +6,8 @@
 //! * [`Worker`], [`State`], [`Transition`], [`Action`]: what a user writes.
 //! * [`WorkerRegistry`]: worker-type names → typed constructors.
 //! * [`plan_children`] and [`validate_children`]: the reconcile plan.
+//! * [`RestartPolicy`], [`Strategy`], [`RestartWindow`], [`Backoff`],
+//!   [`Circuit`]: supervision decisions, with time as an argument.
 //! * [`NodeDriver`]: the type-erased worker the runtime (`fsm-actors`) drives.
 //!
 //! Start with [`Worker`]; the runtime that spawns a tree of workers is in the
@@ -15,19 +17,21 @@
 
 pub mod codec;
 mod driver;
+mod duration_ms;
 mod error;
 mod hash;
 mod path;
 mod reconcile;
 mod registry;
 mod spec;
+mod supervision;
 mod value;
 mod worker;
 
 pub use driver::{NodeDriver, Observation, StepInput, StepOutcome};
 pub use error::{
-    Callback, CallbackError, CodecError, DeclarationError, DeclarationProblem, RegistryError,
-    SpecError, panic_message,
+    Callback, CallbackError, CodecError, DeclarationError, DeclarationProblem, InvalidSpec,
+    RegistryError, SpecError, panic_message,
 };
 pub use hash::{SpecHash, StableHasher};
 pub use path::{NodePath, PATH_SEPARATOR};
@@ -36,6 +40,10 @@ pub use reconcile::{
 };
 pub use registry::WorkerRegistry;
 pub use spec::{ChildSpec, DesiredState};
+pub use supervision::{
+    Backoff, Circuit, CircuitChange, ExitReason, IntensityVerdict, RestartIntensity,
+    RestartPolicy, RestartWindow, SplitMix64, Strategy, Supervision, affected_children,
+};
 pub use value::{Map, Value, ValueError};
 pub use worker::{
     Action, ActionContext, ActionOutcome, ActionReport, BoxError, BoxFuture, BoxedAction,

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::{SpecHash, StableHasher};
+use crate::supervision::{RestartPolicy, Supervision};
 use crate::value::{Value, ValueError};
 
 /// The declaration of one child: its name (unique among its siblings), the
@@ -44,6 +45,9 @@ pub struct ChildSpec {
     /// derives for itself.
     #[serde(default)]
     pub state_mapping: BTreeMap<String, String>,
+    /// When the child is restarted after it ends.
+    #[serde(default)]
+    pub restart: RestartPolicy,
 }
 
 impl ChildSpec {
@@ -55,7 +59,15 @@ impl ChildSpec {
             worker_type: worker_type.into(),
             user_spec: Value::Null,
             state_mapping: BTreeMap::new(),
+            restart: RestartPolicy::Permanent,
         }
+    }
+
+    /// Sets the restart policy.
+    #[must_use]
+    pub fn with_restart(mut self, restart: RestartPolicy) -> Self {
+        self.restart = restart;
+        self
     }
 
     /// Sets the user spec.
@@ -114,6 +126,11 @@ impl ChildSpec {
             h.write_str(k);
             h.write_str(v);
         }
+        h.write_u8(match self.restart {
+            RestartPolicy::Permanent => 0,
+            RestartPolicy::Transient => 1,
+            RestartPolicy::Temporary => 2,
+        });
     }
 }
 
@@ -138,6 +155,9 @@ pub struct DesiredState {
     /// The children the node declares, in start order.
     #[serde(default)]
     pub children: Vec<ChildSpec>,
+    /// How the node supervises its children; the tree's default when `None`.
+    #[serde(default)]
+    pub supervision: Option<Supervision>,
 }
 
 impl DesiredState {
@@ -147,7 +167,15 @@ impl DesiredState {
         Self {
             state: state.into(),
             children: Vec::new(),
+            supervision: None,
         }
+    }
+
+    /// Sets how the node supervises its children.
+    #[must_use]
+    pub fn with_supervision(mut self, supervision: Supervision) -> Self {
+        self.supervision = Some(supervision);
+        self
     }
 
     /// Adds a child declaration.
@@ -206,6 +234,7 @@ mod tests {
         );
         assert_ne!(h, base.clone().with_spec(Value::from(2)).hash());
         assert_ne!(h, base.clone().map_state("x", "z").hash());
+        assert_ne!(h, base.clone().with_restart(RestartPolicy::Transient).hash());
     }
 
     #[test]

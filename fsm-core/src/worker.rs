@@ -124,9 +124,11 @@ pub trait Worker: Send + Sync + Sized + 'static {
     ///
     /// # Errors
     ///
-    /// An error leaves the node on its last good desired state, marks it
-    /// unhealthy with the error as `last_error`, and is retried when the spec
-    /// changes.
+    /// An [`InvalidSpec`](crate::InvalidSpec) error is a configuration
+    /// problem: the node keeps its last good desired state, is unhealthy with
+    /// the error as `last_error`, and derives again when its spec changes.
+    /// Any other error (or a panic) is a failure: the node is restarted
+    /// under its restart policy.
     fn derive_desired(
         &self,
         spec: &Self::Spec,
@@ -406,6 +408,8 @@ pub struct ChildStatus {
     pub desired: String,
     /// Whether the child itself is healthy.
     pub healthy: bool,
+    /// Whether the child's last good observation is too old.
+    pub stale: bool,
     /// Whether the child and its whole subtree have converged.
     pub converged: bool,
 }
