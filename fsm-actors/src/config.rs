@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use fsm_core::Supervision;
+
 /// How a tree ticks, observes, runs actions and stops.
 ///
 /// # Examples
@@ -28,6 +30,19 @@ pub struct TreeConfig {
     /// (its state machine pauses until a fresh observation arrives). Must be
     /// longer than `observation_timeout`.
     pub stale_after: Duration,
+    /// How long a node may go without a good observation before its
+    /// collector counts as failed: the node is restarted (with backoff) and,
+    /// if that keeps happening, escalates. Must be longer than `stale_after`.
+    pub collector_restart_after: Duration,
+    /// How a node supervises its children when its desired state declares
+    /// nothing else; also how the invisible top node supervises the root.
+    pub supervision: Supervision,
+    /// How often a node whose circuit is open logs that its subtree is still
+    /// recovering.
+    pub recovery_heartbeat: Duration,
+    /// The seed of the per-node random generators (backoff jitter, fault
+    /// injection). Each node mixes in its path, so siblings differ.
+    pub seed: u64,
     /// The pooled action executor.
     pub executor: ExecutorConfig,
     /// How long a removed or replaced child (with its subtree) may take to
@@ -46,6 +61,10 @@ impl Default for TreeConfig {
             tick_interval: Some(Duration::from_secs(1)),
             observation_timeout: Duration::from_secs(2),
             stale_after: Duration::from_secs(10),
+            collector_restart_after: Duration::from_secs(30),
+            supervision: Supervision::default(),
+            recovery_heartbeat: Duration::from_secs(10),
+            seed: 0x5eed_f5a2,
             executor: ExecutorConfig::default(),
             stop_timeout: Duration::from_secs(10),
             stop_hook_timeout: Duration::from_secs(5),
@@ -96,6 +115,19 @@ pub enum ConfigError {
         /// The observation timeout.
         observation_timeout: Duration,
     },
+    /// The collector restart threshold does not exceed the stale threshold.
+    #[error(
+        "`collector_restart_after` ({collector_restart_after:?}) must be longer than `stale_after` ({stale_after:?}): a node goes stale before its collector is restarted"
+    )]
+    RestartBeforeStale {
+        /// The collector restart threshold.
+        collector_restart_after: Duration,
+        /// The stale threshold.
+        stale_after: Duration,
+    },
+    /// The backoff's jitter is negative or not a number.
+    #[error("`supervision.backoff.jitter` is {0}; it must be a number of at least 0")]
+    BadJitter(String),
     /// The executor runs nothing.
     #[error("`executor.concurrency` is zero; at least one action must be able to run")]
     NoConcurrency,
@@ -114,6 +146,12 @@ impl TreeConfig {
             ("stop_timeout", self.stop_timeout),
             ("stop_hook_timeout", self.stop_hook_timeout),
             ("inspect_timeout", self.inspect_timeout),
+            ("collector_restart_after", self.collector_restart_after),
+            ("recovery_heartbeat", self.recovery_heartbeat),
+            (
+                "supervision.intensity.period",
+                self.supervision.intensity.period,
+            ),
             ("executor.default_timeout", self.executor.default_timeout),
         ];
         for (field, d) in positive {
@@ -131,6 +169,16 @@ impl TreeConfig {
                 stale_after: self.stale_after,
                 observation_timeout: self.observation_timeout,
             });
+        }
+        if self.collector_restart_after <= self.stale_after {
+            return Err(ConfigError::RestartBeforeStale {
+                collector_restart_after: self.collector_restart_after,
+                stale_after: self.stale_after,
+            });
+        }
+        let jitter = self.supervision.backoff.jitter;
+        if !jitter.is_finite() || jitter < 0.0 {
+            return Err(ConfigError::BadJitter(jitter.to_string()));
         }
         if self.executor.concurrency == 0 {
             return Err(ConfigError::NoConcurrency);
@@ -157,6 +205,18 @@ mod tests {
         assert!(matches!(
             c.validate(),
             Err(ConfigError::StaleBeforeTimeout { .. })
+        ));
+    }
+
+    #[test]
+    fn collector_restart_must_come_after_staleness() {
+        let c = TreeConfig {
+            collector_restart_after: TreeConfig::default().stale_after,
+            ..TreeConfig::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::RestartBeforeStale { .. })
         ));
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use fsm_core::{DeclarationProblem, SpecError};
 
 use crate::config::ConfigError;
-use crate::snapshot::SubtreeCounts;
+use crate::snapshot::{FatalError, SubtreeCounts};
 
 /// An operation on a [`Tree`](crate::Tree) failed.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,10 @@ pub enum TreeError {
     /// The tree's actors could not be started.
     #[error("could not start the tree: {0}")]
     Spawn(String),
+    /// The tree gave up: its root failed more often than its restart
+    /// intensity allows.
+    #[error(transparent)]
+    Fatal(FatalError),
     /// The tree is no longer running (shut down, or its top actor died).
     #[error("the tree is not running; spawn a new one")]
     NotRunning,

@@ -32,6 +32,7 @@ mod config;
 mod error;
 mod executor;
 mod node;
+mod runbook;
 mod snapshot;
 mod tree;
 

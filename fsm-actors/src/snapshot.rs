@@ -34,25 +34,53 @@ pub struct NodeSnapshot {
     pub action_in_flight: Option<String>,
     /// The last finished action.
     pub last_action: Option<ActionReport>,
-    /// Its running children, in start order.
+    /// How many times it was restarted.
+    pub restarts: u64,
+    /// Set while it waits to restart.
+    pub restarting: Option<RestartingInfo>,
+    /// Whether its circuit is open (a child failed, is restarting or is
+    /// stale): its state machine pauses until the children recover.
+    pub circuit_open: bool,
+    /// Its children, in start order.
     pub children: Vec<NodeSnapshot>,
 }
 
+/// A node waiting to restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartingInfo {
+    /// The backoff attempt (0 for the first restart after a stable run).
+    pub attempt: u32,
+    /// When the next try is due, from the time of the snapshot.
+    pub next_try_in_ms: u64,
+    /// Why it ended.
+    pub last_failure: String,
+}
+
 impl NodeSnapshot {
-    /// A placeholder for a child that did not answer in time.
-    pub(crate) fn unavailable(path: NodePath, worker_type: &str, why: &str) -> Self {
+    /// A placeholder for a child without an actor to answer: one that did
+    /// not answer in time (`state` "unavailable"), or one waiting to start
+    /// ("starting") or restart ("restarting").
+    pub(crate) fn placeholder(
+        path: NodePath,
+        worker_type: &str,
+        state: &str,
+        why: Option<String>,
+    ) -> Self {
         Self {
             name: path.name().to_owned(),
             path,
             worker_type: worker_type.to_owned(),
-            state: "unavailable".to_owned(),
+            state: state.to_owned(),
             desired_state: String::new(),
-            healthy: false,
-            last_error: Some(why.to_owned()),
+            healthy: why.is_none(),
+            last_error: why,
             converged: false,
             stale: false,
             action_in_flight: None,
             last_action: None,
+            restarts: 0,
+            restarting: None,
+            circuit_open: false,
             children: Vec::new(),
         }
     }
@@ -102,6 +130,8 @@ pub struct SubtreeCounts {
     pub converged: u64,
     /// Of them, unhealthy.
     pub unhealthy: u64,
+    /// Of them, waiting to restart.
+    pub restarting: u64,
 }
 
 impl SubtreeCounts {
@@ -109,6 +139,7 @@ impl SubtreeCounts {
         self.nodes += other.nodes;
         self.converged += other.converged;
         self.unhealthy += other.unhealthy;
+        self.restarting += other.restarting;
     }
 
     /// Whether every node of the subtree has converged.
@@ -129,6 +160,29 @@ pub struct TreeStatus {
     pub counts: SubtreeCounts,
     /// Whether the root node and its subtree have converged.
     pub converged: bool,
+    /// Set when the tree gave up: the root failed more often than its
+    /// restart intensity allows. The tree no longer runs.
+    pub fatal: Option<FatalError>,
+}
+
+/// The tree gave up: its root exceeded the restart intensity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error(
+    "the tree stopped: `{path}` failed {restarts} times within {period_ms} ms, more than its restart intensity allows; last failure: {last_failure}. What to do: {advice} (see {runbook})"
+)]
+pub struct FatalError {
+    /// The node that failed too often (the root).
+    pub path: NodePath,
+    /// Its restarts within the window.
+    pub restarts: u32,
+    /// The window, in milliseconds.
+    pub period_ms: u64,
+    /// The last failure.
+    pub last_failure: String,
+    /// What to do about it.
+    pub advice: String,
+    /// The runbook section.
+    pub runbook: String,
 }
 
 /// How one node stopped during an ordered shutdown.

@@ -16,7 +16,7 @@ use crate::error::TreeError;
 use crate::executor::{ExecMsg, Executor};
 use crate::node::top::{top_driver, top_spec};
 use crate::node::{NodeActor, NodeArgs, NodeMsg, Shared};
-use crate::snapshot::{ExecutorStats, NodeSnapshot, ShutdownReport, TreeStatus};
+use crate::snapshot::{ExecutorStats, FatalError, NodeSnapshot, ShutdownReport, TreeStatus};
 
 /// A running tree of supervised workers.
 ///
@@ -95,6 +95,8 @@ impl Tree {
             executor: executor.clone(),
             status: status_tx,
             next_action_id: AtomicU64::new(0),
+            live_nodes: AtomicU64::new(0),
+            chaos: AtomicU64::new(0f64.to_bits()),
         });
         let driver = top_driver(&root)?;
         let top_spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
@@ -102,6 +104,7 @@ impl Tree {
             path: NodePath::top(),
             spec: top_spec,
             generation: 0,
+            restarts: 0,
             parent: None,
             parent_state: None,
             shared: Arc::clone(&shared),
@@ -174,17 +177,69 @@ impl Tree {
     /// # Errors
     ///
     /// [`TreeError::NotConverged`] with the counts when `timeout` passes
-    /// first; [`TreeError::NotRunning`] if the tree goes away.
+    /// first; [`TreeError::Fatal`] if the tree gives up;
+    /// [`TreeError::NotRunning`] if the tree goes away.
     pub async fn wait_converged(&self, timeout: Duration) -> Result<(), TreeError> {
         let mut rx = self.status.clone();
-        match tokio::time::timeout(timeout, rx.wait_for(|s| s.converged)).await {
-            Ok(Ok(_)) => Ok(()),
+        let waited =
+            tokio::time::timeout(timeout, rx.wait_for(|s| s.converged || s.fatal.is_some())).await;
+        match waited {
+            Ok(Ok(status)) => match &status.fatal {
+                Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
+                None => Ok(()),
+            },
             Ok(Err(_)) => Err(TreeError::NotRunning),
             Err(_) => Err(TreeError::NotConverged {
                 timeout,
                 counts: self.status.borrow().counts,
             }),
         }
+    }
+
+    /// Waits until the tree gives up (its root exceeded its restart
+    /// intensity) and returns why.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::NotRunning`] if the tree goes away first.
+    pub async fn wait_fatal(&self) -> Result<FatalError, TreeError> {
+        let mut rx = self.status.clone();
+        let status = rx
+            .wait_for(|s| s.fatal.is_some())
+            .await
+            .map_err(|_| TreeError::NotRunning)?;
+        status.fatal.clone().ok_or(TreeError::NotRunning)
+    }
+
+    /// Why the tree gave up, if it did.
+    #[must_use]
+    pub fn fatal(&self) -> Option<FatalError> {
+        self.status.borrow().fatal.clone()
+    }
+
+    /// How many node actors are alive now. Once the tree has settled, this is
+    /// exactly the number of running nodes: a larger number means leaked
+    /// actors.
+    #[must_use]
+    pub fn live_nodes(&self) -> u64 {
+        self.shared
+            .live_nodes
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fault injection for chaos testing: from now on, every node panics at
+    /// the start of a tick with probability `probability` (clamped to
+    /// `0..=1`; `0` turns it off). Restarts, escalation and recovery then
+    /// run exactly as for a crashing worker.
+    pub fn inject_faults(&self, probability: f64) {
+        let p = if probability.is_finite() {
+            probability.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.shared
+            .chaos
+            .store(p.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A serialisable snapshot of the whole tree, from the root down.
@@ -195,6 +250,9 @@ impl Tree {
     /// now (it is being replaced); [`TreeError::Timeout`] if the top node
     /// does not answer within the configured `inspect_timeout`.
     pub async fn inspect(&self) -> Result<NodeSnapshot, TreeError> {
+        if let Some(fatal) = self.fatal() {
+            return Err(TreeError::Fatal(fatal));
+        }
         let timeout = self.shared.config.inspect_timeout;
         let deadline = Instant::now() + timeout;
         let answer = self

@@ -41,8 +41,8 @@ pub use reconcile::{
 pub use registry::WorkerRegistry;
 pub use spec::{ChildSpec, DesiredState};
 pub use supervision::{
-    Backoff, Circuit, CircuitChange, ExitReason, IntensityVerdict, RestartIntensity,
-    RestartPolicy, RestartWindow, SplitMix64, Strategy, Supervision, affected_children,
+    Backoff, Circuit, CircuitChange, ExitReason, IntensityVerdict, RestartIntensity, RestartPolicy,
+    RestartWindow, SplitMix64, Strategy, Supervision, affected_children,
 };
 pub use value::{Map, Value, ValueError};
 pub use worker::{

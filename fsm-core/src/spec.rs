@@ -234,7 +234,10 @@ mod tests {
         );
         assert_ne!(h, base.clone().with_spec(Value::from(2)).hash());
         assert_ne!(h, base.clone().map_state("x", "z").hash());
-        assert_ne!(h, base.clone().with_restart(RestartPolicy::Transient).hash());
+        assert_ne!(
+            h,
+            base.clone().with_restart(RestartPolicy::Transient).hash()
+        );
     }
 
     #[test]

@@ -1,32 +1,119 @@
-//! A node's table of running children, kept in start order (which is the
-//! order siblings are stopped in, reversed), with lookups by name and by
-//! actor id, and the set of children being stopped on purpose (whose exit
-//! must not be mistaken for a failure).
+//! A node's table of children, kept in start order (the order in which they
+//! restart, and, reversed, the order in which they stop). A child keeps its
+//! slot across restarts. Each slot is either running (an actor) or waiting
+//! to start (a first start behind a stopping predecessor, or a restart
+//! behind its backoff).
+//!
+//! The table also remembers the children being stopped on purpose (whose
+//! exit must not be mistaken for a failure) and the children that ended for
+//! good under their restart policy (not started again while their
+//! declaration is unchanged).
 
 use std::collections::HashMap;
 
 use fsm_core::{ChildSpec, ChildStatus, NodePath, RunningChild, SpecHash};
 use ractor::{ActorId, ActorRef};
+use tokio::time::Instant;
 
 use super::messages::NodeMsg;
 use crate::snapshot::SubtreeCounts;
 
-/// One running child.
+/// Whether a child runs or waits to start.
+pub(crate) enum ChildRun {
+    Running {
+        actor: ActorRef<NodeMsg>,
+        generation: u64,
+        started: Instant,
+    },
+    Waiting {
+        due: Instant,
+        /// Why it is waiting: `None` for a first start, the failure for a
+        /// restart.
+        failure: Option<String>,
+    },
+}
+
+/// One child slot.
 pub(crate) struct ChildEntry {
     pub(crate) path: NodePath,
     pub(crate) spec: ChildSpec,
     pub(crate) hash: SpecHash,
-    pub(crate) actor: ActorRef<NodeMsg>,
-    pub(crate) generation: u64,
+    pub(crate) run: ChildRun,
     pub(crate) status: ChildStatus,
     pub(crate) subtree: SubtreeCounts,
     /// The mapped desired state last sent to the child.
     pub(crate) sent_parent_state: Option<String>,
+    /// How many times it was restarted.
+    pub(crate) restarts: u64,
+    /// The backoff attempt its next failure will use.
+    pub(crate) attempt: u32,
 }
 
 impl ChildEntry {
+    pub(crate) fn new(path: NodePath, spec: ChildSpec, now: Instant) -> Self {
+        Self {
+            status: ChildStatus {
+                name: spec.name.clone(),
+                state: String::new(),
+                desired: String::new(),
+                healthy: true,
+                stale: false,
+                converged: false,
+            },
+            path,
+            hash: spec.hash(),
+            spec,
+            run: ChildRun::Waiting {
+                due: now,
+                failure: None,
+            },
+            subtree: SubtreeCounts::default(),
+            sent_parent_state: None,
+            restarts: 0,
+            attempt: 0,
+        }
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    pub(crate) fn actor(&self) -> Option<&ActorRef<NodeMsg>> {
+        match &self.run {
+            ChildRun::Running { actor, .. } => Some(actor),
+            ChildRun::Waiting { .. } => None,
+        }
+    }
+
+    pub(crate) fn is_restarting(&self) -> bool {
+        matches!(
+            self.run,
+            ChildRun::Waiting {
+                failure: Some(_),
+                ..
+            }
+        )
+    }
+
+    /// Failed, waiting to restart, or stale: what opens the parent's circuit.
+    pub(crate) fn is_faulty(&self) -> bool {
+        match &self.run {
+            ChildRun::Running { .. } => self.status.stale,
+            ChildRun::Waiting { failure, .. } => failure.is_some(),
+        }
+    }
+
+    /// The subtree counts this slot contributes.
+    pub(crate) fn counts(&self) -> SubtreeCounts {
+        match &self.run {
+            ChildRun::Running { .. } => self.subtree,
+            ChildRun::Waiting { failure, .. } => SubtreeCounts {
+                nodes: 1,
+                converged: 0,
+                unhealthy: u64::from(failure.is_some()),
+                restarting: u64::from(failure.is_some()),
+            },
+        }
     }
 }
 
@@ -37,6 +124,9 @@ pub(crate) struct ChildTable {
     by_id: HashMap<ActorId, usize>,
     /// Children stopping on purpose: actor id → (name, actor).
     stopping: HashMap<ActorId, (String, ActorRef<NodeMsg>)>,
+    stopping_names: HashMap<String, usize>,
+    /// Children that ended for good: name → the declaration they ended with.
+    completed: HashMap<String, SpecHash>,
     /// Statuses in start order, rebuilt only after a report changed them.
     statuses: Vec<ChildStatus>,
     statuses_dirty: bool,
@@ -47,56 +137,105 @@ impl ChildTable {
         self.entries.len()
     }
 
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &ChildEntry> {
-        self.entries.iter()
+    pub(crate) fn entries(&self) -> &[ChildEntry] {
+        &self.entries
+    }
+
+    pub(crate) fn entry_mut(&mut self, i: usize) -> Option<&mut ChildEntry> {
+        self.entries.get_mut(i)
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut ChildEntry> {
         self.entries.iter_mut()
     }
 
-    pub(crate) fn get_mut(&mut self, name: &str) -> Option<&mut ChildEntry> {
-        let i = *self.by_name.get(name)?;
-        self.entries.get_mut(i)
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
-    pub(crate) fn insert(&mut self, entry: ChildEntry) {
+    pub(crate) fn index_of_actor(&self, id: ActorId) -> Option<usize> {
+        self.by_id.get(&id).copied()
+    }
+
+    pub(crate) fn push(&mut self, entry: ChildEntry) -> usize {
         let i = self.entries.len();
         self.by_name.insert(entry.name().to_owned(), i);
-        self.by_id.insert(entry.actor.get_id(), i);
+        if let Some(actor) = entry.actor() {
+            self.by_id.insert(actor.get_id(), i);
+        }
         self.entries.push(entry);
+        self.statuses_dirty = true;
+        i
+    }
+
+    /// Puts a started actor into slot `i`.
+    pub(crate) fn set_running(
+        &mut self,
+        i: usize,
+        actor: ActorRef<NodeMsg>,
+        generation: u64,
+        now: Instant,
+    ) {
+        self.by_id.insert(actor.get_id(), i);
+        if let Some(e) = self.entries.get_mut(i) {
+            e.run = ChildRun::Running {
+                actor,
+                generation,
+                started: now,
+            };
+            e.subtree = SubtreeCounts {
+                nodes: 1,
+                ..SubtreeCounts::default()
+            };
+            e.status.converged = false;
+            e.status.stale = false;
+            e.status.healthy = true;
+        }
         self.statuses_dirty = true;
     }
 
-    pub(crate) fn remove(&mut self, name: &str) -> Option<ChildEntry> {
-        let i = *self.by_name.get(name)?;
-        Some(self.remove_at(i))
+    /// Makes slot `i` wait until `due`; returns the actor it ran, if any.
+    pub(crate) fn set_waiting(
+        &mut self,
+        i: usize,
+        due: Instant,
+        failure: Option<String>,
+    ) -> Option<ActorRef<NodeMsg>> {
+        let e = self.entries.get_mut(i)?;
+        let previous = std::mem::replace(&mut e.run, ChildRun::Waiting { due, failure });
+        e.status.converged = false;
+        e.status.healthy = !e.is_restarting();
+        self.statuses_dirty = true;
+        match previous {
+            ChildRun::Running { actor, .. } => {
+                self.by_id.remove(&actor.get_id());
+                Some(actor)
+            }
+            ChildRun::Waiting { .. } => None,
+        }
     }
 
-    pub(crate) fn remove_by_id(&mut self, id: ActorId) -> Option<ChildEntry> {
-        let i = *self.by_id.get(&id)?;
-        Some(self.remove_at(i))
-    }
-
-    /// Removes the most recently started child.
-    pub(crate) fn pop_last(&mut self) -> Option<ChildEntry> {
-        let last = self.entries.len().checked_sub(1)?;
-        Some(self.remove_at(last))
-    }
-
-    fn remove_at(&mut self, i: usize) -> ChildEntry {
+    /// Removes slot `i`, keeping the others in order.
+    pub(crate) fn remove_at(&mut self, i: usize) -> ChildEntry {
         let entry = self.entries.remove(i);
-        self.by_name.clear();
-        self.by_id.clear();
-        for (j, e) in self.entries.iter().enumerate() {
+        self.by_name.remove(entry.name());
+        if let Some(actor) = entry.actor() {
+            self.by_id.remove(&actor.get_id());
+        }
+        // Only the slots after `i` moved.
+        for (j, e) in self.entries.iter().enumerate().skip(i) {
             self.by_name.insert(e.name().to_owned(), j);
-            self.by_id.insert(e.actor.get_id(), j);
+            if let Some(actor) = e.actor() {
+                self.by_id.insert(actor.get_id(), j);
+            }
         }
         self.statuses_dirty = true;
         entry
     }
 
-    pub(crate) fn running(&self) -> Vec<RunningChild<'_>> {
+    /// The children as the reconcile plan sees them: every slot, running or
+    /// waiting.
+    pub(crate) fn planned(&self) -> Vec<RunningChild<'_>> {
         self.entries
             .iter()
             .map(|e| RunningChild {
@@ -107,8 +246,8 @@ impl ChildTable {
             .collect()
     }
 
-    /// Records a child's report; `false` if it is from a child that is no
-    /// longer running under that name and generation.
+    /// Records a child's report; `false` if it is from an actor that no
+    /// longer holds that slot.
     pub(crate) fn record_report(
         &mut self,
         name: &str,
@@ -116,11 +255,13 @@ impl ChildTable {
         status: ChildStatus,
         subtree: SubtreeCounts,
     ) -> bool {
-        let Some(entry) = self.get_mut(name) else {
+        let Some(i) = self.index_of(name) else {
             return false;
         };
-        if entry.generation != generation {
-            return false;
+        let entry = &mut self.entries[i];
+        match entry.run {
+            ChildRun::Running { generation: g, .. } if g == generation => {}
+            _ => return false,
         }
         entry.status = status;
         entry.subtree = subtree;
@@ -138,17 +279,23 @@ impl ChildTable {
         &self.statuses
     }
 
-    pub(crate) fn mark_stopping(&mut self, name: String, actor: ActorRef<NodeMsg>) {
-        self.stopping.insert(actor.get_id(), (name, actor));
+    // ----- stopping on purpose --------------------------------------------
+
+    pub(crate) fn mark_stopping(&mut self, name: &str, actor: ActorRef<NodeMsg>) {
+        *self.stopping_names.entry(name.to_owned()).or_default() += 1;
+        self.stopping
+            .insert(actor.get_id(), (name.to_owned(), actor));
     }
 
     pub(crate) fn finish_stopping(&mut self, id: ActorId) -> Option<String> {
-        self.stopping.remove(&id).map(|(name, _)| name)
-    }
-
-    /// The children still stopping.
-    pub(crate) fn stopping_actors(&self) -> Vec<ActorRef<NodeMsg>> {
-        self.stopping.values().map(|(_, a)| a.clone()).collect()
+        let (name, _) = self.stopping.remove(&id)?;
+        if let Some(n) = self.stopping_names.get_mut(&name) {
+            *n -= 1;
+            if *n == 0 {
+                self.stopping_names.remove(&name);
+            }
+        }
+        Some(name)
     }
 
     pub(crate) fn is_stopping(&self, id: ActorId) -> bool {
@@ -156,22 +303,93 @@ impl ChildTable {
     }
 
     pub(crate) fn is_name_stopping(&self, name: &str) -> bool {
-        self.stopping.values().any(|(n, _)| n == name)
+        self.stopping_names.contains_key(name)
     }
 
     pub(crate) fn stopping_count(&self) -> usize {
         self.stopping.len()
     }
 
+    /// The children still stopping.
+    pub(crate) fn stopping_actors(&self) -> Vec<ActorRef<NodeMsg>> {
+        self.stopping.values().map(|(_, a)| a.clone()).collect()
+    }
+
+    // ----- ended for good ------------------------------------------------
+
+    pub(crate) fn complete(&mut self, name: &str, hash: SpecHash) {
+        self.completed.insert(name.to_owned(), hash);
+    }
+
+    /// Whether `spec` is a child that ended for good with this very
+    /// declaration.
+    pub(crate) fn is_completed(&self, spec: &ChildSpec) -> bool {
+        self.completed
+            .get(&spec.name)
+            .is_some_and(|h| *h == spec.hash())
+    }
+
+    /// Forgets completions whose declaration is gone or changed.
+    pub(crate) fn retain_completed(&mut self, declared: &[ChildSpec]) {
+        if self.completed.is_empty() {
+            return;
+        }
+        let current: HashMap<&str, SpecHash> = declared
+            .iter()
+            .map(|c| (c.name.as_str(), c.hash()))
+            .collect();
+        self.completed
+            .retain(|name, hash| current.get(name.as_str()) == Some(hash));
+    }
+
+    pub(crate) fn completed_count(&self) -> usize {
+        self.completed.len()
+    }
+
+    // ----- aggregates ------------------------------------------------------
+
     pub(crate) fn subtree_counts(&self) -> SubtreeCounts {
         let mut c = SubtreeCounts::default();
         for e in &self.entries {
-            c.add(e.subtree);
+            c.add(e.counts());
         }
         c
     }
 
     pub(crate) fn all_converged(&self) -> bool {
-        self.entries.iter().all(|e| e.status.converged)
+        self.entries
+            .iter()
+            .all(|e| matches!(e.run, ChildRun::Running { .. }) && e.status.converged)
+    }
+
+    pub(crate) fn all_running(&self) -> bool {
+        self.entries
+            .iter()
+            .all(|e| matches!(e.run, ChildRun::Running { .. }))
+    }
+
+    pub(crate) fn any_faulty(&self) -> bool {
+        self.entries.iter().any(ChildEntry::is_faulty)
+    }
+
+    pub(crate) fn restarting_count(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_restarting()).count()
+    }
+
+    /// The earliest time a waiting child is due, if any.
+    pub(crate) fn next_due(&self) -> Option<Instant> {
+        self.entries
+            .iter()
+            .filter_map(|e| match e.run {
+                ChildRun::Waiting { due, .. } => Some(due),
+                ChildRun::Running { .. } => None,
+            })
+            .min()
+    }
+
+    /// Removes the most recently started running-or-waiting slot.
+    pub(crate) fn pop_last(&mut self) -> Option<ChildEntry> {
+        let last = self.entries.len().checked_sub(1)?;
+        Some(self.remove_at(last))
     }
 }

@@ -40,6 +40,8 @@ pub(crate) enum NodeMsg {
         deadline: Instant,
         reply: RpcReplyPort<Vec<StopRecord>>,
     },
+    /// A child's restart (or delayed first start) may be due.
+    RestartDue,
     /// A child this node was stopping on purpose has stopped.
     ChildStopped {
         id: ActorId,

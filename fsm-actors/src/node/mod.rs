@@ -7,25 +7,34 @@
 //!          UpdateSpec        │ ▲
 //!          ParentState       │ │ Observed (collector task)
 //!                            │ │ ActionDone (executor)
-//!              spawn_linked  ▼ │
+//!              spawn_linked  ▼ │ ActorFailed / ActorTerminated (ractor links)
 //!                        children ...
 //! ```
 //!
 //! One tick of a node, in order:
 //!
-//! 1. derive the desired state if the spec changed (cached by spec hash);
-//! 2. reconcile the children against it: validate, then stop removed ones
-//!    (reverse start order, each subtree in order), spawn new ones, send
-//!    `UpdateSpec` to changed ones, replace those whose worker type changed;
-//! 3. send each child its mapped desired state, if it changed;
-//! 4. forward the tick to the children;
-//! 5. run the state machine on the freshest observation (paused while
-//!    stale); hand any action to the executor, at most one in flight;
-//! 6. start the next collect if none is running;
-//! 7. report status and subtree counts upward, if they changed.
+//! 1. give up if the collector has failed for too long (a failure);
+//! 2. derive the desired state if the spec changed (cached by spec hash);
+//! 3. update the circuit from the children: open while any is failed,
+//!    restarting or stale;
+//! 4. reconcile the children against the declaration: validate, then stop
+//!    removed ones (reverse start order, each subtree in order), start new
+//!    ones, send `UpdateSpec` to changed ones, replace those whose worker
+//!    type changed; start children whose restart is due;
+//! 5. send each child its mapped desired state, if it changed;
+//! 6. forward the tick to the children;
+//! 7. unless the circuit is open, run the state machine on the freshest
+//!    observation (paused while stale); hand any action to the executor, at
+//!    most one in flight;
+//! 8. start the next collect if none is running;
+//! 9. report status and subtree counts upward, if they changed.
+//!
+//! Failures and restarts are in [`supervise`]; ordered stopping in [`stop`].
 
 mod children;
 mod messages;
+mod stop;
+mod supervise;
 pub(crate) mod top;
 
 use std::sync::Arc;
@@ -33,8 +42,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fsm_core::{
-    ActionOutcome, ActionReport, BoxedAction, ChildSpec, ChildStatus, DesiredState, NodeDriver,
-    NodePath, PlanStep, SpecHash, StepInput, WorkerRegistry, panic_message, plan_children,
+    ActionOutcome, ActionReport, BoxedAction, ChildSpec, ChildStatus, Circuit, CircuitChange,
+    DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash, SplitMix64,
+    StableHasher, StepInput, Supervision, WorkerRegistry, panic_message, plan_children,
     validate_children,
 };
 use futures::FutureExt;
@@ -46,11 +56,12 @@ use tokio::time::Instant;
 
 use crate::config::TreeConfig;
 use crate::executor::{ActionId, ActionRequest, ExecMsg};
-use crate::snapshot::{NodeSnapshot, StopOutcome, StopRecord, SubtreeCounts, TreeStatus};
-use children::{ChildEntry, ChildTable};
+use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts, TreeStatus};
+use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use messages::{ChildReport, NodeMsg};
 
-/// What every node of a tree shares: read-only configuration and handles.
+/// What every node of a tree shares: read-only configuration and handles,
+/// and two counters.
 pub(crate) struct Shared {
     pub(crate) registry: WorkerRegistry,
     pub(crate) config: TreeConfig,
@@ -58,6 +69,16 @@ pub(crate) struct Shared {
     /// Where the top node publishes the tree's status.
     pub(crate) status: watch::Sender<TreeStatus>,
     pub(crate) next_action_id: AtomicU64,
+    /// Node actors alive now (the top node excluded).
+    pub(crate) live_nodes: AtomicU64,
+    /// The fault-injection probability per node and tick, as `f64` bits.
+    pub(crate) chaos: AtomicU64,
+}
+
+impl Shared {
+    fn chaos_probability(&self) -> f64 {
+        f64::from_bits(self.chaos.load(Ordering::Relaxed))
+    }
 }
 
 /// How a node is started.
@@ -65,6 +86,7 @@ pub(crate) struct NodeArgs {
     pub(crate) path: NodePath,
     pub(crate) spec: ChildSpec,
     pub(crate) generation: u64,
+    pub(crate) restarts: u64,
     pub(crate) parent: Option<ActorRef<NodeMsg>>,
     pub(crate) parent_state: Option<String>,
     pub(crate) shared: Arc<Shared>,
@@ -74,14 +96,31 @@ pub(crate) struct NodeArgs {
 
 pub(crate) struct NodeActor;
 
-/// How much earlier than its parent a child must finish stopping, so that
-/// the parent can still report by its own deadline.
-const STOP_MARGIN: Duration = Duration::from_millis(5);
+/// Counts a live node actor for as long as its state exists: the state is
+/// dropped however the actor ends, even when it is killed.
+struct LiveGuard(Option<Arc<Shared>>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.0 {
+            shared.live_nodes.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A task that is aborted when its handle is dropped (with the node).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The collector side of a node.
 struct Collector {
     seq: u64,
-    task: Option<JoinHandle<()>>,
+    task: Option<AbortOnDrop>,
     in_flight: bool,
     /// Collect again as soon as the running one ends (an action finished).
     again: bool,
@@ -90,11 +129,11 @@ struct Collector {
 }
 
 /// What the node last reported upward, to send only changes.
-#[derive(PartialEq)]
 struct Reported {
     state: &'static str,
     desired: String,
     healthy: bool,
+    stale: bool,
     converged: bool,
     subtree: SubtreeCounts,
 }
@@ -104,10 +143,13 @@ pub(crate) struct NodeState {
     spec: ChildSpec,
     spec_hash: SpecHash,
     generation: u64,
+    restarts: u64,
     parent: Option<ActorRef<NodeMsg>>,
     shared: Arc<Shared>,
     driver: Box<dyn NodeDriver>,
     started: Instant,
+    rng: SplitMix64,
+    _live: LiveGuard,
 
     /// The mapped desired state from the parent, overriding the derived one.
     parent_state: Option<String>,
@@ -120,13 +162,14 @@ pub(crate) struct NodeState {
 
     children: ChildTable,
     next_generation: u64,
-    /// The children hash that is fully applied.
+    /// The declaration hash the child table matches.
     applied_children: Option<SpecHash>,
-    /// The children hash that failed validation (not retried until changed).
+    /// The declaration hash that failed validation (not retried until
+    /// changed).
     rejected_children: Option<SpecHash>,
     declaration_error: Option<String>,
-    /// Children that could not be started: name → why.
-    start_errors: Vec<(String, String)>,
+    restart_window: RestartWindow,
+    circuit: Circuit,
 
     collector: Collector,
     action: Option<(ActionId, &'static str)>,
@@ -152,16 +195,29 @@ impl Actor for NodeActor {
             Some(d) => d,
             None => args.shared.registry.create(&args.path, &args.spec)?,
         };
+        let live = if args.parent.is_some() {
+            args.shared.live_nodes.fetch_add(1, Ordering::Relaxed);
+            LiveGuard(Some(Arc::clone(&args.shared)))
+        } else {
+            LiveGuard(None)
+        };
+        let mut seed = StableHasher::new();
+        seed.write_u64(args.shared.config.seed);
+        seed.write_str(args.path.as_str());
+        seed.write_u64(args.generation);
         let spec_hash = args.spec.hash();
         Ok(NodeState {
             path: args.path,
             spec: args.spec,
             spec_hash,
             generation: args.generation,
+            restarts: args.restarts,
             parent: args.parent,
             shared: args.shared,
             driver,
             started: Instant::now(),
+            rng: SplitMix64::new(seed.finish()),
+            _live: live,
             parent_state: args.parent_state,
             desired: DesiredState::new(""),
             derived_for: None,
@@ -172,7 +228,8 @@ impl Actor for NodeActor {
             applied_children: None,
             rejected_children: None,
             declaration_error: None,
-            start_errors: Vec::new(),
+            restart_window: RestartWindow::new(),
+            circuit: Circuit::new(),
             collector: Collector {
                 seq: 0,
                 task: None,
@@ -224,10 +281,11 @@ impl Actor for NodeActor {
             NodeMsg::Shutdown { deadline, reply } => {
                 let records = state.shutdown(deadline).await;
                 let _ = reply.send(records);
-                myself.stop(Some("shutdown".to_owned()));
+                myself.stop(Some(stop::EXIT_SHUTDOWN.to_owned()));
             }
+            NodeMsg::RestartDue => state.start_due_children(&myself).await?,
             NodeMsg::ChildStopped { id, records } => {
-                state.child_stopped(id, &records, &myself).await
+                state.child_stopped(id, &records, &myself).await?;
             }
         }
         Ok(())
@@ -240,33 +298,33 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         // Never stop because a child ended (ractor's default): decide here.
-        match event {
-            SupervisionEvent::ActorFailed(cell, err) => {
-                state.child_exited(cell.get_id(), Some(err.to_string()), &myself);
-            }
+        let (id, reason) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (
+                cell.get_id(),
+                fsm_core::ExitReason::Abnormal(err.to_string()),
+            ),
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                state.child_exited(cell.get_id(), reason, &myself);
+                (cell.get_id(), stop::exit_reason(reason.as_deref()))
             }
-            _ => {}
+            _ => return Ok(()),
+        };
+        if state.shutting_down {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<NodeMsg>,
-        state: &mut NodeState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some(task) = state.collector.task.take() {
-            task.abort();
-        }
-        Ok(())
+        state.child_exited(id, reason, &myself).await
     }
 }
 
 impl NodeState {
     fn config(&self) -> &TreeConfig {
         &self.shared.config
+    }
+
+    fn supervision(&self) -> &Supervision {
+        self.desired
+            .supervision
+            .as_ref()
+            .unwrap_or(&self.shared.config.supervision)
     }
 
     /// The effective desired state: the parent's mapping wins over the
@@ -284,20 +342,66 @@ impl NodeState {
     async fn tick(&mut self, myself: &ActorRef<NodeMsg>) -> Result<(), ActorProcessingErr> {
         self.ticks += 1;
         let now = Instant::now();
-        self.refresh_desired()?;
-        self.reconcile(myself).await;
-        self.map_states();
-        for child in self.children.iter() {
-            let _ = child.actor.cast(NodeMsg::Tick);
+        self.inject_fault();
+        if let Some(age) = self.collector_failed_for(now) {
+            let why = format!(
+                "the collector has produced no good observation for {age:?} (restart threshold {:?}); last: {}",
+                self.config().collector_restart_after,
+                self.collector.last_error.as_deref().unwrap_or("none"),
+            );
+            return Err(self.fail(why).await);
         }
-        self.run_state_machine(now, myself)?;
+        self.refresh_desired()?;
+        self.update_circuit(now);
+        self.reconcile(myself).await?;
+        if self.children.next_due().is_some_and(|due| due <= now) {
+            self.start_due_children(myself).await?;
+        }
+        self.map_states();
+        for child in self.children.entries() {
+            if let Some(actor) = child.actor() {
+                let _ = actor.cast(NodeMsg::Tick);
+            }
+        }
+        if !self.circuit.is_open() {
+            match self.run_state_machine(now, myself)? {
+                Some(Signal::NeedsRestart) => {
+                    return Err(self.fail("the worker asked for a restart".to_owned()).await);
+                }
+                Some(Signal::NeedsRemoval) => {
+                    self.finish(myself).await;
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
         self.start_collect(myself);
         self.report(now);
         Ok(())
     }
 
+    /// Fault injection for chaos testing: panics with the configured
+    /// probability. Never at the top node.
+    fn inject_fault(&mut self) {
+        if self.is_top() {
+            return;
+        }
+        let p = self.shared.chaos_probability();
+        if p > 0.0 && self.rng.next_f64() < p {
+            // A real panic, so that the same path as a crashing worker runs.
+            panic!("injected fault at `{}` (chaos)", self.path);
+        }
+    }
+
+    fn collector_failed_for(&self, now: Instant) -> Option<Duration> {
+        let since = self.collector.last_ok.unwrap_or(self.started);
+        let age = now.saturating_duration_since(since);
+        (age > self.config().collector_restart_after).then_some(age)
+    }
+
     /// Derives the desired state again if the spec changed since the last
-    /// derivation. A derivation error keeps the last good desired state.
+    /// derivation. An `InvalidSpec` error keeps the last good desired state;
+    /// any other error, or a panic, is a failure.
     fn refresh_desired(&mut self) -> Result<(), ActorProcessingErr> {
         if self.derived_for == Some(self.spec_hash) {
             return Ok(());
@@ -309,12 +413,12 @@ impl NodeState {
                 self.derive_error = None;
                 Ok(())
             }
-            Err(e) if e.is_panic() => Err(Box::new(e)),
-            Err(e) => {
-                tracing::warn!(node.path = %self.path, error = %e, "derive_desired failed; keeping the last good desired state");
+            Err(e) if e.is_invalid_spec() => {
+                tracing::warn!(node.path = %self.path, error = %e, "invalid spec; keeping the last good desired state");
                 self.derive_error = Some(e.to_string());
                 Ok(())
             }
+            Err(e) => Err(Box::new(e)),
         }
     }
 
@@ -346,25 +450,59 @@ impl NodeState {
         }
     }
 
+    fn update_circuit(&mut self, now: Instant) {
+        match self
+            .circuit
+            .update(self.children.any_faulty(), now.into_std())
+        {
+            Some(CircuitChange::Opened) => tracing::warn!(
+                node.path = %self.path,
+                restarting = self.children.restarting_count(),
+                "circuit opened: a child failed, is restarting or is stale; pausing this node's state machine"
+            ),
+            Some(CircuitChange::Closed { open_for }) => tracing::info!(
+                node.path = %self.path,
+                open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
+                "circuit closed: all children healthy again"
+            ),
+            None => {}
+        }
+        if self
+            .circuit
+            .heartbeat_due(now.into_std(), self.config().recovery_heartbeat)
+        {
+            let open_for = self.circuit.open_since().map_or(Duration::ZERO, |t| {
+                now.into_std().saturating_duration_since(t)
+            });
+            tracing::info!(
+                node.path = %self.path,
+                restarting = self.children.restarting_count(),
+                open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
+                restarts_in_window = self.restart_window.len(),
+                "subtree still recovering"
+            );
+        }
+    }
+
     // ----- children -----------------------------------------------------
 
-    async fn reconcile(&mut self, myself: &ActorRef<NodeMsg>) {
+    async fn reconcile(&mut self, myself: &ActorRef<NodeMsg>) -> Result<(), ActorProcessingErr> {
         let declared_hash = self.desired.children_hash();
         if self.applied_children == Some(declared_hash) {
             // Back on the applied declaration (a rejected change was
             // reverted): whatever was rejected in between no longer applies.
             self.declaration_error = None;
             self.rejected_children = None;
-            return;
+            return Ok(());
         }
         if self.rejected_children == Some(declared_hash) {
-            return;
+            return Ok(());
         }
         let declared = std::mem::take(&mut self.desired.children);
         let result = validate_children(
             &self.path,
             &declared,
-            &self.children.running(),
+            &self.children.planned(),
             &self.shared.registry,
         );
         if let Err(e) = result {
@@ -372,12 +510,19 @@ impl NodeState {
             self.declaration_error = Some(e.to_string());
             self.rejected_children = Some(declared_hash);
             self.desired.children = declared;
-            return;
+            return Ok(());
         }
         self.declaration_error = None;
         self.rejected_children = None;
-        let plan = plan_children(&self.children.running(), &declared);
-        let mut complete = true;
+        self.children.retain_completed(&declared);
+        // Children that ended for good stay ended while their declaration
+        // is unchanged.
+        let wanted: Vec<ChildSpec> = declared
+            .iter()
+            .filter(|c| !self.children.is_completed(c))
+            .cloned()
+            .collect();
+        let plan = plan_children(&self.children.planned(), &wanted);
         if !plan.is_empty() {
             let counts = plan.counts();
             tracing::debug!(
@@ -387,158 +532,60 @@ impl NodeState {
                 "reconciling children"
             );
         }
+        let now = Instant::now();
         for step in plan.steps {
             match step {
-                PlanStep::Stop { name } => self.stop_child(&name, myself),
+                PlanStep::Stop { name } => {
+                    if let Some(i) = self.children.index_of(&name) {
+                        let entry = self.children.remove_at(i);
+                        if let Some(actor) = entry.actor() {
+                            self.stop_child(&entry.path, &name, actor.clone(), myself);
+                        }
+                    }
+                }
                 PlanStep::Update { index } => {
-                    let spec = &declared[index];
-                    if let Some(child) = self.children.get_mut(&spec.name) {
-                        tracing::info!(node.path = %child.path, "sending changed spec");
+                    let spec = &wanted[index];
+                    if let Some(i) = self.children.index_of(&spec.name)
+                        && let Some(child) = self.children.entry_mut(i)
+                    {
+                        tracing::debug!(node.path = %child.path, "sending changed spec");
                         child.spec = spec.clone();
                         child.hash = spec.hash();
-                        let _ = child
-                            .actor
-                            .cast(NodeMsg::UpdateSpec(Box::new(spec.clone())));
+                        if let Some(actor) = child.actor() {
+                            let _ = actor.cast(NodeMsg::UpdateSpec(Box::new(spec.clone())));
+                        }
                     }
                 }
                 PlanStep::Replace { index } => {
+                    let spec = &wanted[index];
                     tracing::info!(
-                        node.path = %self.path.child(&declared[index].name),
-                        worker_type = %declared[index].worker_type,
+                        node.path = %self.path.child(&spec.name),
+                        worker_type = %spec.worker_type,
                         "worker type changed; replacing the child"
                     );
-                    self.stop_child(&declared[index].name, myself);
-                    // Spawned once the old child has stopped.
-                    complete = false;
+                    if let Some(i) = self.children.index_of(&spec.name) {
+                        let old = self.children.set_waiting(i, now, None);
+                        if let Some(child) = self.children.entry_mut(i) {
+                            child.spec = spec.clone();
+                            child.hash = spec.hash();
+                            child.attempt = 0;
+                        }
+                        if let Some(actor) = old {
+                            let path = self.path.child(&spec.name);
+                            self.stop_child(&path, &spec.name, actor, myself);
+                        }
+                    }
                 }
                 PlanStep::Spawn { index } => {
-                    complete &= self.spawn_child(&declared[index], myself).await;
+                    let spec = wanted[index].clone();
+                    let path = self.path.child(&spec.name);
+                    self.children.push(ChildEntry::new(path, spec, now));
                 }
             }
         }
         self.desired.children = declared;
-        self.applied_children = complete.then_some(declared_hash);
-    }
-
-    /// Starts one child; `false` if it could not start now.
-    async fn spawn_child(&mut self, spec: &ChildSpec, myself: &ActorRef<NodeMsg>) -> bool {
-        if self.children.is_name_stopping(&spec.name) {
-            // Its predecessor is still stopping; spawn when it is gone.
-            return false;
-        }
-        let path = self.path.child(&spec.name);
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let mapped = spec.mapped_state(self.desired_state()).map(str::to_owned);
-        let args = NodeArgs {
-            path: path.clone(),
-            spec: spec.clone(),
-            generation,
-            parent: Some(myself.clone()),
-            parent_state: mapped.clone(),
-            shared: Arc::clone(&self.shared),
-            driver: None,
-        };
-        match Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await {
-            Ok((actor, _)) => {
-                tracing::info!(node.path = %path, worker_type = %spec.worker_type, "child started");
-                self.start_errors.retain(|(n, _)| n != &spec.name);
-                self.children.insert(ChildEntry {
-                    status: ChildStatus {
-                        name: spec.name.clone(),
-                        state: String::new(),
-                        desired: String::new(),
-                        healthy: true,
-                        converged: false,
-                    },
-                    path,
-                    hash: spec.hash(),
-                    spec: spec.clone(),
-                    actor,
-                    generation,
-                    subtree: SubtreeCounts {
-                        nodes: 1,
-                        converged: 0,
-                        unhealthy: 0,
-                    },
-                    sent_parent_state: mapped,
-                });
-                true
-            }
-            Err(e) => {
-                // A failed pre_start sends no supervision event: the failure
-                // is handled here.
-                let why = format!("child `{path}` failed to start: {e}");
-                tracing::warn!(node.path = %path, error = %e, "child failed to start; retrying on a later tick");
-                self.start_errors.retain(|(n, _)| n != &spec.name);
-                self.start_errors.push((spec.name.clone(), why));
-                false
-            }
-        }
-    }
-
-    /// Stops a child and its subtree in order, off this node's loop; the
-    /// node hears back through `ChildStopped`.
-    fn stop_child(&mut self, name: &str, myself: &ActorRef<NodeMsg>) {
-        let Some(entry) = self.children.remove(name) else {
-            return;
-        };
-        let id = entry.actor.get_id();
-        self.children
-            .mark_stopping(name.to_owned(), entry.actor.clone());
-        let deadline = Instant::now() + self.config().stop_timeout;
-        let executor = self.shared.executor.clone();
-        let me = myself.clone();
-        tracing::info!(node.path = %entry.path, "stopping child");
-        tokio::spawn(async move {
-            let records = stop_subtree(&entry.actor, &entry.path, deadline).await;
-            let _ = executor.cast(ExecMsg::CancelSubtree(entry.path.clone()));
-            let _ = me.cast(NodeMsg::ChildStopped { id, records });
-        });
-    }
-
-    async fn child_stopped(
-        &mut self,
-        id: ractor::ActorId,
-        records: &[StopRecord],
-        myself: &ActorRef<NodeMsg>,
-    ) {
-        if let Some(name) = self.children.finish_stopping(id) {
-            for r in records {
-                if let StopOutcome::Forced(why) = &r.outcome {
-                    tracing::warn!(node.path = %r.path, reason = %why, "child was stopped by force");
-                }
-            }
-            tracing::debug!(node.path = %self.path.child(&name), "child stopped");
-            // A replacement may have been waiting for the name.
-            self.applied_children = None;
-            self.reconcile(myself).await;
-        }
-    }
-
-    fn child_exited(
-        &mut self,
-        id: ractor::ActorId,
-        failure: Option<String>,
-        _myself: &ActorRef<NodeMsg>,
-    ) {
-        if self.children.is_stopping(id) {
-            return;
-        }
-        let Some(entry) = self.children.remove_by_id(id) else {
-            return;
-        };
-        tracing::warn!(
-            node.path = %entry.path,
-            failure = failure.as_deref().unwrap_or("exited"),
-            "child ended unexpectedly; it will be started again"
-        );
-        // Its subtree is gone with it: so are its actions.
-        let _ = self
-            .shared
-            .executor
-            .cast(ExecMsg::CancelSubtree(entry.path.clone()));
-        self.applied_children = None;
+        self.applied_children = Some(declared_hash);
+        self.start_due_children(myself).await
     }
 
     fn child_report(&mut self, report: ChildReport) {
@@ -564,7 +611,9 @@ impl NodeState {
             let mapped = child.spec.mapped_state(desired);
             if mapped != child.sent_parent_state.as_deref() {
                 let mapped = mapped.map(str::to_owned);
-                let _ = child.actor.cast(NodeMsg::ParentState(mapped.clone()));
+                if let Some(actor) = child.actor() {
+                    let _ = actor.cast(NodeMsg::ParentState(mapped.clone()));
+                }
                 child.sent_parent_state = mapped;
             }
         }
@@ -588,7 +637,7 @@ impl NodeState {
         let future = self.driver.collect(&self.path);
         let timeout = self.config().observation_timeout;
         let me = myself.clone();
-        self.collector.task = Some(tokio::spawn(async move {
+        self.collector.task = Some(AbortOnDrop(tokio::spawn(async move {
             let guarded = std::panic::AssertUnwindSafe(future).catch_unwind();
             let result = match tokio::time::timeout(timeout, guarded).await {
                 Err(_) => Err(format!("collect timed out after {timeout:?}")),
@@ -600,7 +649,7 @@ impl NodeState {
                 Ok(Ok(Ok(observation))) => Ok(observation),
             };
             let _ = me.cast(NodeMsg::Observed { seq, result });
-        }));
+        })));
     }
 
     fn observed(
@@ -613,6 +662,7 @@ impl NodeState {
             return;
         }
         self.collector.in_flight = false;
+        // The task has finished; dropping its handle aborts nothing.
         self.collector.task = None;
         match result {
             Ok(observation) => {
@@ -631,13 +681,14 @@ impl NodeState {
         }
     }
 
+    /// Runs one step; returns the signal it raised, if any.
     fn run_state_machine(
         &mut self,
         now: Instant,
         myself: &ActorRef<NodeMsg>,
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> Result<Option<Signal>, ActorProcessingErr> {
         if self.is_stale(now) {
-            return Ok(());
+            return Ok(None);
         }
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired.state);
         let input = StepInput::new(&self.path, desired)
@@ -645,7 +696,7 @@ impl NodeState {
             .with_action(self.action.is_some(), self.last_action.as_ref());
         let outcome = match self.driver.step(&input) {
             Ok(Some(outcome)) => outcome,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(None),
             Err(e) => return Err(Box::new(e)),
         };
         if let Some(to) = outcome.to {
@@ -667,7 +718,7 @@ impl NodeState {
                 tracing::trace!(node.path = %self.path, action = action.name(), "action dropped: one is already in flight");
             }
         }
-        Ok(())
+        Ok(outcome.signal)
     }
 
     fn enqueue(&mut self, action: BoxedAction, myself: &ActorRef<NodeMsg>) {
@@ -725,9 +776,6 @@ impl NodeState {
         {
             return Some(e.clone());
         }
-        if let Some((_, why)) = self.start_errors.first() {
-            return Some(why.clone());
-        }
         if self.is_stale(now) {
             let since = self.collector.last_ok.unwrap_or(self.started);
             let age = now.saturating_duration_since(since);
@@ -743,18 +791,20 @@ impl NodeState {
         self.spec_error.is_none()
             && self.derive_error.is_none()
             && self.declaration_error.is_none()
-            && self.start_errors.is_empty()
             && !self.is_stale(now)
     }
 
+    /// The child table matches the declaration and every child runs.
     fn children_in_sync(&self) -> bool {
         self.applied_children == Some(self.desired.children_hash())
-            && self.children.len() == self.desired.children.len()
+            && self.children.all_running()
+            && self.children.len() + self.children.completed_count() == self.desired.children.len()
             && self.children.stopping_count() == 0
     }
 
     fn self_converged(&self, now: Instant) -> bool {
         self.is_healthy(now)
+            && !self.circuit.is_open()
             && self.driver.has_observation()
             && self.driver.state_name() == self.desired_state()
             && self.children_in_sync()
@@ -762,12 +812,14 @@ impl NodeState {
 
     fn report(&mut self, now: Instant) {
         let healthy = self.is_healthy(now);
+        let stale = self.is_stale(now);
         let self_converged = self.self_converged(now);
         let converged = self_converged && self.children.all_converged();
         let mut subtree = SubtreeCounts {
             nodes: 1,
             converged: u64::from(self_converged),
             unhealthy: u64::from(!healthy),
+            restarting: 0,
         };
         subtree.add(self.children.subtree_counts());
         let state = self.driver.state_name();
@@ -775,6 +827,7 @@ impl NodeState {
             r.state == state
                 && r.desired == self.desired_state()
                 && r.healthy == healthy
+                && r.stale == stale
                 && r.converged == converged
                 && r.subtree == subtree
         });
@@ -786,6 +839,7 @@ impl NodeState {
             state,
             desired: desired.clone(),
             healthy,
+            stale,
             converged,
             subtree,
         });
@@ -799,37 +853,33 @@ impl NodeState {
                         state: state.to_owned(),
                         desired,
                         healthy,
+                        stale,
                         converged,
                     },
                     subtree,
                 }));
             }
-            None => {
-                // The top node is not a node of the user's tree: publish the
-                // root's subtree.
-                let counts = self.children.subtree_counts();
-                let converged = self.children_in_sync()
-                    && self.children.len() > 0
-                    && self.children.all_converged();
-                let ticks = self.ticks;
-                self.shared.status.send_if_modified(|s| {
-                    let next = TreeStatus {
-                        ticks,
-                        counts,
-                        converged,
-                    };
-                    if *s == next {
-                        false
-                    } else {
-                        *s = next;
-                        true
-                    }
-                });
-            }
+            None => self.publish_status(),
         }
     }
 
-    // ----- inspect and shutdown ------------------------------------------
+    /// The top node is not a node of the user's tree: it publishes the
+    /// root's subtree.
+    fn publish_status(&self) {
+        let counts = self.children.subtree_counts();
+        let converged =
+            self.children_in_sync() && self.children.len() > 0 && self.children.all_converged();
+        let ticks = self.ticks;
+        self.shared.status.send_if_modified(|s| {
+            let changed = s.ticks != ticks || s.counts != counts || s.converged != converged;
+            s.ticks = ticks;
+            s.counts = counts;
+            s.converged = converged;
+            changed
+        });
+    }
+
+    // ----- inspect ---------------------------------------------------------
 
     fn snapshot_self(&self, now: Instant) -> NodeSnapshot {
         let own_error = self.own_error(now);
@@ -845,16 +895,59 @@ impl NodeState {
             stale: self.is_stale(now),
             action_in_flight: self.action.map(|(_, name)| name.to_owned()),
             last_action: self.last_action.clone(),
+            restarts: self.restarts,
+            restarting: None,
+            circuit_open: self.circuit.is_open(),
             children: Vec::new(),
         }
     }
 
     fn inspect(&self, deadline: Instant, reply: ractor::RpcReplyPort<NodeSnapshot>) {
-        let mut own = self.snapshot_self(Instant::now());
-        let children: Vec<(NodePath, String, ActorRef<NodeMsg>)> = self
+        let now = Instant::now();
+        let mut own = self.snapshot_self(now);
+        enum Source {
+            Ask(ActorRef<NodeMsg>),
+            Ready(Box<NodeSnapshot>),
+        }
+        let children: Vec<(NodePath, String, u64, Source)> = self
             .children
+            .entries()
             .iter()
-            .map(|c| (c.path.clone(), c.spec.worker_type.clone(), c.actor.clone()))
+            .map(|c| {
+                let source = match &c.run {
+                    ChildRun::Running { actor, .. } => Source::Ask(actor.clone()),
+                    ChildRun::Waiting { due, failure } => {
+                        let state = if failure.is_some() {
+                            "restarting"
+                        } else {
+                            "starting"
+                        };
+                        let mut s = NodeSnapshot::placeholder(
+                            c.path.clone(),
+                            &c.spec.worker_type,
+                            state,
+                            failure.clone(),
+                        );
+                        s.desired_state.clone_from(&c.status.desired);
+                        s.restarts = c.restarts;
+                        s.restarting = failure.as_ref().map(|f| RestartingInfo {
+                            attempt: c.attempt.saturating_sub(1),
+                            next_try_in_ms: u64::try_from(
+                                due.saturating_duration_since(now).as_millis(),
+                            )
+                            .unwrap_or(u64::MAX),
+                            last_failure: f.clone(),
+                        });
+                        Source::Ready(Box::new(s))
+                    }
+                };
+                (
+                    c.path.clone(),
+                    c.spec.worker_type.clone(),
+                    c.restarts,
+                    source,
+                )
+            })
             .collect();
         // Children answer a little before the deadline so that this node
         // can still answer by it.
@@ -862,115 +955,44 @@ impl NodeState {
             .checked_sub(Duration::from_millis(2))
             .unwrap_or(deadline);
         tokio::spawn(async move {
-            let calls = children
-                .into_iter()
-                .map(|(path, worker_type, actor)| async move {
-                    let wait = child_deadline.saturating_duration_since(Instant::now());
-                    match actor
-                        .call(
-                            |reply| NodeMsg::Inspect {
-                                deadline: child_deadline,
-                                reply,
-                            },
-                            Some(wait),
-                        )
-                        .await
-                    {
-                        Ok(CallResult::Success(snapshot)) => snapshot,
-                        Ok(CallResult::Timeout) => NodeSnapshot::unavailable(
-                            path,
-                            &worker_type,
-                            "did not answer the inspection in time",
-                        ),
-                        _ => NodeSnapshot::unavailable(path, &worker_type, "not running"),
-                    }
-                });
+            let calls =
+                children
+                    .into_iter()
+                    .map(|(path, worker_type, restarts, source)| async move {
+                        let actor = match source {
+                            Source::Ready(snapshot) => return *snapshot,
+                            Source::Ask(actor) => actor,
+                        };
+                        let wait = child_deadline.saturating_duration_since(Instant::now());
+                        let missing = |why: &str| {
+                            let mut s = NodeSnapshot::placeholder(
+                                path.clone(),
+                                &worker_type,
+                                "unavailable",
+                                Some(why.to_owned()),
+                            );
+                            s.restarts = restarts;
+                            s
+                        };
+                        match actor
+                            .call(
+                                |reply| NodeMsg::Inspect {
+                                    deadline: child_deadline,
+                                    reply,
+                                },
+                                Some(wait),
+                            )
+                            .await
+                        {
+                            Ok(CallResult::Success(snapshot)) => snapshot,
+                            Ok(CallResult::Timeout) => {
+                                missing("did not answer the inspection in time")
+                            }
+                            _ => missing("not running"),
+                        }
+                    });
             own.children = futures::future::join_all(calls).await;
             let _ = reply.send(own);
         });
-    }
-
-    /// Stops the subtree in order: children in reverse start order, each
-    /// subtree completely before the next, then this node's own stop hook.
-    async fn shutdown(&mut self, deadline: Instant) -> Vec<StopRecord> {
-        self.shutting_down = true;
-        if let Some(task) = self.collector.task.take() {
-            task.abort();
-        }
-        let mut records = Vec::new();
-        // Children must answer a little before this node's own deadline, so
-        // that this node can still answer by it.
-        let child_deadline = deadline.checked_sub(STOP_MARGIN).unwrap_or(deadline);
-        while let Some(child) = self.children.pop_last() {
-            self.children
-                .mark_stopping(child.spec.name.clone(), child.actor.clone());
-            records.extend(stop_subtree(&child.actor, &child.path, child_deadline).await);
-        }
-        // Children removed earlier may still be stopping; they finish first.
-        for actor in self.children.stopping_actors() {
-            let wait = child_deadline.saturating_duration_since(Instant::now());
-            let _ = actor.get_cell().wait(Some(wait)).await;
-        }
-        let _ = self
-            .shared
-            .executor
-            .cast(ExecMsg::CancelSubtree(self.path.clone()));
-        let hook = self.driver.stop_hook(&self.path);
-        let budget = self.config().stop_hook_timeout;
-        let hook_deadline = deadline.min(Instant::now() + budget);
-        let outcome = match tokio::time::timeout_at(hook_deadline, hook).await {
-            Ok(()) => StopOutcome::Clean,
-            Err(_) => StopOutcome::Forced(format!(
-                "the stop hook did not finish in time (budget {budget:?}, or the shutdown deadline)"
-            )),
-        };
-        tracing::debug!(node.path = %self.path, ?outcome, "node stopped");
-        records.push(StopRecord {
-            path: self.path.clone(),
-            outcome,
-        });
-        records
-    }
-}
-
-/// Asks a child to stop its subtree in order and waits for it to exit, up to
-/// `deadline`; past it, kills the child (and with it, its subtree).
-pub(crate) async fn stop_subtree(
-    actor: &ActorRef<NodeMsg>,
-    path: &NodePath,
-    deadline: Instant,
-) -> Vec<StopRecord> {
-    let wait = deadline.saturating_duration_since(Instant::now());
-    let answer = actor
-        .call(|reply| NodeMsg::Shutdown { deadline, reply }, Some(wait))
-        .await;
-    let forced = |why: &str| {
-        vec![StopRecord {
-            path: path.clone(),
-            outcome: StopOutcome::Forced(why.to_owned()),
-        }]
-    };
-    match answer {
-        Ok(CallResult::Success(records)) => {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            if actor
-                .get_cell()
-                .wait(Some(wait.max(Duration::from_millis(1))))
-                .await
-                .is_err()
-            {
-                actor.kill();
-                return forced("stopped its subtree but did not exit before the deadline; killed");
-            }
-            records
-        }
-        Ok(CallResult::Timeout) => {
-            actor.kill();
-            forced("did not stop before the deadline; killed with its subtree")
-        }
-        Ok(CallResult::SenderError) | Err(_) => {
-            // Already gone: nothing left to stop.
-            forced("was not running when asked to stop")
-        }
     }
 }

@@ -87,7 +87,8 @@ impl Backoff {
     /// after a stable run.
     #[must_use]
     pub fn next_attempt(&self, attempt: u32, started: Instant, now: Instant) -> u32 {
-        if now.saturating_duration_since(started) >= self.reset_after && !self.reset_after.is_zero() {
+        if now.saturating_duration_since(started) >= self.reset_after && !self.reset_after.is_zero()
+        {
             0
         } else {
             attempt

@@ -84,7 +84,9 @@ impl Circuit {
     /// interval; records it if so.
     pub fn heartbeat_due(&mut self, now: Instant, every: Duration) -> bool {
         match self.last_heartbeat {
-            Some(last) if self.open_since.is_some() && now.saturating_duration_since(last) >= every => {
+            Some(last)
+                if self.open_since.is_some() && now.saturating_duration_since(last) >= every =>
+            {
                 self.last_heartbeat = Some(now);
                 true
             }
@@ -104,7 +106,10 @@ mod tests {
         for i in 0..50 {
             let t = t0 + Duration::from_secs(i * 2);
             assert_eq!(c.update(true, t), Some(CircuitChange::Opened));
-            assert!(matches!(c.update(false, t + Duration::from_secs(1)), Some(CircuitChange::Closed { .. })));
+            assert!(matches!(
+                c.update(false, t + Duration::from_secs(1)),
+                Some(CircuitChange::Closed { .. })
+            ));
             assert!(!c.is_open());
         }
     }

@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn zero_tolerance_escalates_on_the_first_restart() {
         let mut w = RestartWindow::new();
-        let v = w.record(Instant::now(), RestartIntensity::new(0, Duration::from_secs(1)));
+        let v = w.record(
+            Instant::now(),
+            RestartIntensity::new(0, Duration::from_secs(1)),
+        );
         assert_eq!(v, IntensityVerdict::Exceeded { in_window: 1 });
     }
 

@@ -174,7 +174,11 @@ mod tests {
             (RestartPolicy::Temporary, crash, false),
         ];
         for (policy, reason, expected) in table {
-            assert_eq!(policy.restarts_after(&reason), expected, "{policy:?} {reason:?}");
+            assert_eq!(
+                policy.restarts_after(&reason),
+                expected,
+                "{policy:?} {reason:?}"
+            );
         }
     }
 

@@ -1,0 +1,160 @@
+//! Stopping in order: a subtree stops its children in reverse start order,
+//! one subtree completely before the next, then runs its own stop hook.
+//! Used for shutdown, removal, replacement, group restarts, escalation and
+//! finishing.
+
+use std::time::Duration;
+
+use fsm_core::{ExitReason, NodePath};
+use ractor::ActorRef;
+use ractor::rpc::CallResult;
+use tokio::time::Instant;
+
+use super::{NodeMsg, NodeState};
+use crate::executor::ExecMsg;
+use crate::snapshot::{StopOutcome, StopRecord};
+
+/// The stop reason of a node that finished its work (`NeedsRemoval`).
+pub(crate) const EXIT_NORMAL: &str = "normal";
+/// The stop reason of a node stopped by its supervisor.
+pub(crate) const EXIT_SHUTDOWN: &str = "shutdown";
+
+/// How much earlier than its parent a child must finish stopping, so that
+/// the parent can still report by its own deadline.
+const STOP_MARGIN: Duration = Duration::from_millis(5);
+
+/// Reads a ractor stop reason as an exit reason.
+pub(crate) fn exit_reason(reason: Option<&str>) -> ExitReason {
+    match reason {
+        Some(EXIT_NORMAL) => ExitReason::Normal,
+        Some(EXIT_SHUTDOWN) => ExitReason::Shutdown,
+        Some(other) => ExitReason::Abnormal(format!("exited: {other}")),
+        None => ExitReason::Abnormal("exited without a reason".to_owned()),
+    }
+}
+
+impl NodeState {
+    /// Stops a child and its subtree in order, off this node's loop; the
+    /// node hears back through `ChildStopped`. The child's slot is already
+    /// gone or waiting.
+    pub(super) fn stop_child(
+        &mut self,
+        path: &NodePath,
+        name: &str,
+        actor: ActorRef<NodeMsg>,
+        myself: &ActorRef<NodeMsg>,
+    ) {
+        let id = actor.get_id();
+        self.children.mark_stopping(name, actor.clone());
+        let deadline = Instant::now() + self.config().stop_timeout;
+        let executor = self.shared.executor.clone();
+        let me = myself.clone();
+        let path = path.clone();
+        tracing::debug!(node.path = %path, "stopping child");
+        tokio::spawn(async move {
+            let records = stop_subtree(&actor, &path, deadline).await;
+            let _ = executor.cast(ExecMsg::CancelSubtree(path));
+            let _ = me.cast(NodeMsg::ChildStopped { id, records });
+        });
+    }
+
+    /// Stops every child in order and waits, up to `deadline`: children in
+    /// reverse start order, each subtree completely before the next, then
+    /// those already stopping.
+    pub(super) async fn stop_all_children(&mut self, deadline: Instant) -> Vec<StopRecord> {
+        let mut records = Vec::new();
+        // Children must answer a little before this node's own deadline, so
+        // that this node can still answer by it.
+        let child_deadline = deadline.checked_sub(STOP_MARGIN).unwrap_or(deadline);
+        while let Some(child) = self.children.pop_last() {
+            if let Some(actor) = child.actor() {
+                self.children.mark_stopping(child.name(), actor.clone());
+                records.extend(stop_subtree(actor, &child.path, child_deadline).await);
+            }
+        }
+        for actor in self.children.stopping_actors() {
+            let wait = child_deadline.saturating_duration_since(Instant::now());
+            let _ = actor.get_cell().wait(Some(wait)).await;
+        }
+        records
+    }
+
+    /// Stops the subtree in order, then this node's own stop hook (bounded by
+    /// `stop_hook_timeout`). The node then exits.
+    pub(super) async fn shutdown(&mut self, deadline: Instant) -> Vec<StopRecord> {
+        self.shutting_down = true;
+        self.collector.task = None;
+        let mut records = self.stop_all_children(deadline).await;
+        let _ = self
+            .shared
+            .executor
+            .cast(ExecMsg::CancelSubtree(self.path.clone()));
+        let hook = self.driver.stop_hook(&self.path);
+        let budget = self.config().stop_hook_timeout;
+        let hook_deadline = deadline.min(Instant::now() + budget);
+        let outcome = match tokio::time::timeout_at(hook_deadline, hook).await {
+            Ok(()) => StopOutcome::Clean,
+            Err(_) => StopOutcome::Forced(format!(
+                "the stop hook did not finish in time (budget {budget:?}, or the shutdown deadline)"
+            )),
+        };
+        tracing::debug!(node.path = %self.path, ?outcome, "node stopped");
+        records.push(StopRecord {
+            path: self.path.clone(),
+            outcome,
+        });
+        records
+    }
+
+    /// The worker raised `NeedsRemoval`: stop the subtree in order, run the
+    /// stop hook, and exit normally; the parent's restart policy decides
+    /// what follows.
+    pub(super) async fn finish(&mut self, myself: &ActorRef<NodeMsg>) {
+        tracing::info!(node.path = %self.path, "the worker finished; removing the node");
+        let deadline = Instant::now() + self.config().stop_timeout;
+        let _ = self.shutdown(deadline).await;
+        myself.stop(Some(EXIT_NORMAL.to_owned()));
+    }
+}
+
+/// Asks a child to stop its subtree in order and waits for it to exit, up to
+/// `deadline`; past it, kills the child (and with it, its subtree).
+pub(crate) async fn stop_subtree(
+    actor: &ActorRef<NodeMsg>,
+    path: &NodePath,
+    deadline: Instant,
+) -> Vec<StopRecord> {
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let answer = actor
+        .call(|reply| NodeMsg::Shutdown { deadline, reply }, Some(wait))
+        .await;
+    let forced = |why: &str| {
+        vec![StopRecord {
+            path: path.clone(),
+            outcome: StopOutcome::Forced(why.to_owned()),
+        }]
+    };
+    match answer {
+        Ok(CallResult::Success(records)) => {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if actor
+                .get_cell()
+                .wait(Some(wait.max(Duration::from_millis(1))))
+                .await
+                .is_err()
+            {
+                actor.kill();
+                return forced("stopped its subtree but did not exit before the deadline; killed");
+            }
+            records
+        }
+        Ok(CallResult::Timeout) => {
+            actor.kill();
+            forced("did not stop before the deadline; killed with its subtree")
+        }
+        Ok(CallResult::SenderError) | Err(_) => {
+            // Already gone (it failed or finished meanwhile).
+            forced("had already ended when asked to stop")
+        }
+    }
+}
