@@ -10,7 +10,7 @@ pub mod probe;
 pub mod scenario;
 
 pub use probe::{
-    ActionMode, CollectMode, Event, Journal, Probe, ProbeSpec, ProbeWorld, probe_registry,
+    ActionMode, CollectMode, Event, Fault, Journal, Probe, ProbeSpec, ProbeWorld, probe_registry,
     probe_spec,
 };
 pub use scenario::{WaitError, render, test_config, wait_for_snapshot, wait_for_stats};

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use fsm_core::{
     Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
-    NodePath, Snapshot, State, StopContext, Transition, Value, Worker, WorkerRegistry,
+    NodePath, Signal, Snapshot, State, StopContext, Supervision, Transition, Value, Worker,
+    WorkerRegistry,
 };
 use serde::{Deserialize, Serialize};
 
@@ -107,10 +108,25 @@ impl Journal {
     }
 }
 
-/// The simulated world the probes act on: which paths are "up".
+/// A fault a test arms for one path; each arming fires a number of times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// `next` panics.
+    Crash,
+    /// `next` raises `NeedsRestart`.
+    RequestRestart,
+    /// `next` raises `NeedsRemoval` (the worker finished).
+    Finish,
+    /// The constructor panics, so the node fails to start.
+    FailStart,
+}
+
+/// The simulated world the probes act on: which paths are "up", and the
+/// faults armed for them.
 #[derive(Clone, Default)]
 pub struct ProbeWorld {
     up: Arc<Mutex<BTreeMap<String, bool>>>,
+    faults: Arc<Mutex<BTreeMap<(String, Fault), u32>>>,
     /// The journal every probe writes to.
     pub journal: Journal,
 }
@@ -128,6 +144,38 @@ impl ProbeWorld {
     fn set_up(&self, path: &str, up: bool) {
         if let Ok(mut m) = self.up.lock() {
             m.insert(path.to_owned(), up);
+        }
+    }
+
+    /// Arms `fault` for `path`, to fire the next `times` occasions
+    /// (`u32::MAX`: until [`heal`](Self::heal)).
+    pub fn arm(&self, path: &str, fault: Fault, times: u32) {
+        if let Ok(mut m) = self.faults.lock() {
+            m.insert((path.to_owned(), fault), times);
+        }
+    }
+
+    /// Disarms every fault of `path`.
+    pub fn heal(&self, path: &str) {
+        if let Ok(mut m) = self.faults.lock() {
+            m.retain(|(p, _), _| p != path);
+        }
+    }
+
+    /// Fires `fault` for `path` if it is armed.
+    fn fire(&self, path: &str, fault: Fault) -> bool {
+        let Ok(mut m) = self.faults.lock() else {
+            return false;
+        };
+        let key = (path.to_owned(), fault);
+        match m.get_mut(&key) {
+            Some(0) | None => false,
+            Some(n) => {
+                if *n != u32::MAX {
+                    *n -= 1;
+                }
+                true
+            }
         }
     }
 }
@@ -181,6 +229,8 @@ pub struct ProbeSpec {
     pub label: String,
     /// Whether its stop hook hangs (never finishes).
     pub stop_hangs: bool,
+    /// How it supervises its children (the tree's default when `None`).
+    pub supervision: Option<Supervision>,
 }
 
 impl ProbeSpec {
@@ -216,6 +266,13 @@ impl ProbeSpec {
     #[must_use]
     pub fn with_collect(mut self, mode: CollectMode) -> Self {
         self.collect = mode;
+        self
+    }
+
+    /// Makes it supervise its children like this.
+    #[must_use]
+    pub fn with_supervision(mut self, supervision: Supervision) -> Self {
+        self.supervision = Some(supervision);
         self
     }
 
@@ -275,9 +332,11 @@ pub fn probe_registry(world: &ProbeWorld) -> WorkerRegistry {
         let world = world.clone();
         registry
             .register(name, move |init| {
-                world
-                    .journal
-                    .push(Event::Constructed(init.path.as_str().to_owned()));
+                let path = init.path.as_str();
+                world.journal.push(Event::Constructed(path.to_owned()));
+                if world.fire(path, Fault::FailStart) {
+                    panic!("probe `{path}` configured to fail its start");
+                }
                 Probe {
                     world: world.clone(),
                 }
@@ -338,7 +397,11 @@ impl Worker for Probe {
         } else {
             spec.target.as_str()
         };
-        Ok(DesiredState::new(target).with_children(spec.children.iter().cloned()))
+        let desired = DesiredState::new(target).with_children(spec.children.iter().cloned());
+        Ok(match &spec.supervision {
+            Some(supervision) => desired.with_supervision(supervision.clone()),
+            None => desired,
+        })
     }
 
     async fn on_stop(&self, ctx: &StopContext<ProbeSpec>) {
@@ -402,6 +465,17 @@ impl State<Probe> for ProbeState {
     }
 
     fn next(&self, s: &Snapshot<'_, Probe>) -> Transition<ProbeState> {
+        let world = &s.worker().world;
+        let path = s.path().as_str();
+        if world.fire(path, Fault::Crash) {
+            panic!("probe `{path}` configured to crash");
+        }
+        if world.fire(path, Fault::RequestRestart) {
+            return Transition::signal(Signal::NeedsRestart).because("a test asked for a restart");
+        }
+        if world.fire(path, Fault::Finish) {
+            return Transition::signal(Signal::NeedsRemoval).because("a test finished it");
+        }
         let up = *s.observed();
         let want_up = s.desired() == "running";
         let flip = |up| Flip {

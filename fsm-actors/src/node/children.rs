@@ -117,9 +117,65 @@ impl ChildEntry {
     }
 }
 
+/// What one slot contributes to the table's aggregates.
+#[derive(Clone, Copy, Default)]
+struct Contribution {
+    counts: SubtreeCounts,
+    not_converged: usize,
+    waiting: usize,
+    faulty: usize,
+    restarting: usize,
+}
+
+impl Contribution {
+    fn of(e: &ChildEntry) -> Self {
+        let running = matches!(e.run, ChildRun::Running { .. });
+        Self {
+            counts: e.counts(),
+            not_converged: usize::from(!(running && e.status.converged)),
+            waiting: usize::from(!running),
+            faulty: usize::from(e.is_faulty()),
+            restarting: usize::from(e.is_restarting()),
+        }
+    }
+}
+
+/// Sums over all slots, kept up to date on every change so that reading
+/// them costs nothing however many children there are.
+#[derive(Clone, Copy, Default)]
+struct Aggregates {
+    counts: SubtreeCounts,
+    not_converged: usize,
+    waiting: usize,
+    faulty: usize,
+    restarting: usize,
+}
+
+impl Aggregates {
+    fn add(&mut self, c: Contribution) {
+        self.counts.add(c.counts);
+        self.not_converged += c.not_converged;
+        self.waiting += c.waiting;
+        self.faulty += c.faulty;
+        self.restarting += c.restarting;
+    }
+
+    fn sub(&mut self, c: Contribution) {
+        self.counts.nodes -= c.counts.nodes;
+        self.counts.converged -= c.counts.converged;
+        self.counts.unhealthy -= c.counts.unhealthy;
+        self.counts.restarting -= c.counts.restarting;
+        self.not_converged -= c.not_converged;
+        self.waiting -= c.waiting;
+        self.faulty -= c.faulty;
+        self.restarting -= c.restarting;
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct ChildTable {
     entries: Vec<ChildEntry>,
+    totals: Aggregates,
     by_name: HashMap<String, usize>,
     by_id: HashMap<ActorId, usize>,
     /// Children stopping on purpose: actor id → (name, actor).
@@ -141,12 +197,27 @@ impl ChildTable {
         &self.entries
     }
 
-    pub(crate) fn entry_mut(&mut self, i: usize) -> Option<&mut ChildEntry> {
-        self.entries.get_mut(i)
+    /// Changes slot `i` through `f`, keeping the aggregates right.
+    pub(crate) fn update<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut ChildEntry) -> T,
+    ) -> Option<T> {
+        let e = self.entries.get_mut(i)?;
+        let before = Contribution::of(e);
+        let out = f(e);
+        let after = Contribution::of(e);
+        self.totals.sub(before);
+        self.totals.add(after);
+        self.statuses_dirty = true;
+        Some(out)
     }
 
-    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut ChildEntry> {
-        self.entries.iter_mut()
+    /// Visits every slot to send it messages; the aggregates do not change.
+    pub(crate) fn for_each_mapped(&mut self, mut f: impl FnMut(&mut ChildEntry)) {
+        for e in &mut self.entries {
+            f(e);
+        }
     }
 
     pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
@@ -163,6 +234,7 @@ impl ChildTable {
         if let Some(actor) = entry.actor() {
             self.by_id.insert(actor.get_id(), i);
         }
+        self.totals.add(Contribution::of(&entry));
         self.entries.push(entry);
         self.statuses_dirty = true;
         i
@@ -177,7 +249,7 @@ impl ChildTable {
         now: Instant,
     ) {
         self.by_id.insert(actor.get_id(), i);
-        if let Some(e) = self.entries.get_mut(i) {
+        self.update(i, |e| {
             e.run = ChildRun::Running {
                 actor,
                 generation,
@@ -190,8 +262,7 @@ impl ChildTable {
             e.status.converged = false;
             e.status.stale = false;
             e.status.healthy = true;
-        }
-        self.statuses_dirty = true;
+        });
     }
 
     /// Makes slot `i` wait until `due`; returns the actor it ran, if any.
@@ -201,11 +272,12 @@ impl ChildTable {
         due: Instant,
         failure: Option<String>,
     ) -> Option<ActorRef<NodeMsg>> {
-        let e = self.entries.get_mut(i)?;
-        let previous = std::mem::replace(&mut e.run, ChildRun::Waiting { due, failure });
-        e.status.converged = false;
-        e.status.healthy = !e.is_restarting();
-        self.statuses_dirty = true;
+        let previous = self.update(i, |e| {
+            let previous = std::mem::replace(&mut e.run, ChildRun::Waiting { due, failure });
+            e.status.converged = false;
+            e.status.healthy = !e.is_restarting();
+            previous
+        })?;
         match previous {
             ChildRun::Running { actor, .. } => {
                 self.by_id.remove(&actor.get_id());
@@ -218,6 +290,7 @@ impl ChildTable {
     /// Removes slot `i`, keeping the others in order.
     pub(crate) fn remove_at(&mut self, i: usize) -> ChildEntry {
         let entry = self.entries.remove(i);
+        self.totals.sub(Contribution::of(&entry));
         self.by_name.remove(entry.name());
         if let Some(actor) = entry.actor() {
             self.by_id.remove(&actor.get_id());
@@ -258,14 +331,14 @@ impl ChildTable {
         let Some(i) = self.index_of(name) else {
             return false;
         };
-        let entry = &mut self.entries[i];
-        match entry.run {
+        match self.entries[i].run {
             ChildRun::Running { generation: g, .. } if g == generation => {}
             _ => return false,
         }
-        entry.status = status;
-        entry.subtree = subtree;
-        self.statuses_dirty = true;
+        self.update(i, |e| {
+            e.status = status;
+            e.subtree = subtree;
+        });
         true
     }
 
@@ -349,35 +422,30 @@ impl ChildTable {
     // ----- aggregates ------------------------------------------------------
 
     pub(crate) fn subtree_counts(&self) -> SubtreeCounts {
-        let mut c = SubtreeCounts::default();
-        for e in &self.entries {
-            c.add(e.counts());
-        }
-        c
+        self.totals.counts
     }
 
     pub(crate) fn all_converged(&self) -> bool {
-        self.entries
-            .iter()
-            .all(|e| matches!(e.run, ChildRun::Running { .. }) && e.status.converged)
+        self.totals.not_converged == 0
     }
 
     pub(crate) fn all_running(&self) -> bool {
-        self.entries
-            .iter()
-            .all(|e| matches!(e.run, ChildRun::Running { .. }))
+        self.totals.waiting == 0
     }
 
     pub(crate) fn any_faulty(&self) -> bool {
-        self.entries.iter().any(ChildEntry::is_faulty)
+        self.totals.faulty > 0
     }
 
     pub(crate) fn restarting_count(&self) -> usize {
-        self.entries.iter().filter(|e| e.is_restarting()).count()
+        self.totals.restarting
     }
 
     /// The earliest time a waiting child is due, if any.
     pub(crate) fn next_due(&self) -> Option<Instant> {
+        if self.totals.waiting == 0 {
+            return None;
+        }
         self.entries
             .iter()
             .filter_map(|e| match e.run {

@@ -277,16 +277,26 @@ impl Actor for NodeActor {
             NodeMsg::ChildReport(report) => state.child_report(report),
             NodeMsg::Observed { seq, result } => state.observed(seq, result, &myself),
             NodeMsg::ActionDone { id, report } => state.action_done(id, report, &myself),
-            NodeMsg::Inspect { deadline, reply } => state.inspect(deadline, reply),
+            NodeMsg::Inspect { deadline, reply } => {
+                state.inspect(deadline, reply);
+                return Ok(());
+            }
             NodeMsg::Shutdown { deadline, reply } => {
                 let records = state.shutdown(deadline).await;
                 let _ = reply.send(records);
                 myself.stop(Some(stop::EXIT_SHUTDOWN.to_owned()));
+                return Ok(());
             }
             NodeMsg::RestartDue => state.start_due_children(&myself).await?,
             NodeMsg::ChildStopped { id, records } => {
                 state.child_stopped(id, &records, &myself).await?;
             }
+        }
+        // Changes travel up at once (only changes: `report` sends nothing
+        // when nothing changed), so the tree's status lags by messages, not
+        // by ticks.
+        if !state.shutting_down {
+            state.report(Instant::now());
         }
         Ok(())
     }
@@ -311,7 +321,11 @@ impl Actor for NodeActor {
         if state.shutting_down {
             return Ok(());
         }
-        state.child_exited(id, reason, &myself).await
+        state.child_exited(id, reason, &myself).await?;
+        if !state.shutting_down {
+            state.report(Instant::now());
+        }
+        Ok(())
     }
 }
 
@@ -545,15 +559,15 @@ impl NodeState {
                 }
                 PlanStep::Update { index } => {
                     let spec = &wanted[index];
-                    if let Some(i) = self.children.index_of(&spec.name)
-                        && let Some(child) = self.children.entry_mut(i)
-                    {
-                        tracing::debug!(node.path = %child.path, "sending changed spec");
-                        child.spec = spec.clone();
-                        child.hash = spec.hash();
-                        if let Some(actor) = child.actor() {
-                            let _ = actor.cast(NodeMsg::UpdateSpec(Box::new(spec.clone())));
-                        }
+                    if let Some(i) = self.children.index_of(&spec.name) {
+                        self.children.update(i, |child| {
+                            tracing::debug!(node.path = %child.path, "sending changed spec");
+                            child.spec = spec.clone();
+                            child.hash = spec.hash();
+                            if let Some(actor) = child.actor() {
+                                let _ = actor.cast(NodeMsg::UpdateSpec(Box::new(spec.clone())));
+                            }
+                        });
                     }
                 }
                 PlanStep::Replace { index } => {
@@ -565,11 +579,11 @@ impl NodeState {
                     );
                     if let Some(i) = self.children.index_of(&spec.name) {
                         let old = self.children.set_waiting(i, now, None);
-                        if let Some(child) = self.children.entry_mut(i) {
+                        self.children.update(i, |child| {
                             child.spec = spec.clone();
                             child.hash = spec.hash();
                             child.attempt = 0;
-                        }
+                        });
                         if let Some(actor) = old {
                             let path = self.path.child(&spec.name);
                             self.stop_child(&path, &spec.name, actor, myself);
@@ -595,19 +609,13 @@ impl NodeState {
             status,
             subtree,
         } = report;
-        if self
-            .children
-            .record_report(&name, generation, status, subtree)
-            && self.is_top()
-        {
-            // The top node publishes at once: it is the tree's status.
-            self.report(Instant::now());
-        }
+        self.children
+            .record_report(&name, generation, status, subtree);
     }
 
     fn map_states(&mut self) {
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired.state);
-        for child in self.children.iter_mut() {
+        self.children.for_each_mapped(|child| {
             let mapped = child.spec.mapped_state(desired);
             if mapped != child.sent_parent_state.as_deref() {
                 let mapped = mapped.map(str::to_owned);
@@ -616,7 +624,7 @@ impl NodeState {
                 }
                 child.sent_parent_state = mapped;
             }
-        }
+        });
     }
 
     // ----- observation and state machine ----------------------------------

@@ -158,9 +158,7 @@ impl NodeState {
                     due,
                     Some(format!("restarted together with `{failed_name}`")),
                 );
-                if let Some(e) = self.children.entry_mut(i) {
-                    e.restarts += 1;
-                }
+                self.children.update(i, |e| e.restarts += 1);
                 actor
             } else {
                 let entry = self.children.remove_at(i);
@@ -175,10 +173,10 @@ impl NodeState {
         if let Some(i) = self.children.index_of(&failed_name) {
             // Its actor is gone already.
             let _ = self.children.set_waiting(i, due, Some(failure.clone()));
-            if let Some(e) = self.children.entry_mut(i) {
+            self.children.update(i, |e| {
                 e.attempt = attempt.saturating_add(1);
                 e.restarts += 1;
-            }
+            });
         }
         tracing::info!(
             node.path = %failed_path,
@@ -255,9 +253,7 @@ impl NodeState {
                 tracing::debug!(node.path = %path, restarts, "child started");
                 self.children
                     .set_running(i, actor, generation, Instant::now());
-                if let Some(e) = self.children.entry_mut(i) {
-                    e.sent_parent_state = mapped;
-                }
+                self.children.update(i, |e| e.sent_parent_state = mapped);
                 Ok(())
             }
             Err(e) => {
