@@ -31,6 +31,7 @@
 mod config;
 mod error;
 mod executor;
+mod faults;
 mod node;
 mod runbook;
 mod snapshot;
@@ -38,6 +39,7 @@ mod tree;
 
 pub use config::{ConfigError, ExecutorConfig, TreeConfig};
 pub use error::TreeError;
+pub use faults::quiet_injected_faults;
 pub use snapshot::{
     ExecutorStats, NodeSnapshot, ShutdownReport, StopOutcome, StopRecord, SubtreeCounts, TreeStatus,
 };

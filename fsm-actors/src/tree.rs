@@ -230,7 +230,9 @@ impl Tree {
     /// Fault injection for chaos testing: from now on, every node panics at
     /// the start of a tick with probability `probability` (clamped to
     /// `0..=1`; `0` turns it off). Restarts, escalation and recovery then
-    /// run exactly as for a crashing worker.
+    /// run exactly as for a crashing worker. See
+    /// [`quiet_injected_faults`](crate::quiet_injected_faults) to keep the
+    /// panics out of the output.
     pub fn inject_faults(&self, probability: f64) {
         let p = if probability.is_finite() {
             probability.clamp(0.0, 1.0)

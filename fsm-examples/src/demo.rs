@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use fsm_actors::{NodeSnapshot, ShutdownReport, Tree, TreeConfig, TreeError};
-use fsm_core::{ChildSpec, RegistryError, Value};
+use fsm_core::{Backoff, ChildSpec, RegistryError, RestartIntensity, Supervision, Value};
 
 use crate::sim::SimIo;
 use crate::workers::{LineSpec, PlantSpec, registry};
@@ -22,6 +22,9 @@ pub struct DemoOptions {
     pub tick: Duration,
     /// Apply [`changed_root_spec`] halfway through the run.
     pub change_halfway: bool,
+    /// During the first half of the run, every node panics with this
+    /// probability per tick (0: no fault injection).
+    pub chaos: f64,
 }
 
 /// What a demo run ends with.
@@ -46,14 +49,26 @@ pub enum DemoError {
     Tree(#[from] TreeError),
 }
 
-/// The tree configuration of the demo: everything scaled to the tick.
+/// The tree configuration of the demo: everything scaled to the tick, so
+/// that a run of a few dozen ticks shows the whole life cycle (restarts wait
+/// one to four ticks; a supervisor tolerates 30 restarts within 30 ticks).
 #[must_use]
 pub fn demo_config(tick: Duration) -> TreeConfig {
     let mut config = TreeConfig::default();
     config.tick_interval = Some(tick);
     config.observation_timeout = tick * 4;
     config.stale_after = tick * 20;
+    config.collector_restart_after = tick * 40;
+    config.recovery_heartbeat = tick * 10;
     config.executor.default_timeout = Duration::from_secs(5);
+    config.supervision = Supervision::default()
+        .with_intensity(RestartIntensity::new(30, tick * 30))
+        .with_backoff(Backoff {
+            base: tick,
+            max: tick * 4,
+            jitter: 0.2,
+            reset_after: tick * 20,
+        });
     config
 }
 
@@ -73,7 +88,15 @@ pub async fn run_demo(options: &DemoOptions) -> Result<DemoRun, DemoError> {
     )
     .await?;
     let halfway = options.ticks / 2;
+    if options.chaos > 0.0 {
+        tracing::info!(
+            probability = options.chaos,
+            "injecting faults until the halfway tick"
+        );
+        tree.inject_faults(options.chaos);
+    }
     tree.wait_ticks(halfway).await?;
+    tree.inject_faults(0.0);
     let mut changed = false;
     if options.change_halfway {
         match changed_root_spec(&options.root) {

@@ -14,6 +14,7 @@ fn options(ticks: u64, change_halfway: bool) -> DemoOptions {
         ticks,
         tick: Duration::from_millis(50),
         change_halfway,
+        chaos: 0.0,
     }
 }
 
@@ -84,4 +85,19 @@ fn a_malformed_spec_file_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown worker type `factory`"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(start_paused = true)]
+async fn chaos_in_the_first_half_is_recovered_from_by_the_end() {
+    fsm_actors::quiet_injected_faults();
+    let mut opts = options(60, true);
+    opts.chaos = 0.05;
+    let run = run_demo(&opts).await.unwrap();
+    let restarts: u64 = run.snapshot.iter().map(|n| n.restarts).sum();
+    assert!(restarts > 0, "no fault was injected");
+    for node in run.snapshot.iter() {
+        assert!(node.healthy, "{}: {:?}", node.path, node.last_error);
+        assert_eq!(node.state, node.desired_state, "{}", node.path);
+        assert!(node.converged, "{}", node.path);
+    }
 }

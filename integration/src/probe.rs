@@ -255,6 +255,13 @@ impl ProbeSpec {
         self
     }
 
+    /// Delays its actions' effect by this long.
+    #[must_use]
+    pub fn with_action_delay_ms(mut self, ms: u64) -> Self {
+        self.action_delay_ms = ms;
+        self
+    }
+
     /// Gives its actions this timeout (instead of the executor's default).
     #[must_use]
     pub fn with_action_timeout_ms(mut self, ms: u64) -> Self {

@@ -155,6 +155,9 @@ pub(crate) struct NodeState {
     parent_state: Option<String>,
     /// The last good derived desired state.
     desired: DesiredState,
+    /// The hash of `desired.children`, computed once per derivation (a
+    /// parent's children specs hold its whole subtree's specs).
+    desired_children: SpecHash,
     /// The spec hash `desired` (or `derive_error`) was derived from.
     derived_for: Option<SpecHash>,
     derive_error: Option<String>,
@@ -220,6 +223,7 @@ impl Actor for NodeActor {
             _live: live,
             parent_state: args.parent_state,
             desired: DesiredState::new(""),
+            desired_children: DesiredState::new("").children_hash(),
             derived_for: None,
             derive_error: None,
             spec_error: None,
@@ -403,7 +407,11 @@ impl NodeState {
         let p = self.shared.chaos_probability();
         if p > 0.0 && self.rng.next_f64() < p {
             // A real panic, so that the same path as a crashing worker runs.
-            panic!("injected fault at `{}` (chaos)", self.path);
+            panic!(
+                "node `{}` failed on purpose {}",
+                self.path,
+                crate::faults::INJECTED_FAULT_MARKER
+            );
         }
     }
 
@@ -423,6 +431,7 @@ impl NodeState {
         self.derived_for = Some(self.spec_hash);
         match self.driver.derive(&self.path) {
             Ok(desired) => {
+                self.desired_children = desired.children_hash();
                 self.desired = desired;
                 self.derive_error = None;
                 Ok(())
@@ -501,7 +510,7 @@ impl NodeState {
     // ----- children -----------------------------------------------------
 
     async fn reconcile(&mut self, myself: &ActorRef<NodeMsg>) -> Result<(), ActorProcessingErr> {
-        let declared_hash = self.desired.children_hash();
+        let declared_hash = self.desired_children;
         if self.applied_children == Some(declared_hash) {
             // Back on the applied declaration (a rejected change was
             // reverted): whatever was rejected in between no longer applies.
@@ -804,7 +813,7 @@ impl NodeState {
 
     /// The child table matches the declaration and every child runs.
     fn children_in_sync(&self) -> bool {
-        self.applied_children == Some(self.desired.children_hash())
+        self.applied_children == Some(self.desired_children)
             && self.children.all_running()
             && self.children.len() + self.children.completed_count() == self.desired.children.len()
             && self.children.stopping_count() == 0

@@ -6,6 +6,7 @@
 //! cargo run -p fsm-examples --bin fsm-demo -- --ticks 20 --json
 //! cargo run -p fsm-examples --bin fsm-demo -- --print-spec > my.json
 //! cargo run -p fsm-examples --bin fsm-demo -- --spec my.json --static
+//! cargo run -p fsm-examples --bin fsm-demo -- --ticks 60 --chaos 0.05  # crash nodes, watch them recover
 //! ```
 //!
 //! Logs go to stderr (`RUST_LOG=info` shows every state transition); the
@@ -44,6 +45,21 @@ struct Args {
     /// Do not change the root spec halfway through the run.
     #[arg(long = "static")]
     static_spec: bool,
+    /// Make every node panic with this probability per tick during the
+    /// first half of the run (fault injection), then stop.
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
+    chaos: f64,
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a probability between 0 and 1"))
+    }
 }
 
 fn main() -> ExitCode {
@@ -58,6 +74,9 @@ fn main() -> ExitCode {
     if args.print_spec {
         print!("{EMBEDDED_SPEC}");
         return ExitCode::SUCCESS;
+    }
+    if args.chaos > 0.0 {
+        fsm_actors::quiet_injected_faults();
     }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +109,7 @@ fn run(args: &Args) -> Result<(), String> {
         ticks: args.ticks,
         tick: Duration::from_millis(args.tick_ms),
         change_halfway: !args.static_spec,
+        chaos: args.chaos,
     };
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
@@ -108,8 +128,9 @@ fn run(args: &Args) -> Result<(), String> {
             .filter(|n| n.healthy && n.state == n.desired_state)
             .count();
         let forced = run.shutdown.forced().count();
+        let restarts: u64 = run.snapshot.iter().map(|n| n.restarts).sum();
         println!(
-            "\n{nodes} nodes, {settled} healthy in their desired state after {} ticks{}; shutdown: {} clean, {forced} forced",
+            "\n{nodes} nodes, {settled} healthy in their desired state after {} ticks{}; {restarts} restarts; shutdown: {} clean, {forced} forced",
             args.ticks,
             if run.changed {
                 " (spec changed halfway)"
