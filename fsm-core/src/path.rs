@@ -112,6 +112,13 @@ impl NodePath {
     }
 }
 
+impl Default for NodePath {
+    /// The top (empty) path.
+    fn default() -> Self {
+        Self::top()
+    }
+}
+
 impl fmt::Display for NodePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
