@@ -112,12 +112,26 @@ pub trait NodeDriver: Send + Sync {
     /// Whether an observation has been installed.
     fn has_observation(&self) -> bool;
 
-    /// Runs `derive_desired` on the current spec.
+    /// Runs `derive_desired` on the current spec, without variables.
     ///
     /// # Errors
     ///
     /// When the callback returns an error or panics.
-    fn derive(&self, path: &NodePath) -> Result<DesiredState, CallbackError>;
+    fn derive(&self, path: &NodePath) -> Result<DesiredState, CallbackError> {
+        self.derive_with(&DeriveContext::new(path))
+    }
+
+    /// Runs `derive_desired` on the current spec with this context.
+    ///
+    /// # Errors
+    ///
+    /// When the callback returns an error or panics, or no spec is installed
+    /// yet ([`Callback::DeriveDesired`] failing with "no spec").
+    fn derive_with(&self, ctx: &DeriveContext<'_>) -> Result<DesiredState, CallbackError>;
+
+    /// Whether a spec has been installed (a node whose templates did not
+    /// render yet has none).
+    fn has_spec(&self) -> bool;
 
     /// Runs one state machine step on the latest observation. Returns
     /// `Ok(None)` when there is no observation yet.
@@ -135,18 +149,19 @@ pub trait NodeDriver: Send + Sync {
 pub(crate) struct TypedDriver<W: Worker> {
     worker_type: Arc<str>,
     worker: Arc<W>,
-    spec: Arc<W::Spec>,
+    /// `None` until a spec decodes (templates that did not render yet).
+    spec: Option<Arc<W::Spec>>,
     state: W::State,
     observed: Option<Box<W::Observed>>,
 }
 
 impl<W: Worker> TypedDriver<W> {
-    pub(crate) fn new(worker_type: Arc<str>, worker: W, spec: W::Spec) -> Self {
+    pub(crate) fn new(worker_type: Arc<str>, worker: W, spec: Option<W::Spec>) -> Self {
         let state = worker.initial_state();
         Self {
             worker_type,
             worker: Arc::new(worker),
-            spec: Arc::new(spec),
+            spec: spec.map(Arc::new),
             state,
             observed: None,
         }
@@ -163,13 +178,20 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError> {
-        self.spec = Arc::new(spec.decode::<W::Spec>()?);
+        self.spec = Some(Arc::new(spec.decode::<W::Spec>()?));
         Ok(())
     }
 
+    fn has_spec(&self) -> bool {
+        self.spec.is_some()
+    }
+
     fn collect(&self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>> {
+        let Some(spec) = &self.spec else {
+            return Box::pin(async { Err("no spec is installed yet".into()) });
+        };
         let worker = Arc::clone(&self.worker);
-        let ctx = CollectContext::new(path.clone(), Arc::clone(&self.spec));
+        let ctx = CollectContext::new(path.clone(), Arc::clone(spec));
         Box::pin(async move {
             let observed = worker.collect(&ctx).await?;
             Ok(Box::new(observed) as Observation)
@@ -190,11 +212,14 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         self.observed.is_some()
     }
 
-    fn derive(&self, path: &NodePath) -> Result<DesiredState, CallbackError> {
-        let ctx = DeriveContext::new(path);
-        match catch_unwind(AssertUnwindSafe(|| {
-            self.worker.derive_desired(&self.spec, &ctx)
-        })) {
+    fn derive_with(&self, ctx: &DeriveContext<'_>) -> Result<DesiredState, CallbackError> {
+        let Some(spec) = &self.spec else {
+            return Err(CallbackError::Failed {
+                callback: Callback::DeriveDesired,
+                source: "no spec is installed yet".into(),
+            });
+        };
+        match catch_unwind(AssertUnwindSafe(|| self.worker.derive_desired(spec, ctx))) {
             Ok(Ok(desired)) => Ok(desired),
             Ok(Err(source)) => Err(CallbackError::Failed {
                 callback: Callback::DeriveDesired,
@@ -208,18 +233,12 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn step(&mut self, input: &StepInput<'_>) -> Result<Option<StepOutcome>, CallbackError> {
-        let Some(observed) = self.observed.as_deref() else {
+        let (Some(observed), Some(spec)) = (self.observed.as_deref(), self.spec.as_deref()) else {
             return Ok(None);
         };
-        let snapshot = Snapshot::new(
-            input.path,
-            &*self.worker,
-            &self.spec,
-            observed,
-            input.desired,
-        )
-        .with_children(input.children)
-        .with_action(input.action_in_flight, input.last_action);
+        let snapshot = Snapshot::new(input.path, &*self.worker, spec, observed, input.desired)
+            .with_children(input.children)
+            .with_action(input.action_in_flight, input.last_action);
         let from = self.state.name();
         let transition =
             catch_unwind(AssertUnwindSafe(|| self.state.next(&snapshot))).map_err(|payload| {
@@ -244,8 +263,12 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn stop_hook(&self, path: &NodePath) -> BoxFuture<'static, ()> {
+        let Some(spec) = &self.spec else {
+            // Never configured, so nothing was started that needs stopping.
+            return Box::pin(async {});
+        };
         let worker = Arc::clone(&self.worker);
-        let ctx = CollectContext::new(path.clone(), Arc::clone(&self.spec));
+        let ctx = CollectContext::new(path.clone(), Arc::clone(spec));
         Box::pin(async move { worker.on_stop(&ctx).await })
     }
 }

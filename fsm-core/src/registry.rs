@@ -15,7 +15,7 @@ use crate::worker::{Worker, WorkerInit};
 /// The erased constructor of one worker type.
 trait Factory: Send + Sync {
     fn validate(&self, path: &NodePath, spec: &Value) -> Result<(), SpecError>;
-    fn create(&self, path: &NodePath, spec: &Value) -> Result<Box<dyn NodeDriver>, SpecError>;
+    fn construct(&self, path: &NodePath) -> Result<Box<dyn NodeDriver>, SpecError>;
 }
 
 struct TypedFactory<W, F> {
@@ -24,31 +24,22 @@ struct TypedFactory<W, F> {
     _worker: std::marker::PhantomData<fn() -> W>,
 }
 
-impl<W, F> TypedFactory<W, F>
-where
-    W: Worker,
-{
-    fn decode(&self, path: &NodePath, spec: &Value) -> Result<W::Spec, SpecError> {
-        spec.decode::<W::Spec>()
-            .map_err(|e| SpecError::Undecodable {
-                path: path.clone(),
-                worker_type: self.worker_type.to_string(),
-                message: e.to_string(),
-            })
-    }
-}
-
 impl<W, F> Factory for TypedFactory<W, F>
 where
     W: Worker,
     F: Fn(&WorkerInit<'_>) -> W + Send + Sync + 'static,
 {
     fn validate(&self, path: &NodePath, spec: &Value) -> Result<(), SpecError> {
-        self.decode(path, spec).map(drop)
+        spec.decode::<W::Spec>()
+            .map(drop)
+            .map_err(|e| SpecError::Undecodable {
+                path: path.clone(),
+                worker_type: self.worker_type.to_string(),
+                message: e.to_string(),
+            })
     }
 
-    fn create(&self, path: &NodePath, spec: &Value) -> Result<Box<dyn NodeDriver>, SpecError> {
-        let typed = self.decode(path, spec)?;
+    fn construct(&self, path: &NodePath) -> Result<Box<dyn NodeDriver>, SpecError> {
         let init = WorkerInit {
             path,
             worker_type: &self.worker_type,
@@ -60,10 +51,10 @@ where
                 message: panic_message(p.as_ref()),
             }
         })?;
-        Ok(Box::new(TypedDriver::new(
+        Ok(Box::new(TypedDriver::<W>::new(
             Arc::clone(&self.worker_type),
             worker,
-            typed,
+            None,
         )))
     }
 }
@@ -164,31 +155,57 @@ impl WorkerRegistry {
     }
 
     /// Checks that the node at `path` can be created from `spec`: its type is
-    /// registered and its user spec decodes into the worker's typed spec.
+    /// registered and its user spec decodes into the worker's typed spec. A
+    /// user spec that holds templates cannot be decoded before it is rendered
+    /// with the node's variables; only its worker type is checked then.
     ///
     /// # Errors
     ///
     /// [`SpecError::UnknownWorkerType`] or [`SpecError::Undecodable`], naming
     /// `path`.
     pub fn validate(&self, path: &NodePath, spec: &ChildSpec) -> Result<(), SpecError> {
-        self.factory(path, &spec.worker_type)?
-            .validate(path, &spec.user_spec)
+        let factory = self.factory(path, &spec.worker_type)?;
+        if spec.user_spec.has_templates() {
+            return Ok(());
+        }
+        factory.validate(path, &spec.user_spec)
     }
 
-    /// Creates the driver of the node at `path`: constructs the worker and
-    /// decodes its spec.
+    /// Constructs the worker of the node at `path`, with no spec installed
+    /// yet (install one with [`NodeDriver::set_spec`]).
     ///
     /// # Errors
     ///
-    /// As [`validate`](Self::validate), plus
+    /// [`SpecError::UnknownWorkerType`], or
     /// [`SpecError::ConstructorPanicked`].
+    pub fn construct(
+        &self,
+        path: &NodePath,
+        worker_type: &str,
+    ) -> Result<Box<dyn NodeDriver>, SpecError> {
+        self.factory(path, worker_type)?.construct(path)
+    }
+
+    /// Creates the driver of the node at `path`: constructs the worker and
+    /// installs its (untemplated) spec.
+    ///
+    /// # Errors
+    ///
+    /// As [`validate`](Self::validate) and [`construct`](Self::construct).
     pub fn create(
         &self,
         path: &NodePath,
         spec: &ChildSpec,
     ) -> Result<Box<dyn NodeDriver>, SpecError> {
-        self.factory(path, &spec.worker_type)?
-            .create(path, &spec.user_spec)
+        let mut driver = self.construct(path, &spec.worker_type)?;
+        driver
+            .set_spec(&spec.user_spec)
+            .map_err(|e| SpecError::Undecodable {
+                path: path.clone(),
+                worker_type: spec.worker_type.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(driver)
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hash::{SpecHash, StableHasher};
 use crate::supervision::{RestartPolicy, Supervision};
-use crate::value::{Value, ValueError};
+use crate::value::{Map, Value, ValueError};
 
 /// The declaration of one child: its name (unique among its siblings), the
 /// worker type that runs it, its user spec, and how the parent's desired
@@ -48,6 +48,14 @@ pub struct ChildSpec {
     /// When the child is restarted after it ends.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// Variables for the child and its subtree, overlaid on those it
+    /// inherits (see `fsm-templates`).
+    #[serde(default)]
+    pub variables: Map,
+    /// The ISA-95 location levels the child adds to its parent's (`site`,
+    /// `area`, `line`, ...); it may not change a level its parent set.
+    #[serde(default)]
+    pub location: BTreeMap<String, String>,
 }
 
 impl ChildSpec {
@@ -60,7 +68,24 @@ impl ChildSpec {
             user_spec: Value::Null,
             state_mapping: BTreeMap::new(),
             restart: RestartPolicy::Permanent,
+            variables: Map::new(),
+            location: BTreeMap::new(),
         }
+    }
+
+    /// Sets one variable for the child and its subtree.
+    #[must_use]
+    pub fn with_variable(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.variables.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets one location level (`enterprise`, `site`, `area`, `line`,
+    /// `work_cell`, or a level number).
+    #[must_use]
+    pub fn with_location(mut self, level: impl Into<String>, name: impl Into<String>) -> Self {
+        self.location.insert(level.into(), name.into());
+        self
     }
 
     /// Sets the restart policy.
@@ -131,6 +156,12 @@ impl ChildSpec {
             RestartPolicy::Transient => 1,
             RestartPolicy::Temporary => 2,
         });
+        Value::Map(self.variables.clone()).stable_hash(h);
+        h.write_u64(self.location.len() as u64);
+        for (k, v) in &self.location {
+            h.write_str(k);
+            h.write_str(v);
+        }
     }
 }
 
@@ -238,6 +269,8 @@ mod tests {
             h,
             base.clone().with_restart(RestartPolicy::Transient).hash()
         );
+        assert_ne!(h, base.clone().with_variable("IP", "x").hash());
+        assert_ne!(h, base.clone().with_location("site", "a").hash());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::path::NodePath;
 use crate::spec::DesiredState;
+use crate::value::Value;
 
 /// The error type user callbacks return: any error, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -559,19 +560,55 @@ impl<S> CollectContext<S> {
     }
 }
 
-/// Passed to [`Worker::derive_desired`].
+/// Passed to [`Worker::derive_desired`]: the node's path, its variables and
+/// its location.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct DeriveContext<'a> {
     /// The node's path.
     pub path: &'a NodePath,
+    /// The node's variables, as templates see them: `user` variables at the
+    /// top level, `global` and `internal` as maps (`Null` when there are
+    /// none).
+    pub variables: &'a Value,
+    /// The node's ISA-95 location as a dotted path (empty when unset).
+    pub location_path: &'a str,
 }
 
+static NO_VARIABLES: Value = Value::Null;
+
 impl<'a> DeriveContext<'a> {
-    /// A context for `path`.
+    /// A context for `path` with no variables and no location.
     #[must_use]
     pub fn new(path: &'a NodePath) -> Self {
-        Self { path }
+        Self {
+            path,
+            variables: &NO_VARIABLES,
+            location_path: "",
+        }
+    }
+
+    /// Sets the variables (a flattened variable bundle).
+    #[must_use]
+    pub fn with_variables(mut self, variables: &'a Value) -> Self {
+        self.variables = variables;
+        self
+    }
+
+    /// Sets the location path.
+    #[must_use]
+    pub fn with_location(mut self, location_path: &'a str) -> Self {
+        self.location_path = location_path;
+        self
+    }
+
+    /// A variable by dotted name (`IP`, `global.api_endpoint`,
+    /// `internal.path`).
+    #[must_use]
+    pub fn variable(&self, dotted: &str) -> Option<&'a Value> {
+        dotted
+            .split('.')
+            .try_fold(self.variables, |v, segment| v.get(segment))
     }
 }
 

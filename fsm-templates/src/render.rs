@@ -26,10 +26,10 @@ use upon::{ValueAccess, ValueAccessOp, ValueMember};
 
 use crate::error::RenderError;
 
-/// Whether `s` holds template syntax.
+/// Whether `s` holds template syntax (`{{` or `{%`).
 #[must_use]
 pub fn has_template(s: &str) -> bool {
-    s.contains("{{") || s.contains("{%")
+    fsm_core::is_template(s)
 }
 
 /// How well the compile cache is doing.
@@ -210,7 +210,7 @@ impl Templates {
         ctx: &Value,
         node: &NodePath,
     ) -> Result<Value, RenderError> {
-        if !value_has_template(value) {
+        if !value.has_templates() {
             return Ok(value.clone());
         }
         let ctx = Arc::new(ctx.clone());
@@ -260,16 +260,6 @@ impl Templates {
             }
             other => Ok(other.clone()),
         }
-    }
-}
-
-/// Whether any string in `value` holds template syntax.
-fn value_has_template(value: &Value) -> bool {
-    match value {
-        Value::String(s) => has_template(s),
-        Value::List(items) => items.iter().any(value_has_template),
-        Value::Map(map) => map.values().any(value_has_template),
-        _ => false,
     }
 }
 

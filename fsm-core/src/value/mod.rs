@@ -117,6 +117,18 @@ impl Value {
         self.as_map().and_then(|m| m.get(key))
     }
 
+    /// Whether any string in this value holds template syntax (`{{` or
+    /// `{%`), so that it must be rendered before it is decoded.
+    #[must_use]
+    pub fn has_templates(&self) -> bool {
+        match self {
+            Self::String(s) => is_template(s),
+            Self::List(items) => items.iter().any(Self::has_templates),
+            Self::Map(map) => map.values().any(Self::has_templates),
+            _ => false,
+        }
+    }
+
     /// A short name of the variant, for error messages.
     #[must_use]
     pub fn kind(&self) -> &'static str {
@@ -172,6 +184,12 @@ impl Value {
             }
         }
     }
+}
+
+/// Whether a string holds template syntax (`{{` or `{%`).
+#[must_use]
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
 }
 
 impl fmt::Display for Value {
