@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::error::{Callback, CallbackError, panic_message};
 use crate::path::NodePath;
 use crate::spec::DesiredState;
-use crate::value::{Value, ValueError};
+use crate::value::{TemplateRenderer, Value, ValueError};
 use crate::worker::{
     ActionReport, BoxError, BoxFuture, BoxedAction, ChildStatus, CollectContext, DeriveContext,
     Signal, Snapshot, State, Worker,
@@ -102,6 +102,19 @@ pub trait NodeDriver: Send + Sync {
     /// The serde message when `spec` does not decode.
     fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError>;
 
+    /// Decodes a new spec while rendering the templates it reads with
+    /// `renderer` (see [`Value::decode_with`]), and installs it. On error the
+    /// old spec stays.
+    ///
+    /// # Errors
+    ///
+    /// The renderer's or serde's message.
+    fn set_spec_rendered(
+        &mut self,
+        spec: &Value,
+        renderer: &dyn TemplateRenderer,
+    ) -> Result<(), ValueError>;
+
     /// The collect future, owning everything it needs.
     fn collect(&self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>>;
 
@@ -184,6 +197,15 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
 
     fn has_spec(&self) -> bool {
         self.spec.is_some()
+    }
+
+    fn set_spec_rendered(
+        &mut self,
+        spec: &Value,
+        renderer: &dyn TemplateRenderer,
+    ) -> Result<(), ValueError> {
+        self.spec = Some(Arc::new(spec.decode_with::<W::Spec>(renderer)?));
+        Ok(())
     }
 
     fn collect(&self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>> {

@@ -24,4 +24,4 @@ mod render;
 pub use bundle::{InternalVars, RESERVED_NAMES, VariableBundle};
 pub use error::{LocationError, RenderError, VariableError};
 pub use location::{GAP, LEVEL_NAMES, Location, MAX_LEVELS};
-pub use render::{CacheStats, Templates, has_template};
+pub use render::{CacheStats, SpecRenderer, Templates, has_template};

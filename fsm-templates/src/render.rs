@@ -263,6 +263,83 @@ impl Templates {
     }
 }
 
+/// Renders the templates of one node's spec as its typed spec reads them
+/// (see [`fsm_core::Value::decode_with`]), keeping the first error whole.
+///
+/// # Examples
+///
+/// ```
+/// use fsm_core::{Map, NodePath, Value};
+/// use fsm_templates::{SpecRenderer, Templates, VariableBundle};
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Conn { host: String, port: u16 }
+///
+/// let templates = Templates::new();
+/// let vars = VariableBundle::default()
+///     .with_user(Map::from([("SUBNET".into(), Value::from("10.0.1")), ("PORT".into(), Value::from(502))]))
+///     .flatten();
+/// let node = NodePath::parse("plant/line-1/press");
+/// let spec = Value::map([("host", "{{ SUBNET }}.10".into()), ("port", "{{ PORT }}".into())]);
+/// let renderer = SpecRenderer::new(&templates, &vars, &node);
+/// let conn: Conn = spec.decode_with(&renderer).unwrap();
+/// assert_eq!((conn.host.as_str(), conn.port), ("10.0.1.10", 502));
+/// ```
+pub struct SpecRenderer<'a> {
+    templates: &'a Templates,
+    ctx: Arc<Value>,
+    node: &'a NodePath,
+    first_error: Mutex<Option<RenderError>>,
+}
+
+impl<'a> SpecRenderer<'a> {
+    /// A renderer of `node`'s templates against `ctx` (a flattened
+    /// [`VariableBundle`](crate::VariableBundle)).
+    #[must_use]
+    pub fn new(templates: &'a Templates, ctx: &Value, node: &'a NodePath) -> Self {
+        Self {
+            templates,
+            ctx: Arc::new(ctx.clone()),
+            node,
+            first_error: Mutex::new(None),
+        }
+    }
+
+    /// The first template that failed, with the variable, field and node.
+    #[must_use]
+    pub fn take_error(&self) -> Option<RenderError> {
+        self.first_error.lock().ok().and_then(|mut e| e.take())
+    }
+}
+
+impl fsm_core::TemplateRenderer for SpecRenderer<'_> {
+    fn render(&self, template: &str, field: &str) -> Result<Value, String> {
+        let result = match single_variable(template) {
+            Some(var) => resolve(&self.ctx, var)
+                .cloned()
+                .map_err(|undefined| RenderError {
+                    node: self.node.clone(),
+                    field: field.to_owned(),
+                    template: template.to_owned(),
+                    message: format!("undefined variable `{undefined}`"),
+                    variable: Some(undefined),
+                }),
+            None => self
+                .templates
+                .render_at(template, &self.ctx, self.node, field)
+                .map(Value::String),
+        };
+        result.map_err(|e| {
+            let message = e.to_string();
+            if let Ok(mut first) = self.first_error.lock() {
+                first.get_or_insert(e);
+            }
+            message
+        })
+    }
+}
+
 fn push_field(field: &mut String, segment: &str) {
     if !field.is_empty() {
         field.push('.');

@@ -9,6 +9,7 @@
 //! [`ChildSpec`]: crate::ChildSpec
 
 mod de;
+mod render;
 mod ser;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use serde::de::DeserializeOwned;
 use crate::hash::StableHasher;
 
 pub use de::ValueError;
+pub use render::TemplateRenderer;
 
 /// An ordered map of string keys to values: the shape of a user spec.
 pub type Map = BTreeMap<String, Value>;

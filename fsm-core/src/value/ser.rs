@@ -87,7 +87,10 @@ impl<'de> Deserialize<'de> for Value {
                 Tagged::Map(m) => Value::Map(m),
             });
         }
-        deserializer.deserialize_any(ValueVisitor)
+        // Asking as a newtype lets a rendering deserializer hand over the raw,
+        // unrendered data (see `render.rs`); every other format treats it as
+        // the value itself.
+        deserializer.deserialize_newtype_struct(super::render::RAW_VALUE, ValueVisitor)
     }
 }
 
@@ -138,6 +141,10 @@ impl<'de> Visitor<'de> for ValueVisitor {
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         Value::deserialize(d)
+    }
+
+    fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(ValueVisitor)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
