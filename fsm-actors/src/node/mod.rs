@@ -182,6 +182,10 @@ pub(crate) struct NodeState {
     ticks: u64,
     reported: Option<Reported>,
     shutting_down: bool,
+    /// The last of this node's stops of single children (removal,
+    /// replacement, group restart). Each stop waits for the one before, so
+    /// that subtrees stop one at a time, in the order they were asked to.
+    stop_chain: Option<JoinHandle<()>>,
 }
 
 impl Actor for NodeActor {
@@ -248,6 +252,7 @@ impl Actor for NodeActor {
             ticks: 0,
             reported: None,
             shutting_down: false,
+            stop_chain: None,
         })
     }
 

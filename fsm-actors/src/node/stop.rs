@@ -46,26 +46,37 @@ impl NodeState {
     ) {
         let id = actor.get_id();
         self.children.mark_stopping(name, actor.clone());
-        let deadline = Instant::now() + self.config().stop_timeout;
+        let stop_timeout = self.config().stop_timeout;
         let executor = self.shared.executor.clone();
         let me = myself.clone();
         let path = path.clone();
         tracing::debug!(node.path = %path, "stopping child");
-        tokio::spawn(async move {
+        // One subtree at a time, in the order asked (callers ask in reverse
+        // start order): this stop begins once the previous one has ended.
+        let previous = self.stop_chain.take();
+        self.stop_chain = Some(tokio::spawn(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let deadline = Instant::now() + stop_timeout;
             let records = stop_subtree(&actor, &path, deadline).await;
             let _ = executor.cast(ExecMsg::CancelSubtree(path));
             let _ = me.cast(NodeMsg::ChildStopped { id, records });
-        });
+        }));
     }
 
-    /// Stops every child in order and waits, up to `deadline`: children in
-    /// reverse start order, each subtree completely before the next, then
-    /// those already stopping.
+    /// Stops every child in order and waits, up to `deadline`: first those
+    /// already stopping, then the others in reverse start order, each
+    /// subtree completely before the next.
     pub(super) async fn stop_all_children(&mut self, deadline: Instant) -> Vec<StopRecord> {
         let mut records = Vec::new();
         // Children must answer a little before this node's own deadline, so
         // that this node can still answer by it.
         let child_deadline = deadline.checked_sub(STOP_MARGIN).unwrap_or(deadline);
+        // Stops already under way (started before, so they finish first).
+        if let Some(chain) = self.stop_chain.take() {
+            let _ = tokio::time::timeout_at(child_deadline, chain).await;
+        }
         while let Some(child) = self.children.pop_last() {
             if let Some(actor) = child.actor() {
                 self.children.mark_stopping(child.name(), actor.clone());

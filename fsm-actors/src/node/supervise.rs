@@ -190,8 +190,9 @@ impl NodeState {
         Ok(())
     }
 
-    /// Starts every waiting child whose time has come, in start order. A
-    /// child whose predecessor is still stopping waits for `ChildStopped`.
+    /// Starts every waiting child whose time has come, in start order. A due
+    /// child whose previous actor is still stopping waits for
+    /// `ChildStopped`, and so do the due children after it.
     pub(super) async fn start_due_children(
         &mut self,
         myself: &ActorRef<NodeMsg>,
@@ -207,12 +208,15 @@ impl NodeState {
                     continue;
                 }
             };
-            if due > Instant::now()
-                || self.children.is_name_stopping(entry.name())
-                || failed_this_pass.contains(entry.name())
-            {
+            if due > Instant::now() || failed_this_pass.contains(entry.name()) {
                 i += 1;
                 continue;
+            }
+            if self.children.is_name_stopping(entry.name()) {
+                // Due, but its previous actor is still stopping: it starts
+                // on `ChildStopped`, and so do the due children after it,
+                // to keep the start order.
+                break;
             }
             match self.start_child(i, myself).await {
                 Ok(()) => i += 1,
