@@ -40,6 +40,8 @@ pub struct TreeConfig {
     /// How often a node whose circuit is open logs that its subtree is still
     /// recovering.
     pub recovery_heartbeat: Duration,
+    /// Fleet-wide variables, `{{ global.* }}` in every node's templates.
+    pub globals: fsm_core::Map,
     /// The seed of the per-node random generators (backoff jitter, fault
     /// injection). Each node mixes in its path, so siblings differ.
     pub seed: u64,
@@ -64,6 +66,7 @@ impl Default for TreeConfig {
             collector_restart_after: Duration::from_secs(30),
             supervision: Supervision::default(),
             recovery_heartbeat: Duration::from_secs(10),
+            globals: fsm_core::Map::new(),
             seed: 0x5eed_f5a2,
             executor: ExecutorConfig::default(),
             stop_timeout: Duration::from_secs(10),

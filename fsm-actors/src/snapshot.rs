@@ -41,6 +41,9 @@ pub struct NodeSnapshot {
     /// Whether its circuit is open (a child failed, is restarting or is
     /// stale): its state machine pauses until the children recover.
     pub circuit_open: bool,
+    /// Its ISA-95 location as a dotted path (`acme.plant-a.packaging`),
+    /// empty when no level is set.
+    pub location_path: String,
     /// Its children, in start order.
     pub children: Vec<NodeSnapshot>,
 }
@@ -81,6 +84,7 @@ impl NodeSnapshot {
             restarts: 0,
             restarting: None,
             circuit_open: false,
+            location_path: String::new(),
             children: Vec::new(),
         }
     }

@@ -96,6 +96,7 @@ impl Tree {
             status: status_tx,
             next_action_id: AtomicU64::new(0),
             live_nodes: AtomicU64::new(0),
+            templates: fsm_templates::Templates::new(),
             chaos: AtomicU64::new(0f64.to_bits()),
         });
         let driver = top_driver(&root)?;
@@ -107,6 +108,7 @@ impl Tree {
             restarts: 0,
             parent: None,
             parent_state: None,
+            context: Arc::new(crate::node::ParentContext::default()),
             shared: Arc::clone(&shared),
             driver: Some(driver),
         };

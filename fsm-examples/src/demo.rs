@@ -9,7 +9,7 @@ use fsm_actors::{NodeSnapshot, ShutdownReport, Tree, TreeConfig, TreeError};
 use fsm_core::{Backoff, ChildSpec, RegistryError, RestartIntensity, Supervision, Value};
 
 use crate::sim::SimIo;
-use crate::workers::{LineSpec, PlantSpec, registry};
+use crate::workers::{BridgeSpec, LineSpec, PlantSpec, registry};
 
 /// How a demo run goes.
 #[derive(Clone, Debug)]
@@ -133,9 +133,9 @@ pub fn embedded_root_spec() -> Result<ChildSpec, serde_json::Error> {
 }
 
 /// The change `fsm-demo` applies halfway through a run: a new line is added
-/// (a whole subtree), the last of the original lines is removed (with its
-/// subtree), and the first bridge reads one more tag (a leaf's spec changes:
-/// its read flow is reconfigured in place).
+/// (a whole subtree, on its own subnet), the last of the original lines is
+/// removed (with its subtree), and the first bridge reads one more tag (a
+/// leaf's spec changes: its read flow is reconfigured in place).
 ///
 /// Returns `None` when the root is not a plant this change understands.
 #[must_use]
@@ -144,20 +144,23 @@ pub fn changed_root_spec(root: &ChildSpec) -> Option<ChildSpec> {
         return None;
     }
     let mut plant: PlantSpec = root.user_spec.decode().ok()?;
-    let template = plant.lines.first()?.clone();
-    let mut added = LineSpec {
-        name: format!("line-{}", plant.lines.len() + 1),
-        ..template
-    };
-    for (i, bridge) in added.bridges.iter_mut().enumerate() {
-        bridge.host = format!("10.0.{}.{}", plant.lines.len() + 1, 10 + i);
-    }
+    let number = plant.lines.len() + 1;
+    let mut added = plant.lines.first()?.clone();
+    added.name = format!("line-{number}");
+    added.location.insert("line".to_owned(), added.name.clone());
+    added
+        .variables
+        .insert("SUBNET".to_owned(), Value::from(format!("10.0.{number}")));
     if plant.lines.len() >= 2 {
         plant.lines.pop();
     }
-    if let Some(bridge) = plant.lines.first_mut().and_then(|l| l.bridges.first_mut()) {
-        bridge.read.push("vibration".to_owned());
-    }
+    let line = plant.lines.first_mut()?;
+    let mut line_spec: LineSpec = line.user_spec.decode().ok()?;
+    let bridge = line_spec.bridges.first_mut()?;
+    let mut bridge_spec: BridgeSpec = bridge.user_spec.decode().ok()?;
+    bridge_spec.read.push("vibration".to_owned());
+    bridge.user_spec = Value::from_serialize(&bridge_spec).ok()?;
+    line.user_spec = Value::from_serialize(&line_spec).ok()?;
     plant.lines.push(added);
     let mut changed = root.clone();
     changed.user_spec = Value::from_serialize(&plant).ok()?;
@@ -165,10 +168,10 @@ pub fn changed_root_spec(root: &ChildSpec) -> Option<ChildSpec> {
 }
 
 /// Renders a snapshot as an indented table: path, worker type, state,
-/// desired state, health.
+/// desired state, location, health.
 #[must_use]
 pub fn render_tree(root: &NodeSnapshot) -> String {
-    fn walk(node: &NodeSnapshot, depth: usize, rows: &mut Vec<[String; 5]>) {
+    fn walk(node: &NodeSnapshot, depth: usize, rows: &mut Vec<[String; 6]>) {
         let health = match (&node.last_error, node.healthy) {
             (None, true) => "healthy".to_owned(),
             (Some(e), true) => format!("healthy (last error: {e})"),
@@ -180,6 +183,7 @@ pub fn render_tree(root: &NodeSnapshot) -> String {
             node.worker_type.clone(),
             node.state.clone(),
             node.desired_state.clone(),
+            node.location_path.clone(),
             health,
         ]);
         for child in &node.children {
@@ -191,10 +195,11 @@ pub fn render_tree(root: &NodeSnapshot) -> String {
         "TYPE".to_owned(),
         "STATE".to_owned(),
         "DESIRED".to_owned(),
+        "LOCATION".to_owned(),
         "HEALTH".to_owned(),
     ]];
     walk(root, 0, &mut rows);
-    let mut widths = [0usize; 4];
+    let mut widths = [0usize; 5];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row.iter()) {
             *w = (*w).max(cell.chars().count());
@@ -205,7 +210,7 @@ pub fn render_tree(root: &NodeSnapshot) -> String {
         for (w, cell) in widths.iter().zip(row.iter()) {
             let _ = write!(out, "{cell:<w$}  ");
         }
-        let _ = writeln!(out, "{}", row[4]);
+        let _ = writeln!(out, "{}", row[5]);
     }
     out
 }
@@ -219,6 +224,12 @@ mod tests {
         let root = embedded_root_spec().unwrap();
         let plant: PlantSpec = root.user_spec.decode().unwrap();
         assert_eq!(plant.lines.len(), 2);
+        for line in &plant.lines {
+            let line: LineSpec = line.user_spec.decode().unwrap();
+            for bridge in &line.bridges {
+                let _: BridgeSpec = bridge.user_spec.decode().unwrap();
+            }
+        }
     }
 
     #[test]
@@ -233,10 +244,24 @@ mod tests {
         let names: Vec<&str> = after.lines.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["line-1", "line-3"]);
         assert_eq!(
-            after.lines[0].bridges[0].read.len(),
-            before.lines[0].bridges[0].read.len() + 1
+            after.lines[1].variables.get("SUBNET"),
+            Some(&Value::from("10.0.3"))
         );
-        assert_eq!(after.lines[0].bridges[1], before.lines[0].bridges[1]);
+        assert_eq!(
+            after.lines[1].location.get("line").map(String::as_str),
+            Some("line-3")
+        );
+        let bridges = |spec: &PlantSpec| -> Vec<BridgeSpec> {
+            let line: LineSpec = spec.lines[0].user_spec.decode().unwrap();
+            line.bridges
+                .iter()
+                .map(|b| b.user_spec.decode().unwrap())
+                .collect()
+        };
+        let (b, a) = (bridges(&before), bridges(&after));
+        assert_eq!(a[0].read.len(), b[0].read.len() + 1);
+        assert_eq!(a[0].host, "{{ SUBNET }}.10", "templates stay templates");
+        assert_eq!(a[1], b[1]);
     }
 
     #[test]

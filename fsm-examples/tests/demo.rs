@@ -101,3 +101,55 @@ async fn chaos_in_the_first_half_is_recovered_from_by_the_end() {
         assert!(node.converged, "{}", node.path);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_undefined_variable_deep_in_the_spec_fails_exactly_the_node_that_reads_it() {
+    let text = fsm_examples::demo::EMBEDDED_SPEC.replacen("{{ SUBNET }}.11", "{{ SUBNETT }}.11", 1);
+    let mut opts = options(20, false);
+    opts.root = serde_json::from_str(&text).unwrap();
+    let run = run_demo(&opts).await.unwrap();
+    let snap = &run.snapshot;
+    let bad = snap.find("plant/line-1/oven").unwrap();
+    assert!(!bad.healthy);
+    let error = bad.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("`SUBNETT`") && error.contains("plant/line-1/oven"),
+        "{error}"
+    );
+    assert_eq!(bad.location_path, "acme.plant-a.packaging.line-1.oven");
+    assert!(bad.children.is_empty(), "it never derived its children");
+    for node in snap.iter() {
+        let depends_on_it = "plant/line-1/oven".starts_with(node.path.as_str());
+        if depends_on_it {
+            assert!(!node.converged, "{}", node.path);
+            assert_eq!(
+                node.healthy,
+                node.path.as_str() != "plant/line-1/oven",
+                "{}",
+                node.path
+            );
+        } else {
+            assert!(
+                node.healthy && node.converged,
+                "{}: {:?}",
+                node.path,
+                node.last_error
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_node_has_a_location_and_bridges_have_at_least_four_levels() {
+    let run = run_demo(&options(20, true)).await.unwrap();
+    for node in run.snapshot.iter() {
+        assert!(!node.location_path.is_empty(), "{}", node.path);
+        if node.path.depth() == 3 {
+            assert!(
+                node.location_path.split('.').count() >= 4,
+                "{}",
+                node.location_path
+            );
+        }
+    }
+}

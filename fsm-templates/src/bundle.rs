@@ -24,6 +24,8 @@ pub struct InternalVars {
     pub worker_type: String,
     /// When this incarnation started, in milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// The node's ISA-95 location as a dotted path.
+    pub location_path: String,
 }
 
 impl InternalVars {
@@ -41,7 +43,15 @@ impl InternalVars {
             path,
             worker_type: worker_type.into(),
             created_at_ms,
+            location_path: String::new(),
         }
+    }
+
+    /// Sets the location path.
+    #[must_use]
+    pub fn with_location_path(mut self, location_path: impl Into<String>) -> Self {
+        self.location_path = location_path.into();
+        self
     }
 
     fn to_value(&self) -> Value {
@@ -54,6 +64,7 @@ impl InternalVars {
                 "created_at_ms",
                 Value::Int(i64::try_from(self.created_at_ms).unwrap_or(i64::MAX)),
             ),
+            ("location_path", Value::from(self.location_path.as_str())),
         ])
     }
 }

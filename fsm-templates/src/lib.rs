@@ -5,8 +5,9 @@
 //!   inherited and overridden down the tree; top level in templates:
 //!   `{{ IP }}`), `global` (fleet-wide, from the tree's configuration:
 //!   `{{ global.api_endpoint }}`) and `internal` (runtime metadata: id, path,
-//!   parent path, worker type, creation time: `{{ internal.path }}`). `user`
-//!   and `global` serialise; `internal` never does.
+//!   parent path, worker type, creation time, location path:
+//!   `{{ internal.path }}`). `user` and `global` serialise; `internal` never
+//!   does.
 //! * [`Templates`]: strict rendering with [`upon`], compiled once per source
 //!   and cached. A missing variable is an error that names the variable, the
 //!   template and the node path — never an empty string, never a panic.

@@ -14,6 +14,8 @@
 //!
 //! * `lower`, `upper` — change the case of a string (topic and tag names
 //!   often must be one case);
+//! * `replace: "from", "to"` — replace every occurrence (a dotted location
+//!   path as a topic: `{{ internal.location_path | replace: ".", "/" }}`);
 //! * `json` — any value as compact JSON (to embed a list or a map in a
 //!   configuration string).
 
@@ -101,6 +103,9 @@ impl Templates {
         let mut engine = upon::Engine::new();
         engine.add_function("lower", str::to_lowercase);
         engine.add_function("upper", str::to_uppercase);
+        engine.add_function("replace", |s: &str, from: &str, to: &str| {
+            s.replace(from, to)
+        });
         engine.add_function("json", |v: &upon::Value| {
             serde_json::to_string(&from_upon(v)).unwrap_or_default()
         });
@@ -559,6 +564,11 @@ mod tests {
         assert_eq!(
             t.render_str("{{ IP | upper }}", &ctx(), &node()).unwrap(),
             "10.0.0.5"
+        );
+        assert_eq!(
+            t.render_str(r#"{{ IP | replace: ".", "/" }}"#, &ctx(), &node())
+                .unwrap(),
+            "10/0/0/5"
         );
     }
 

@@ -43,6 +43,8 @@ pub(crate) struct ChildEntry {
     pub(crate) subtree: SubtreeCounts,
     /// The mapped desired state last sent to the child.
     pub(crate) sent_parent_state: Option<String>,
+    /// The hash of the inherited variables and location last sent.
+    pub(crate) sent_context: SpecHash,
     /// How many times it was restarted.
     pub(crate) restarts: u64,
     /// The backoff attempt its next failure will use.
@@ -69,6 +71,7 @@ impl ChildEntry {
             },
             subtree: SubtreeCounts::default(),
             sent_parent_state: None,
+            sent_context: SpecHash(0),
             restarts: 0,
             attempt: 0,
         }

@@ -20,6 +20,8 @@ pub(crate) enum NodeMsg {
     /// The parent's state mapping for this node changed: `Some` overrides
     /// the node's own derived state, `None` hands control back to it.
     ParentState(Option<String>),
+    /// The variables and location the node inherits changed.
+    ParentContext(std::sync::Arc<super::ParentContext>),
     /// A child's status and subtree counts changed.
     ChildReport(ChildReport),
     /// A collect finished (or failed, or timed out).

@@ -32,6 +32,7 @@
 //! Failures and restarts are in [`supervise`]; ordered stopping in [`stop`].
 
 mod children;
+mod inputs;
 mod messages;
 mod stop;
 mod supervise;
@@ -58,6 +59,8 @@ use crate::config::TreeConfig;
 use crate::executor::{ActionId, ActionRequest, ExecMsg};
 use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts, TreeStatus};
 use children::{ChildEntry, ChildRun, ChildTable};
+pub(crate) use inputs::ParentContext;
+use inputs::{Inputs, internal_vars};
 pub(crate) use messages::{ChildReport, NodeMsg};
 
 /// What every node of a tree shares: read-only configuration and handles,
@@ -65,6 +68,8 @@ pub(crate) use messages::{ChildReport, NodeMsg};
 pub(crate) struct Shared {
     pub(crate) registry: WorkerRegistry,
     pub(crate) config: TreeConfig,
+    /// The tree's template engine and its compile cache.
+    pub(crate) templates: fsm_templates::Templates,
     pub(crate) executor: ActorRef<ExecMsg>,
     /// Where the top node publishes the tree's status.
     pub(crate) status: watch::Sender<TreeStatus>,
@@ -89,6 +94,8 @@ pub(crate) struct NodeArgs {
     pub(crate) restarts: u64,
     pub(crate) parent: Option<ActorRef<NodeMsg>>,
     pub(crate) parent_state: Option<String>,
+    /// The variables and location inherited from the parent.
+    pub(crate) context: Arc<ParentContext>,
     pub(crate) shared: Arc<Shared>,
     /// A ready driver (the top node); otherwise the registry builds one.
     pub(crate) driver: Option<Box<dyn NodeDriver>>,
@@ -158,10 +165,9 @@ pub(crate) struct NodeState {
     /// The hash of `desired.children`, computed once per derivation (a
     /// parent's children specs hold its whole subtree's specs).
     desired_children: SpecHash,
-    /// The spec hash `desired` (or `derive_error`) was derived from.
-    derived_for: Option<SpecHash>,
+    /// Spec, variables and location, and what became of them.
+    inputs: Inputs,
     derive_error: Option<String>,
-    spec_error: Option<String>,
 
     children: ChildTable,
     next_generation: u64,
@@ -195,13 +201,21 @@ impl Actor for NodeActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<NodeMsg>,
+        myself: ActorRef<NodeMsg>,
         args: NodeArgs,
     ) -> Result<NodeState, ActorProcessingErr> {
         let driver = match args.driver {
             Some(d) => d,
-            None => args.shared.registry.create(&args.path, &args.spec)?,
+            None => args
+                .shared
+                .registry
+                .construct(&args.path, &args.spec.worker_type)?,
         };
+        let internal = internal_vars(
+            myself.get_id().to_string(),
+            &args.path,
+            &args.spec.worker_type,
+        );
         let live = if args.parent.is_some() {
             args.shared.live_nodes.fetch_add(1, Ordering::Relaxed);
             LiveGuard(Some(Arc::clone(&args.shared)))
@@ -228,9 +242,8 @@ impl Actor for NodeActor {
             parent_state: args.parent_state,
             desired: DesiredState::new(""),
             desired_children: DesiredState::new("").children_hash(),
-            derived_for: None,
+            inputs: Inputs::new(args.context, internal),
             derive_error: None,
-            spec_error: None,
             children: ChildTable::default(),
             next_generation: 0,
             applied_children: None,
@@ -261,7 +274,7 @@ impl Actor for NodeActor {
         myself: ActorRef<NodeMsg>,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        state.refresh_desired()?;
+        state.apply_inputs()?;
         state.start_collect(&myself);
         Ok(())
     }
@@ -282,6 +295,7 @@ impl Actor for NodeActor {
         match msg {
             NodeMsg::Tick => state.tick(&myself).await?,
             NodeMsg::UpdateSpec(spec) => state.update_spec(*spec)?,
+            NodeMsg::ParentContext(context) => state.update_context(context)?,
             NodeMsg::ParentState(mapped) => state.parent_state = mapped,
             NodeMsg::ChildReport(report) => state.child_report(report),
             NodeMsg::Observed { seq, result } => state.observed(seq, result, &myself),
@@ -374,7 +388,7 @@ impl NodeState {
             );
             return Err(self.fail(why).await);
         }
-        self.refresh_desired()?;
+        self.apply_inputs()?;
         self.update_circuit(now);
         self.reconcile(myself).await?;
         if self.children.next_due().is_some_and(|due| due <= now) {
@@ -421,61 +435,13 @@ impl NodeState {
     }
 
     fn collector_failed_for(&self, now: Instant) -> Option<Duration> {
+        if !self.driver.has_spec() {
+            // Nothing to observe before a spec is installed.
+            return None;
+        }
         let since = self.collector.last_ok.unwrap_or(self.started);
         let age = now.saturating_duration_since(since);
         (age > self.config().collector_restart_after).then_some(age)
-    }
-
-    /// Derives the desired state again if the spec changed since the last
-    /// derivation. An `InvalidSpec` error keeps the last good desired state;
-    /// any other error, or a panic, is a failure.
-    fn refresh_desired(&mut self) -> Result<(), ActorProcessingErr> {
-        if self.derived_for == Some(self.spec_hash) {
-            return Ok(());
-        }
-        self.derived_for = Some(self.spec_hash);
-        match self.driver.derive(&self.path) {
-            Ok(desired) => {
-                self.desired_children = desired.children_hash();
-                self.desired = desired;
-                self.derive_error = None;
-                Ok(())
-            }
-            Err(e) if e.is_invalid_spec() => {
-                tracing::warn!(node.path = %self.path, error = %e, "invalid spec; keeping the last good desired state");
-                self.derive_error = Some(e.to_string());
-                Ok(())
-            }
-            Err(e) => Err(Box::new(e)),
-        }
-    }
-
-    fn update_spec(&mut self, spec: ChildSpec) -> Result<(), ActorProcessingErr> {
-        let hash = spec.hash();
-        if hash == self.spec_hash {
-            // Back on the running spec: a refused change in between no
-            // longer applies.
-            self.spec_error = None;
-            return Ok(());
-        }
-        match self.driver.set_spec(&spec.user_spec) {
-            Ok(()) => {
-                tracing::info!(node.path = %self.path, "spec updated");
-                self.spec = spec;
-                self.spec_hash = hash;
-                self.spec_error = None;
-                self.refresh_desired()
-            }
-            Err(e) => {
-                let msg = format!(
-                    "the new spec does not decode into worker type `{}`: {e}; the node keeps its previous spec",
-                    self.spec.worker_type
-                );
-                tracing::warn!(node.path = %self.path, error = %msg, "spec update refused");
-                self.spec_error = Some(msg);
-                Ok(())
-            }
-        }
     }
 
     fn update_circuit(&mut self, now: Instant) {
@@ -627,8 +593,11 @@ impl NodeState {
             .record_report(&name, generation, status, subtree);
     }
 
+    /// Sends each child its mapped desired state and the variables and
+    /// location it inherits, when they changed.
     fn map_states(&mut self) {
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired.state);
+        let context = Arc::clone(self.children_context());
         self.children.for_each_mapped(|child| {
             let mapped = child.spec.mapped_state(desired);
             if mapped != child.sent_parent_state.as_deref() {
@@ -638,18 +607,27 @@ impl NodeState {
                 }
                 child.sent_parent_state = mapped;
             }
+            if child.sent_context != context.hash {
+                if let Some(actor) = child.actor() {
+                    let _ = actor.cast(NodeMsg::ParentContext(Arc::clone(&context)));
+                }
+                child.sent_context = context.hash;
+            }
         });
     }
 
     // ----- observation and state machine ----------------------------------
 
     fn is_stale(&self, now: Instant) -> bool {
+        if !self.driver.has_spec() {
+            return false;
+        }
         let since = self.collector.last_ok.unwrap_or(self.started);
         now.saturating_duration_since(since) > self.config().stale_after
     }
 
     fn start_collect(&mut self, myself: &ActorRef<NodeMsg>) {
-        if self.collector.in_flight {
+        if self.collector.in_flight || !self.driver.has_spec() {
             return;
         }
         self.collector.seq += 1;
@@ -791,7 +769,8 @@ impl NodeState {
 
     fn own_error(&self, now: Instant) -> Option<String> {
         if let Some(e) = self
-            .spec_error
+            .inputs
+            .error
             .as_ref()
             .or(self.derive_error.as_ref())
             .or(self.declaration_error.as_ref())
@@ -810,7 +789,7 @@ impl NodeState {
     }
 
     fn is_healthy(&self, now: Instant) -> bool {
-        self.spec_error.is_none()
+        self.inputs.error.is_none()
             && self.derive_error.is_none()
             && self.declaration_error.is_none()
             && !self.is_stale(now)
@@ -920,6 +899,7 @@ impl NodeState {
             restarts: self.restarts,
             restarting: None,
             circuit_open: self.circuit.is_open(),
+            location_path: self.inputs.location_path.clone(),
             children: Vec::new(),
         }
     }

@@ -249,6 +249,7 @@ impl NodeState {
             restarts,
             parent: Some(myself.clone()),
             parent_state: mapped.clone(),
+            context: Arc::clone(self.children_context()),
             shared: Arc::clone(&self.shared),
             driver: None,
         };
@@ -257,7 +258,11 @@ impl NodeState {
                 tracing::debug!(node.path = %path, restarts, "child started");
                 self.children
                     .set_running(i, actor, generation, Instant::now());
-                self.children.update(i, |e| e.sent_parent_state = mapped);
+                let context = self.children_context().hash;
+                self.children.update(i, |e| {
+                    e.sent_parent_state = mapped;
+                    e.sent_context = context;
+                });
                 Ok(())
             }
             Err(e) => {

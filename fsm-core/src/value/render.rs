@@ -84,6 +84,50 @@ impl<'a> Rendering<'a> {
     }
 }
 
+/// What a typed spec asked for, so that a rendered value can be coerced to
+/// it: `"{{ PORT }}"` fills a string field with `"502"` and a number field
+/// with `502`, whatever the variable's own type.
+#[derive(Clone, Copy)]
+enum Want {
+    Str,
+    Int,
+    Float,
+    Bool,
+}
+
+fn coerce(value: Value, want: Want) -> Value {
+    match (want, value) {
+        (Want::Str, Value::Int(i)) => Value::String(i.to_string()),
+        (Want::Str, Value::Float(f)) => Value::String(f.to_string()),
+        (Want::Str, Value::Bool(b)) => Value::String(b.to_string()),
+        (Want::Int, Value::String(s)) => match s.trim().parse::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::String(s),
+        },
+        (Want::Float, Value::String(s)) => match s.trim().parse::<f64>() {
+            Ok(f) => Value::Float(f),
+            Err(_) => Value::String(s),
+        },
+        (Want::Bool, Value::String(s)) => match s.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::String(s),
+        },
+        (_, other) => other,
+    }
+}
+
+macro_rules! coerced {
+    ($($method:ident => $want:expr),* $(,)?) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, ValueError> {
+            match self.rendered()? {
+                Some(rendered) => visit_owned(coerce(rendered, $want), visitor),
+                None => self.deserialize_any(visitor),
+            }
+        }
+    )*};
+}
+
 /// Hands an owned (rendered) value to a visitor.
 fn visit_owned<'de, V: Visitor<'de>>(value: Value, visitor: V) -> Result<V::Value, ValueError> {
     let json = serde_json::to_value(&value).map_err(|e| ValueError::custom(e.to_string()))?;
@@ -163,10 +207,25 @@ impl<'de> Deserializer<'de> for Rendering<'de> {
         }
     }
 
+    coerced! {
+        deserialize_bool => Want::Bool,
+        deserialize_i8 => Want::Int,
+        deserialize_i16 => Want::Int,
+        deserialize_i32 => Want::Int,
+        deserialize_i64 => Want::Int,
+        deserialize_u8 => Want::Int,
+        deserialize_u16 => Want::Int,
+        deserialize_u32 => Want::Int,
+        deserialize_u64 => Want::Int,
+        deserialize_f32 => Want::Float,
+        deserialize_f64 => Want::Float,
+        deserialize_str => Want::Str,
+        deserialize_string => Want::Str,
+    }
+
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
-        bytes byte_buf unit unit_struct seq tuple tuple_struct map struct
-        identifier ignored_any
+        i128 u128 char bytes byte_buf unit unit_struct seq tuple tuple_struct
+        map struct identifier ignored_any
     }
 }
 
@@ -380,6 +439,43 @@ mod tests {
                 "port={{ PORT }}"
             ]
         );
+    }
+
+    #[test]
+    fn rendered_values_are_coerced_to_what_the_field_wants() {
+        struct Typed;
+        impl TemplateRenderer for Typed {
+            fn render(&self, template: &str, _field: &str) -> Result<Value, String> {
+                Ok(match template {
+                    "{{ NUM }}" => Value::from(502),
+                    "{{ TEXT_NUM }}" => Value::from("7"),
+                    "{{ FLAG }}" => Value::from("true"),
+                    _ => Value::from("x"),
+                })
+            }
+        }
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct S {
+            label: String,
+            port: u16,
+            ratio: f64,
+            on: bool,
+            any: Value,
+        }
+        let spec = Value::map([
+            ("label", Value::from("{{ NUM }}")),
+            ("port", Value::from("{{ TEXT_NUM }}")),
+            ("ratio", Value::from("{{ TEXT_NUM }}")),
+            ("on", Value::from("{{ FLAG }}")),
+            ("any", Value::from("{{ NUM }}")),
+        ]);
+        let s: S = spec.decode_with(&Typed).unwrap();
+        assert_eq!(s.label, "502");
+        assert_eq!(s.port, 7);
+        assert!((s.ratio - 7.0).abs() < f64::EPSILON);
+        assert!(s.on);
+        // A `Value` field keeps the data as written, for someone else.
+        assert_eq!(s.any, Value::from("{{ NUM }}"));
     }
 
     #[test]

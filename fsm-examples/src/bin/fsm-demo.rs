@@ -36,13 +36,14 @@ struct Args {
     /// Print the final snapshot as JSON instead of a readable tree.
     #[arg(long)]
     json: bool,
-    /// Read the root spec (JSON) from this file instead of the embedded one.
+    /// Read the root spec (JSON) from this file instead of the embedded one
+    /// (it runs as written: no change halfway).
     #[arg(long, value_name = "FILE")]
     spec: Option<PathBuf>,
     /// Print the embedded root spec as JSON and exit.
     #[arg(long)]
     print_spec: bool,
-    /// Do not change the root spec halfway through the run.
+    /// Do not change the embedded root spec halfway through the run.
     #[arg(long = "static")]
     static_spec: bool,
     /// Make every node panic with this probability per tick during the
@@ -108,7 +109,9 @@ fn run(args: &Args) -> Result<(), String> {
         root: load_root(args.spec.as_ref())?,
         ticks: args.ticks,
         tick: Duration::from_millis(args.tick_ms),
-        change_halfway: !args.static_spec,
+        // A spec of one's own runs as written; the halfway change is the
+        // embedded demo's.
+        change_halfway: !args.static_spec && args.spec.is_none(),
         chaos: args.chaos,
     };
     let runtime =

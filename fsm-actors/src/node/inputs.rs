@@ -1,0 +1,261 @@
+//! What a node derives its desired state from, and how: its spec, the
+//! variables and location it inherits from its parent, and the tree's
+//! globals.
+//!
+//! When any of them changes (by hash, never by deep comparison), the node:
+//!
+//! 1. checks its own variable names and merges its location into the
+//!    inherited one;
+//! 2. builds its variables: the inherited `user` variables overlaid with its
+//!    spec's, the tree's `global` ones, and its `internal` metadata;
+//! 3. decodes its spec into the worker's typed spec, rendering the templates
+//!    the typed spec reads (data kept as a `Value`, such as the specs of
+//!    children, is rendered by the node it is meant for);
+//! 4. derives its desired state with those variables and location.
+//!
+//! A problem in steps 1–3 is a configuration error: the node keeps its last
+//! good spec and desired state, is unhealthy with the error, and tries again
+//! when an input changes. Its children inherit the new variables and
+//! location by a `ParentContext` message, and derive again only if that
+//! changes their own inputs.
+
+use std::sync::Arc;
+
+use fsm_core::{ChildSpec, DeriveContext, Map, NodePath, SpecHash, StableHasher, Value};
+use fsm_templates::{InternalVars, Location, SpecRenderer, VariableBundle};
+use ractor::ActorProcessingErr;
+
+use super::NodeState;
+
+/// What a node passes down to its children: its `user` variables and its
+/// location.
+#[derive(Debug)]
+pub(crate) struct ParentContext {
+    pub(crate) user: Map,
+    pub(crate) location: Location,
+    pub(crate) hash: SpecHash,
+}
+
+impl Default for ParentContext {
+    /// Nothing inherited (what the root's parent passes).
+    fn default() -> Self {
+        Self::new(Map::new(), Location::default())
+    }
+}
+
+impl ParentContext {
+    pub(crate) fn new(user: Map, location: Location) -> Self {
+        let mut h = StableHasher::new();
+        Value::Map(user.clone()).stable_hash(&mut h);
+        h.write_str(&location.path());
+        Self {
+            user,
+            location,
+            hash: SpecHash(h.finish()),
+        }
+    }
+}
+
+/// A node's derivation inputs and what it made of them.
+pub(crate) struct Inputs {
+    /// Inherited from the parent.
+    pub(crate) context: Arc<ParentContext>,
+    /// Passed on to the children.
+    pub(crate) own: Arc<ParentContext>,
+    /// The flattened variables, as templates and `derive_desired` see them.
+    pub(crate) variables: Value,
+    pub(crate) location_path: String,
+    pub(crate) internal: InternalVars,
+    /// The spec and inherited-context hashes last looked at.
+    pub(crate) seen: Option<(SpecHash, SpecHash)>,
+    /// The effective inputs (spec, own variables, location) last applied
+    /// successfully.
+    pub(crate) applied: Option<SpecHash>,
+    /// The effective inputs last tried (successfully or not).
+    pub(crate) attempted: Option<SpecHash>,
+    /// Why the last attempt failed (a configuration error).
+    pub(crate) error: Option<String>,
+}
+
+impl Inputs {
+    pub(crate) fn new(context: Arc<ParentContext>, internal: InternalVars) -> Self {
+        Self {
+            own: Arc::new(ParentContext::new(
+                context.user.clone(),
+                context.location.clone(),
+            )),
+            context,
+            variables: Value::Null,
+            location_path: String::new(),
+            internal,
+            seen: None,
+            applied: None,
+            attempted: None,
+            error: None,
+        }
+    }
+}
+
+impl NodeState {
+    /// Applies the inputs if they changed. Only what the node itself sees
+    /// counts: a parent's variable that this node overrides, or a change
+    /// that leaves its location the same, does not make it derive again.
+    pub(super) fn apply_inputs(&mut self) -> Result<(), ActorProcessingErr> {
+        let seen = (self.spec_hash, self.inputs.context.hash);
+        if self.inputs.seen == Some(seen) {
+            return Ok(());
+        }
+        self.inputs.seen = Some(seen);
+        let effective = match self.effective_inputs() {
+            Ok(effective) => effective,
+            Err(why) => {
+                self.inputs.attempted = None;
+                return self.configuration_error(why);
+            }
+        };
+        let hash = effective.hash;
+        if self.inputs.applied == Some(hash) {
+            // Back on the applied inputs: a failed change in between no
+            // longer applies.
+            self.inputs.error = None;
+            self.inputs.attempted = Some(hash);
+            return Ok(());
+        }
+        if self.inputs.attempted == Some(hash) {
+            return Ok(());
+        }
+        self.inputs.attempted = Some(hash);
+        match self.install_spec(effective) {
+            Err(why) => self.configuration_error(why),
+            Ok(()) => {
+                self.inputs.applied = Some(hash);
+                self.inputs.error = None;
+                self.derive()
+            }
+        }
+    }
+
+    fn configuration_error(&mut self, why: String) -> Result<(), ActorProcessingErr> {
+        tracing::warn!(node.path = %self.path, error = %why, "configuration error; keeping the last good spec and desired state");
+        self.inputs.error = Some(why);
+        Ok(())
+    }
+
+    /// Steps 1 and 2: the node's own variables and location, and their hash
+    /// together with the spec's.
+    fn effective_inputs(&self) -> Result<ParentContext, String> {
+        let path = &self.path;
+        VariableBundle::validate(&self.spec.variables, path).map_err(|e| e.to_string())?;
+        let location = self
+            .inputs
+            .context
+            .location
+            .extend(&self.spec.location, path)
+            .map_err(|e| e.to_string())?;
+        let mut user = self.inputs.context.user.clone();
+        for (k, v) in &self.spec.variables {
+            user.insert(k.clone(), v.clone());
+        }
+        let own = ParentContext::new(user, location);
+        let mut h = StableHasher::new();
+        h.write_u64(self.spec_hash.0);
+        h.write_u64(own.hash.0);
+        Ok(ParentContext {
+            hash: SpecHash(h.finish()),
+            ..own
+        })
+    }
+
+    /// Step 3: the rendered and decoded spec.
+    fn install_spec(&mut self, effective: ParentContext) -> Result<(), String> {
+        let path = &self.path;
+        // The location is known even if the spec does not render.
+        self.inputs.location_path = effective.location.path();
+        let bundle = VariableBundle::default()
+            .with_user(effective.user)
+            .with_global(self.shared.config.globals.clone())
+            .with_internal(
+                self.inputs
+                    .internal
+                    .clone()
+                    .with_location_path(effective.location.path()),
+            );
+        let variables = bundle.flatten();
+        let renderer = SpecRenderer::new(&self.shared.templates, &variables, path);
+        if let Err(e) = self
+            .driver
+            .set_spec_rendered(&self.spec.user_spec, &renderer)
+        {
+            return Err(match renderer.take_error() {
+                Some(render) => render.to_string(),
+                None => format!(
+                    "node `{path}`: the spec does not decode into worker type `{}`: {e}; fix the spec",
+                    self.spec.worker_type
+                ),
+            });
+        }
+        self.inputs.variables = variables;
+        let own = ParentContext::new(bundle.user, effective.location);
+        if own.hash != self.inputs.own.hash {
+            self.inputs.own = Arc::new(own);
+        }
+        Ok(())
+    }
+
+    /// Step 4. An `InvalidSpec` error keeps the last good desired state; any
+    /// other error, or a panic, is a failure.
+    fn derive(&mut self) -> Result<(), ActorProcessingErr> {
+        let ctx = DeriveContext::new(&self.path)
+            .with_variables(&self.inputs.variables)
+            .with_location(&self.inputs.location_path);
+        match self.driver.derive_with(&ctx) {
+            Ok(desired) => {
+                self.desired_children = desired.children_hash();
+                self.desired = desired;
+                self.derive_error = None;
+                Ok(())
+            }
+            Err(e) if e.is_invalid_spec() => {
+                tracing::warn!(node.path = %self.path, error = %e, "invalid spec; keeping the last good desired state");
+                self.derive_error = Some(e.to_string());
+                Ok(())
+            }
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
+    /// A new spec from the parent (same worker type).
+    pub(super) fn update_spec(&mut self, spec: ChildSpec) -> Result<(), ActorProcessingErr> {
+        let hash = spec.hash();
+        if hash != self.spec_hash {
+            tracing::info!(node.path = %self.path, "spec updated");
+            self.spec = spec;
+            self.spec_hash = hash;
+        }
+        self.apply_inputs()
+    }
+
+    /// New inherited variables or location from the parent.
+    pub(super) fn update_context(
+        &mut self,
+        context: Arc<ParentContext>,
+    ) -> Result<(), ActorProcessingErr> {
+        if context.hash != self.inputs.context.hash {
+            self.inputs.context = context;
+        }
+        self.apply_inputs()
+    }
+
+    /// The variables this node's children inherit, and their hash.
+    pub(super) fn children_context(&self) -> &Arc<ParentContext> {
+        &self.inputs.own
+    }
+}
+
+/// The internal variables of a node incarnation.
+pub(crate) fn internal_vars(id: String, path: &NodePath, worker_type: &str) -> InternalVars {
+    let created_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    InternalVars::new(id, path.clone(), worker_type, created_at_ms)
+}
