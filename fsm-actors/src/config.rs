@@ -42,6 +42,10 @@ pub struct TreeConfig {
     pub recovery_heartbeat: Duration,
     /// Fleet-wide variables, `{{ global.* }}` in every node's templates.
     pub globals: fsm_core::Map,
+    /// The meter the tree records its metrics on; `None`: the global meter
+    /// provider's (install [`Telemetry`](crate::telemetry::Telemetry) before
+    /// spawning the tree).
+    pub meter: Option<opentelemetry::metrics::Meter>,
     /// The seed of the per-node random generators (backoff jitter, fault
     /// injection). Each node mixes in its path, so siblings differ.
     pub seed: u64,
@@ -67,6 +71,7 @@ impl Default for TreeConfig {
             supervision: Supervision::default(),
             recovery_heartbeat: Duration::from_secs(10),
             globals: fsm_core::Map::new(),
+            meter: None,
             seed: 0x5eed_f5a2,
             executor: ExecutorConfig::default(),
             stop_timeout: Duration::from_secs(10),

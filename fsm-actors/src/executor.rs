@@ -16,14 +16,20 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use fsm_core::{ActionContext, ActionOutcome, ActionReport, BoxedAction, NodePath, panic_message};
 use futures::FutureExt;
+use opentelemetry::KeyValue;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::ExecutorConfig;
 use crate::node::NodeMsg;
 use crate::snapshot::ExecutorStats;
+use crate::telemetry;
+use crate::telemetry::metrics::{Metrics, path_attr};
 
 /// Identifies one enqueued action within a tree.
 pub(crate) type ActionId = u64;
@@ -34,6 +40,14 @@ pub(crate) struct ActionRequest {
     pub(crate) path: NodePath,
     pub(crate) owner: ActorRef<NodeMsg>,
     pub(crate) action: BoxedAction,
+    /// The tick span that asked for it, for the action span's link.
+    pub(crate) origin: Option<opentelemetry::trace::SpanContext>,
+}
+
+/// How the executor is started.
+pub(crate) struct ExecutorArgs {
+    pub(crate) config: ExecutorConfig,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 pub(crate) enum ExecMsg {
@@ -54,10 +68,12 @@ struct Running {
     owner: ActorRef<NodeMsg>,
     name: &'static str,
     cancel: CancellationToken,
+    started: tokio::time::Instant,
 }
 
 pub(crate) struct ExecutorState {
     config: ExecutorConfig,
+    metrics: Arc<Metrics>,
     queue: VecDeque<ActionRequest>,
     running: HashMap<ActionId, Running>,
     busy: HashSet<NodePath>,
@@ -67,15 +83,16 @@ pub(crate) struct ExecutorState {
 impl Actor for Executor {
     type Msg = ExecMsg;
     type State = ExecutorState;
-    type Arguments = ExecutorConfig;
+    type Arguments = ExecutorArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<ExecMsg>,
-        config: ExecutorConfig,
+        args: ExecutorArgs,
     ) -> Result<ExecutorState, ActorProcessingErr> {
         Ok(ExecutorState {
-            config,
+            config: args.config,
+            metrics: args.metrics,
             queue: VecDeque::new(),
             running: HashMap::new(),
             busy: HashSet::new(),
@@ -133,6 +150,13 @@ impl ExecutorState {
             return;
         }
         tracing::debug!(node.path = %req.path, action = req.action.name(), id = req.id, "action queued");
+        self.metrics.action_queued.add(
+            1,
+            &[
+                path_attr(&req.path),
+                KeyValue::new("action", req.action.name()),
+            ],
+        );
         self.queue.push_back(req);
         self.dispatch(myself);
     }
@@ -159,6 +183,7 @@ impl ExecutorState {
             path,
             owner,
             action,
+            origin,
         } = req;
         let cancel = CancellationToken::new();
         let name = action.name();
@@ -168,12 +193,34 @@ impl ExecutorState {
         let token = cancel.clone();
         let executor = myself.clone();
         tracing::debug!(node.path = %path, action = name, id, "action started");
-        tokio::spawn(async move {
-            let outcome = run_to_outcome(future, timeout, token).await;
-            // If the executor is gone the tree is shutting down; the outcome
-            // has nobody left to go to.
-            let _ = executor.cast(ExecMsg::Finished { id, outcome });
-        });
+        // Its own trace, linked to the tick that asked for it: the action
+        // outlives that tick.
+        let span = tracing::info_span!(
+            target: "fsm_actors",
+            parent: None,
+            "fsm.action",
+            node.path = %path,
+            action = name,
+            outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        );
+        telemetry::link(&span, origin.as_ref());
+        tokio::spawn(
+            async move {
+                let outcome = run_to_outcome(future, timeout, token).await;
+                let current = tracing::Span::current();
+                current.record("outcome", outcome.label());
+                if let ActionOutcome::Failed(e) = &outcome {
+                    current.record("otel.status_code", "ERROR");
+                    current.record("otel.status_message", e.as_str());
+                }
+                // If the executor is gone the tree is shutting down; the
+                // outcome has nobody left to go to.
+                let _ = executor.cast(ExecMsg::Finished { id, outcome });
+            }
+            .instrument(span),
+        );
         self.stats.started += 1;
         self.busy.insert(path.clone());
         self.running.insert(
@@ -183,8 +230,16 @@ impl ExecutorState {
                 owner,
                 name,
                 cancel,
+                started: tokio::time::Instant::now(),
             },
         );
+        self.record_utilization();
+    }
+
+    fn record_utilization(&self) {
+        #[allow(clippy::cast_precision_loss)] // A ratio of two small counts.
+        let ratio = self.running.len() as f64 / self.config.concurrency.max(1) as f64;
+        self.metrics.pool_utilization.record(ratio, &[]);
     }
 
     fn finished(&mut self, id: ActionId, outcome: ActionOutcome, myself: &ActorRef<ExecMsg>) {
@@ -193,6 +248,18 @@ impl ExecutorState {
         };
         self.busy.remove(&run.path);
         tracing::debug!(node.path = %run.path, action = run.name, id, outcome = outcome.label(), "action finished");
+        let attrs = [
+            path_attr(&run.path),
+            KeyValue::new("action", run.name),
+            KeyValue::new("outcome", outcome.label()),
+        ];
+        self.metrics
+            .action_duration
+            .record(run.started.elapsed().as_secs_f64(), &attrs);
+        if outcome == ActionOutcome::TimedOut {
+            self.metrics.action_timeouts.add(1, &attrs[..2]);
+        }
+        self.record_utilization();
         self.deliver(&run.owner, id, run.name, outcome);
         self.dispatch(myself);
     }

@@ -35,6 +35,7 @@ mod faults;
 mod node;
 mod runbook;
 mod snapshot;
+pub mod telemetry;
 mod tree;
 
 pub use config::{ConfigError, ExecutorConfig, TreeConfig};

@@ -13,10 +13,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::TreeConfig;
 use crate::error::TreeError;
-use crate::executor::{ExecMsg, Executor};
+use crate::executor::{ExecMsg, Executor, ExecutorArgs};
 use crate::node::top::{top_driver, top_spec};
 use crate::node::{NodeActor, NodeArgs, NodeMsg, Shared};
 use crate::snapshot::{ExecutorStats, FatalError, NodeSnapshot, ShutdownReport, TreeStatus};
+use crate::telemetry::metrics::Metrics;
 
 /// A running tree of supervised workers.
 ///
@@ -85,7 +86,15 @@ impl Tree {
     ) -> Result<Self, TreeError> {
         config.validate()?;
         validate_root(&root, &registry)?;
-        let (executor, _) = Actor::spawn(None, Executor, config.executor.clone())
+        let metrics = Arc::new(match &config.meter {
+            Some(meter) => Metrics::new(meter),
+            None => Metrics::from_global(),
+        });
+        let executor_args = ExecutorArgs {
+            config: config.executor.clone(),
+            metrics: Arc::clone(&metrics),
+        };
+        let (executor, _) = Actor::spawn(None, Executor, executor_args)
             .await
             .map_err(|e| TreeError::Spawn(e.to_string()))?;
         let (status_tx, status) = watch::channel(TreeStatus::default());
@@ -96,6 +105,7 @@ impl Tree {
             status: status_tx,
             next_action_id: AtomicU64::new(0),
             live_nodes: AtomicU64::new(0),
+            metrics,
             templates: fsm_templates::Templates::new(),
             chaos: AtomicU64::new(0f64.to_bits()),
         });
@@ -126,7 +136,7 @@ impl Tree {
                 interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 loop {
                     interval.tick().await;
-                    if top.cast(NodeMsg::Tick).is_err() {
+                    if top.cast(NodeMsg::Tick(tracing::Span::none())).is_err() {
                         break;
                     }
                 }
@@ -150,7 +160,7 @@ impl Tree {
     /// [`TreeError::NotRunning`] once the tree is gone.
     pub fn tick(&self) -> Result<(), TreeError> {
         self.top
-            .cast(NodeMsg::Tick)
+            .cast(NodeMsg::Tick(tracing::Span::none()))
             .map_err(|_| TreeError::NotRunning)
     }
 

@@ -182,10 +182,18 @@ impl NodeState {
             );
         let variables = bundle.flatten();
         let renderer = SpecRenderer::new(&self.shared.templates, &variables, path);
-        if let Err(e) = self
+        let started = std::time::Instant::now();
+        let installed = self
             .driver
-            .set_spec_rendered(&self.spec.user_spec, &renderer)
-        {
+            .set_spec_rendered(&self.spec.user_spec, &renderer);
+        if self.spec.user_spec.has_templates() {
+            let attrs = std::slice::from_ref(&self.metric_path);
+            self.shared
+                .metrics
+                .template_duration
+                .record(started.elapsed().as_secs_f64(), attrs);
+        }
+        if let Err(e) = installed {
             return Err(match renderer.take_error() {
                 Some(render) => render.to_string(),
                 None => format!(

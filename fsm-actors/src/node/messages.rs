@@ -12,8 +12,10 @@ use crate::snapshot::{NodeSnapshot, StopRecord, SubtreeCounts};
 
 /// A message to a node actor.
 pub(crate) enum NodeMsg {
-    /// Do one tick of work, then forward the tick to the children.
-    Tick,
+    /// Do one tick of work, then forward the tick to the children. Carries
+    /// the parent's tick span (disabled at the top), so that one root tick
+    /// is one trace.
+    Tick(tracing::Span),
     /// The node's spec changed (same worker type): decode it and derive
     /// again; the node keeps running.
     UpdateSpec(Box<ChildSpec>),

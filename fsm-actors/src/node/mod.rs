@@ -55,9 +55,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use opentelemetry::KeyValue;
+use tracing::Instrument;
+
 use crate::config::TreeConfig;
 use crate::executor::{ActionId, ActionRequest, ExecMsg};
 use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts, TreeStatus};
+use crate::telemetry;
+use crate::telemetry::metrics::{Metrics, path_attr};
 use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
 use inputs::{Inputs, internal_vars};
@@ -76,6 +81,8 @@ pub(crate) struct Shared {
     pub(crate) next_action_id: AtomicU64,
     /// Node actors alive now (the top node excluded).
     pub(crate) live_nodes: AtomicU64,
+    /// The tree's metric instruments.
+    pub(crate) metrics: Arc<Metrics>,
     /// The fault-injection probability per node and tick, as `f64` bits.
     pub(crate) chaos: AtomicU64,
 }
@@ -188,6 +195,13 @@ pub(crate) struct NodeState {
     ticks: u64,
     reported: Option<Reported>,
     shutting_down: bool,
+    /// The OpenTelemetry context of the last tick span (for links from
+    /// restarts and actions), when spans are exported.
+    tick_origin: Option<opentelemetry::trace::SpanContext>,
+    /// The `path` metric attribute.
+    metric_path: KeyValue,
+    /// The children count last recorded as a metric.
+    recorded_children: Option<usize>,
     /// The last of this node's stops of single children (removal,
     /// replacement, group restart). Each stop waits for the one before, so
     /// that subtrees stop one at a time, in the order they were asked to.
@@ -227,6 +241,7 @@ impl Actor for NodeActor {
         seed.write_str(args.path.as_str());
         seed.write_u64(args.generation);
         let spec_hash = args.spec.hash();
+        let metric_path = path_attr(&args.path);
         Ok(NodeState {
             path: args.path,
             spec: args.spec,
@@ -265,6 +280,9 @@ impl Actor for NodeActor {
             ticks: 0,
             reported: None,
             shutting_down: false,
+            tick_origin: None,
+            metric_path,
+            recorded_children: None,
             stop_chain: None,
         })
     }
@@ -275,7 +293,7 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         state.apply_inputs()?;
-        state.start_collect(&myself);
+        state.start_collect(&myself, &tracing::Span::none());
         Ok(())
     }
 
@@ -293,7 +311,7 @@ impl Actor for NodeActor {
             return Ok(());
         }
         match msg {
-            NodeMsg::Tick => state.tick(&myself).await?,
+            NodeMsg::Tick(parent) => state.tick(&myself, parent).await?,
             NodeMsg::UpdateSpec(spec) => state.update_spec(*spec)?,
             NodeMsg::ParentContext(context) => state.update_context(context)?,
             NodeMsg::ParentState(mapped) => state.parent_state = mapped,
@@ -376,7 +394,37 @@ impl NodeState {
 
     // ----- tick -------------------------------------------------------
 
-    async fn tick(&mut self, myself: &ActorRef<NodeMsg>) -> Result<(), ActorProcessingErr> {
+    /// One tick, inside its span: a child of the parent's tick span (the
+    /// root's is the root of the tick's trace; the top node has none).
+    async fn tick(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        parent: tracing::Span,
+    ) -> Result<(), ActorProcessingErr> {
+        let span = if self.is_top() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                target: "fsm_actors",
+                parent: &parent,
+                "fsm.tick",
+                node.path = %self.path,
+                worker.type = %self.spec.worker_type,
+                state.before = self.driver.state_name(),
+                state.after = tracing::field::Empty,
+            )
+        };
+        self.tick_origin = telemetry::span_context(&span);
+        let result = self.tick_work(myself, &span).instrument(span.clone()).await;
+        span.record("state.after", self.driver.state_name());
+        result
+    }
+
+    async fn tick_work(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        span: &tracing::Span,
+    ) -> Result<(), ActorProcessingErr> {
         self.ticks += 1;
         let now = Instant::now();
         self.inject_fault();
@@ -397,7 +445,7 @@ impl NodeState {
         self.map_states();
         for child in self.children.entries() {
             if let Some(actor) = child.actor() {
-                let _ = actor.cast(NodeMsg::Tick);
+                let _ = actor.cast(NodeMsg::Tick(span.clone()));
             }
         }
         if !self.circuit.is_open() {
@@ -412,7 +460,7 @@ impl NodeState {
                 None => {}
             }
         }
-        self.start_collect(myself);
+        self.start_collect(myself, span);
         self.report(now);
         Ok(())
     }
@@ -449,16 +497,25 @@ impl NodeState {
             .circuit
             .update(self.children.any_faulty(), now.into_std())
         {
-            Some(CircuitChange::Opened) => tracing::warn!(
-                node.path = %self.path,
-                restarting = self.children.restarting_count(),
-                "circuit opened: a child failed, is restarting or is stale; pausing this node's state machine"
-            ),
-            Some(CircuitChange::Closed { open_for }) => tracing::info!(
-                node.path = %self.path,
-                open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
-                "circuit closed: all children healthy again"
-            ),
+            Some(CircuitChange::Opened) => {
+                tracing::warn!(
+                    node.path = %self.path,
+                    restarting = self.children.restarting_count(),
+                    "circuit opened: a child failed, is restarting or is stale; pausing this node's state machine"
+                );
+                let attrs = std::slice::from_ref(&self.metric_path);
+                self.shared.metrics.circuit_open.record(1, attrs);
+            }
+            Some(CircuitChange::Closed { open_for }) => {
+                tracing::info!(
+                    node.path = %self.path,
+                    open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
+                    "circuit closed: all children healthy again"
+                );
+                let attrs = std::slice::from_ref(&self.metric_path);
+                self.shared.metrics.circuit_open.record(0, attrs);
+                self.shared.metrics.infrastructure_recovery.add(1, attrs);
+            }
             None => {}
         }
         if self
@@ -517,7 +574,10 @@ impl NodeState {
             .cloned()
             .collect();
         let plan = plan_children(&self.children.planned(), &wanted);
-        if !plan.is_empty() {
+        let started = std::time::Instant::now();
+        let span = if plan.is_empty() {
+            tracing::Span::none()
+        } else {
             let counts = plan.counts();
             tracing::debug!(
                 node.path = %self.path,
@@ -525,7 +585,18 @@ impl NodeState {
                 replaced = counts.replaced, stopped = counts.stopped,
                 "reconciling children"
             );
-        }
+            tracing::info_span!(
+                target: "fsm_actors",
+                "fsm.reconcile",
+                node.path = %self.path,
+                worker.type = %self.spec.worker_type,
+                spawned = counts.spawned,
+                updated = counts.updated,
+                replaced = counts.replaced,
+                stopped = counts.stopped,
+            )
+        };
+        let did_work = !plan.is_empty();
         let now = Instant::now();
         for step in plan.steps {
             match step {
@@ -579,7 +650,15 @@ impl NodeState {
         }
         self.desired.children = declared;
         self.applied_children = Some(declared_hash);
-        self.start_due_children(myself).await
+        let result = self.start_due_children(myself).instrument(span).await;
+        if did_work {
+            let attrs = std::slice::from_ref(&self.metric_path);
+            self.shared
+                .metrics
+                .reconcile_duration
+                .record(started.elapsed().as_secs_f64(), attrs);
+        }
+        result
     }
 
     fn child_report(&mut self, report: ChildReport) {
@@ -626,10 +705,20 @@ impl NodeState {
         now.saturating_duration_since(since) > self.config().stale_after
     }
 
-    fn start_collect(&mut self, myself: &ActorRef<NodeMsg>) {
+    /// Starts a collect in its own task, with a span under `parent` (the
+    /// tick's, or none between ticks).
+    fn start_collect(&mut self, myself: &ActorRef<NodeMsg>, parent: &tracing::Span) {
         if self.collector.in_flight || !self.driver.has_spec() {
             return;
         }
+        let span = tracing::info_span!(
+            target: "fsm_actors",
+            parent: parent,
+            "fsm.collect",
+            node.path = %self.path,
+            worker.type = %self.spec.worker_type,
+            error = tracing::field::Empty,
+        );
         self.collector.seq += 1;
         self.collector.in_flight = true;
         self.collector.again = false;
@@ -637,19 +726,25 @@ impl NodeState {
         let future = self.driver.collect(&self.path);
         let timeout = self.config().observation_timeout;
         let me = myself.clone();
-        self.collector.task = Some(AbortOnDrop(tokio::spawn(async move {
-            let guarded = std::panic::AssertUnwindSafe(future).catch_unwind();
-            let result = match tokio::time::timeout(timeout, guarded).await {
-                Err(_) => Err(format!("collect timed out after {timeout:?}")),
-                Ok(Err(panic)) => Err(format!(
-                    "collect panicked: {}",
-                    panic_message(panic.as_ref())
-                )),
-                Ok(Ok(Err(e))) => Err(format!("collect failed: {e}")),
-                Ok(Ok(Ok(observation))) => Ok(observation),
-            };
-            let _ = me.cast(NodeMsg::Observed { seq, result });
-        })));
+        self.collector.task = Some(AbortOnDrop(tokio::spawn(
+            async move {
+                let guarded = std::panic::AssertUnwindSafe(future).catch_unwind();
+                let result = match tokio::time::timeout(timeout, guarded).await {
+                    Err(_) => Err(format!("collect timed out after {timeout:?}")),
+                    Ok(Err(panic)) => Err(format!(
+                        "collect panicked: {}",
+                        panic_message(panic.as_ref())
+                    )),
+                    Ok(Ok(Err(e))) => Err(format!("collect failed: {e}")),
+                    Ok(Ok(Ok(observation))) => Ok(observation),
+                };
+                if let Err(e) = &result {
+                    tracing::Span::current().record("error", e.as_str());
+                }
+                let _ = me.cast(NodeMsg::Observed { seq, result });
+            }
+            .instrument(span),
+        )));
     }
 
     fn observed(
@@ -677,7 +772,7 @@ impl NodeState {
             }
         }
         if self.collector.again {
-            self.start_collect(myself);
+            self.start_collect(myself, &tracing::Span::none());
         }
     }
 
@@ -707,6 +802,14 @@ impl NodeState {
                 reason = %outcome.reason,
                 "state transition"
             );
+            self.shared.metrics.state_transitions.add(
+                1,
+                &[
+                    self.metric_path.clone(),
+                    KeyValue::new("from", outcome.from),
+                    KeyValue::new("to", to),
+                ],
+            );
         }
         if let Some(signal) = outcome.signal {
             tracing::info!(node.path = %self.path, ?signal, reason = %outcome.reason, "signal raised");
@@ -729,6 +832,7 @@ impl NodeState {
             path: self.path.clone(),
             owner: myself.clone(),
             action,
+            origin: self.tick_origin.clone(),
         };
         match self.shared.executor.cast(ExecMsg::Enqueue(request)) {
             Ok(()) => self.action = Some((id, name)),
@@ -761,7 +865,7 @@ impl NodeState {
         if self.collector.in_flight {
             self.collector.again = true;
         } else {
-            self.start_collect(myself);
+            self.start_collect(myself, &tracing::Span::none());
         }
     }
 
@@ -812,6 +916,15 @@ impl NodeState {
     }
 
     fn report(&mut self, now: Instant) {
+        let count = self.children.len();
+        if self.recorded_children != Some(count) {
+            self.recorded_children = Some(count);
+            let attrs = std::slice::from_ref(&self.metric_path);
+            self.shared
+                .metrics
+                .children_count
+                .record(count as u64, attrs);
+        }
         let healthy = self.is_healthy(now);
         let stale = self.is_stale(now);
         let self_converged = self.self_converged(now);

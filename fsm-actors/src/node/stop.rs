@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::{NodeMsg, NodeState};
 use crate::executor::ExecMsg;
 use crate::snapshot::{StopOutcome, StopRecord};
+use tracing::Instrument;
 
 /// The stop reason of a node that finished its work (`NeedsRemoval`).
 pub(crate) const EXIT_NORMAL: &str = "normal";
@@ -54,15 +55,24 @@ impl NodeState {
         // One subtree at a time, in the order asked (callers ask in reverse
         // start order): this stop begins once the previous one has ended.
         let previous = self.stop_chain.take();
-        self.stop_chain = Some(tokio::spawn(async move {
-            if let Some(previous) = previous {
-                let _ = previous.await;
+        let span = tracing::info_span!(
+            target: "fsm_actors",
+            parent: &tracing::Span::current(),
+            "fsm.child.stop",
+            node.path = %path,
+        );
+        self.stop_chain = Some(tokio::spawn(
+            async move {
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
+                let deadline = Instant::now() + stop_timeout;
+                let records = stop_subtree(&actor, &path, deadline).await;
+                let _ = executor.cast(ExecMsg::CancelSubtree(path));
+                let _ = me.cast(NodeMsg::ChildStopped { id, records });
             }
-            let deadline = Instant::now() + stop_timeout;
-            let records = stop_subtree(&actor, &path, deadline).await;
-            let _ = executor.cast(ExecMsg::CancelSubtree(path));
-            let _ = me.cast(NodeMsg::ChildStopped { id, records });
-        }));
+            .instrument(span),
+        ));
     }
 
     /// Stops every child in order and waits, up to `deadline`: first those

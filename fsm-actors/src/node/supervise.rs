@@ -18,6 +18,9 @@ use super::{NodeActor, NodeArgs, NodeMsg, NodeState};
 use crate::executor::ExecMsg;
 use crate::runbook;
 use crate::snapshot::{FatalError, StopOutcome, StopRecord};
+use crate::telemetry;
+use crate::telemetry::metrics::path_attr;
+use tracing::Instrument;
 
 /// A supervisor gave up: more restarts than its intensity allows.
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +188,25 @@ impl NodeState {
             strategy = ?supervision.strategy,
             "restart scheduled"
         );
+        // A restart happens between ticks: its span starts its own trace,
+        // linked to this node's last tick.
+        let span = tracing::info_span!(
+            target: "fsm_actors",
+            parent: None,
+            "fsm.child.restart",
+            node.path = %failed_path,
+            parent.path = %self.path,
+            failure = %failure,
+            attempt,
+            delay_ms = ms(delay),
+            strategy = ?supervision.strategy,
+        );
+        telemetry::link(&span, self.tick_origin.as_ref());
+        drop(span);
+        self.shared
+            .metrics
+            .restarts
+            .add(1, &[path_attr(&failed_path)]);
         // The timer task is detached: it sends one message and ends.
         drop(myself.send_after(delay, || NodeMsg::RestartDue));
         Ok(())
@@ -253,7 +275,17 @@ impl NodeState {
             shared: Arc::clone(&self.shared),
             driver: None,
         };
-        match Actor::spawn_linked(None, NodeActor, args, myself.get_cell()).await {
+        let span = tracing::info_span!(
+            target: "fsm_actors",
+            "fsm.child.spawn",
+            node.path = %path,
+            worker.type = %args.spec.worker_type,
+            restarts,
+        );
+        match Actor::spawn_linked(None, NodeActor, args, myself.get_cell())
+            .instrument(span)
+            .await
+        {
             Ok((actor, _)) => {
                 tracing::debug!(node.path = %path, restarts, "child started");
                 self.children

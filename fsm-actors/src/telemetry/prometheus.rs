@@ -1,0 +1,321 @@
+//! Prometheus text exposition of the tree's metrics, and a small HTTP
+//! endpoint serving it at `/metrics`.
+//!
+//! The metrics are OpenTelemetry metrics; this exporter renders the SDK's
+//! cumulative data in the Prometheus text format (version 0.0.4): counters
+//! get a `_total` suffix if they lack one, histograms become `_bucket`,
+//! `_sum` and `_count` series. A scrape forces a fresh collection, so the
+//! values are current.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use opentelemetry::{KeyValue, Value as OtelValue};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::metrics::{SdkMeterProvider, Temporality};
+
+/// Renders every export as Prometheus text and keeps the latest.
+#[derive(Clone, Debug, Default)]
+pub struct PrometheusExporter {
+    latest: Arc<Mutex<String>>,
+}
+
+impl PrometheusExporter {
+    /// An exporter with nothing collected yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The text of the latest collection.
+    #[must_use]
+    pub fn text(&self) -> String {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl PushMetricExporter for PrometheusExporter {
+    async fn export(&self, metrics: &ResourceMetrics) -> OTelSdkResult {
+        let text = render(metrics);
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = text;
+        Ok(())
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        Ok(())
+    }
+
+    fn temporality(&self) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+/// A metric or label name made valid for Prometheus (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+fn sanitize(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('"', "\\\"")
+}
+
+fn label_value(v: &OtelValue) -> String {
+    match v {
+        OtelValue::String(s) => escape(s.as_str()),
+        other => escape(&other.to_string()),
+    }
+}
+
+fn labels<'a>(attrs: impl Iterator<Item = &'a KeyValue>, extra: Option<(&str, String)>) -> String {
+    let mut parts: Vec<String> = attrs
+        .map(|kv| {
+            format!(
+                "{}=\"{}\"",
+                sanitize(kv.key.as_str()),
+                label_value(&kv.value)
+            )
+        })
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+fn number(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".to_owned()
+        } else {
+            "-Inf".to_owned()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+trait AsF64: Copy {
+    fn as_f64(self) -> f64;
+}
+
+impl AsF64 for f64 {
+    fn as_f64(self) -> f64 {
+        self
+    }
+}
+
+impl AsF64 for u64 {
+    #[allow(clippy::cast_precision_loss)] // Prometheus values are doubles.
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl AsF64 for i64 {
+    #[allow(clippy::cast_precision_loss)] // Prometheus values are doubles.
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+fn write_data<T: AsF64>(out: &mut String, name: &str, help: &str, data: &MetricData<T>) {
+    match data {
+        MetricData::Gauge(g) => {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for p in g.data_points() {
+                let _ = writeln!(
+                    out,
+                    "{name}{} {}",
+                    labels(p.attributes(), None),
+                    number(p.value().as_f64())
+                );
+            }
+        }
+        MetricData::Sum(s) => {
+            let (name, kind) = if s.is_monotonic() {
+                let n = if name.ends_with("_total") {
+                    name.to_owned()
+                } else {
+                    format!("{name}_total")
+                };
+                (n, "counter")
+            } else {
+                (name.to_owned(), "gauge")
+            };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for p in s.data_points() {
+                let _ = writeln!(
+                    out,
+                    "{name}{} {}",
+                    labels(p.attributes(), None),
+                    number(p.value().as_f64())
+                );
+            }
+        }
+        MetricData::Histogram(h) => {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for p in h.data_points() {
+                let mut cumulative = 0u64;
+                for (bound, count) in p.bounds().zip(p.bucket_counts()) {
+                    cumulative += count;
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {cumulative}",
+                        labels(p.attributes(), Some(("le", number(bound))))
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {}",
+                    labels(p.attributes(), Some(("le", "+Inf".to_owned()))),
+                    p.count()
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{} {}",
+                    labels(p.attributes(), None),
+                    number(p.sum().as_f64())
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}_count{} {}",
+                    labels(p.attributes(), None),
+                    p.count()
+                );
+            }
+        }
+        MetricData::ExponentialHistogram(h) => {
+            // Rendered as a summary of count and sum: Prometheus text has no
+            // exponential buckets.
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+            for p in h.data_points() {
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{} {}",
+                    labels(p.attributes(), None),
+                    number(p.sum().as_f64())
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}_count{} {}",
+                    labels(p.attributes(), None),
+                    p.count()
+                );
+            }
+        }
+    }
+}
+
+/// Renders a collection as Prometheus text.
+#[must_use]
+pub fn render(metrics: &ResourceMetrics) -> String {
+    let mut out = String::new();
+    for scope in metrics.scope_metrics() {
+        for metric in scope.metrics() {
+            let name = sanitize(metric.name());
+            let help = escape(metric.description());
+            match metric.data() {
+                AggregatedMetrics::F64(d) => write_data(&mut out, &name, &help, d),
+                AggregatedMetrics::U64(d) => write_data(&mut out, &name, &help, d),
+                AggregatedMetrics::I64(d) => write_data(&mut out, &name, &help, d),
+            }
+        }
+    }
+    out
+}
+
+/// Serves `/metrics` on `addr` from a background thread until the process
+/// ends. Each scrape forces a collection through `provider` first.
+///
+/// # Errors
+///
+/// When the address cannot be bound.
+pub fn serve(
+    addr: SocketAddr,
+    provider: SdkMeterProvider,
+    exporter: PrometheusExporter,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("fsm-metrics".to_owned())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = answer(stream, &provider, &exporter) {
+                    tracing::debug!(error = %e, "metrics request failed");
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+fn answer(
+    mut stream: TcpStream,
+    provider: &SdkMeterProvider,
+    exporter: &PrometheusExporter,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Skip the headers.
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("");
+    let (status, content_type, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+        let _ = provider.force_flush();
+        (
+            "200 OK",
+            "text/plain; version=0.0.4; charset=utf-8",
+            exporter.text(),
+        )
+    } else {
+        (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "try /metrics\n".to_owned(),
+        )
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
