@@ -40,6 +40,8 @@ pub(crate) struct ActionRequest {
     pub(crate) path: NodePath,
     pub(crate) owner: ActorRef<NodeMsg>,
     pub(crate) action: BoxedAction,
+    /// The worker type of the node, for the action span.
+    pub(crate) worker_type: Arc<str>,
     /// The tick span that asked for it, for the action span's link.
     pub(crate) origin: Option<opentelemetry::trace::SpanContext>,
 }
@@ -183,6 +185,7 @@ impl ExecutorState {
             path,
             owner,
             action,
+            worker_type,
             origin,
         } = req;
         let cancel = CancellationToken::new();
@@ -200,6 +203,7 @@ impl ExecutorState {
             parent: None,
             "fsm.action",
             node.path = %path,
+            worker.type = %worker_type,
             action = name,
             outcome = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,

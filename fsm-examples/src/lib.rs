@@ -1,14 +1,17 @@
-//! Example workers and the `fsm-demo` binary: a simulated plant of
-//! production lines, bridges, device connections and data flows, driven by
-//! fsmv2-rs.
+//! Example workers and binaries of fsmv2-rs: `fsm-demo` drives a simulated
+//! plant of production lines, bridges, device connections and data flows;
+//! `fsm-trace` prints the spans the runtime recorded.
 //!
 //! * [`workers`]: the workers and their registry;
 //! * [`sim`]: the simulated I/O they act on;
 //! * [`demo`]: the embedded root spec, the mid-run change and the readable
-//!   tree printer used by `fsm-demo`.
+//!   tree printer used by `fsm-demo`;
+//! * [`trace_view`]: reading and printing the span files of the JSON-lines
+//!   trace exporter, used by `fsm-trace`.
 
 #![forbid(unsafe_code)]
 
 pub mod demo;
 pub mod sim;
+pub mod trace_view;
 pub mod workers;

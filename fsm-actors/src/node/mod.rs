@@ -200,6 +200,8 @@ pub(crate) struct NodeState {
     tick_origin: Option<opentelemetry::trace::SpanContext>,
     /// The `path` metric attribute.
     metric_path: KeyValue,
+    /// The worker type, shared with the action spans.
+    worker_type: Arc<str>,
     /// The children count last recorded as a metric.
     recorded_children: Option<usize>,
     /// The last of this node's stops of single children (removal,
@@ -242,6 +244,7 @@ impl Actor for NodeActor {
         seed.write_u64(args.generation);
         let spec_hash = args.spec.hash();
         let metric_path = path_attr(&args.path);
+        let worker_type = args.spec.worker_type.clone();
         Ok(NodeState {
             path: args.path,
             spec: args.spec,
@@ -282,6 +285,7 @@ impl Actor for NodeActor {
             shutting_down: false,
             tick_origin: None,
             metric_path,
+            worker_type: Arc::from(worker_type.as_str()),
             recorded_children: None,
             stop_chain: None,
         })
@@ -575,7 +579,7 @@ impl NodeState {
             .collect();
         let plan = plan_children(&self.children.planned(), &wanted);
         let started = std::time::Instant::now();
-        let span = if plan.is_empty() {
+        let span = if plan.is_empty() || self.is_top() {
             tracing::Span::none()
         } else {
             let counts = plan.counts();
@@ -604,7 +608,14 @@ impl NodeState {
                     if let Some(i) = self.children.index_of(&name) {
                         let entry = self.children.remove_at(i);
                         if let Some(actor) = entry.actor() {
-                            self.stop_child(&entry.path, &name, actor.clone(), myself);
+                            let worker_type = entry.spec.worker_type.clone();
+                            self.stop_child(
+                                &entry.path,
+                                &name,
+                                &worker_type,
+                                actor.clone(),
+                                myself,
+                            );
                         }
                     }
                 }
@@ -629,6 +640,7 @@ impl NodeState {
                         "worker type changed; replacing the child"
                     );
                     if let Some(i) = self.children.index_of(&spec.name) {
+                        let old_type = self.children.entries()[i].spec.worker_type.clone();
                         let old = self.children.set_waiting(i, now, None);
                         self.children.update(i, |child| {
                             child.spec = spec.clone();
@@ -637,7 +649,7 @@ impl NodeState {
                         });
                         if let Some(actor) = old {
                             let path = self.path.child(&spec.name);
-                            self.stop_child(&path, &spec.name, actor, myself);
+                            self.stop_child(&path, &spec.name, &old_type, actor, myself);
                         }
                     }
                 }
@@ -711,14 +723,18 @@ impl NodeState {
         if self.collector.in_flight || !self.driver.has_spec() {
             return;
         }
-        let span = tracing::info_span!(
-            target: "fsm_actors",
-            parent: parent,
-            "fsm.collect",
-            node.path = %self.path,
-            worker.type = %self.spec.worker_type,
-            error = tracing::field::Empty,
-        );
+        let span = if self.is_top() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                target: "fsm_actors",
+                parent: parent,
+                "fsm.collect",
+                node.path = %self.path,
+                worker.type = %self.spec.worker_type,
+                error = tracing::field::Empty,
+            )
+        };
         self.collector.seq += 1;
         self.collector.in_flight = true;
         self.collector.again = false;
@@ -767,7 +783,7 @@ impl NodeState {
                 }
             }
             Err(e) => {
-                tracing::debug!(node.path = %self.path, error = %e, "observation failed");
+                tracing::trace!(node.path = %self.path, error = %e, "observation failed");
                 self.collector.last_error = Some(e);
             }
         }
@@ -832,6 +848,7 @@ impl NodeState {
             path: self.path.clone(),
             owner: myself.clone(),
             action,
+            worker_type: Arc::clone(&self.worker_type),
             origin: self.tick_origin.clone(),
         };
         match self.shared.executor.cast(ExecMsg::Enqueue(request)) {

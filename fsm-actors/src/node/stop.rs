@@ -42,6 +42,7 @@ impl NodeState {
         &mut self,
         path: &NodePath,
         name: &str,
+        worker_type: &str,
         actor: ActorRef<NodeMsg>,
         myself: &ActorRef<NodeMsg>,
     ) {
@@ -55,12 +56,7 @@ impl NodeState {
         // One subtree at a time, in the order asked (callers ask in reverse
         // start order): this stop begins once the previous one has ended.
         let previous = self.stop_chain.take();
-        let span = tracing::info_span!(
-            target: "fsm_actors",
-            parent: &tracing::Span::current(),
-            "fsm.child.stop",
-            node.path = %path,
-        );
+        let span = stop_span(&path, worker_type);
         self.stop_chain = Some(tokio::spawn(
             async move {
                 if let Some(previous) = previous {
@@ -90,7 +86,10 @@ impl NodeState {
         while let Some(child) = self.children.pop_last() {
             if let Some(actor) = child.actor() {
                 self.children.mark_stopping(child.name(), actor.clone());
-                records.extend(stop_subtree(actor, &child.path, child_deadline).await);
+                let stopped = stop_subtree(actor, &child.path, child_deadline)
+                    .instrument(stop_span(&child.path, &child.spec.worker_type))
+                    .await;
+                records.extend(stopped);
             }
         }
         for actor in self.children.stopping_actors() {
@@ -140,6 +139,17 @@ impl NodeState {
 
 /// Asks a child to stop its subtree in order and waits for it to exit, up to
 /// `deadline`; past it, kills the child (and with it, its subtree).
+/// The span of stopping the child at `path`, under the current span (the
+/// tick's, when a tick removes it).
+fn stop_span(path: &NodePath, worker_type: &str) -> tracing::Span {
+    tracing::info_span!(
+        target: "fsm_actors",
+        "fsm.child.stop",
+        node.path = %path,
+        worker.type = worker_type,
+    )
+}
+
 pub(crate) async fn stop_subtree(
     actor: &ActorRef<NodeMsg>,
     path: &NodePath,

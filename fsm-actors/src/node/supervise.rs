@@ -109,6 +109,7 @@ impl NodeState {
         };
         let failed_path = entry.path.clone();
         let failed_name = entry.name().to_owned();
+        let failed_type = entry.spec.worker_type.clone();
         match self
             .restart_window
             .record(now.into_std(), supervision.intensity)
@@ -155,6 +156,7 @@ impl NodeState {
             };
             let entry = &self.children.entries()[i];
             let path = entry.path.clone();
+            let worker_type = entry.spec.worker_type.clone();
             let actor = if entry.spec.restart.restarts_as_bystander() {
                 let actor = self.children.set_waiting(
                     i,
@@ -169,7 +171,7 @@ impl NodeState {
                 entry.actor().cloned()
             };
             if let Some(actor) = actor {
-                self.stop_child(&path, &name, actor, myself);
+                self.stop_child(&path, &name, &worker_type, actor, myself);
             }
         }
 
@@ -195,6 +197,7 @@ impl NodeState {
             parent: None,
             "fsm.child.restart",
             node.path = %failed_path,
+            worker.type = %failed_type,
             parent.path = %self.path,
             failure = %failure,
             attempt,

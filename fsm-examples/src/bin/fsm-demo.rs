@@ -7,6 +7,8 @@
 //! cargo run -p fsm-examples --bin fsm-demo -- --print-spec > my.json
 //! cargo run -p fsm-examples --bin fsm-demo -- --spec my.json --static
 //! cargo run -p fsm-examples --bin fsm-demo -- --ticks 60 --chaos 0.05  # crash nodes, watch them recover
+//! cargo run -p fsm-examples --bin fsm-demo -- --trace-out trace.jsonl   # then: fsm-trace trace.jsonl
+//! cargo run -p fsm-examples --bin fsm-demo -- --ticks 2000 --metrics-addr 127.0.0.1:9464
 //! ```
 //!
 //! Logs go to stderr (`RUST_LOG=info` shows every state transition); the
@@ -20,6 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use fsm_actors::telemetry::Telemetry;
 use fsm_core::ChildSpec;
 use fsm_examples::demo::{DemoOptions, EMBEDDED_SPEC, embedded_root_spec, render_tree, run_demo};
 
@@ -50,6 +53,18 @@ struct Args {
     /// first half of the run (fault injection), then stop.
     #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_probability)]
     chaos: f64,
+    /// Write every span to FILE, one JSON object per line (read it with
+    /// `fsm-trace FILE`).
+    #[arg(long, value_name = "FILE")]
+    trace_out: Option<PathBuf>,
+    /// Serve the metrics for Prometheus at http://ADDR/metrics while the
+    /// demo runs (e.g. 127.0.0.1:9464; use more --ticks to keep it up).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Export traces and metrics over OTLP/HTTP to ENDPOINT
+    /// (e.g. http://localhost:4318).
+    #[arg(long, value_name = "ENDPOINT")]
+    otlp: Option<String>,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -65,13 +80,26 @@ fn parse_probability(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    let mut telemetry = Telemetry::new("fsm-demo");
+    if let Some(path) = &args.trace_out {
+        telemetry = telemetry.json_file(path);
+    }
+    if let Some(addr) = args.metrics_addr {
+        telemetry = telemetry.prometheus(addr);
+    }
+    if let Some(endpoint) = &args.otlp {
+        telemetry = telemetry.otlp(endpoint);
+    }
+    let telemetry = match telemetry.install() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("fsm-demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(addr) = telemetry.metrics_addr() {
+        eprintln!("fsm-demo: serving metrics on http://{addr}/metrics");
+    }
     if args.print_spec {
         print!("{EMBEDDED_SPEC}");
         return ExitCode::SUCCESS;
@@ -79,13 +107,16 @@ fn main() -> ExitCode {
     if args.chaos > 0.0 {
         fsm_actors::quiet_injected_faults();
     }
-    match run(&args) {
+    let code = match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fsm-demo: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Flushes the span file and the exporters.
+    drop(telemetry);
+    code
 }
 
 fn load_root(path: Option<&PathBuf>) -> Result<ChildSpec, String> {
