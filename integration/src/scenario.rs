@@ -36,27 +36,24 @@ pub struct WaitError {
     pub last: String,
 }
 
-/// Inspects the tree until `pred` holds for the root's snapshot, and returns
-/// that snapshot.
-///
-/// # Errors
-///
-/// [`WaitError`] with the last snapshot seen when `timeout` passes first.
-pub async fn wait_for_snapshot<F>(
-    tree: &Tree,
+/// Polls `probe` until it yields a value `pred` accepts, and returns it;
+/// `show` renders a rejected value for the error.
+async fn wait_until<T, E: std::fmt::Display, Fut>(
     what: &str,
     timeout: Duration,
-    mut pred: F,
-) -> Result<NodeSnapshot, WaitError>
+    mut probe: impl FnMut() -> Fut,
+    mut pred: impl FnMut(&T) -> bool,
+    show: impl Fn(&T) -> String,
+) -> Result<T, WaitError>
 where
-    F: FnMut(&NodeSnapshot) -> bool,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let last = match tree.inspect().await {
-            Ok(snapshot) if pred(&snapshot) => return Ok(snapshot),
-            Ok(snapshot) => render(&snapshot),
-            Err(e) => format!("(inspect failed: {e})"),
+        let last = match probe().await {
+            Ok(value) if pred(&value) => return Ok(value),
+            Ok(value) => show(&value),
+            Err(e) => format!("(failed: {e})"),
         };
         if tokio::time::Instant::now() >= deadline {
             return Err(WaitError {
@@ -69,6 +66,24 @@ where
     }
 }
 
+/// Inspects the tree until `pred` holds for the root's snapshot, and returns
+/// that snapshot.
+///
+/// # Errors
+///
+/// [`WaitError`] with the last snapshot seen when `timeout` passes first.
+pub async fn wait_for_snapshot<F>(
+    tree: &Tree,
+    what: &str,
+    timeout: Duration,
+    pred: F,
+) -> Result<NodeSnapshot, WaitError>
+where
+    F: FnMut(&NodeSnapshot) -> bool,
+{
+    wait_until(what, timeout, || tree.inspect(), pred, render).await
+}
+
 /// Reads the executor counters until `pred` holds for them, and returns
 /// them.
 ///
@@ -79,27 +94,19 @@ pub async fn wait_for_stats<F>(
     tree: &Tree,
     what: &str,
     timeout: Duration,
-    mut pred: F,
+    pred: F,
 ) -> Result<ExecutorStats, WaitError>
 where
     F: FnMut(&ExecutorStats) -> bool,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let last = match tree.executor_stats().await {
-            Ok(stats) if pred(&stats) => return Ok(stats),
-            Ok(stats) => format!("{stats:?}"),
-            Err(e) => format!("(executor_stats failed: {e})"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            return Err(WaitError {
-                what: what.to_owned(),
-                timeout,
-                last,
-            });
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    wait_until(
+        what,
+        timeout,
+        || tree.executor_stats(),
+        pred,
+        |s| format!("{s:?}"),
+    )
+    .await
 }
 
 /// One line per node: path, state → desired, health, convergence, action,

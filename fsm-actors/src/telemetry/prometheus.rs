@@ -150,92 +150,67 @@ impl AsF64 for i64 {
     }
 }
 
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One sample line: `name{labels} value`.
+fn sample(out: &mut String, name: &str, labels: &str, value: &str) {
+    let _ = writeln!(out, "{name}{labels} {value}");
+}
+
 fn write_data<T: AsF64>(out: &mut String, name: &str, help: &str, data: &MetricData<T>) {
     match data {
         MetricData::Gauge(g) => {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            header(out, name, help, "gauge");
             for p in g.data_points() {
-                let _ = writeln!(
-                    out,
-                    "{name}{} {}",
-                    labels(p.attributes(), None),
-                    number(p.value().as_f64())
-                );
+                let value = number(p.value().as_f64());
+                sample(out, name, &labels(p.attributes(), None), &value);
             }
         }
         MetricData::Sum(s) => {
-            let (name, kind) = if s.is_monotonic() {
-                let n = if name.ends_with("_total") {
-                    name.to_owned()
-                } else {
-                    format!("{name}_total")
-                };
-                (n, "counter")
-            } else {
-                (name.to_owned(), "gauge")
+            let (name, kind) = match (s.is_monotonic(), name.ends_with("_total")) {
+                (true, true) => (name.to_owned(), "counter"),
+                (true, false) => (format!("{name}_total"), "counter"),
+                (false, _) => (name.to_owned(), "gauge"),
             };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            header(out, &name, help, kind);
             for p in s.data_points() {
-                let _ = writeln!(
-                    out,
-                    "{name}{} {}",
-                    labels(p.attributes(), None),
-                    number(p.value().as_f64())
-                );
+                let value = number(p.value().as_f64());
+                sample(out, &name, &labels(p.attributes(), None), &value);
             }
         }
         MetricData::Histogram(h) => {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            header(out, name, help, "histogram");
+            let bucket = format!("{name}_bucket");
             for p in h.data_points() {
                 let mut cumulative = 0u64;
                 for (bound, count) in p.bounds().zip(p.bucket_counts()) {
                     cumulative += count;
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{} {cumulative}",
-                        labels(p.attributes(), Some(("le", number(bound))))
-                    );
+                    let le = labels(p.attributes(), Some(("le", number(bound))));
+                    sample(out, &bucket, &le, &cumulative.to_string());
                 }
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{} {}",
-                    labels(p.attributes(), Some(("le", "+Inf".to_owned()))),
-                    p.count()
-                );
-                let _ = writeln!(
-                    out,
-                    "{name}_sum{} {}",
-                    labels(p.attributes(), None),
-                    number(p.sum().as_f64())
-                );
-                let _ = writeln!(
-                    out,
-                    "{name}_count{} {}",
-                    labels(p.attributes(), None),
-                    p.count()
-                );
+                let inf = labels(p.attributes(), Some(("le", "+Inf".to_owned())));
+                sample(out, &bucket, &inf, &p.count().to_string());
+                let plain = labels(p.attributes(), None);
+                write_sum_count(out, name, &plain, p.sum().as_f64(), p.count());
             }
         }
         MetricData::ExponentialHistogram(h) => {
             // Rendered as a summary of count and sum: Prometheus text has no
             // exponential buckets.
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+            header(out, name, help, "summary");
             for p in h.data_points() {
-                let _ = writeln!(
-                    out,
-                    "{name}_sum{} {}",
-                    labels(p.attributes(), None),
-                    number(p.sum().as_f64())
-                );
-                let _ = writeln!(
-                    out,
-                    "{name}_count{} {}",
-                    labels(p.attributes(), None),
-                    p.count()
-                );
+                let plain = labels(p.attributes(), None);
+                write_sum_count(out, name, &plain, p.sum().as_f64(), p.count() as u64);
             }
         }
     }
+}
+
+fn write_sum_count(out: &mut String, name: &str, labels: &str, sum: f64, count: u64) {
+    sample(out, &format!("{name}_sum"), labels, &number(sum));
+    sample(out, &format!("{name}_count"), labels, &count.to_string());
 }
 
 /// Renders a collection as Prometheus text.
