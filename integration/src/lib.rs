@@ -2,12 +2,18 @@
 //! whole behaviour (children, target state, action and collect behaviour)
 //! comes from its spec, and a [`Journal`] that records what happened in
 //! which order.
+//!
+//! [`scale`] holds the pieces of the scale harness (the `scale` binary): a
+//! trivial worker that derives its children from a few numbers, and the
+//! same tree as bare ractor actors.
 
 #![forbid(unsafe_code)]
 
 pub mod probe;
 
 pub mod scenario;
+
+pub mod scale;
 
 pub use probe::{
     ActionMode, CollectMode, Event, Fault, Journal, Probe, ProbeSpec, ProbeWorld, probe_registry,

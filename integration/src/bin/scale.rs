@@ -1,0 +1,739 @@
+//! `scale`: how fsmv2-rs behaves with many workers, next to the same tree
+//! of bare ractor actors, in one run.
+//!
+//! ```sh
+//! cargo run --release -p integration --bin scale -- --workers 10000 --depth 4 [--json] [--ticks 200]
+//! ```
+//!
+//! # The tree
+//!
+//! `--workers N` nodes in `--depth D` levels with an even fan-out `f`, the
+//! smallest with `1 + f + … + f^(D-1) ≥ N`; every level is full but the
+//! last, which holds the rest spread evenly over the level above
+//! ([`Shape`]). Every node runs the trivial [`ScaleWorker`](integration::scale::ScaleWorker):
+//! its spec is nine numbers (its level, index, the shape and a change
+//! generation) from which it derives its children's specs, its collect
+//! returns at once, and it starts in its desired state, so it converges as
+//! soon as it has an observation. No actions run while it spawns.
+//!
+//! # Ticks
+//!
+//! The trees run with `tick_interval: None`: the harness sends every root
+//! tick itself, as fast as the tree processes them, so no figure is padded
+//! by a timer. The top node counts a tick when *it* handles one; to know a
+//! tick has reached the whole tree, every worker's state machine step (one
+//! per node per tick, after the node has forwarded the tick to its
+//! children) increments a shared counter, which wakes the harness when it
+//! reaches `N ×` the ticks sent. The bare actors count their tick at the
+//! same point with the same counter, so both sides pay the same for it.
+//!
+//! # The phases, in this order, in one process
+//!
+//! 1. **Baseline** (bare ractor): each actor `spawn_linked`s its children
+//!    once started, forwards `Tick`s and counts them.
+//!    `baseline_spawn_ms`: from spawning the root until all `N` actors have
+//!    started. Then `--warmup` ticks, the resident memory
+//!    (`baseline_rss_bytes_per_worker`: `VmRSS` now minus before spawning,
+//!    over `N`), and the measured ticks (`baseline_tick_cpu_us_per_worker`,
+//!    as below). The bare tree then stays alive, idle (parked tasks cost no
+//!    CPU), until the end of the run: freed memory would stay resident in
+//!    malloc's free lists (it keeps almost all of it) and phase 2 would
+//!    reuse it, understating phase 2's resident memory and sparing it the
+//!    page faults of fresh memory. Kept alive, both sides grow into fresh
+//!    memory and their deltas do not overlap. It is stopped last
+//!    (`baseline_shutdown_ms`, until every actor's state is dropped).
+//! 2. **fsmv2 tree**: `spawn_ms` from `Tree::spawn` until the tree status
+//!    says converged with `N` nodes converged. The harness sends one tick,
+//!    which spawns the whole tree level by level (a parent starts its
+//!    children, then forwards the tick to them); nodes converge on their
+//!    first observation. Another tick is sent only if the status has not
+//!    changed for a second (`spawn_ticks` counts the ticks; 1 means no
+//!    waiting is included). Then `--warmup` ticks, the resident memory
+//!    (`rss_bytes_per_worker`, as for the baseline, so after convergence),
+//!    and the measured ticks: `tick_cpu_us_per_worker` is the process's CPU
+//!    time (user + system of all threads, from `/proc/self/stat`, in clock
+//!    ticks of 10 ms) over the measured ticks, per tick, over `N`. At least
+//!    `--ticks` ticks are measured, more until they took `--min-cpu-ms` of
+//!    CPU (`ticks_measured`), so that the 10 ms resolution costs under 1 %.
+//!    Then the **change**: a new root spec gives a new generation to every
+//!    `--change-every`-th deepest-level node (1 %) and to their ancestors
+//!    (which pass it down); every other spec stays the same. Each changed
+//!    leaf goes to `applying` (not converged) and back to `running` once its
+//!    collect observes the generation, counting itself.
+//!    `change_converge_ms` runs from `update_root_spec` until all of them
+//!    have counted themselves *and* the tree status says converged, checked
+//!    after every tick round (`change_ticks` rounds, so the figure has the
+//!    granularity of a round); `change_seen_unconverged` says that the
+//!    status was seen unconverged in between, and `change_nodes_updated`
+//!    how many nodes derived again. Last, `shutdown_ms` for
+//!    `Tree::shutdown`, whose report must list `N` nodes, all clean.
+//! 3. **Actions**: a separate tree of `--action-workers` workers (a root and
+//!    its children) whose state machine issues a no-op action on every tick
+//!    when none of its own is in flight, until `--actions` have been issued;
+//!    tick rounds run back to back until all have run. `actions_per_sec`:
+//!    actions that succeeded (from `Tree::executor_stats`) per second of
+//!    wall time, with `executor.concurrency` = `--concurrency` and a queue
+//!    that cannot overflow (one action per node at most is in flight).
+//!
+//! The ratios are ours over bare ractor. `--phase baseline` or `--phase
+//! tree` runs one side only (the other side's fields are `null`), to check
+//! the sides do not disturb each other.
+//!
+//! The tree configuration differs from the default only where a large tree
+//! needs it: no timer, and staleness and collector-restart thresholds far
+//! above any spawn time (a node ticked once while 100,000 others start must
+//! not go stale before its next tick).
+
+// A command-line tool: printing its results (stdout) and its errors
+// (stderr) is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::error::Error;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use fsm_actors::{Tree, TreeConfig, TreeError};
+use integration::scale::bare::BareTree;
+use integration::scale::{
+    Counter, ScaleWorld, Shape, process_cpu, resident_bytes, root_spec, scale_registry,
+};
+use serde::Serialize;
+
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+/// Without a status change for this long while spawning, tick again.
+/// (One tick normally suffices: it spawns the whole tree, level by level,
+/// and nodes converge on their first observation. A busy runtime can go
+/// well over 100 ms without a status change while spawning, so the stall
+/// must be long; an extra tick shows in `spawn_ticks`.)
+const SPAWN_STALL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Phase {
+    /// Baseline, tree and actions.
+    All,
+    /// The bare ractor baseline only.
+    Baseline,
+    /// The fsmv2 tree and the actions only.
+    Tree,
+}
+
+/// Measures a tree of trivial workers against the same tree of bare ractor
+/// actors.
+#[derive(Debug, Parser)]
+#[command(name = "scale", version)]
+struct Args {
+    /// Nodes in the tree.
+    #[arg(long, default_value_t = 1000)]
+    workers: u64,
+    /// Levels of the tree (the root is one).
+    #[arg(long, default_value_t = 4)]
+    depth: u32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Root ticks measured (after the warm-up), at least; more while the
+    /// CPU time they took is below --min-cpu-ms.
+    #[arg(long, default_value_t = 200)]
+    ticks: u64,
+    /// The least CPU time, in milliseconds, a tick measurement runs for (the
+    /// CPU clock has a 10 ms resolution).
+    #[arg(long, default_value_t = 2000)]
+    min_cpu_ms: u64,
+    /// The most ticks a tick measurement runs.
+    #[arg(long, default_value_t = 100_000)]
+    max_ticks: u64,
+    /// Root ticks sent after convergence, before measuring.
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
+    /// The change touches every this many deepest-level nodes (100: 1 %).
+    #[arg(long, default_value_t = 100)]
+    change_every: u32,
+    /// Workers of the action tree.
+    #[arg(long, default_value_t = 1000)]
+    action_workers: u64,
+    /// No-op actions to run through the executor.
+    #[arg(long, default_value_t = 200_000)]
+    actions: u64,
+    /// The executor's concurrency in the action tree.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Which side to run.
+    #[arg(long, value_enum, default_value_t = Phase::All)]
+    phase: Phase,
+    /// The longest any single wait may take, in seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+}
+
+/// The JSON object printed under `--json`.
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    workers: u64,
+    depth: u32,
+    fanout: u64,
+    level_sizes: Vec<u64>,
+    cpus: usize,
+    warmup_ticks: u64,
+    tick_method: &'static str,
+    cpu_clock: &'static str,
+
+    spawn_ms: Option<f64>,
+    spawn_ticks: Option<u64>,
+    ticks_measured: Option<u64>,
+    tick_cpu_us_per_worker: Option<f64>,
+    tick_wall_ms: Option<f64>,
+    change_converge_ms: Option<f64>,
+    change_leaves: Option<u64>,
+    change_nodes_updated: Option<u64>,
+    change_ticks: Option<u64>,
+    change_seen_unconverged: Option<bool>,
+    shutdown_ms: Option<f64>,
+    rss_bytes_per_worker: Option<f64>,
+    actions_per_sec: Option<f64>,
+    action_workers: Option<u64>,
+    action_concurrency: Option<usize>,
+    actions_succeeded: Option<u64>,
+    actions_rejected: Option<u64>,
+
+    baseline_spawn_ms: Option<f64>,
+    baseline_ticks_measured: Option<u64>,
+    baseline_tick_cpu_us_per_worker: Option<f64>,
+    baseline_tick_wall_ms: Option<f64>,
+    baseline_rss_bytes_per_worker: Option<f64>,
+    baseline_shutdown_ms: Option<f64>,
+
+    spawn_ratio: Option<f64>,
+    tick_ratio: Option<f64>,
+    rss_ratio: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match scale(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scale: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn scale(args: &Args) -> Res<()> {
+    let shape = Shape::new(args.workers, args.depth)?;
+    if args.ticks == 0 {
+        return Err("--ticks must be at least 1".into());
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cpus)
+        .enable_all()
+        .build()?;
+    let mut report = Report {
+        workers: shape.workers(),
+        depth: shape.depth(),
+        fanout: shape.fanout(),
+        level_sizes: shape.level_sizes().to_vec(),
+        cpus,
+        warmup_ticks: args.warmup,
+        tick_method: "manual: tree.tick() (tick_interval None), the next only once every node has stepped on the previous one",
+        cpu_clock: "/proc/self/stat utime+stime, USER_HZ=100",
+        ..Report::default()
+    };
+    runtime.block_on(run(args, &shape, &mut report))?;
+    report.spawn_ratio = ratio(report.spawn_ms, report.baseline_spawn_ms);
+    report.tick_ratio = ratio(
+        report.tick_cpu_us_per_worker,
+        report.baseline_tick_cpu_us_per_worker,
+    );
+    report.rss_ratio = ratio(
+        report.rss_bytes_per_worker,
+        report.baseline_rss_bytes_per_worker,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+async fn run(args: &Args, shape: &Shape, report: &mut Report) -> Res<()> {
+    let timeout = Duration::from_secs(args.timeout_secs);
+    let bare = if args.phase == Phase::Tree {
+        None
+    } else {
+        Some(baseline(args, shape, report, timeout).await?)
+    };
+    if args.phase != Phase::Baseline {
+        ours(args, shape, report, timeout).await?;
+        actions(args, report, timeout).await?;
+    }
+    if let Some(bare) = bare {
+        let started = Instant::now();
+        let world = Arc::clone(bare.world());
+        bare.stop(timeout).await?;
+        within("the bare actors' states to be dropped", timeout, async {
+            while world.alive.load(Ordering::Relaxed) > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await?;
+        report.baseline_shutdown_ms = Some(ms(started.elapsed()));
+    }
+    Ok(())
+}
+
+/// Phase 1: the same tree as bare ractor actors. Returns it, idle, to be
+/// stopped after the other phases.
+async fn baseline(
+    args: &Args,
+    shape: &Shape,
+    report: &mut Report,
+    timeout: Duration,
+) -> Res<BareTree> {
+    let n = shape.workers();
+    let rss0 = resident_bytes()?;
+    let started = Instant::now();
+    let bare = BareTree::spawn(shape).await?;
+    within(
+        "the bare actors to start",
+        timeout,
+        bare.world().started.wait_for(n),
+    )
+    .await?;
+    report.baseline_spawn_ms = Some(ms(started.elapsed()));
+
+    let world = Arc::clone(bare.world());
+    let mut rounds = TickRounds::new(&world.ticks, n);
+    for _ in 0..args.warmup {
+        bare.tick()?;
+        rounds.next(timeout).await?;
+    }
+    let rss1 = resident_bytes()?;
+    report.baseline_rss_bytes_per_worker = Some(per(signed(rss1) - signed(rss0), n));
+
+    let mut clock = Clock::start()?;
+    while let Some(more) = clock.more_ticks(args)? {
+        for _ in 0..more {
+            bare.tick()?;
+            rounds.next(timeout).await?;
+        }
+    }
+    let (cpu, wall, ticks) = clock.stop()?;
+    report.baseline_ticks_measured = Some(ticks);
+    report.baseline_tick_cpu_us_per_worker = Some(cpu * 1e6 / per_tick(ticks, n));
+    report.baseline_tick_wall_ms = Some(wall * 1e3 / as_f64(ticks));
+    Ok(bare)
+}
+
+/// Phase 2: the fsmv2 tree.
+async fn ours(args: &Args, shape: &Shape, report: &mut Report, timeout: Duration) -> Res<()> {
+    let n = shape.workers();
+    let world = Arc::new(ScaleWorld::default());
+    let rss0 = resident_bytes()?;
+
+    let started = Instant::now();
+    let tree = Tree::spawn(
+        root_spec(shape, 0, args.change_every, false)?,
+        scale_registry(&world)?,
+        config(args, n),
+    )
+    .await?;
+    let spawn_ticks = converge(&tree, n, timeout).await?;
+    report.spawn_ms = Some(ms(started.elapsed()));
+    report.spawn_ticks = Some(spawn_ticks);
+
+    let mut rounds = TickRounds::new(&world.ticks, n);
+    for _ in 0..args.warmup {
+        tree.tick()?;
+        rounds.next(timeout).await?;
+    }
+    let rss1 = resident_bytes()?;
+    report.rss_bytes_per_worker = Some(per(signed(rss1) - signed(rss0), n));
+    // Ticks sent while spawning may still be finishing on some nodes: let
+    // them, then count from here.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut rounds = TickRounds::new(&world.ticks, n);
+
+    let mut clock = Clock::start()?;
+    while let Some(more) = clock.more_ticks(args)? {
+        for _ in 0..more {
+            tree.tick()?;
+            rounds.next(timeout).await?;
+        }
+    }
+    let (cpu, wall, ticks) = clock.stop()?;
+    report.ticks_measured = Some(ticks);
+    report.tick_cpu_us_per_worker = Some(cpu * 1e6 / per_tick(ticks, n));
+    report.tick_wall_ms = Some(wall * 1e3 / as_f64(ticks));
+
+    // The change.
+    let expected = shape.selected_leaves(u64::from(args.change_every));
+    let applied0 = world.applied.load(Ordering::Relaxed);
+    let derived0 = world.derived.load(Ordering::Relaxed);
+    let mut seen_unconverged = false;
+    let mut change_ticks = 0;
+    let started = Instant::now();
+    tree.update_root_spec(root_spec(shape, 1, args.change_every, false)?)?;
+    loop {
+        tree.tick()?;
+        rounds.next(timeout).await?;
+        change_ticks += 1;
+        let status = tree.status();
+        let applied = world.applied.load(Ordering::Relaxed) - applied0;
+        let all_converged = status.converged && status.counts.all_converged();
+        if !all_converged {
+            seen_unconverged = true;
+        }
+        if applied >= expected && all_converged && status.counts.nodes == n {
+            break;
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "the change did not converge within {timeout:?}: {applied} of {expected} leaves applied it; {status:?}"
+            )
+            .into());
+        }
+    }
+    report.change_converge_ms = Some(ms(started.elapsed()));
+    report.change_leaves = Some(expected);
+    report.change_ticks = Some(change_ticks);
+    report.change_seen_unconverged = Some(seen_unconverged);
+    report.change_nodes_updated = Some(world.derived.load(Ordering::Relaxed) - derived0);
+
+    let started = Instant::now();
+    let stopped = tree.shutdown(timeout).await;
+    report.shutdown_ms = Some(ms(started.elapsed()));
+    let records = u64::try_from(stopped.stopped.len())?;
+    if records != n {
+        return Err(format!("the shutdown report lists {records} nodes, not {n}").into());
+    }
+    if !stopped.all_clean() {
+        return Err(format!(
+            "{} nodes were killed during the shutdown",
+            stopped.forced().count()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Phase 3: no-op actions through the executor.
+async fn actions(args: &Args, report: &mut Report, timeout: Duration) -> Res<()> {
+    let shape = Shape::new(args.action_workers.max(2), 2)?;
+    let n = shape.workers();
+    let world = Arc::new(ScaleWorld::default());
+    let mut config = config(args, n);
+    config.executor.concurrency = args.concurrency;
+    // One action per node at most is in flight: the queue never overflows.
+    config.executor.queue_capacity = usize::try_from(n)? + 16;
+    let tree = Tree::spawn(
+        root_spec(&shape, 0, 1, true)?,
+        scale_registry(&world)?,
+        config,
+    )
+    .await?;
+    converge(&tree, n, timeout).await?;
+    let mut rounds = TickRounds::new(&world.ticks, n);
+    let stats0 = tree.executor_stats().await?;
+    world.action_budget.store(args.actions, Ordering::Relaxed);
+    let started = Instant::now();
+    while world.actions_done.load(Ordering::Relaxed) < args.actions {
+        tree.tick()?;
+        rounds.next(timeout).await?;
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "only {} of {} actions ran within {timeout:?}",
+                world.actions_done.load(Ordering::Relaxed),
+                args.actions
+            )
+            .into());
+        }
+    }
+    let elapsed = started.elapsed();
+    let stats = tree.executor_stats().await?;
+    let succeeded = stats.succeeded - stats0.succeeded;
+    report.actions_per_sec = Some(as_f64(succeeded) / elapsed.as_secs_f64());
+    report.action_workers = Some(n);
+    report.action_concurrency = Some(args.concurrency);
+    report.actions_succeeded = Some(succeeded);
+    report.actions_rejected = Some(stats.rejected - stats0.rejected);
+    let stopped = tree.shutdown(timeout).await;
+    if u64::try_from(stopped.stopped.len())? != n {
+        return Err("the action tree did not stop completely".into());
+    }
+    Ok(())
+}
+
+/// The harness's tree configuration: no timer, and observation thresholds
+/// far above any spawn time, so that a slow spawn of a large tree never
+/// marks early nodes stale or restarts their collectors.
+fn config(args: &Args, n: u64) -> TreeConfig {
+    let mut config = TreeConfig::default();
+    config.tick_interval = None;
+    config.stale_after = Duration::from_secs(args.timeout_secs.max(60) * 2);
+    config.collector_restart_after = config.stale_after * 2;
+    config.stop_timeout = Duration::from_secs(args.timeout_secs);
+    config.inspect_timeout = Duration::from_secs(args.timeout_secs);
+    config.executor.queue_capacity = usize::try_from(n)
+        .unwrap_or(usize::MAX)
+        .max(config.executor.queue_capacity);
+    config
+}
+
+/// Ticks the tree until its status says converged with `n` nodes: one tick
+/// spawns the whole tree, level by level; another is sent only when the
+/// status has not changed for [`SPAWN_STALL`]. Returns the ticks sent.
+async fn converge(tree: &Tree, n: u64, timeout: Duration) -> Res<u64> {
+    let started = Instant::now();
+    tree.tick()?;
+    let mut ticks = 1;
+    let mut last = tree.status();
+    let mut last_change = Instant::now();
+    loop {
+        match tree.wait_converged(Duration::from_millis(1)).await {
+            Ok(()) => {
+                let status = tree.status();
+                if status.counts.nodes == n && status.counts.all_converged() {
+                    return Ok(ticks);
+                }
+            }
+            Err(TreeError::NotConverged { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let status = tree.status();
+        if status != last {
+            last = status;
+            last_change = Instant::now();
+        } else if last_change.elapsed() >= SPAWN_STALL {
+            tree.tick()?;
+            ticks += 1;
+            last_change = Instant::now();
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "the tree did not converge within {timeout:?} ({ticks} ticks sent): {:?}",
+                tree.status()
+            )
+            .into());
+        }
+    }
+}
+
+/// Waits for tick rounds: the `k`-th call returns once `counter` has counted
+/// `n × k` more steps than when the rounds began.
+struct TickRounds<'a> {
+    counter: &'a Counter,
+    base: u64,
+    n: u64,
+    rounds: u64,
+}
+
+impl<'a> TickRounds<'a> {
+    fn new(counter: &'a Counter, n: u64) -> Self {
+        Self {
+            counter,
+            base: counter.get(),
+            n,
+            rounds: 0,
+        }
+    }
+
+    async fn next(&mut self, timeout: Duration) -> Res<()> {
+        self.rounds += 1;
+        let target = self.base + self.n * self.rounds;
+        within(
+            "a tick to reach every node",
+            timeout,
+            self.counter.wait_for(target),
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "{e} (round {}, {} of {target} steps)",
+                self.rounds,
+                self.counter.get()
+            )
+            .into()
+        })
+    }
+}
+
+/// The process's CPU time and the wall time over a run of ticks.
+struct Clock {
+    cpu: f64,
+    wall: Instant,
+    ticks: u64,
+}
+
+impl Clock {
+    fn start() -> Res<Self> {
+        Ok(Self {
+            cpu: process_cpu()?,
+            wall: Instant::now(),
+            ticks: 0,
+        })
+    }
+
+    /// How many more ticks to run: `--ticks` first, then, while the CPU time
+    /// is below `--min-cpu-ms`, as many as the rate so far says it takes
+    /// (plus a fifth). Reads `/proc` once per call, not once per tick.
+    fn more_ticks(&mut self, args: &Args) -> Res<Option<u64>> {
+        let more = if self.ticks == 0 {
+            args.ticks
+        } else {
+            let cpu = process_cpu()? - self.cpu;
+            let min = as_f64(args.min_cpu_ms) / 1e3;
+            if cpu >= min || self.ticks >= args.max_ticks {
+                return Ok(None);
+            }
+            // 10 ms clock: with no tick counted yet, double.
+            let per_tick = cpu / as_f64(self.ticks);
+            let wanted = if per_tick > 0.0 {
+                ((min - cpu) / per_tick * 1.2).ceil()
+            } else {
+                as_f64(self.ticks)
+            };
+            to_u64(wanted).clamp(1, args.max_ticks - self.ticks)
+        };
+        self.ticks += more;
+        Ok(Some(more))
+    }
+
+    /// CPU seconds, wall seconds and ticks since the start.
+    fn stop(self) -> Res<(f64, f64, u64)> {
+        let wall = self.wall.elapsed().as_secs_f64();
+        Ok((process_cpu()? - self.cpu, wall, self.ticks))
+    }
+}
+
+async fn within<T>(what: &str, timeout: Duration, fut: impl Future<Output = T>) -> Res<T> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| format!("timed out after {timeout:?} waiting for {what}").into())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[allow(clippy::cast_precision_loss)] // counts stay far below 2^52
+fn as_f64(v: u64) -> f64 {
+    v as f64
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a positive, rounded tick count
+fn to_u64(v: f64) -> u64 {
+    v as u64
+}
+
+fn signed(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+#[allow(clippy::cast_precision_loss)] // byte counts stay far below 2^52
+fn per(bytes: i64, n: u64) -> f64 {
+    bytes as f64 / as_f64(n)
+}
+
+fn per_tick(ticks: u64, n: u64) -> f64 {
+    as_f64(ticks) * as_f64(n)
+}
+
+fn ratio(ours: Option<f64>, bare: Option<f64>) -> Option<f64> {
+    match (ours, bare) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    }
+}
+
+fn print_table(r: &Report) {
+    let levels: Vec<String> = r.level_sizes.iter().map(u64::to_string).collect();
+    println!(
+        "scale: {} workers, depth {}, fan-out {} (levels {}), {} CPUs",
+        r.workers,
+        r.depth,
+        r.fanout,
+        levels.join(" / "),
+        r.cpus
+    );
+    let count = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    println!(
+        "ticks: sent by hand (tick_interval None), each once the previous one has reached every node; {} warm-up, {} measured (bare: {})",
+        r.warmup_ticks,
+        count(r.ticks_measured),
+        count(r.baseline_ticks_measured),
+    );
+    println!("CPU: {}", r.cpu_clock);
+    println!();
+    let f = |v: Option<f64>, digits: usize| {
+        v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    println!(
+        "{:<32} {:>14} {:>14} {:>8}",
+        "", "fsmv2", "bare ractor", "ratio"
+    );
+    println!(
+        "{:<32} {:>14} {:>14} {:>8}",
+        "spawn (ms)",
+        f(r.spawn_ms, 1),
+        f(r.baseline_spawn_ms, 1),
+        f(r.spawn_ratio, 2)
+    );
+    println!(
+        "{:<32} {:>14} {:>14} {:>8}",
+        "tick CPU per worker (µs)",
+        f(r.tick_cpu_us_per_worker, 2),
+        f(r.baseline_tick_cpu_us_per_worker, 2),
+        f(r.tick_ratio, 2)
+    );
+    println!(
+        "{:<32} {:>14} {:>14}",
+        "tick round, wall (ms)",
+        f(r.tick_wall_ms, 2),
+        f(r.baseline_tick_wall_ms, 2)
+    );
+    println!(
+        "{:<32} {:>14} {:>14} {:>8}",
+        "RSS per worker (bytes)",
+        f(r.rss_bytes_per_worker, 0),
+        f(r.baseline_rss_bytes_per_worker, 0),
+        f(r.rss_ratio, 2)
+    );
+    println!();
+    if let Some(ticks) = r.spawn_ticks {
+        println!("spawn took {ticks} tick(s)");
+    }
+    if let (Some(ms), Some(leaves), Some(ticks), Some(updated)) = (
+        r.change_converge_ms,
+        r.change_leaves,
+        r.change_ticks,
+        r.change_nodes_updated,
+    ) {
+        println!(
+            "change -> converged: {ms:.1} ms ({leaves} leaves changed, {updated} nodes re-derived, {ticks} tick rounds; unconverged seen in between: {})",
+            r.change_seen_unconverged.unwrap_or(false)
+        );
+    }
+    if let Some(ms) = r.shutdown_ms {
+        println!("shutdown: {ms:.1} ms");
+    }
+    if let (Some(rate), Some(workers), Some(concurrency), Some(done)) = (
+        r.actions_per_sec,
+        r.action_workers,
+        r.action_concurrency,
+        r.actions_succeeded,
+    ) {
+        println!(
+            "actions: {rate:.0} per second ({done} no-op actions, {workers} workers, executor concurrency {concurrency}, {} rejected)",
+            r.actions_rejected.unwrap_or(0)
+        );
+    }
+    if let Some(ms) = r.baseline_shutdown_ms {
+        println!("bare ractor stop: {ms:.1} ms");
+    }
+}
