@@ -107,7 +107,7 @@ impl Tree {
             live_nodes: AtomicU64::new(0),
             metrics,
             templates: fsm_templates::Templates::new(),
-            chaos: AtomicU64::new(0f64.to_bits()),
+            chaos: crate::node::Padded(AtomicU64::new(0f64.to_bits())),
         });
         let driver = top_driver(&root)?;
         let top_spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
@@ -253,6 +253,7 @@ impl Tree {
         };
         self.shared
             .chaos
+            .0
             .store(p.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
 

@@ -11,6 +11,7 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use crate::error::{Callback, CallbackError, panic_message};
 use crate::path::NodePath;
@@ -24,6 +25,24 @@ use crate::worker::{
 /// A type-erased observation, as it travels from the collector back to the
 /// node.
 pub type Observation = Box<dyn Any + Send + Sync>;
+
+/// How [`NodeDriver::start_collect`] went.
+pub enum CollectStart {
+    /// The collect finished at once: the observation is installed, or this
+    /// is why there is none (an error, a panic, no spec).
+    Done(Result<(), String>),
+    /// The collect is waiting on something: run this future to its end.
+    Pending(BoxFuture<'static, Result<Observation, BoxError>>),
+}
+
+impl std::fmt::Debug for CollectStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Done(r) => f.debug_tuple("Done").field(r).finish(),
+            Self::Pending(_) => f.write_str("Pending(..)"),
+        }
+    }
+}
 
 /// What the runtime knows when it runs a state machine step.
 #[derive(Debug)]
@@ -118,6 +137,13 @@ pub trait NodeDriver: Send + Sync {
     /// The collect future, owning everything it needs.
     fn collect(&self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>>;
 
+    /// Starts a collect by polling it once, here and now. A collect that is
+    /// ready at once (most are: they read state that is kept current
+    /// elsewhere) is installed without a task or a message; one that is not
+    /// comes back as a future to run elsewhere (with a timeout), whose
+    /// observation is installed with [`set_observation`](Self::set_observation).
+    fn start_collect(&mut self, path: &NodePath) -> CollectStart;
+
     /// Installs an observation produced by this driver's `collect`. Returns
     /// `false` (and ignores it) if it is of another type.
     fn set_observation(&mut self, observation: Observation) -> bool;
@@ -165,7 +191,7 @@ pub(crate) struct TypedDriver<W: Worker> {
     /// `None` until a spec decodes (templates that did not render yet).
     spec: Option<Arc<W::Spec>>,
     state: W::State,
-    observed: Option<Box<W::Observed>>,
+    observed: Option<W::Observed>,
 }
 
 impl<W: Worker> TypedDriver<W> {
@@ -220,10 +246,37 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         })
     }
 
+    fn start_collect(&mut self, path: &NodePath) -> CollectStart {
+        let Some(spec) = &self.spec else {
+            return CollectStart::Done(Err("no spec is installed yet".to_owned()));
+        };
+        let worker = Arc::clone(&self.worker);
+        let ctx = CollectContext::new(path.clone(), Arc::clone(spec));
+        let mut future: BoxFuture<'static, Result<W::Observed, BoxError>> =
+            Box::pin(async move { worker.collect(&ctx).await });
+        let mut cx = Context::from_waker(Waker::noop());
+        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(Ok(observed))) => {
+                self.observed = Some(observed);
+                CollectStart::Done(Ok(()))
+            }
+            Ok(Poll::Ready(Err(e))) => CollectStart::Done(Err(format!("collect failed: {e}"))),
+            Err(payload) => CollectStart::Done(Err(format!(
+                "collect panicked: {}",
+                panic_message(payload.as_ref())
+            ))),
+            // Polled again, with a real waker, wherever it runs next.
+            Ok(Poll::Pending) => CollectStart::Pending(Box::pin(async move {
+                let observed = future.await?;
+                Ok(Box::new(observed) as Observation)
+            })),
+        }
+    }
+
     fn set_observation(&mut self, observation: Observation) -> bool {
         match observation.downcast::<W::Observed>() {
             Ok(observed) => {
-                self.observed = Some(observed);
+                self.observed = Some(*observed);
                 true
             }
             Err(_) => false,
@@ -255,7 +308,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn step(&mut self, input: &StepInput<'_>) -> Result<Option<StepOutcome>, CallbackError> {
-        let (Some(observed), Some(spec)) = (self.observed.as_deref(), self.spec.as_deref()) else {
+        let (Some(observed), Some(spec)) = (self.observed.as_ref(), self.spec.as_deref()) else {
             return Ok(None);
         };
         let snapshot = Snapshot::new(input.path, &*self.worker, spec, observed, input.desired)

@@ -28,7 +28,7 @@ mod supervision;
 mod value;
 mod worker;
 
-pub use driver::{NodeDriver, Observation, StepInput, StepOutcome};
+pub use driver::{CollectStart, NodeDriver, Observation, StepInput, StepOutcome};
 pub use error::{
     Callback, CallbackError, CodecError, DeclarationError, DeclarationProblem, InvalidSpec,
     RegistryError, SpecError, panic_message,

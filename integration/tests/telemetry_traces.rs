@@ -73,6 +73,8 @@ async fn one_root_tick_is_one_trace_with_child_ticks_three_levels_deep(
         .await
         .unwrap();
     tree.wait_converged(Duration::from_secs(30)).await.unwrap();
+    // A few more ticks of the converged tree.
+    tree.wait_ticks(tree.status().ticks + 3).await.unwrap();
     tree.shutdown(Duration::from_secs(5)).await;
     provider.force_flush().unwrap();
     let spans = exporter.get_finished_spans().unwrap();
@@ -85,7 +87,11 @@ async fn one_root_tick_is_one_trace_with_child_ticks_three_levels_deep(
     );
 
     let roots: Vec<&SpanData> = spans.iter().filter(|s| is(s, "fsm.tick", "root")).collect();
-    assert!(roots.len() >= 3, "one root tick span per tick");
+    assert!(
+        roots.len() >= 3,
+        "one root tick span per tick: {}",
+        roots.len()
+    );
     let mut complete = 0;
     for root in &roots {
         assert_eq!(

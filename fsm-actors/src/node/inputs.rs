@@ -220,6 +220,7 @@ impl NodeState {
             Ok(desired) => {
                 self.desired_children = desired.children_hash();
                 self.desired = desired;
+                self.desired_version += 1;
                 self.derive_error = None;
                 Ok(())
             }

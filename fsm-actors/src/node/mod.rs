@@ -44,8 +44,8 @@ use std::time::Duration;
 
 use fsm_core::{
     ActionOutcome, ActionReport, BoxedAction, ChildSpec, ChildStatus, Circuit, CircuitChange,
-    DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash, SplitMix64,
-    StableHasher, StepInput, Supervision, WorkerRegistry, panic_message, plan_children,
+    CollectStart, DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash,
+    SplitMix64, StableHasher, StepInput, Supervision, WorkerRegistry, panic_message, plan_children,
     validate_children,
 };
 use futures::FutureExt;
@@ -84,13 +84,28 @@ pub(crate) struct Shared {
     /// The tree's metric instruments.
     pub(crate) metrics: Arc<Metrics>,
     /// The fault-injection probability per node and tick, as `f64` bits.
-    pub(crate) chaos: AtomicU64,
+    pub(crate) chaos: Padded<AtomicU64>,
 }
+
+/// A value alone on its cache line: every node reads `chaos` on every tick,
+/// while other shared counters are written.
+#[repr(align(64))]
+pub(crate) struct Padded<T>(pub(crate) T);
 
 impl Shared {
     fn chaos_probability(&self) -> f64 {
-        f64::from_bits(self.chaos.load(Ordering::Relaxed))
+        f64::from_bits(self.chaos.0.load(Ordering::Relaxed))
     }
+}
+
+/// What the first half of a tick found.
+enum Prepared {
+    /// Nothing to wait for.
+    Ready,
+    /// The declared children changed: reconcile.
+    Reconcile,
+    /// The collector has failed for too long: fail the node.
+    CollectorFailed(String),
 }
 
 /// How a node is started.
@@ -145,7 +160,7 @@ struct Collector {
 /// What the node last reported upward, to send only changes.
 struct Reported {
     state: &'static str,
-    desired: String,
+    desired_version: u64,
     healthy: bool,
     stale: bool,
     converged: bool,
@@ -193,6 +208,8 @@ pub(crate) struct NodeState {
     action_error: Option<String>,
 
     ticks: u64,
+    /// Bumped whenever the effective desired state may have changed.
+    desired_version: u64,
     reported: Option<Reported>,
     shutting_down: bool,
     /// The OpenTelemetry context of the last tick span (for links from
@@ -281,6 +298,7 @@ impl Actor for NodeActor {
             last_action: None,
             action_error: None,
             ticks: 0,
+            desired_version: 0,
             reported: None,
             shutting_down: false,
             tick_origin: None,
@@ -318,7 +336,7 @@ impl Actor for NodeActor {
             NodeMsg::Tick(parent) => state.tick(&myself, parent).await?,
             NodeMsg::UpdateSpec(spec) => state.update_spec(*spec)?,
             NodeMsg::ParentContext(context) => state.update_context(context)?,
-            NodeMsg::ParentState(mapped) => state.parent_state = mapped,
+            NodeMsg::ParentState(mapped) => state.set_parent_state(mapped),
             NodeMsg::ChildReport(report) => state.child_report(report),
             NodeMsg::Observed { seq, result } => state.observed(seq, result, &myself),
             NodeMsg::ActionDone { id, report } => state.action_done(id, report, &myself),
@@ -327,14 +345,16 @@ impl Actor for NodeActor {
                 return Ok(());
             }
             NodeMsg::Shutdown { deadline, reply } => {
-                let records = state.shutdown(deadline).await;
+                // Boxed, like every rare waiting branch: ractor moves the
+                // handler future for every message, so it is kept small.
+                let records = Box::pin(state.shutdown(deadline)).await;
                 let _ = reply.send(records);
                 myself.stop(Some(stop::EXIT_SHUTDOWN.to_owned()));
                 return Ok(());
             }
-            NodeMsg::RestartDue => state.start_due_children(&myself).await?,
+            NodeMsg::RestartDue => Box::pin(state.start_due_children(&myself)).await?,
             NodeMsg::ChildStopped { id, records } => {
-                state.child_stopped(id, &records, &myself).await?;
+                Box::pin(state.child_stopped(id, &records, &myself)).await?;
             }
         }
         // Changes travel up at once (only changes: `report` sends nothing
@@ -366,7 +386,7 @@ impl Actor for NodeActor {
         if state.shutting_down {
             return Ok(());
         }
-        state.child_exited(id, reason, &myself).await?;
+        Box::pin(state.child_exited(id, reason, &myself)).await?;
         if !state.shutting_down {
             state.report(Instant::now());
         }
@@ -400,6 +420,10 @@ impl NodeState {
 
     /// One tick, inside its span: a child of the parent's tick span (the
     /// root's is the root of the tick's trace; the top node has none).
+    ///
+    /// The common path is synchronous; what must wait (a reconcile that
+    /// changes the children, a failure, a finish) is boxed, so that the
+    /// handler future ractor moves for every message stays small.
     async fn tick(
         &mut self,
         myself: &ActorRef<NodeMsg>,
@@ -419,54 +443,90 @@ impl NodeState {
             )
         };
         self.tick_origin = telemetry::span_context(&span);
-        let result = self.tick_work(myself, &span).instrument(span.clone()).await;
+        let now = Instant::now();
+        let prepared = span.in_scope(|| self.tick_prepare(now));
+        match prepared? {
+            Prepared::CollectorFailed(why) => {
+                return Err(Box::pin(self.fail(why)).instrument(span).await);
+            }
+            Prepared::Reconcile => {
+                Box::pin(self.reconcile(myself))
+                    .instrument(span.clone())
+                    .await?;
+            }
+            Prepared::Ready => {}
+        }
+        if self.children.next_due().is_some_and(|due| due <= now) {
+            Box::pin(self.start_due_children(myself))
+                .instrument(span.clone())
+                .await?;
+        }
+        let signal = span.in_scope(|| self.tick_run(myself, &span, now))?;
+        match signal {
+            Some(Signal::NeedsRestart) => {
+                let why = "the worker asked for a restart".to_owned();
+                return Err(Box::pin(self.fail(why)).instrument(span).await);
+            }
+            Some(Signal::NeedsRemoval) => {
+                Box::pin(self.finish(myself)).instrument(span).await;
+                return Ok(());
+            }
+            None => {}
+        }
         span.record("state.after", self.driver.state_name());
-        result
+        Ok(())
     }
 
-    async fn tick_work(
-        &mut self,
-        myself: &ActorRef<NodeMsg>,
-        span: &tracing::Span,
-    ) -> Result<(), ActorProcessingErr> {
+    /// The first half of a tick: count it, check the collector, derive if
+    /// the inputs changed, update the circuit; say whether the children
+    /// need a reconcile.
+    fn tick_prepare(&mut self, now: Instant) -> Result<Prepared, ActorProcessingErr> {
         self.ticks += 1;
-        let now = Instant::now();
         self.inject_fault();
         if let Some(age) = self.collector_failed_for(now) {
-            let why = format!(
+            return Ok(Prepared::CollectorFailed(format!(
                 "the collector has produced no good observation for {age:?} (restart threshold {:?}); last: {}",
                 self.config().collector_restart_after,
                 self.collector.last_error.as_deref().unwrap_or("none"),
-            );
-            return Err(self.fail(why).await);
+            )));
         }
         self.apply_inputs()?;
         self.update_circuit(now);
-        self.reconcile(myself).await?;
-        if self.children.next_due().is_some_and(|due| due <= now) {
-            self.start_due_children(myself).await?;
+        let declared = Some(self.desired_children);
+        if self.applied_children == declared {
+            // Back on the applied declaration (a rejected change was
+            // reverted): whatever was rejected in between no longer applies.
+            self.declaration_error = None;
+            self.rejected_children = None;
+            Ok(Prepared::Ready)
+        } else if self.rejected_children == declared {
+            Ok(Prepared::Ready)
+        } else {
+            Ok(Prepared::Reconcile)
         }
+    }
+
+    /// The second half of a tick: map states, forward the tick, run the
+    /// state machine, collect.
+    fn tick_run(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        span: &tracing::Span,
+        now: Instant,
+    ) -> Result<Option<Signal>, ActorProcessingErr> {
         self.map_states();
         for child in self.children.entries() {
             if let Some(actor) = child.actor() {
                 let _ = actor.cast(NodeMsg::Tick(span.clone()));
             }
         }
-        if !self.circuit.is_open() {
-            match self.run_state_machine(now, myself)? {
-                Some(Signal::NeedsRestart) => {
-                    return Err(self.fail("the worker asked for a restart".to_owned()).await);
-                }
-                Some(Signal::NeedsRemoval) => {
-                    self.finish(myself).await;
-                    return Ok(());
-                }
-                None => {}
-            }
+        if !self.circuit.is_open()
+            && let Some(signal) = self.run_state_machine(now, myself)?
+        {
+            return Ok(Some(signal));
         }
         self.start_collect(myself, span);
-        self.report(now);
-        Ok(())
+        Ok(None)
     }
 
     /// Fault injection for chaos testing: panics with the configured
@@ -735,11 +795,22 @@ impl NodeState {
                 error = tracing::field::Empty,
             )
         };
+        // Polled once, here: a collect that is ready at once costs no task
+        // and no message.
+        let future = match span.in_scope(|| self.driver.start_collect(&self.path)) {
+            CollectStart::Done(result) => {
+                if let Err(e) = &result {
+                    span.record("error", e.as_str());
+                }
+                self.collected(result);
+                return;
+            }
+            CollectStart::Pending(future) => future,
+        };
         self.collector.seq += 1;
         self.collector.in_flight = true;
         self.collector.again = false;
         let seq = self.collector.seq;
-        let future = self.driver.collect(&self.path);
         let timeout = self.config().observation_timeout;
         let me = myself.clone();
         self.collector.task = Some(AbortOnDrop(tokio::spawn(
@@ -763,6 +834,20 @@ impl NodeState {
         )));
     }
 
+    /// Records how a collect ended (its observation is installed already).
+    fn collected(&mut self, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.collector.last_ok = Some(Instant::now());
+                self.collector.last_error = None;
+            }
+            Err(e) => {
+                tracing::trace!(node.path = %self.path, error = %e, "observation failed");
+                self.collector.last_error = Some(e);
+            }
+        }
+    }
+
     fn observed(
         &mut self,
         seq: u64,
@@ -778,14 +863,10 @@ impl NodeState {
         match result {
             Ok(observation) => {
                 if self.driver.set_observation(observation) {
-                    self.collector.last_ok = Some(Instant::now());
-                    self.collector.last_error = None;
+                    self.collected(Ok(()));
                 }
             }
-            Err(e) => {
-                tracing::trace!(node.path = %self.path, error = %e, "observation failed");
-                self.collector.last_error = Some(e);
-            }
+            Err(e) => self.collected(Err(e)),
         }
         if self.collector.again {
             self.start_collect(myself, &tracing::Span::none());
@@ -909,11 +990,15 @@ impl NodeState {
         None
     }
 
-    fn is_healthy(&self, now: Instant) -> bool {
+    /// No configuration error (spec, variables, templates, declaration).
+    fn configured(&self) -> bool {
         self.inputs.error.is_none()
             && self.derive_error.is_none()
             && self.declaration_error.is_none()
-            && !self.is_stale(now)
+    }
+
+    fn is_healthy(&self, now: Instant) -> bool {
+        self.configured() && !self.is_stale(now)
     }
 
     /// The child table matches the declaration and every child runs.
@@ -924,14 +1009,28 @@ impl NodeState {
             && self.children.stopping_count() == 0
     }
 
-    fn self_converged(&self, now: Instant) -> bool {
-        self.is_healthy(now)
+    fn self_converged_given(&self, healthy: bool) -> bool {
+        healthy
             && !self.circuit.is_open()
             && self.driver.has_observation()
             && self.driver.state_name() == self.desired_state()
             && self.children_in_sync()
     }
 
+    fn self_converged(&self, now: Instant) -> bool {
+        self.self_converged_given(self.is_healthy(now))
+    }
+
+    fn set_parent_state(&mut self, mapped: Option<String>) {
+        if mapped != self.parent_state {
+            self.parent_state = mapped;
+            self.desired_version += 1;
+        }
+    }
+
+    /// Tells the parent what changed, if anything did. Runs after every
+    /// message, so it is cheap when nothing changed: every value is computed
+    /// once, and the desired state is compared by version, not by text.
     fn report(&mut self, now: Instant) {
         let count = self.children.len();
         if self.recorded_children != Some(count) {
@@ -942,9 +1041,9 @@ impl NodeState {
                 .children_count
                 .record(count as u64, attrs);
         }
-        let healthy = self.is_healthy(now);
         let stale = self.is_stale(now);
-        let self_converged = self.self_converged(now);
+        let healthy = self.configured() && !stale;
+        let self_converged = self.self_converged_given(healthy);
         let converged = self_converged && self.children.all_converged();
         let mut subtree = SubtreeCounts {
             nodes: 1,
@@ -955,8 +1054,8 @@ impl NodeState {
         subtree.add(self.children.subtree_counts());
         let state = self.driver.state_name();
         let unchanged = self.reported.as_ref().is_some_and(|r| {
-            r.state == state
-                && r.desired == self.desired_state()
+            std::ptr::eq(r.state, state)
+                && r.desired_version == self.desired_version
                 && r.healthy == healthy
                 && r.stale == stale
                 && r.converged == converged
@@ -965,10 +1064,9 @@ impl NodeState {
         if unchanged && !self.is_top() {
             return;
         }
-        let desired = self.desired_state().to_owned();
         self.reported = Some(Reported {
             state,
-            desired: desired.clone(),
+            desired_version: self.desired_version,
             healthy,
             stale,
             converged,
@@ -982,7 +1080,7 @@ impl NodeState {
                     status: ChildStatus {
                         name: self.spec.name.clone(),
                         state: state.to_owned(),
-                        desired,
+                        desired: self.desired_state().to_owned(),
                         healthy,
                         stale,
                         converged,
