@@ -111,7 +111,7 @@ impl Worker for BenchWorker {
         Running
     }
 
-    async fn collect(&self, _ctx: &CollectContext<BenchSpec>) -> Result<(), BoxError> {
+    async fn collect(&self, _ctx: &CollectContext<'_, BenchSpec>) -> Result<(), BoxError> {
         if self.fresh.swap(false, Ordering::SeqCst) {
             let crashed = self.probe.crashed_at.lock().unwrap().take();
             if let Some(at) = crashed {

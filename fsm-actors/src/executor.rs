@@ -78,7 +78,8 @@ pub(crate) struct ExecutorState {
     metrics: Arc<Metrics>,
     queue: VecDeque<ActionRequest>,
     running: HashMap<ActionId, Running>,
-    busy: HashSet<NodePath>,
+    /// Nodes with an action running, by actor (cheaper to hash than a path).
+    busy: HashSet<ractor::ActorId>,
     stats: ExecutorStats,
 }
 
@@ -168,7 +169,7 @@ impl ExecutorState {
     fn dispatch(&mut self, myself: &ActorRef<ExecMsg>) {
         let mut i = 0;
         while self.running.len() < self.config.concurrency && i < self.queue.len() {
-            if self.busy.contains(&self.queue[i].path) {
+            if self.busy.contains(&self.queue[i].owner.get_id()) {
                 i += 1;
                 continue;
             }
@@ -226,7 +227,7 @@ impl ExecutorState {
             .instrument(span),
         );
         self.stats.started += 1;
-        self.busy.insert(path.clone());
+        self.busy.insert(owner.get_id());
         self.running.insert(
             id,
             Running {
@@ -250,7 +251,7 @@ impl ExecutorState {
         let Some(run) = self.running.remove(&id) else {
             return;
         };
-        self.busy.remove(&run.path);
+        self.busy.remove(&run.owner.get_id());
         tracing::debug!(node.path = %run.path, action = run.name, id, outcome = outcome.label(), "action finished");
         let attrs = [
             path_attr(&run.path),

@@ -35,7 +35,7 @@ use crate::telemetry::metrics::Metrics;
 /// # impl Worker for Noop {
 /// #     type Spec = (); type Observed = (); type State = Idle;
 /// #     fn initial_state(&self) -> Idle { Idle }
-/// #     async fn collect(&self, _: &CollectContext<()>) -> Result<(), BoxError> { Ok(()) }
+/// #     async fn collect(&self, _: &CollectContext<'_, ()>) -> Result<(), BoxError> { Ok(()) }
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {

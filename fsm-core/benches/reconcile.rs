@@ -41,7 +41,7 @@ impl Worker for Conn {
         Up
     }
 
-    async fn collect(&self, _ctx: &CollectContext<ConnSpec>) -> Result<(), BoxError> {
+    async fn collect(&self, _ctx: &CollectContext<'_, ConnSpec>) -> Result<(), BoxError> {
         Ok(())
     }
 

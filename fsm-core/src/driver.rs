@@ -184,6 +184,29 @@ pub trait NodeDriver: Send + Sync {
     fn stop_hook(&self, path: &NodePath) -> BoxFuture<'static, ()>;
 }
 
+/// A collect that owns what it needs, to run anywhere.
+fn owned_collect<W: Worker>(
+    worker: Arc<W>,
+    path: NodePath,
+    spec: Arc<W::Spec>,
+) -> BoxFuture<'static, Result<W::Observed, BoxError>> {
+    Box::pin(async move { worker.collect(&CollectContext::new(&path, &*spec)).await })
+}
+
+fn collect_panicked(payload: &(dyn std::any::Any + Send)) -> CollectStart {
+    CollectStart::Done(Err(format!("collect panicked: {}", panic_message(payload))))
+}
+
+/// An owned collect to be run elsewhere, handing back an erased observation.
+fn pending_collect<O: Send + Sync + 'static>(
+    future: BoxFuture<'static, Result<O, BoxError>>,
+) -> CollectStart {
+    CollectStart::Pending(Box::pin(async move {
+        let observed = future.await?;
+        Ok(Box::new(observed) as Observation)
+    }))
+}
+
 /// The [`NodeDriver`] of a worker of type `W`.
 pub(crate) struct TypedDriver<W: Worker> {
     worker_type: Arc<str>,
@@ -192,6 +215,9 @@ pub(crate) struct TypedDriver<W: Worker> {
     spec: Option<Arc<W::Spec>>,
     state: W::State,
     observed: Option<W::Observed>,
+    /// Whether the last collect was ready at once (then the next one is
+    /// first polled in place).
+    collects_inline: bool,
 }
 
 impl<W: Worker> TypedDriver<W> {
@@ -203,6 +229,20 @@ impl<W: Worker> TypedDriver<W> {
             spec: spec.map(Arc::new),
             state,
             observed: None,
+            collects_inline: true,
+        }
+    }
+}
+
+impl<W: Worker> TypedDriver<W> {
+    /// Installs a finished collect's observation.
+    fn collected(&mut self, result: Result<W::Observed, BoxError>) -> CollectStart {
+        match result {
+            Ok(observed) => {
+                self.observed = Some(observed);
+                CollectStart::Done(Ok(()))
+            }
+            Err(e) => CollectStart::Done(Err(format!("collect failed: {e}"))),
         }
     }
 }
@@ -238,10 +278,9 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         let Some(spec) = &self.spec else {
             return Box::pin(async { Err("no spec is installed yet".into()) });
         };
-        let worker = Arc::clone(&self.worker);
-        let ctx = CollectContext::new(path.clone(), Arc::clone(spec));
+        let future = owned_collect(Arc::clone(&self.worker), path.clone(), Arc::clone(spec));
         Box::pin(async move {
-            let observed = worker.collect(&ctx).await?;
+            let observed = future.await?;
             Ok(Box::new(observed) as Observation)
         })
     }
@@ -250,26 +289,39 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         let Some(spec) = &self.spec else {
             return CollectStart::Done(Err("no spec is installed yet".to_owned()));
         };
-        let worker = Arc::clone(&self.worker);
-        let ctx = CollectContext::new(path.clone(), Arc::clone(spec));
-        let mut future: BoxFuture<'static, Result<W::Observed, BoxError>> =
-            Box::pin(async move { worker.collect(&ctx).await });
         let mut cx = Context::from_waker(Waker::noop());
-        match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(&mut cx))) {
-            Ok(Poll::Ready(Ok(observed))) => {
-                self.observed = Some(observed);
-                CollectStart::Done(Ok(()))
+        if self.collects_inline {
+            // The last collect was ready at once: poll one that borrows
+            // everything, on the stack (no allocation, no reference counts).
+            let polled = {
+                let ctx = CollectContext::new(path, &**spec);
+                let future = std::pin::pin!(self.worker.collect(&ctx));
+                catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx)))
+            };
+            match polled {
+                Ok(Poll::Ready(result)) => return self.collected(result),
+                Err(payload) => return collect_panicked(payload.as_ref()),
+                Ok(Poll::Pending) => {}
             }
-            Ok(Poll::Ready(Err(e))) => CollectStart::Done(Err(format!("collect failed: {e}"))),
-            Err(payload) => CollectStart::Done(Err(format!(
-                "collect panicked: {}",
-                panic_message(payload.as_ref())
-            ))),
-            // Polled again, with a real waker, wherever it runs next.
-            Ok(Poll::Pending) => CollectStart::Pending(Box::pin(async move {
-                let observed = future.await?;
-                Ok(Box::new(observed) as Observation)
-            })),
+            // It waits on something. The borrowed attempt is dropped (collects
+            // must be cancel-safe: a timeout drops them too) and an owned one
+            // runs elsewhere; until a collect is ready at once again, they
+            // are built owned from the start.
+            self.collects_inline = false;
+            let Some(spec) = &self.spec else {
+                return CollectStart::Done(Err("no spec is installed yet".to_owned()));
+            };
+            let owned = owned_collect(Arc::clone(&self.worker), path.clone(), Arc::clone(spec));
+            return pending_collect(owned);
+        }
+        let mut owned = owned_collect(Arc::clone(&self.worker), path.clone(), Arc::clone(spec));
+        match catch_unwind(AssertUnwindSafe(|| owned.as_mut().poll(&mut cx))) {
+            Ok(Poll::Ready(result)) => {
+                self.collects_inline = true;
+                self.collected(result)
+            }
+            Err(payload) => collect_panicked(payload.as_ref()),
+            Ok(Poll::Pending) => pending_collect(owned),
         }
     }
 
@@ -343,7 +395,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
             return Box::pin(async {});
         };
         let worker = Arc::clone(&self.worker);
-        let ctx = CollectContext::new(path.clone(), Arc::clone(spec));
-        Box::pin(async move { worker.on_stop(&ctx).await })
+        let (path, spec) = (path.clone(), Arc::clone(spec));
+        Box::pin(async move { worker.on_stop(&CollectContext::new(&path, &*spec)).await })
     }
 }

@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -74,7 +73,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 ///     fn initial_state(&self) -> LampState { LampState::Off }
 ///
-///     async fn collect(&self, _ctx: &CollectContext<LampSpec>) -> Result<bool, BoxError> {
+///     async fn collect(&self, _ctx: &CollectContext<'_, LampSpec>) -> Result<bool, BoxError> {
 ///         Ok(self.lit.load(Ordering::SeqCst))
 ///     }
 ///
@@ -116,7 +115,7 @@ pub trait Worker: Send + Sync + Sized + 'static {
     /// node stale and never blocks a tick.
     fn collect(
         &self,
-        ctx: &CollectContext<Self::Spec>,
+        ctx: &CollectContext<'_, Self::Spec>,
     ) -> impl Future<Output = Result<Self::Observed, BoxError>> + Send;
 
     /// Derives the node's desired state, including the specs of its children,
@@ -139,7 +138,7 @@ pub trait Worker: Send + Sync + Sized + 'static {
     /// The stop hook: runs once when the node stops for good (removed, or the
     /// tree shuts down), after all of its children have stopped. Bounded by
     /// the shutdown deadline.
-    fn on_stop(&self, ctx: &StopContext<Self::Spec>) -> impl Future<Output = ()> + Send {
+    fn on_stop(&self, ctx: &StopContext<'_, Self::Spec>) -> impl Future<Output = ()> + Send {
         let _ = ctx;
         async {}
     }
@@ -305,16 +304,11 @@ pub trait Action: Send + Sync + 'static {
 
 /// Object-safe form of [`Action`], implemented for every action.
 trait DynAction: Send + Sync {
-    fn name(&self) -> &'static str;
     fn timeout(&self) -> Option<Duration>;
     fn run(self: Box<Self>, ctx: ActionContext) -> BoxFuture<'static, Result<(), BoxError>>;
 }
 
 impl<A: Action> DynAction for A {
-    fn name(&self) -> &'static str {
-        Action::name(self)
-    }
-
     fn timeout(&self) -> Option<Duration> {
         Action::timeout(self)
     }
@@ -325,29 +319,36 @@ impl<A: Action> DynAction for A {
 }
 
 /// A type-erased [`Action`], as it travels to the executor.
-pub struct BoxedAction(Box<dyn DynAction>);
+pub struct BoxedAction {
+    /// Asked once: the default name is derived from the type name.
+    name: &'static str,
+    action: Box<dyn DynAction>,
+}
 
 impl BoxedAction {
     /// Boxes an action.
     pub fn new(action: impl Action) -> Self {
-        Self(Box::new(action))
+        Self {
+            name: Action::name(&action),
+            action: Box::new(action),
+        }
     }
 
     /// The action's name.
     #[must_use]
     pub fn name(&self) -> &'static str {
-        self.0.name()
+        self.name
     }
 
     /// The action's own timeout, if it sets one.
     #[must_use]
     pub fn timeout(&self) -> Option<Duration> {
-        self.0.timeout()
+        self.action.timeout()
     }
 
     /// Turns the action into the future that performs it.
     pub fn run(self, ctx: ActionContext) -> BoxFuture<'static, Result<(), BoxError>> {
-        self.0.run(ctx)
+        self.action.run(ctx)
     }
 }
 
@@ -533,30 +534,31 @@ pub struct WorkerInit<'a> {
     pub worker_type: &'a str,
 }
 
-/// Passed to [`Worker::collect`].
+/// Passed to [`Worker::collect`] (and, as [`StopContext`], to
+/// [`Worker::on_stop`]): the node's path and its current typed spec.
 #[derive(Debug)]
-pub struct CollectContext<S> {
-    path: NodePath,
-    spec: Arc<S>,
+pub struct CollectContext<'a, S> {
+    path: &'a NodePath,
+    spec: &'a S,
 }
 
-impl<S> CollectContext<S> {
+impl<'a, S> CollectContext<'a, S> {
     /// A context for `path` with `spec`.
     #[must_use]
-    pub fn new(path: NodePath, spec: Arc<S>) -> Self {
+    pub fn new(path: &'a NodePath, spec: &'a S) -> Self {
         Self { path, spec }
     }
 
     /// The node's path.
     #[must_use]
-    pub fn path(&self) -> &NodePath {
-        &self.path
+    pub fn path(&self) -> &'a NodePath {
+        self.path
     }
 
     /// The node's current typed spec.
     #[must_use]
-    pub fn spec(&self) -> &S {
-        &self.spec
+    pub fn spec(&self) -> &'a S {
+        self.spec
     }
 }
 
@@ -613,7 +615,7 @@ impl<'a> DeriveContext<'a> {
 }
 
 /// Passed to [`Worker::on_stop`].
-pub type StopContext<S> = CollectContext<S>;
+pub type StopContext<'a, S> = CollectContext<'a, S>;
 
 /// Passed to [`Action::execute`]: the node's path and the cancellation
 /// signal.

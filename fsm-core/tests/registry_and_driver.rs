@@ -34,7 +34,7 @@ impl Worker for Counter {
         Count::Below(0)
     }
 
-    async fn collect(&self, _ctx: &CollectContext<CounterSpec>) -> Result<u32, BoxError> {
+    async fn collect(&self, _ctx: &CollectContext<'_, CounterSpec>) -> Result<u32, BoxError> {
         Ok(7)
     }
 

@@ -379,7 +379,7 @@ impl Worker for Probe {
         ProbeState::Stopped
     }
 
-    async fn collect(&self, ctx: &CollectContext<ProbeSpec>) -> Result<bool, BoxError> {
+    async fn collect(&self, ctx: &CollectContext<'_, ProbeSpec>) -> Result<bool, BoxError> {
         match ctx.spec().collect {
             CollectMode::Ok => Ok(self.world.is_up(ctx.path().as_str())),
             CollectMode::Fail => Err("probe collect configured to fail".into()),
@@ -411,7 +411,7 @@ impl Worker for Probe {
         })
     }
 
-    async fn on_stop(&self, ctx: &StopContext<ProbeSpec>) {
+    async fn on_stop(&self, ctx: &StopContext<'_, ProbeSpec>) {
         if ctx.spec().stop_hangs {
             std::future::pending::<()>().await;
         }

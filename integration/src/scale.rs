@@ -481,7 +481,7 @@ impl Worker for ScaleWorker {
         ScaleState::Running { generation: 0 }
     }
 
-    async fn collect(&self, ctx: &CollectContext<ScaleSpec>) -> Result<u32, BoxError> {
+    async fn collect(&self, ctx: &CollectContext<'_, ScaleSpec>) -> Result<u32, BoxError> {
         Ok(ctx.spec().generation)
     }
 

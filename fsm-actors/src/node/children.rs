@@ -175,10 +175,9 @@ impl Aggregates {
     }
 }
 
+/// A [`ChildTable`]'s lookup maps.
 #[derive(Default)]
-pub(crate) struct ChildTable {
-    entries: Vec<ChildEntry>,
-    totals: Aggregates,
+struct Index {
     by_name: HashMap<String, usize>,
     by_id: HashMap<ActorId, usize>,
     /// Children stopping on purpose: actor id → (name, actor).
@@ -186,6 +185,19 @@ pub(crate) struct ChildTable {
     stopping_names: HashMap<String, usize>,
     /// Children that ended for good: name → the declaration they ended with.
     completed: HashMap<String, SpecHash>,
+}
+
+#[derive(Default)]
+pub(crate) struct ChildTable {
+    /// Bumped whenever a slot is added, removed or gets a new actor: the
+    /// children that may need their mapped state and context sent.
+    version: u64,
+    entries: Vec<ChildEntry>,
+    totals: Aggregates,
+    /// The lookup maps, allocated on first use: most nodes in a large tree
+    /// are leaves, and five empty maps inline would cost each of them
+    /// 240 bytes.
+    index: Option<Box<Index>>,
     /// Statuses in start order, rebuilt only after a report changed them.
     statuses: Vec<ChildStatus>,
     statuses_dirty: bool,
@@ -194,6 +206,14 @@ pub(crate) struct ChildTable {
 impl ChildTable {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    fn index(&self) -> Option<&Index> {
+        self.index.as_deref()
+    }
+
+    fn index_mut(&mut self) -> &mut Index {
+        self.index.get_or_insert_with(Box::default)
     }
 
     pub(crate) fn entries(&self) -> &[ChildEntry] {
@@ -224,23 +244,30 @@ impl ChildTable {
     }
 
     pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+        self.index()?.by_name.get(name).copied()
     }
 
     pub(crate) fn index_of_actor(&self, id: ActorId) -> Option<usize> {
-        self.by_id.get(&id).copied()
+        self.index()?.by_id.get(&id).copied()
     }
 
     pub(crate) fn push(&mut self, entry: ChildEntry) -> usize {
         let i = self.entries.len();
-        self.by_name.insert(entry.name().to_owned(), i);
+        let index = self.index_mut();
+        index.by_name.insert(entry.name().to_owned(), i);
         if let Some(actor) = entry.actor() {
-            self.by_id.insert(actor.get_id(), i);
+            index.by_id.insert(actor.get_id(), i);
         }
         self.totals.add(Contribution::of(&entry));
         self.entries.push(entry);
         self.statuses_dirty = true;
+        self.version += 1;
         i
+    }
+
+    /// See [`ChildTable::version`] (the field).
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     /// Puts a started actor into slot `i`.
@@ -251,7 +278,8 @@ impl ChildTable {
         generation: u64,
         now: Instant,
     ) {
-        self.by_id.insert(actor.get_id(), i);
+        self.index_mut().by_id.insert(actor.get_id(), i);
+        self.version += 1;
         self.update(i, |e| {
             e.run = ChildRun::Running {
                 actor,
@@ -283,7 +311,7 @@ impl ChildTable {
         })?;
         match previous {
             ChildRun::Running { actor, .. } => {
-                self.by_id.remove(&actor.get_id());
+                self.index_mut().by_id.remove(&actor.get_id());
                 Some(actor)
             }
             ChildRun::Waiting { .. } => None,
@@ -293,16 +321,18 @@ impl ChildTable {
     /// Removes slot `i`, keeping the others in order.
     pub(crate) fn remove_at(&mut self, i: usize) -> ChildEntry {
         let entry = self.entries.remove(i);
+        self.version += 1;
         self.totals.sub(Contribution::of(&entry));
-        self.by_name.remove(entry.name());
+        let index = self.index.get_or_insert_with(Box::default);
+        index.by_name.remove(entry.name());
         if let Some(actor) = entry.actor() {
-            self.by_id.remove(&actor.get_id());
+            index.by_id.remove(&actor.get_id());
         }
         // Only the slots after `i` moved.
         for (j, e) in self.entries.iter().enumerate().skip(i) {
-            self.by_name.insert(e.name().to_owned(), j);
+            index.by_name.insert(e.name().to_owned(), j);
             if let Some(actor) = e.actor() {
-                self.by_id.insert(actor.get_id(), j);
+                index.by_id.insert(actor.get_id(), j);
             }
         }
         self.statuses_dirty = true;
@@ -358,68 +388,78 @@ impl ChildTable {
     // ----- stopping on purpose --------------------------------------------
 
     pub(crate) fn mark_stopping(&mut self, name: &str, actor: ActorRef<NodeMsg>) {
-        *self.stopping_names.entry(name.to_owned()).or_default() += 1;
-        self.stopping
+        let index = self.index_mut();
+        *index.stopping_names.entry(name.to_owned()).or_default() += 1;
+        index
+            .stopping
             .insert(actor.get_id(), (name.to_owned(), actor));
     }
 
     pub(crate) fn finish_stopping(&mut self, id: ActorId) -> Option<String> {
-        let (name, _) = self.stopping.remove(&id)?;
-        if let Some(n) = self.stopping_names.get_mut(&name) {
+        let index = self.index.as_deref_mut()?;
+        let (name, _) = index.stopping.remove(&id)?;
+        if let Some(n) = index.stopping_names.get_mut(&name) {
             *n -= 1;
             if *n == 0 {
-                self.stopping_names.remove(&name);
+                index.stopping_names.remove(&name);
             }
         }
         Some(name)
     }
 
     pub(crate) fn is_stopping(&self, id: ActorId) -> bool {
-        self.stopping.contains_key(&id)
+        self.index().is_some_and(|x| x.stopping.contains_key(&id))
     }
 
     pub(crate) fn is_name_stopping(&self, name: &str) -> bool {
-        self.stopping_names.contains_key(name)
+        self.index()
+            .is_some_and(|x| x.stopping_names.contains_key(name))
     }
 
     pub(crate) fn stopping_count(&self) -> usize {
-        self.stopping.len()
+        self.index().map_or(0, |x| x.stopping.len())
     }
 
     /// The children still stopping.
     pub(crate) fn stopping_actors(&self) -> Vec<ActorRef<NodeMsg>> {
-        self.stopping.values().map(|(_, a)| a.clone()).collect()
+        self.index().map_or_else(Vec::new, |x| {
+            x.stopping.values().map(|(_, a)| a.clone()).collect()
+        })
     }
 
     // ----- ended for good ------------------------------------------------
 
     pub(crate) fn complete(&mut self, name: &str, hash: SpecHash) {
-        self.completed.insert(name.to_owned(), hash);
+        self.index_mut().completed.insert(name.to_owned(), hash);
     }
 
     /// Whether `spec` is a child that ended for good with this very
     /// declaration.
     pub(crate) fn is_completed(&self, spec: &ChildSpec) -> bool {
-        self.completed
-            .get(&spec.name)
+        self.index()
+            .and_then(|x| x.completed.get(&spec.name))
             .is_some_and(|h| *h == spec.hash())
     }
 
     /// Forgets completions whose declaration is gone or changed.
     pub(crate) fn retain_completed(&mut self, declared: &[ChildSpec]) {
-        if self.completed.is_empty() {
+        let Some(index) = self.index.as_deref_mut() else {
+            return;
+        };
+        if index.completed.is_empty() {
             return;
         }
         let current: HashMap<&str, SpecHash> = declared
             .iter()
             .map(|c| (c.name.as_str(), c.hash()))
             .collect();
-        self.completed
+        index
+            .completed
             .retain(|name, hash| current.get(name.as_str()) == Some(hash));
     }
 
     pub(crate) fn completed_count(&self) -> usize {
-        self.completed.len()
+        self.index().map_or(0, |x| x.completed.len())
     }
 
     // ----- aggregates ------------------------------------------------------

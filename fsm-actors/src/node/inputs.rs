@@ -62,36 +62,25 @@ pub(crate) struct Inputs {
     pub(crate) context: Arc<ParentContext>,
     /// Passed on to the children.
     pub(crate) own: Arc<ParentContext>,
-    /// The flattened variables, as templates and `derive_desired` see them.
-    pub(crate) variables: Value,
     pub(crate) location_path: String,
     pub(crate) internal: InternalVars,
-    /// The spec and inherited-context hashes last looked at.
-    pub(crate) seen: Option<(SpecHash, SpecHash)>,
     /// The effective inputs (spec, own variables, location) last applied
     /// successfully.
     pub(crate) applied: Option<SpecHash>,
     /// The effective inputs last tried (successfully or not).
     pub(crate) attempted: Option<SpecHash>,
-    /// Why the last attempt failed (a configuration error).
-    pub(crate) error: Option<String>,
 }
 
 impl Inputs {
     pub(crate) fn new(context: Arc<ParentContext>, internal: InternalVars) -> Self {
         Self {
-            own: Arc::new(ParentContext::new(
-                context.user.clone(),
-                context.location.clone(),
-            )),
+            // Until the node adds its own, its children inherit what it does.
+            own: Arc::clone(&context),
             context,
-            variables: Value::Null,
             location_path: String::new(),
             internal,
-            seen: None,
             applied: None,
             attempted: None,
-            error: None,
         }
     }
 }
@@ -101,43 +90,44 @@ impl NodeState {
     /// counts: a parent's variable that this node overrides, or a change
     /// that leaves its location the same, does not make it derive again.
     pub(super) fn apply_inputs(&mut self) -> Result<(), ActorProcessingErr> {
-        let seen = (self.spec_hash, self.inputs.context.hash);
-        if self.inputs.seen == Some(seen) {
+        let seen = (self.spec_hash, self.context_hash);
+        if self.inputs_seen == Some(seen) {
             return Ok(());
         }
-        self.inputs.seen = Some(seen);
+        self.inputs_seen = Some(seen);
         let effective = match self.effective_inputs() {
             Ok(effective) => effective,
             Err(why) => {
-                self.inputs.attempted = None;
+                self.cold.inputs.attempted = None;
                 return self.configuration_error(why);
             }
         };
         let hash = effective.hash;
-        if self.inputs.applied == Some(hash) {
+        if self.cold.inputs.applied == Some(hash) {
             // Back on the applied inputs: a failed change in between no
             // longer applies.
-            self.inputs.error = None;
-            self.inputs.attempted = Some(hash);
+            self.input_error = None;
+            self.cold.inputs.attempted = Some(hash);
             return Ok(());
         }
-        if self.inputs.attempted == Some(hash) {
+        if self.cold.inputs.attempted == Some(hash) {
             return Ok(());
         }
-        self.inputs.attempted = Some(hash);
+        self.cold.inputs.attempted = Some(hash);
         match self.install_spec(effective) {
             Err(why) => self.configuration_error(why),
-            Ok(()) => {
-                self.inputs.applied = Some(hash);
-                self.inputs.error = None;
-                self.derive()
+            Ok(variables) => {
+                self.cold.inputs.applied = Some(hash);
+                self.input_error = None;
+                self.installed = true;
+                self.derive(&variables)
             }
         }
     }
 
     fn configuration_error(&mut self, why: String) -> Result<(), ActorProcessingErr> {
         tracing::warn!(node.path = %self.path, error = %why, "configuration error; keeping the last good spec and desired state");
-        self.inputs.error = Some(why);
+        self.input_error = Some(why);
         Ok(())
     }
 
@@ -145,15 +135,16 @@ impl NodeState {
     /// together with the spec's.
     fn effective_inputs(&self) -> Result<ParentContext, String> {
         let path = &self.path;
-        VariableBundle::validate(&self.spec.variables, path).map_err(|e| e.to_string())?;
+        VariableBundle::validate(&self.cold.spec.variables, path).map_err(|e| e.to_string())?;
         let location = self
+            .cold
             .inputs
             .context
             .location
-            .extend(&self.spec.location, path)
+            .extend(&self.cold.spec.location, path)
             .map_err(|e| e.to_string())?;
-        let mut user = self.inputs.context.user.clone();
-        for (k, v) in &self.spec.variables {
+        let mut user = self.cold.inputs.context.user.clone();
+        for (k, v) in &self.cold.spec.variables {
             user.insert(k.clone(), v.clone());
         }
         let own = ParentContext::new(user, location);
@@ -166,16 +157,19 @@ impl NodeState {
         })
     }
 
-    /// Step 3: the rendered and decoded spec.
-    fn install_spec(&mut self, effective: ParentContext) -> Result<(), String> {
+    /// Step 3: the rendered and decoded spec. Returns the variables, for the
+    /// derivation that follows (they are not kept: they are rebuilt when an
+    /// input changes).
+    fn install_spec(&mut self, effective: ParentContext) -> Result<Value, String> {
         let path = &self.path;
         // The location is known even if the spec does not render.
-        self.inputs.location_path = effective.location.path();
+        self.cold.inputs.location_path = effective.location.path();
         let bundle = VariableBundle::default()
             .with_user(effective.user)
             .with_global(self.shared.config.globals.clone())
             .with_internal(
-                self.inputs
+                self.cold
+                    .inputs
                     .internal
                     .clone()
                     .with_location_path(effective.location.path()),
@@ -185,9 +179,9 @@ impl NodeState {
         let started = std::time::Instant::now();
         let installed = self
             .driver
-            .set_spec_rendered(&self.spec.user_spec, &renderer);
-        if self.spec.user_spec.has_templates() {
-            let attrs = std::slice::from_ref(&self.metric_path);
+            .set_spec_rendered(&self.cold.spec.user_spec, &renderer);
+        if self.cold.spec.user_spec.has_templates() {
+            let attrs = std::slice::from_ref(&self.cold.metric_path);
             self.shared
                 .metrics
                 .template_duration
@@ -198,24 +192,23 @@ impl NodeState {
                 Some(render) => render.to_string(),
                 None => format!(
                     "node `{path}`: the spec does not decode into worker type `{}`: {e}; fix the spec",
-                    self.spec.worker_type
+                    self.cold.spec.worker_type
                 ),
             });
         }
-        self.inputs.variables = variables;
         let own = ParentContext::new(bundle.user, effective.location);
-        if own.hash != self.inputs.own.hash {
-            self.inputs.own = Arc::new(own);
+        if own.hash != self.cold.inputs.own.hash {
+            self.cold.inputs.own = Arc::new(own);
         }
-        Ok(())
+        Ok(variables)
     }
 
     /// Step 4. An `InvalidSpec` error keeps the last good desired state; any
     /// other error, or a panic, is a failure.
-    fn derive(&mut self) -> Result<(), ActorProcessingErr> {
+    fn derive(&mut self, variables: &Value) -> Result<(), ActorProcessingErr> {
         let ctx = DeriveContext::new(&self.path)
-            .with_variables(&self.inputs.variables)
-            .with_location(&self.inputs.location_path);
+            .with_variables(variables)
+            .with_location(&self.cold.inputs.location_path);
         match self.driver.derive_with(&ctx) {
             Ok(desired) => {
                 self.desired_children = desired.children_hash();
@@ -238,7 +231,7 @@ impl NodeState {
         let hash = spec.hash();
         if hash != self.spec_hash {
             tracing::info!(node.path = %self.path, "spec updated");
-            self.spec = spec;
+            self.cold.spec = spec;
             self.spec_hash = hash;
         }
         self.apply_inputs()
@@ -249,15 +242,16 @@ impl NodeState {
         &mut self,
         context: Arc<ParentContext>,
     ) -> Result<(), ActorProcessingErr> {
-        if context.hash != self.inputs.context.hash {
-            self.inputs.context = context;
+        if context.hash != self.context_hash {
+            self.context_hash = context.hash;
+            self.cold.inputs.context = context;
         }
         self.apply_inputs()
     }
 
     /// The variables this node's children inherit, and their hash.
     pub(super) fn children_context(&self) -> &Arc<ParentContext> {
-        &self.inputs.own
+        &self.cold.inputs.own
     }
 }
 

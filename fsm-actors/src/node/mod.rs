@@ -167,18 +167,17 @@ struct Reported {
     subtree: SubtreeCounts,
 }
 
+/// A node's state. What every tick or message touches is kept here, close
+/// together; what changes rarely is behind `cold`, so that a tree of many
+/// nodes touches as little memory per tick as it can.
 pub(crate) struct NodeState {
     path: NodePath,
-    spec: ChildSpec,
     spec_hash: SpecHash,
-    generation: u64,
-    restarts: u64,
     parent: Option<ActorRef<NodeMsg>>,
     shared: Arc<Shared>,
     driver: Box<dyn NodeDriver>,
     started: Instant,
-    rng: SplitMix64,
-    _live: LiveGuard,
+    ticks: u64,
 
     /// The mapped desired state from the parent, overriding the derived one.
     parent_state: Option<String>,
@@ -187,31 +186,54 @@ pub(crate) struct NodeState {
     /// The hash of `desired.children`, computed once per derivation (a
     /// parent's children specs hold its whole subtree's specs).
     desired_children: SpecHash,
-    /// Spec, variables and location, and what became of them.
-    inputs: Inputs,
+    /// Bumped whenever the effective desired state may have changed.
+    desired_version: u64,
+    /// The spec and inherited-context hashes last applied or tried.
+    inputs_seen: Option<(SpecHash, SpecHash)>,
+    /// The hash of the inherited context (cached from `cold.inputs`).
+    context_hash: SpecHash,
+    /// Whether a spec has ever been installed (the node can observe).
+    installed: bool,
+    /// A configuration error: variables, location, templates or decoding.
+    input_error: Option<String>,
     derive_error: Option<String>,
+    declaration_error: Option<String>,
 
     children: ChildTable,
-    next_generation: u64,
     /// The declaration hash the child table matches.
     applied_children: Option<SpecHash>,
     /// The declaration hash that failed validation (not retried until
     /// changed).
     rejected_children: Option<SpecHash>,
-    declaration_error: Option<String>,
-    restart_window: RestartWindow,
     circuit: Circuit,
-
     collector: Collector,
     action: Option<(ActionId, &'static str)>,
+
+    /// What the children's mapped states and context were last sent for.
+    mapped_for: Option<(u64, u64, SpecHash)>,
+    /// See `state_is_desired`.
+    state_match: std::cell::Cell<(usize, u64, bool)>,
+    reported: Option<Reported>,
+    /// The children count last recorded as a metric.
+    recorded_children: Option<usize>,
+    shutting_down: bool,
+
+    cold: Box<Cold>,
+}
+
+/// The parts of a node's state that change rarely.
+struct Cold {
+    spec: ChildSpec,
+    generation: u64,
+    restarts: u64,
+    rng: SplitMix64,
+    _live: LiveGuard,
+    /// Spec, variables and location, and what became of them.
+    inputs: Inputs,
+    next_generation: u64,
+    restart_window: RestartWindow,
     last_action: Option<ActionReport>,
     action_error: Option<String>,
-
-    ticks: u64,
-    /// Bumped whenever the effective desired state may have changed.
-    desired_version: u64,
-    reported: Option<Reported>,
-    shutting_down: bool,
     /// The OpenTelemetry context of the last tick span (for links from
     /// restarts and actions), when spans are exported.
     tick_origin: Option<opentelemetry::trace::SpanContext>,
@@ -219,8 +241,6 @@ pub(crate) struct NodeState {
     metric_path: KeyValue,
     /// The worker type, shared with the action spans.
     worker_type: Arc<str>,
-    /// The children count last recorded as a metric.
-    recorded_children: Option<usize>,
     /// The last of this node's stops of single children (removal,
     /// replacement, group restart). Each stop waits for the one before, so
     /// that subtrees stop one at a time, in the order they were asked to.
@@ -262,29 +282,28 @@ impl Actor for NodeActor {
         let spec_hash = args.spec.hash();
         let metric_path = path_attr(&args.path);
         let worker_type = args.spec.worker_type.clone();
+        let context_hash = args.context.hash;
         Ok(NodeState {
             path: args.path,
-            spec: args.spec,
             spec_hash,
-            generation: args.generation,
-            restarts: args.restarts,
             parent: args.parent,
             shared: args.shared,
             driver,
             started: Instant::now(),
-            rng: SplitMix64::new(seed.finish()),
-            _live: live,
+            ticks: 0,
             parent_state: args.parent_state,
             desired: DesiredState::new(""),
             desired_children: DesiredState::new("").children_hash(),
-            inputs: Inputs::new(args.context, internal),
+            desired_version: 0,
+            inputs_seen: None,
+            context_hash,
+            installed: false,
+            input_error: None,
             derive_error: None,
+            declaration_error: None,
             children: ChildTable::default(),
-            next_generation: 0,
             applied_children: None,
             rejected_children: None,
-            declaration_error: None,
-            restart_window: RestartWindow::new(),
             circuit: Circuit::new(),
             collector: Collector {
                 seq: 0,
@@ -295,17 +314,27 @@ impl Actor for NodeActor {
                 last_error: None,
             },
             action: None,
-            last_action: None,
-            action_error: None,
-            ticks: 0,
-            desired_version: 0,
+            mapped_for: None,
+            state_match: std::cell::Cell::new((0, u64::MAX, false)),
             reported: None,
-            shutting_down: false,
-            tick_origin: None,
-            metric_path,
-            worker_type: Arc::from(worker_type.as_str()),
             recorded_children: None,
-            stop_chain: None,
+            shutting_down: false,
+            cold: Box::new(Cold {
+                spec: args.spec,
+                generation: args.generation,
+                restarts: args.restarts,
+                rng: SplitMix64::new(seed.finish()),
+                _live: live,
+                inputs: Inputs::new(args.context, internal),
+                next_generation: 0,
+                restart_window: RestartWindow::new(),
+                last_action: None,
+                action_error: None,
+                tick_origin: None,
+                metric_path,
+                worker_type: Arc::from(worker_type.as_str()),
+                stop_chain: None,
+            }),
         })
     }
 
@@ -315,7 +344,7 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         state.apply_inputs()?;
-        state.start_collect(&myself, &tracing::Span::none());
+        state.start_collect(&myself, &tracing::Span::none(), Instant::now());
         Ok(())
     }
 
@@ -332,8 +361,10 @@ impl Actor for NodeActor {
             }
             return Ok(());
         }
+        // One clock read per message.
+        let now = Instant::now();
         match msg {
-            NodeMsg::Tick(parent) => state.tick(&myself, parent).await?,
+            NodeMsg::Tick(parent) => state.tick(&myself, parent, now).await?,
             NodeMsg::UpdateSpec(spec) => state.update_spec(*spec)?,
             NodeMsg::ParentContext(context) => state.update_context(context)?,
             NodeMsg::ParentState(mapped) => state.set_parent_state(mapped),
@@ -361,7 +392,7 @@ impl Actor for NodeActor {
         // when nothing changed), so the tree's status lags by messages, not
         // by ticks.
         if !state.shutting_down {
-            state.report(Instant::now());
+            state.report(now);
         }
         Ok(())
     }
@@ -428,6 +459,7 @@ impl NodeState {
         &mut self,
         myself: &ActorRef<NodeMsg>,
         parent: tracing::Span,
+        now: Instant,
     ) -> Result<(), ActorProcessingErr> {
         let span = if self.is_top() {
             tracing::Span::none()
@@ -437,13 +469,14 @@ impl NodeState {
                 parent: &parent,
                 "fsm.tick",
                 node.path = %self.path,
-                worker.type = %self.spec.worker_type,
+                worker.type = %self.cold.spec.worker_type,
                 state.before = self.driver.state_name(),
                 state.after = tracing::field::Empty,
             )
         };
-        self.tick_origin = telemetry::span_context(&span);
-        let now = Instant::now();
+        if !span.is_disabled() {
+            self.cold.tick_origin = telemetry::span_context(&span);
+        }
         let prepared = span.in_scope(|| self.tick_prepare(now));
         match prepared? {
             Prepared::CollectorFailed(why) => {
@@ -525,7 +558,7 @@ impl NodeState {
         {
             return Ok(Some(signal));
         }
-        self.start_collect(myself, span);
+        self.start_collect(myself, span, now);
         Ok(None)
     }
 
@@ -536,7 +569,7 @@ impl NodeState {
             return;
         }
         let p = self.shared.chaos_probability();
-        if p > 0.0 && self.rng.next_f64() < p {
+        if p > 0.0 && self.cold.rng.next_f64() < p {
             // A real panic, so that the same path as a crashing worker runs.
             panic!(
                 "node `{}` failed on purpose {}",
@@ -547,7 +580,7 @@ impl NodeState {
     }
 
     fn collector_failed_for(&self, now: Instant) -> Option<Duration> {
-        if !self.driver.has_spec() {
+        if !self.installed {
             // Nothing to observe before a spec is installed.
             return None;
         }
@@ -567,7 +600,7 @@ impl NodeState {
                     restarting = self.children.restarting_count(),
                     "circuit opened: a child failed, is restarting or is stale; pausing this node's state machine"
                 );
-                let attrs = std::slice::from_ref(&self.metric_path);
+                let attrs = std::slice::from_ref(&self.cold.metric_path);
                 self.shared.metrics.circuit_open.record(1, attrs);
             }
             Some(CircuitChange::Closed { open_for }) => {
@@ -576,7 +609,7 @@ impl NodeState {
                     open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
                     "circuit closed: all children healthy again"
                 );
-                let attrs = std::slice::from_ref(&self.metric_path);
+                let attrs = std::slice::from_ref(&self.cold.metric_path);
                 self.shared.metrics.circuit_open.record(0, attrs);
                 self.shared.metrics.infrastructure_recovery.add(1, attrs);
             }
@@ -593,7 +626,7 @@ impl NodeState {
                 node.path = %self.path,
                 restarting = self.children.restarting_count(),
                 open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
-                restarts_in_window = self.restart_window.len(),
+                restarts_in_window = self.cold.restart_window.len(),
                 "subtree still recovering"
             );
         }
@@ -653,7 +686,7 @@ impl NodeState {
                 target: "fsm_actors",
                 "fsm.reconcile",
                 node.path = %self.path,
-                worker.type = %self.spec.worker_type,
+                worker.type = %self.cold.spec.worker_type,
                 spawned = counts.spawned,
                 updated = counts.updated,
                 replaced = counts.replaced,
@@ -724,7 +757,7 @@ impl NodeState {
         self.applied_children = Some(declared_hash);
         let result = self.start_due_children(myself).instrument(span).await;
         if did_work {
-            let attrs = std::slice::from_ref(&self.metric_path);
+            let attrs = std::slice::from_ref(&self.cold.metric_path);
             self.shared
                 .metrics
                 .reconcile_duration
@@ -747,6 +780,17 @@ impl NodeState {
     /// Sends each child its mapped desired state and the variables and
     /// location it inherits, when they changed.
     fn map_states(&mut self) {
+        // Nothing to send unless the desired state, the children or the
+        // context changed since the last time.
+        let key = (
+            self.desired_version,
+            self.children.version(),
+            self.children_context().hash,
+        );
+        if self.mapped_for == Some(key) {
+            return;
+        }
+        self.mapped_for = Some(key);
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired.state);
         let context = Arc::clone(self.children_context());
         self.children.for_each_mapped(|child| {
@@ -770,7 +814,7 @@ impl NodeState {
     // ----- observation and state machine ----------------------------------
 
     fn is_stale(&self, now: Instant) -> bool {
-        if !self.driver.has_spec() {
+        if !self.installed {
             return false;
         }
         let since = self.collector.last_ok.unwrap_or(self.started);
@@ -779,8 +823,8 @@ impl NodeState {
 
     /// Starts a collect in its own task, with a span under `parent` (the
     /// tick's, or none between ticks).
-    fn start_collect(&mut self, myself: &ActorRef<NodeMsg>, parent: &tracing::Span) {
-        if self.collector.in_flight || !self.driver.has_spec() {
+    fn start_collect(&mut self, myself: &ActorRef<NodeMsg>, parent: &tracing::Span, now: Instant) {
+        if self.collector.in_flight || !self.installed {
             return;
         }
         let span = if self.is_top() {
@@ -791,7 +835,7 @@ impl NodeState {
                 parent: parent,
                 "fsm.collect",
                 node.path = %self.path,
-                worker.type = %self.spec.worker_type,
+                worker.type = %self.cold.spec.worker_type,
                 error = tracing::field::Empty,
             )
         };
@@ -802,7 +846,7 @@ impl NodeState {
                 if let Err(e) = &result {
                     span.record("error", e.as_str());
                 }
-                self.collected(result);
+                self.collected(result, now);
                 return;
             }
             CollectStart::Pending(future) => future,
@@ -835,10 +879,10 @@ impl NodeState {
     }
 
     /// Records how a collect ended (its observation is installed already).
-    fn collected(&mut self, result: Result<(), String>) {
+    fn collected(&mut self, result: Result<(), String>, now: Instant) {
         match result {
             Ok(()) => {
-                self.collector.last_ok = Some(Instant::now());
+                self.collector.last_ok = Some(now);
                 self.collector.last_error = None;
             }
             Err(e) => {
@@ -863,13 +907,13 @@ impl NodeState {
         match result {
             Ok(observation) => {
                 if self.driver.set_observation(observation) {
-                    self.collected(Ok(()));
+                    self.collected(Ok(()), Instant::now());
                 }
             }
-            Err(e) => self.collected(Err(e)),
+            Err(e) => self.collected(Err(e), Instant::now()),
         }
         if self.collector.again {
-            self.start_collect(myself, &tracing::Span::none());
+            self.start_collect(myself, &tracing::Span::none(), Instant::now());
         }
     }
 
@@ -885,7 +929,7 @@ impl NodeState {
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired.state);
         let input = StepInput::new(&self.path, desired)
             .with_children(self.children.statuses())
-            .with_action(self.action.is_some(), self.last_action.as_ref());
+            .with_action(self.action.is_some(), self.cold.last_action.as_ref());
         let outcome = match self.driver.step(&input) {
             Ok(Some(outcome)) => outcome,
             Ok(None) => return Ok(None),
@@ -902,7 +946,7 @@ impl NodeState {
             self.shared.metrics.state_transitions.add(
                 1,
                 &[
-                    self.metric_path.clone(),
+                    self.cold.metric_path.clone(),
                     KeyValue::new("from", outcome.from),
                     KeyValue::new("to", to),
                 ],
@@ -929,13 +973,13 @@ impl NodeState {
             path: self.path.clone(),
             owner: myself.clone(),
             action,
-            worker_type: Arc::clone(&self.worker_type),
-            origin: self.tick_origin.clone(),
+            worker_type: Arc::clone(&self.cold.worker_type),
+            origin: self.cold.tick_origin.clone(),
         };
         match self.shared.executor.cast(ExecMsg::Enqueue(request)) {
             Ok(()) => self.action = Some((id, name)),
             Err(_) => {
-                self.last_action = Some(ActionReport {
+                self.cold.last_action = Some(ActionReport {
                     action: name.to_owned(),
                     outcome: ActionOutcome::Rejected("the executor is not running".to_owned()),
                 });
@@ -949,21 +993,21 @@ impl NodeState {
         }
         self.action = None;
         match &report.outcome {
-            ActionOutcome::Succeeded => self.action_error = None,
+            ActionOutcome::Succeeded => self.cold.action_error = None,
             ActionOutcome::Failed(e) => {
-                self.action_error = Some(format!("action `{}` failed: {e}", report.action));
+                self.cold.action_error = Some(format!("action `{}` failed: {e}", report.action));
             }
             ActionOutcome::TimedOut => {
-                self.action_error = Some(format!("action `{}` timed out", report.action));
+                self.cold.action_error = Some(format!("action `{}` timed out", report.action));
             }
             ActionOutcome::Cancelled | ActionOutcome::Rejected(_) => {}
         }
-        self.last_action = Some(report);
+        self.cold.last_action = Some(report);
         // The world just changed: look again at once.
         if self.collector.in_flight {
             self.collector.again = true;
         } else {
-            self.start_collect(myself, &tracing::Span::none());
+            self.start_collect(myself, &tracing::Span::none(), Instant::now());
         }
     }
 
@@ -971,8 +1015,7 @@ impl NodeState {
 
     fn own_error(&self, now: Instant) -> Option<String> {
         if let Some(e) = self
-            .inputs
-            .error
+            .input_error
             .as_ref()
             .or(self.derive_error.as_ref())
             .or(self.declaration_error.as_ref())
@@ -992,7 +1035,7 @@ impl NodeState {
 
     /// No configuration error (spec, variables, templates, declaration).
     fn configured(&self) -> bool {
-        self.inputs.error.is_none()
+        self.input_error.is_none()
             && self.derive_error.is_none()
             && self.declaration_error.is_none()
     }
@@ -1013,8 +1056,23 @@ impl NodeState {
         healthy
             && !self.circuit.is_open()
             && self.driver.has_observation()
-            && self.driver.state_name() == self.desired_state()
+            && self.state_is_desired()
             && self.children_in_sync()
+    }
+
+    /// Whether the current state is the desired one; remembered for the
+    /// state (by its `&'static str`'s address) and the desired version, so
+    /// that a report after every message compares no text.
+    fn state_is_desired(&self) -> bool {
+        let state = self.driver.state_name();
+        let key = (state.as_ptr() as usize, self.desired_version);
+        let (address, version, matches) = self.state_match.get();
+        if (address, version) == key {
+            return matches;
+        }
+        let matches = state == self.desired_state();
+        self.state_match.set((key.0, key.1, matches));
+        matches
     }
 
     fn self_converged(&self, now: Instant) -> bool {
@@ -1035,7 +1093,7 @@ impl NodeState {
         let count = self.children.len();
         if self.recorded_children != Some(count) {
             self.recorded_children = Some(count);
-            let attrs = std::slice::from_ref(&self.metric_path);
+            let attrs = std::slice::from_ref(&self.cold.metric_path);
             self.shared
                 .metrics
                 .children_count
@@ -1075,10 +1133,10 @@ impl NodeState {
         match &self.parent {
             Some(parent) => {
                 let _ = parent.cast(NodeMsg::ChildReport(ChildReport {
-                    name: self.spec.name.clone(),
-                    generation: self.generation,
+                    name: self.cold.spec.name.clone(),
+                    generation: self.cold.generation,
                     status: ChildStatus {
-                        name: self.spec.name.clone(),
+                        name: self.cold.spec.name.clone(),
                         state: state.to_owned(),
                         desired: self.desired_state().to_owned(),
                         healthy,
@@ -1114,20 +1172,20 @@ impl NodeState {
         let own_error = self.own_error(now);
         NodeSnapshot {
             path: self.path.clone(),
-            name: self.spec.name.clone(),
-            worker_type: self.spec.worker_type.clone(),
+            name: self.cold.spec.name.clone(),
+            worker_type: self.cold.spec.worker_type.clone(),
             state: self.driver.state_name().to_owned(),
             desired_state: self.desired_state().to_owned(),
             healthy: self.is_healthy(now),
-            last_error: own_error.or_else(|| self.action_error.clone()),
+            last_error: own_error.or_else(|| self.cold.action_error.clone()),
             converged: self.self_converged(now) && self.children.all_converged(),
             stale: self.is_stale(now),
             action_in_flight: self.action.map(|(_, name)| name.to_owned()),
-            last_action: self.last_action.clone(),
-            restarts: self.restarts,
+            last_action: self.cold.last_action.clone(),
+            restarts: self.cold.restarts,
             restarting: None,
             circuit_open: self.circuit.is_open(),
-            location_path: self.inputs.location_path.clone(),
+            location_path: self.cold.inputs.location_path.clone(),
             children: Vec::new(),
         }
     }

@@ -55,9 +55,9 @@ impl NodeState {
         tracing::debug!(node.path = %path, "stopping child");
         // One subtree at a time, in the order asked (callers ask in reverse
         // start order): this stop begins once the previous one has ended.
-        let previous = self.stop_chain.take();
+        let previous = self.cold.stop_chain.take();
         let span = stop_span(&path, worker_type);
-        self.stop_chain = Some(tokio::spawn(
+        self.cold.stop_chain = Some(tokio::spawn(
             async move {
                 if let Some(previous) = previous {
                     let _ = previous.await;
@@ -80,7 +80,7 @@ impl NodeState {
         // that this node can still answer by it.
         let child_deadline = deadline.checked_sub(STOP_MARGIN).unwrap_or(deadline);
         // Stops already under way (started before, so they finish first).
-        if let Some(chain) = self.stop_chain.take() {
+        if let Some(chain) = self.cold.stop_chain.take() {
             let _ = tokio::time::timeout_at(child_deadline, chain).await;
         }
         while let Some(child) = self.children.pop_last() {

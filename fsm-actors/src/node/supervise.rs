@@ -111,6 +111,7 @@ impl NodeState {
         let failed_name = entry.name().to_owned();
         let failed_type = entry.spec.worker_type.clone();
         match self
+            .cold
             .restart_window
             .record(now.into_std(), supervision.intensity)
         {
@@ -139,7 +140,7 @@ impl NodeState {
             supervision
                 .backoff
                 .next_attempt(entry.attempt, started.into_std(), now.into_std());
-        let delay = supervision.backoff.delay(attempt, self.rng.next_f64());
+        let delay = supervision.backoff.delay(attempt, self.cold.rng.next_f64());
         let due = now + delay;
 
         // Bystanders first, in reverse start order.
@@ -204,7 +205,7 @@ impl NodeState {
             delay_ms = ms(delay),
             strategy = ?supervision.strategy,
         );
-        telemetry::link(&span, self.tick_origin.as_ref());
+        telemetry::link(&span, self.cold.tick_origin.as_ref());
         drop(span);
         self.shared
             .metrics
@@ -264,8 +265,8 @@ impl NodeState {
         let spec = entry.spec.clone();
         let path = entry.path.clone();
         let restarts = entry.restarts;
-        let generation = self.next_generation;
-        self.next_generation += 1;
+        let generation = self.cold.next_generation;
+        self.cold.next_generation += 1;
         let mapped = spec.mapped_state(self.desired_state()).map(str::to_owned);
         let args = NodeArgs {
             path: path.clone(),

@@ -27,7 +27,7 @@ impl Worker for TopWorker {
         TopRunning
     }
 
-    async fn collect(&self, _ctx: &CollectContext<ChildSpec>) -> Result<(), BoxError> {
+    async fn collect(&self, _ctx: &CollectContext<'_, ChildSpec>) -> Result<(), BoxError> {
         Ok(())
     }
 

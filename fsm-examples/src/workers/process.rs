@@ -93,7 +93,7 @@ impl<K: Kind> Worker for ProcessWorker<K> {
         Lifecycle::Stopped
     }
 
-    async fn collect(&self, ctx: &CollectContext<K::Spec>) -> Result<ProcStatus, BoxError> {
+    async fn collect(&self, ctx: &CollectContext<'_, K::Spec>) -> Result<ProcStatus, BoxError> {
         let device = K::device(ctx.spec());
         Ok(self.io.status(ctx.path().as_str(), &device).await?)
     }
@@ -106,7 +106,7 @@ impl<K: Kind> Worker for ProcessWorker<K> {
         Ok(DesiredState::new("running").with_children(K::children(spec)?))
     }
 
-    async fn on_stop(&self, ctx: &StopContext<K::Spec>) {
+    async fn on_stop(&self, ctx: &StopContext<'_, K::Spec>) {
         // Leave nothing running behind.
         let _ = self.io.stop(ctx.path().as_str()).await;
     }
