@@ -113,7 +113,8 @@ impl Tree {
         let top_spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
         let args = NodeArgs {
             path: NodePath::top(),
-            spec: top_spec,
+            spec_hash: top_spec.hash(),
+            spec: Arc::new(top_spec),
             generation: 0,
             restarts: 0,
             parent: None,
@@ -299,8 +300,9 @@ impl Tree {
     pub fn update_root_spec(&self, root: ChildSpec) -> Result<(), TreeError> {
         validate_root(&root, &self.shared.registry)?;
         let spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
+        let hash = spec.hash();
         self.top
-            .cast(NodeMsg::UpdateSpec(Box::new(spec)))
+            .cast(NodeMsg::UpdateSpec(Arc::new(spec), hash))
             .map_err(|_| TreeError::NotRunning)
     }
 

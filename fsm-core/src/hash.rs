@@ -69,6 +69,28 @@ impl Default for StableHasher {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SpecHash(pub u64);
 
+impl SpecHash {
+    /// The hash of a sequence of hashes (its length and each in order), for
+    /// a list whose items are hashed already.
+    ///
+    /// ```
+    /// use fsm_core::SpecHash;
+    ///
+    /// let (a, b) = (SpecHash(1), SpecHash(2));
+    /// assert_ne!(SpecHash::of_list(&[a, b]), SpecHash::of_list(&[b, a]));
+    /// assert_ne!(SpecHash::of_list(&[]), SpecHash::of_list(&[SpecHash(0)]));
+    /// ```
+    #[must_use]
+    pub fn of_list(hashes: &[SpecHash]) -> SpecHash {
+        let mut h = StableHasher::new();
+        h.write_u64(hashes.len() as u64);
+        for x in hashes {
+            h.write_u64(x.0);
+        }
+        SpecHash(h.finish())
+    }
+}
+
 impl fmt::Debug for SpecHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SpecHash({:016x})", self.0)

@@ -36,7 +36,8 @@ pub use error::{
 pub use hash::{SpecHash, StableHasher};
 pub use path::{NodePath, PATH_SEPARATOR};
 pub use reconcile::{
-    PlanCounts, PlanStep, ReconcilePlan, RunningChild, plan_children, validate_children,
+    PlanCounts, PlanStep, ReconcilePlan, RunningChild, plan_children, plan_children_hashed,
+    validate_children, validate_children_hashed,
 };
 pub use registry::WorkerRegistry;
 pub use spec::{ChildSpec, DesiredState};

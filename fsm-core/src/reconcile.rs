@@ -121,6 +121,21 @@ impl ReconcilePlan {
 /// ```
 #[must_use]
 pub fn plan_children(running: &[RunningChild<'_>], declared: &[ChildSpec]) -> ReconcilePlan {
+    let hashes: Vec<SpecHash> = declared.iter().map(ChildSpec::hash).collect();
+    plan_children_hashed(running, declared, &hashes)
+}
+
+/// [`plan_children`] with each declaration's [`ChildSpec::hash`] computed
+/// already (`hashes[i]` for `declared[i]`, as
+/// [`DesiredState::child_hashes`](crate::DesiredState::child_hashes) gives
+/// them), so that a large declaration is hashed once per derivation, not
+/// once per use. A missing hash is computed.
+#[must_use]
+pub fn plan_children_hashed(
+    running: &[RunningChild<'_>],
+    declared: &[ChildSpec],
+    hashes: &[SpecHash],
+) -> ReconcilePlan {
     let mut steps = Vec::new();
     let declared_names: HashSet<&str> = declared.iter().map(|c| c.name.as_str()).collect();
     for r in running.iter().rev() {
@@ -139,7 +154,9 @@ pub fn plan_children(running: &[RunningChild<'_>], declared: &[ChildSpec]) -> Re
         match by_name.get(spec.name.as_str()) {
             None => steps.push(PlanStep::Spawn { index }),
             Some(r) if r.worker_type != spec.worker_type => steps.push(PlanStep::Replace { index }),
-            Some(r) if r.hash != spec.hash() => steps.push(PlanStep::Update { index }),
+            Some(r) if r.hash != hash_at(declared, hashes, index) => {
+                steps.push(PlanStep::Update { index });
+            }
             Some(_) => {}
         }
     }
@@ -159,6 +176,28 @@ pub fn plan_children(running: &[RunningChild<'_>], declared: &[ChildSpec]) -> Re
 pub fn validate_children(
     path: &NodePath,
     declared: &[ChildSpec],
+    running: &[RunningChild<'_>],
+    registry: &WorkerRegistry,
+) -> Result<(), DeclarationError> {
+    let hashes: Vec<SpecHash> = if running.is_empty() {
+        // Nothing runs, so nothing is skipped: no hash is needed.
+        Vec::new()
+    } else {
+        declared.iter().map(ChildSpec::hash).collect()
+    };
+    validate_children_hashed(path, declared, &hashes, running, registry)
+}
+
+/// [`validate_children`] with each declaration's [`ChildSpec::hash`]
+/// computed already (see [`plan_children_hashed`]).
+///
+/// # Errors
+///
+/// As [`validate_children`].
+pub fn validate_children_hashed(
+    path: &NodePath,
+    declared: &[ChildSpec],
+    hashes: &[SpecHash],
     running: &[RunningChild<'_>],
     registry: &WorkerRegistry,
 ) -> Result<(), DeclarationError> {
@@ -187,7 +226,9 @@ pub fn validate_children(
             });
             continue;
         }
-        if unchanged.contains(&(spec.name.as_str(), spec.hash())) {
+        if !unchanged.is_empty()
+            && unchanged.contains(&(spec.name.as_str(), hash_at(declared, hashes, index)))
+        {
             continue;
         }
         if let Err(e) = registry.validate(&path.child(&spec.name), spec) {
@@ -202,6 +243,14 @@ pub fn validate_children(
             problems,
         })
     }
+}
+
+/// The hash of `declared[index]`: from `hashes` when given, else computed.
+fn hash_at(declared: &[ChildSpec], hashes: &[SpecHash], index: usize) -> SpecHash {
+    hashes
+        .get(index)
+        .copied()
+        .unwrap_or_else(|| declared[index].hash())
 }
 
 #[cfg(test)]
@@ -279,6 +328,23 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn planning_with_precomputed_hashes_gives_the_same_plan(
+            running in running_strategy(), declared in declared_strategy()
+        ) {
+            let hashes: Vec<SpecHash> = declared.iter().map(ChildSpec::hash).collect();
+            let running = as_running(&running);
+            prop_assert_eq!(
+                plan_children_hashed(&running, &declared, &hashes),
+                plan_children(&running, &declared)
+            );
+            // Missing hashes are computed, not taken as changes.
+            prop_assert_eq!(
+                plan_children_hashed(&running, &declared, &[]),
+                plan_children(&running, &declared)
+            );
+        }
+
         #[test]
         fn applying_a_plan_then_planning_again_gives_an_empty_plan(
             running in running_strategy(), declared in declared_strategy()

@@ -156,7 +156,7 @@ impl ChildSpec {
             RestartPolicy::Transient => 1,
             RestartPolicy::Temporary => 2,
         });
-        Value::Map(self.variables.clone()).stable_hash(h);
+        Value::stable_hash_map(&self.variables, h);
         h.write_u64(self.location.len() as u64);
         for (k, v) in &self.location {
             h.write_str(k);
@@ -227,12 +227,17 @@ impl DesiredState {
     /// it is unchanged, there is nothing to reconcile.
     #[must_use]
     pub fn children_hash(&self) -> SpecHash {
-        let mut h = StableHasher::new();
-        h.write_u64(self.children.len() as u64);
-        for c in &self.children {
-            c.stable_hash(&mut h);
-        }
-        SpecHash(h.finish())
+        SpecHash::of_list(&self.child_hashes())
+    }
+
+    /// Each child declaration's [`ChildSpec::hash`], in order. Computed once
+    /// per derivation, they serve the reconcile
+    /// ([`validate_children_hashed`](crate::validate_children_hashed),
+    /// [`plan_children_hashed`](crate::plan_children_hashed)) and, combined
+    /// with [`SpecHash::of_list`], equal [`DesiredState::children_hash`].
+    #[must_use]
+    pub fn child_hashes(&self) -> Vec<SpecHash> {
+        self.children.iter().map(ChildSpec::hash).collect()
     }
 }
 

@@ -10,6 +10,7 @@
 //! declaration is unchanged).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use fsm_core::{ChildSpec, ChildStatus, NodePath, RunningChild, SpecHash};
 use ractor::{ActorId, ActorRef};
@@ -36,7 +37,8 @@ pub(crate) enum ChildRun {
 /// One child slot.
 pub(crate) struct ChildEntry {
     pub(crate) path: NodePath,
-    pub(crate) spec: ChildSpec,
+    /// Shared with the child actor, which keeps it as its own spec.
+    pub(crate) spec: Arc<ChildSpec>,
     pub(crate) hash: SpecHash,
     pub(crate) run: ChildRun,
     pub(crate) status: ChildStatus,
@@ -52,7 +54,7 @@ pub(crate) struct ChildEntry {
 }
 
 impl ChildEntry {
-    pub(crate) fn new(path: NodePath, spec: ChildSpec, now: Instant) -> Self {
+    pub(crate) fn new(path: NodePath, spec: Arc<ChildSpec>, hash: SpecHash, now: Instant) -> Self {
         Self {
             status: ChildStatus {
                 name: spec.name.clone(),
@@ -63,7 +65,7 @@ impl ChildEntry {
                 converged: false,
             },
             path,
-            hash: spec.hash(),
+            hash,
             spec,
             run: ChildRun::Waiting {
                 due: now,
@@ -433,16 +435,17 @@ impl ChildTable {
         self.index_mut().completed.insert(name.to_owned(), hash);
     }
 
-    /// Whether `spec` is a child that ended for good with this very
-    /// declaration.
-    pub(crate) fn is_completed(&self, spec: &ChildSpec) -> bool {
+    /// Whether the child `name` ended for good with this very declaration
+    /// (`hash`).
+    pub(crate) fn is_completed(&self, name: &str, hash: SpecHash) -> bool {
         self.index()
-            .and_then(|x| x.completed.get(&spec.name))
-            .is_some_and(|h| *h == spec.hash())
+            .and_then(|x| x.completed.get(name))
+            .is_some_and(|h| *h == hash)
     }
 
     /// Forgets completions whose declaration is gone or changed.
-    pub(crate) fn retain_completed(&mut self, declared: &[ChildSpec]) {
+    /// `hashes[i]` is the hash of `declared[i]`.
+    pub(crate) fn retain_completed(&mut self, declared: &[ChildSpec], hashes: &[SpecHash]) {
         let Some(index) = self.index.as_deref_mut() else {
             return;
         };
@@ -451,7 +454,8 @@ impl ChildTable {
         }
         let current: HashMap<&str, SpecHash> = declared
             .iter()
-            .map(|c| (c.name.as_str(), c.hash()))
+            .zip(hashes)
+            .map(|(c, h)| (c.name.as_str(), *h))
             .collect();
         index
             .completed

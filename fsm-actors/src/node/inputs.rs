@@ -211,7 +211,9 @@ impl NodeState {
             .with_location(&self.cold.inputs.location_path);
         match self.driver.derive_with(&ctx) {
             Ok(desired) => {
-                self.desired_children = desired.children_hash();
+                let hashes = desired.child_hashes();
+                self.desired_children = SpecHash::of_list(&hashes);
+                self.cold.child_hashes = hashes;
                 self.desired = desired;
                 self.desired_version += 1;
                 self.derive_error = None;
@@ -227,8 +229,11 @@ impl NodeState {
     }
 
     /// A new spec from the parent (same worker type).
-    pub(super) fn update_spec(&mut self, spec: ChildSpec) -> Result<(), ActorProcessingErr> {
-        let hash = spec.hash();
+    pub(super) fn update_spec(
+        &mut self,
+        spec: Arc<ChildSpec>,
+        hash: SpecHash,
+    ) -> Result<(), ActorProcessingErr> {
         if hash != self.spec_hash {
             tracing::info!(node.path = %self.path, "spec updated");
             self.cold.spec = spec;

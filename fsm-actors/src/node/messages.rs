@@ -3,7 +3,9 @@
 //! Collector → node: `Observed`. Executor → node: `ActionDone`. Stop task →
 //! node: `ChildStopped`.
 
-use fsm_core::{ActionReport, ChildSpec, ChildStatus, Observation};
+use std::sync::Arc;
+
+use fsm_core::{ActionReport, ChildSpec, ChildStatus, Observation, SpecHash};
 use ractor::{ActorId, RpcReplyPort};
 use tokio::time::Instant;
 
@@ -16,14 +18,14 @@ pub(crate) enum NodeMsg {
     /// the parent's tick span (disabled at the top), so that one root tick
     /// is one trace.
     Tick(tracing::Span),
-    /// The node's spec changed (same worker type): decode it and derive
-    /// again; the node keeps running.
-    UpdateSpec(Box<ChildSpec>),
+    /// The node's spec changed (same worker type), with its hash: decode it
+    /// and derive again; the node keeps running.
+    UpdateSpec(Arc<ChildSpec>, SpecHash),
     /// The parent's state mapping for this node changed: `Some` overrides
     /// the node's own derived state, `None` hands control back to it.
     ParentState(Option<String>),
     /// The variables and location the node inherits changed.
-    ParentContext(std::sync::Arc<super::ParentContext>),
+    ParentContext(Arc<super::ParentContext>),
     /// A child's status and subtree counts changed.
     ChildReport(ChildReport),
     /// A collect finished (or failed, or timed out).

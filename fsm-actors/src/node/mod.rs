@@ -45,8 +45,8 @@ use std::time::Duration;
 use fsm_core::{
     ActionOutcome, ActionReport, BoxedAction, ChildSpec, ChildStatus, Circuit, CircuitChange,
     CollectStart, DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash,
-    SplitMix64, StableHasher, StepInput, Supervision, WorkerRegistry, panic_message, plan_children,
-    validate_children,
+    SplitMix64, StableHasher, StepInput, Supervision, WorkerRegistry, panic_message, plan_children_hashed,
+    validate_children_hashed,
 };
 use futures::FutureExt;
 use ractor::rpc::CallResult;
@@ -111,7 +111,9 @@ enum Prepared {
 /// How a node is started.
 pub(crate) struct NodeArgs {
     pub(crate) path: NodePath,
-    pub(crate) spec: ChildSpec,
+    pub(crate) spec: Arc<ChildSpec>,
+    /// `spec.hash()`, computed once by whoever made the spec.
+    pub(crate) spec_hash: SpecHash,
     pub(crate) generation: u64,
     pub(crate) restarts: u64,
     pub(crate) parent: Option<ActorRef<NodeMsg>>,
@@ -223,7 +225,10 @@ pub(crate) struct NodeState {
 
 /// The parts of a node's state that change rarely.
 struct Cold {
-    spec: ChildSpec,
+    spec: Arc<ChildSpec>,
+    /// The hash of each of `desired.children`, computed once per
+    /// derivation for the reconcile.
+    child_hashes: Vec<SpecHash>,
     generation: u64,
     restarts: u64,
     rng: SplitMix64,
@@ -279,9 +284,9 @@ impl Actor for NodeActor {
         seed.write_u64(args.shared.config.seed);
         seed.write_str(args.path.as_str());
         seed.write_u64(args.generation);
-        let spec_hash = args.spec.hash();
+        let spec_hash = args.spec_hash;
         let metric_path = path_attr(&args.path);
-        let worker_type = args.spec.worker_type.clone();
+        let worker_type = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
         Ok(NodeState {
             path: args.path,
@@ -321,6 +326,7 @@ impl Actor for NodeActor {
             shutting_down: false,
             cold: Box::new(Cold {
                 spec: args.spec,
+                child_hashes: Vec::new(),
                 generation: args.generation,
                 restarts: args.restarts,
                 rng: SplitMix64::new(seed.finish()),
@@ -332,7 +338,7 @@ impl Actor for NodeActor {
                 action_error: None,
                 tick_origin: None,
                 metric_path,
-                worker_type: Arc::from(worker_type.as_str()),
+                worker_type,
                 stop_chain: None,
             }),
         })
@@ -365,7 +371,7 @@ impl Actor for NodeActor {
         let now = Instant::now();
         match msg {
             NodeMsg::Tick(parent) => state.tick(&myself, parent, now).await?,
-            NodeMsg::UpdateSpec(spec) => state.update_spec(*spec)?,
+            NodeMsg::UpdateSpec(spec, hash) => state.update_spec(spec, hash)?,
             NodeMsg::ParentContext(context) => state.update_context(context)?,
             NodeMsg::ParentState(mapped) => state.set_parent_state(mapped),
             NodeMsg::ChildReport(report) => state.child_report(report),
@@ -647,9 +653,16 @@ impl NodeState {
             return Ok(());
         }
         let declared = std::mem::take(&mut self.desired.children);
-        let result = validate_children(
+        let mut hashes = std::mem::take(&mut self.cold.child_hashes);
+        if hashes.len() != declared.len() {
+            // Kept beside the declaration by `derive`; recomputed rather
+            // than trusted should the two ever disagree.
+            hashes = declared.iter().map(ChildSpec::hash).collect();
+        }
+        let result = validate_children_hashed(
             &self.path,
             &declared,
+            &hashes,
             &self.children.planned(),
             &self.shared.registry,
         );
@@ -658,19 +671,28 @@ impl NodeState {
             self.declaration_error = Some(e.to_string());
             self.rejected_children = Some(declared_hash);
             self.desired.children = declared;
+            self.cold.child_hashes = hashes;
             return Ok(());
         }
         self.declaration_error = None;
         self.rejected_children = None;
-        self.children.retain_completed(&declared);
+        self.children.retain_completed(&declared, &hashes);
         // Children that ended for good stay ended while their declaration
-        // is unchanged.
-        let wanted: Vec<ChildSpec> = declared
-            .iter()
-            .filter(|c| !self.children.is_completed(c))
-            .cloned()
-            .collect();
-        let plan = plan_children(&self.children.planned(), &wanted);
+        // is unchanged. (Rare: only then is the declaration copied.)
+        let filtered: Option<(Vec<ChildSpec>, Vec<SpecHash>)> =
+            (self.children.completed_count() > 0).then(|| {
+                declared
+                    .iter()
+                    .zip(&hashes)
+                    .filter(|(c, h)| !self.children.is_completed(&c.name, **h))
+                    .map(|(c, h)| (c.clone(), *h))
+                    .unzip()
+            });
+        let (wanted, wanted_hashes) = match &filtered {
+            Some((specs, hashes)) => (specs.as_slice(), hashes.as_slice()),
+            None => (declared.as_slice(), hashes.as_slice()),
+        };
+        let plan = plan_children_hashed(&self.children.planned(), wanted, wanted_hashes);
         let started = std::time::Instant::now();
         let span = if plan.is_empty() || self.is_top() {
             tracing::Span::none()
@@ -714,13 +736,15 @@ impl NodeState {
                 }
                 PlanStep::Update { index } => {
                     let spec = &wanted[index];
+                    let hash = wanted_hashes[index];
                     if let Some(i) = self.children.index_of(&spec.name) {
                         self.children.update(i, |child| {
                             tracing::debug!(node.path = %child.path, "sending changed spec");
-                            child.spec = spec.clone();
-                            child.hash = spec.hash();
+                            child.spec = Arc::new(spec.clone());
+                            child.hash = hash;
                             if let Some(actor) = child.actor() {
-                                let _ = actor.cast(NodeMsg::UpdateSpec(Box::new(spec.clone())));
+                                let _ = actor
+                                    .cast(NodeMsg::UpdateSpec(Arc::clone(&child.spec), hash));
                             }
                         });
                     }
@@ -736,8 +760,8 @@ impl NodeState {
                         let old_type = self.children.entries()[i].spec.worker_type.clone();
                         let old = self.children.set_waiting(i, now, None);
                         self.children.update(i, |child| {
-                            child.spec = spec.clone();
-                            child.hash = spec.hash();
+                            child.spec = Arc::new(spec.clone());
+                            child.hash = wanted_hashes[index];
                             child.attempt = 0;
                         });
                         if let Some(actor) = old {
@@ -747,13 +771,15 @@ impl NodeState {
                     }
                 }
                 PlanStep::Spawn { index } => {
-                    let spec = wanted[index].clone();
+                    let spec = Arc::new(wanted[index].clone());
                     let path = self.path.child(&spec.name);
-                    self.children.push(ChildEntry::new(path, spec, now));
+                    let hash = wanted_hashes[index];
+                    self.children.push(ChildEntry::new(path, spec, hash, now));
                 }
             }
         }
         self.desired.children = declared;
+        self.cold.child_hashes = hashes;
         self.applied_children = Some(declared_hash);
         let result = self.start_due_children(myself).instrument(span).await;
         if did_work {

@@ -262,7 +262,8 @@ impl NodeState {
     /// Spawns the actor of the child in slot `i`.
     async fn start_child(&mut self, i: usize, myself: &ActorRef<NodeMsg>) -> Result<(), String> {
         let entry = &self.children.entries()[i];
-        let spec = entry.spec.clone();
+        let spec = Arc::clone(&entry.spec);
+        let spec_hash = entry.hash;
         let path = entry.path.clone();
         let restarts = entry.restarts;
         let generation = self.cold.next_generation;
@@ -271,6 +272,7 @@ impl NodeState {
         let args = NodeArgs {
             path: path.clone(),
             spec,
+            spec_hash,
             generation,
             restarts,
             parent: Some(myself.clone()),

@@ -176,14 +176,18 @@ impl Value {
                     item.stable_hash(h);
                 }
             }
-            Self::Map(map) => {
-                h.write_u8(6);
-                h.write_u64(map.len() as u64);
-                for (k, v) in map {
-                    h.write_str(k);
-                    v.stable_hash(h);
-                }
-            }
+            Self::Map(map) => Self::stable_hash_map(map, h),
+        }
+    }
+
+    /// Feeds a map exactly as [`Value::Map`] of it would be fed, without
+    /// building the value.
+    pub(crate) fn stable_hash_map(map: &BTreeMap<String, Value>, h: &mut StableHasher) {
+        h.write_u8(6);
+        h.write_u64(map.len() as u64);
+        for (k, v) in map {
+            h.write_str(k);
+            v.stable_hash(h);
         }
     }
 }
