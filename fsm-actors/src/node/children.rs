@@ -16,14 +16,13 @@ use fsm_core::{ChildSpec, ChildStatus, NodePath, RunningChild, SpecHash};
 use ractor::{ActorId, ActorRef};
 use tokio::time::Instant;
 
-use super::messages::NodeMsg;
+use super::messages::{ChildReport, NodeMsg};
 use crate::snapshot::SubtreeCounts;
 
 /// Whether a child runs or waits to start.
 pub(crate) enum ChildRun {
     Running {
         actor: ActorRef<NodeMsg>,
-        generation: u64,
         started: Instant,
     },
     Waiting {
@@ -122,6 +121,16 @@ impl ChildEntry {
     }
 }
 
+/// Copies a status into `to`, reusing its strings' buffers.
+fn copy_status(to: &mut ChildStatus, from: &ChildStatus) {
+    to.name.clone_from(&from.name);
+    to.state.clone_from(&from.state);
+    to.desired.clone_from(&from.desired);
+    to.healthy = from.healthy;
+    to.stale = from.stale;
+    to.converged = from.converged;
+}
+
 /// What one slot contributes to the table's aggregates.
 #[derive(Clone, Copy, Default)]
 struct Contribution {
@@ -200,9 +209,9 @@ pub(crate) struct ChildTable {
     /// are leaves, and five empty maps inline would cost each of them
     /// 240 bytes.
     index: Option<Box<Index>>,
-    /// Statuses in start order, rebuilt only after a report changed them.
+    /// A copy of each entry's status, in start order, kept up to date by
+    /// every change (the state machine reads them as one slice).
     statuses: Vec<ChildStatus>,
-    statuses_dirty: bool,
 }
 
 impl ChildTable {
@@ -216,6 +225,11 @@ impl ChildTable {
 
     fn index_mut(&mut self) -> &mut Index {
         self.index.get_or_insert_with(Box::default)
+    }
+
+    /// No slot, nothing stopping, nothing ended for good.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.index.is_none()
     }
 
     pub(crate) fn entries(&self) -> &[ChildEntry] {
@@ -232,9 +246,11 @@ impl ChildTable {
         let before = Contribution::of(e);
         let out = f(e);
         let after = Contribution::of(e);
+        if let Some(copy) = self.statuses.get_mut(i) {
+            copy_status(copy, &e.status);
+        }
         self.totals.sub(before);
         self.totals.add(after);
-        self.statuses_dirty = true;
         Some(out)
     }
 
@@ -261,8 +277,8 @@ impl ChildTable {
             index.by_id.insert(actor.get_id(), i);
         }
         self.totals.add(Contribution::of(&entry));
+        self.statuses.push(entry.status.clone());
         self.entries.push(entry);
-        self.statuses_dirty = true;
         self.version += 1;
         i
     }
@@ -273,19 +289,12 @@ impl ChildTable {
     }
 
     /// Puts a started actor into slot `i`.
-    pub(crate) fn set_running(
-        &mut self,
-        i: usize,
-        actor: ActorRef<NodeMsg>,
-        generation: u64,
-        now: Instant,
-    ) {
+    pub(crate) fn set_running(&mut self, i: usize, actor: ActorRef<NodeMsg>, now: Instant) {
         self.index_mut().by_id.insert(actor.get_id(), i);
         self.version += 1;
         self.update(i, |e| {
             e.run = ChildRun::Running {
                 actor,
-                generation,
                 started: now,
             };
             e.subtree = SubtreeCounts {
@@ -323,6 +332,7 @@ impl ChildTable {
     /// Removes slot `i`, keeping the others in order.
     pub(crate) fn remove_at(&mut self, i: usize) -> ChildEntry {
         let entry = self.entries.remove(i);
+        self.statuses.remove(i);
         self.version += 1;
         self.totals.sub(Contribution::of(&entry));
         let index = self.index.get_or_insert_with(Box::default);
@@ -337,7 +347,6 @@ impl ChildTable {
                 index.by_id.insert(actor.get_id(), j);
             }
         }
-        self.statuses_dirty = true;
         entry
     }
 
@@ -355,35 +364,29 @@ impl ChildTable {
     }
 
     /// Records a child's report; `false` if it is from an actor that no
-    /// longer holds that slot.
-    pub(crate) fn record_report(
-        &mut self,
-        name: &str,
-        generation: u64,
-        status: ChildStatus,
-        subtree: SubtreeCounts,
-    ) -> bool {
-        let Some(i) = self.index_of(name) else {
+    /// longer holds a slot (an incarnation replaced since).
+    pub(crate) fn record_report(&mut self, report: ChildReport) -> bool {
+        let Some(i) = self.index_of_actor(report.from) else {
             return false;
         };
-        match self.entries[i].run {
-            ChildRun::Running { generation: g, .. } if g == generation => {}
-            _ => return false,
-        }
         self.update(i, |e| {
-            e.status = status;
-            e.subtree = subtree;
+            if e.status.state != report.state {
+                e.status.state.clear();
+                e.status.state.push_str(report.state);
+            }
+            if let Some(desired) = report.desired {
+                e.status.desired = desired;
+            }
+            e.status.healthy = report.healthy;
+            e.status.stale = report.stale;
+            e.status.converged = report.converged;
+            e.subtree = report.subtree;
         });
         true
     }
 
-    pub(crate) fn statuses(&mut self) -> &[ChildStatus] {
-        if self.statuses_dirty {
-            self.statuses.clear();
-            self.statuses
-                .extend(self.entries.iter().map(|e| e.status.clone()));
-            self.statuses_dirty = false;
-        }
+    /// The children's statuses in start order, for the state machine.
+    pub(crate) fn statuses(&self) -> &[ChildStatus] {
         &self.statuses
     }
 

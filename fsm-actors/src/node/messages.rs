@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use fsm_core::{ActionReport, ChildSpec, ChildStatus, Observation, SpecHash};
+use fsm_core::{ActionReport, ChildSpec, Observation, SpecHash};
 use ractor::{ActorId, RpcReplyPort};
 use tokio::time::Instant;
 
@@ -55,10 +55,19 @@ pub(crate) enum NodeMsg {
     },
 }
 
-/// What a child tells its parent whenever it changes.
+/// What a child tells its parent whenever it changes. Sent often while a
+/// tree starts or recovers, so it allocates nothing unless the desired
+/// state changed: the parent knows the child's name from its actor id, and
+/// state names are static.
 pub(crate) struct ChildReport {
-    pub(crate) name: String,
-    pub(crate) generation: u64,
-    pub(crate) status: ChildStatus,
+    /// The reporting actor: a report from an incarnation that no longer
+    /// holds its slot is ignored.
+    pub(crate) from: ActorId,
+    pub(crate) state: &'static str,
+    /// The desired state, when it changed since the child's last report.
+    pub(crate) desired: Option<String>,
+    pub(crate) healthy: bool,
+    pub(crate) stale: bool,
+    pub(crate) converged: bool,
     pub(crate) subtree: SubtreeCounts,
 }

@@ -43,9 +43,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fsm_core::{
-    ActionOutcome, ActionReport, BoxedAction, ChildSpec, ChildStatus, Circuit, CircuitChange,
-    CollectStart, DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash,
-    SplitMix64, StableHasher, StepInput, Supervision, WorkerRegistry, panic_message, plan_children_hashed,
+    ActionOutcome, ActionReport, BoxedAction, ChildSpec, Circuit, CircuitChange, CollectStart,
+    DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash, SplitMix64,
+    StableHasher, StepInput, Supervision, WorkerRegistry, panic_message, plan_children_hashed,
     validate_children_hashed,
 };
 use futures::FutureExt;
@@ -114,6 +114,7 @@ pub(crate) struct NodeArgs {
     pub(crate) spec: Arc<ChildSpec>,
     /// `spec.hash()`, computed once by whoever made the spec.
     pub(crate) spec_hash: SpecHash,
+    /// The incarnation's number under its parent (seeds its random source).
     pub(crate) generation: u64,
     pub(crate) restarts: u64,
     pub(crate) parent: Option<ActorRef<NodeMsg>>,
@@ -229,7 +230,6 @@ struct Cold {
     /// The hash of each of `desired.children`, computed once per
     /// derivation for the reconcile.
     child_hashes: Vec<SpecHash>,
-    generation: u64,
     restarts: u64,
     rng: SplitMix64,
     _live: LiveGuard,
@@ -327,7 +327,6 @@ impl Actor for NodeActor {
             cold: Box::new(Cold {
                 spec: args.spec,
                 child_hashes: Vec::new(),
-                generation: args.generation,
                 restarts: args.restarts,
                 rng: SplitMix64::new(seed.finish()),
                 _live: live,
@@ -398,7 +397,7 @@ impl Actor for NodeActor {
         // when nothing changed), so the tree's status lags by messages, not
         // by ticks.
         if !state.shutting_down {
-            state.report(now);
+            state.report(&myself, now);
         }
         Ok(())
     }
@@ -425,7 +424,7 @@ impl Actor for NodeActor {
         }
         Box::pin(state.child_exited(id, reason, &myself)).await?;
         if !state.shutting_down {
-            state.report(Instant::now());
+            state.report(&myself, Instant::now());
         }
         Ok(())
     }
@@ -539,6 +538,13 @@ impl NodeState {
             self.rejected_children = None;
             Ok(Prepared::Ready)
         } else if self.rejected_children == declared {
+            Ok(Prepared::Ready)
+        } else if self.desired.children.is_empty() && self.children.is_empty() {
+            // A leaf: nothing declared, nothing running or stopping, so
+            // there is nothing to plan and no reason to wait.
+            self.applied_children = declared;
+            self.declaration_error = None;
+            self.rejected_children = None;
             Ok(Prepared::Ready)
         } else {
             Ok(Prepared::Reconcile)
@@ -743,8 +749,8 @@ impl NodeState {
                             child.spec = Arc::new(spec.clone());
                             child.hash = hash;
                             if let Some(actor) = child.actor() {
-                                let _ = actor
-                                    .cast(NodeMsg::UpdateSpec(Arc::clone(&child.spec), hash));
+                                let _ =
+                                    actor.cast(NodeMsg::UpdateSpec(Arc::clone(&child.spec), hash));
                             }
                         });
                     }
@@ -793,14 +799,7 @@ impl NodeState {
     }
 
     fn child_report(&mut self, report: ChildReport) {
-        let ChildReport {
-            name,
-            generation,
-            status,
-            subtree,
-        } = report;
-        self.children
-            .record_report(&name, generation, status, subtree);
+        self.children.record_report(report);
     }
 
     /// Sends each child its mapped desired state and the variables and
@@ -1115,7 +1114,7 @@ impl NodeState {
     /// Tells the parent what changed, if anything did. Runs after every
     /// message, so it is cheap when nothing changed: every value is computed
     /// once, and the desired state is compared by version, not by text.
-    fn report(&mut self, now: Instant) {
+    fn report(&mut self, myself: &ActorRef<NodeMsg>, now: Instant) {
         let count = self.children.len();
         if self.recorded_children != Some(count) {
             self.recorded_children = Some(count);
@@ -1148,6 +1147,10 @@ impl NodeState {
         if unchanged && !self.is_top() {
             return;
         }
+        let desired_changed = self
+            .reported
+            .as_ref()
+            .is_none_or(|r| r.desired_version != self.desired_version);
         self.reported = Some(Reported {
             state,
             desired_version: self.desired_version,
@@ -1159,16 +1162,12 @@ impl NodeState {
         match &self.parent {
             Some(parent) => {
                 let _ = parent.cast(NodeMsg::ChildReport(ChildReport {
-                    name: self.cold.spec.name.clone(),
-                    generation: self.cold.generation,
-                    status: ChildStatus {
-                        name: self.cold.spec.name.clone(),
-                        state: state.to_owned(),
-                        desired: self.desired_state().to_owned(),
-                        healthy,
-                        stale,
-                        converged,
-                    },
+                    from: myself.get_id(),
+                    state,
+                    desired: desired_changed.then(|| self.desired_state().to_owned()),
+                    healthy,
+                    stale,
+                    converged,
                     subtree,
                 }));
             }

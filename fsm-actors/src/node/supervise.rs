@@ -294,8 +294,7 @@ impl NodeState {
         {
             Ok((actor, _)) => {
                 tracing::debug!(node.path = %path, restarts, "child started");
-                self.children
-                    .set_running(i, actor, generation, Instant::now());
+                self.children.set_running(i, actor, Instant::now());
                 let context = self.children_context().hash;
                 self.children.update(i, |e| {
                     e.sent_parent_state = mapped;
