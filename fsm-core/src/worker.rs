@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -564,17 +565,39 @@ impl<'a, S> CollectContext<'a, S> {
 
 /// Passed to [`Worker::derive_desired`]: the node's path, its variables and
 /// its location.
-#[derive(Debug)]
+///
+/// The variables are built on first use: most derivations never read them,
+/// and in a large tree building them for every node would cost more than
+/// the derivations themselves.
+///
+/// ```
+/// use fsm_core::{DeriveContext, NodePath, Value};
+///
+/// let path = NodePath::top().child("line");
+/// let vars = Value::map([("IP", Value::from("10.0.0.5"))]);
+/// let ctx = DeriveContext::new(&path).with_variables(&vars);
+/// assert_eq!(ctx.variable("IP"), Some(&Value::from("10.0.0.5")));
+///
+/// let make = || Value::map([("PORT", Value::from(502))]);
+/// let lazy = DeriveContext::new(&path).with_variables_from(&make);
+/// assert_eq!(lazy.variable("PORT"), Some(&Value::from(502)));
+/// assert_eq!(lazy.variable("nope"), None);
+/// ```
 #[non_exhaustive]
 pub struct DeriveContext<'a> {
     /// The node's path.
     pub path: &'a NodePath,
-    /// The node's variables, as templates see them: `user` variables at the
-    /// top level, `global` and `internal` as maps (`Null` when there are
-    /// none).
-    pub variables: &'a Value,
     /// The node's ISA-95 location as a dotted path (empty when unset).
     pub location_path: &'a str,
+    variables: Variables<'a>,
+}
+
+enum Variables<'a> {
+    Ready(&'a Value),
+    Lazy {
+        make: &'a (dyn Fn() -> Value + Sync),
+        made: OnceLock<Value>,
+    },
 }
 
 static NO_VARIABLES: Value = Value::Null;
@@ -585,15 +608,26 @@ impl<'a> DeriveContext<'a> {
     pub fn new(path: &'a NodePath) -> Self {
         Self {
             path,
-            variables: &NO_VARIABLES,
             location_path: "",
+            variables: Variables::Ready(&NO_VARIABLES),
         }
     }
 
     /// Sets the variables (a flattened variable bundle).
     #[must_use]
     pub fn with_variables(mut self, variables: &'a Value) -> Self {
-        self.variables = variables;
+        self.variables = Variables::Ready(variables);
+        self
+    }
+
+    /// Sets the variables to what `make` returns, called at most once, on
+    /// first use.
+    #[must_use]
+    pub fn with_variables_from(mut self, make: &'a (dyn Fn() -> Value + Sync)) -> Self {
+        self.variables = Variables::Lazy {
+            make,
+            made: OnceLock::new(),
+        };
         self
     }
 
@@ -604,13 +638,34 @@ impl<'a> DeriveContext<'a> {
         self
     }
 
+    /// The node's variables, as templates see them: `user` variables at the
+    /// top level, `global` and `internal` as maps (`Null` when there are
+    /// none).
+    #[must_use]
+    pub fn variables(&self) -> &Value {
+        match &self.variables {
+            Variables::Ready(v) => v,
+            Variables::Lazy { make, made } => made.get_or_init(make),
+        }
+    }
+
     /// A variable by dotted name (`IP`, `global.api_endpoint`,
     /// `internal.path`).
     #[must_use]
-    pub fn variable(&self, dotted: &str) -> Option<&'a Value> {
+    pub fn variable(&self, dotted: &str) -> Option<&Value> {
         dotted
             .split('.')
-            .try_fold(self.variables, |v, segment| v.get(segment))
+            .try_fold(self.variables(), |v, segment| v.get(segment))
+    }
+}
+
+impl fmt::Debug for DeriveContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeriveContext")
+            .field("path", &self.path)
+            .field("location_path", &self.location_path)
+            .field("variables", self.variables())
+            .finish()
     }
 }
 

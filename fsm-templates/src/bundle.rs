@@ -156,9 +156,16 @@ impl VariableBundle {
     /// and `internal` as maps.
     #[must_use]
     pub fn flatten(&self) -> Value {
-        let mut ctx = self.user.clone();
-        ctx.insert("global".to_owned(), Value::Map(self.global.clone()));
-        ctx.insert("internal".to_owned(), self.internal.to_value());
+        Self::flatten_parts(&self.user, &self.global, &self.internal)
+    }
+
+    /// [`VariableBundle::flatten`] of a bundle made of these parts, without
+    /// building the bundle.
+    #[must_use]
+    pub fn flatten_parts(user: &Map, global: &Map, internal: &InternalVars) -> Value {
+        let mut ctx = user.clone();
+        ctx.insert("global".to_owned(), Value::Map(global.clone()));
+        ctx.insert("internal".to_owned(), internal.to_value());
         Value::Map(ctx)
     }
 

@@ -163,13 +163,13 @@ impl Templates {
         ctx: &Value,
         node: &NodePath,
     ) -> Result<String, RenderError> {
-        self.render_at(source, &Arc::new(ctx.clone()), node, "")
+        self.render_at(source, ctx, node, "")
     }
 
     fn render_at(
         &self,
         source: &str,
-        ctx: &Arc<Value>,
+        ctx: &Value,
         node: &NodePath,
         field: &str,
     ) -> Result<String, RenderError> {
@@ -183,24 +183,17 @@ impl Templates {
         let template = self
             .compiled(source)
             .map_err(|e| error(None, e.to_string()))?;
-        let missing: Arc<Mutex<Option<String>>> = Arc::default();
-        let lookup_ctx = Arc::clone(ctx);
-        let lookup_missing = Arc::clone(&missing);
+        let missing: std::cell::RefCell<Option<String>> = std::cell::RefCell::default();
         let rendered = template
-            .render_from_fn(&self.engine, move |path: &[ValueMember<'_>]| {
-                lookup(&lookup_ctx, path).map_err(|undefined| {
+            .render_from_fn(&self.engine, |path: &[ValueMember<'_>]| {
+                lookup(ctx, path).map_err(|undefined| {
                     let msg = format!("undefined variable `{undefined}`");
-                    if let Ok(mut m) = lookup_missing.lock() {
-                        m.get_or_insert(undefined);
-                    }
+                    missing.borrow_mut().get_or_insert(undefined);
                     msg
                 })
             })
             .to_string();
-        rendered.map_err(|e| {
-            let variable = missing.lock().ok().and_then(|m| m.clone());
-            error(variable, e.to_string())
-        })
+        rendered.map_err(|e| error(missing.take(), e.to_string()))
     }
 
     /// Renders every template string in `value` (a spec) against `ctx`,
@@ -218,15 +211,14 @@ impl Templates {
         if !value.has_templates() {
             return Ok(value.clone());
         }
-        let ctx = Arc::new(ctx.clone());
         let mut field = String::new();
-        self.render_walk(value, &ctx, node, &mut field)
+        self.render_walk(value, ctx, node, &mut field)
     }
 
     fn render_walk(
         &self,
         value: &Value,
-        ctx: &Arc<Value>,
+        ctx: &Value,
         node: &NodePath,
         field: &mut String,
     ) -> Result<Value, RenderError> {
@@ -293,7 +285,7 @@ impl Templates {
 /// ```
 pub struct SpecRenderer<'a> {
     templates: &'a Templates,
-    ctx: Arc<Value>,
+    ctx: &'a Value,
     node: &'a NodePath,
     first_error: Mutex<Option<RenderError>>,
 }
@@ -302,10 +294,10 @@ impl<'a> SpecRenderer<'a> {
     /// A renderer of `node`'s templates against `ctx` (a flattened
     /// [`VariableBundle`](crate::VariableBundle)).
     #[must_use]
-    pub fn new(templates: &'a Templates, ctx: &Value, node: &'a NodePath) -> Self {
+    pub fn new(templates: &'a Templates, ctx: &'a Value, node: &'a NodePath) -> Self {
         Self {
             templates,
-            ctx: Arc::new(ctx.clone()),
+            ctx,
             node,
             first_error: Mutex::new(None),
         }
@@ -321,7 +313,7 @@ impl<'a> SpecRenderer<'a> {
 impl fsm_core::TemplateRenderer for SpecRenderer<'_> {
     fn render(&self, template: &str, field: &str) -> Result<Value, String> {
         let result = match single_variable(template) {
-            Some(var) => resolve(&self.ctx, var)
+            Some(var) => resolve(self.ctx, var)
                 .cloned()
                 .map_err(|undefined| RenderError {
                     node: self.node.clone(),
@@ -332,7 +324,7 @@ impl fsm_core::TemplateRenderer for SpecRenderer<'_> {
                 }),
             None => self
                 .templates
-                .render_at(template, &self.ctx, self.node, field)
+                .render_at(template, self.ctx, self.node, field)
                 .map(Value::String),
         };
         result.map_err(|e| {

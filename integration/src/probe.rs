@@ -34,6 +34,9 @@ pub enum Event {
     /// The worker of this path derived its desired state from a spec with
     /// this `label` (on start and after every spec change).
     Derived(String, String),
+    /// While deriving, the worker of this path read a variable:
+    /// `NAME=<value as JSON>`, or `NAME undefined`.
+    ReadVariable(String, String),
 }
 
 /// A shared, ordered record of [`Event`]s.
@@ -74,6 +77,19 @@ impl Journal {
             .into_iter()
             .filter_map(|e| match e {
                 Event::Derived(p, label) if p == path => Some(label),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The variables the worker(s) of `path` read while deriving, in order
+    /// (see [`ProbeSpec::read_variables`]).
+    #[must_use]
+    pub fn variables_read(&self, path: &str) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::ReadVariable(p, read) if p == path => Some(read),
                 _ => None,
             })
             .collect()
@@ -231,6 +247,9 @@ pub struct ProbeSpec {
     pub stop_hangs: bool,
     /// How it supervises its children (the tree's default when `None`).
     pub supervision: Option<Supervision>,
+    /// Variables (dotted names) its derivation reads from its context,
+    /// each recorded in the journal.
+    pub read_variables: Vec<String>,
 }
 
 impl ProbeSpec {
@@ -399,6 +418,15 @@ impl Worker for Probe {
             ctx.path.as_str().to_owned(),
             spec.label.clone(),
         ));
+        for name in &spec.read_variables {
+            let read = match ctx.variable(name) {
+                Some(value) => format!("{name}={}", serde_json::to_string(value)?),
+                None => format!("{name} undefined"),
+            };
+            self.world
+                .journal
+                .push(Event::ReadVariable(ctx.path.as_str().to_owned(), read));
+        }
         let target = if spec.target.is_empty() {
             "running"
         } else {

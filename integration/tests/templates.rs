@@ -30,12 +30,21 @@ fn node<'a>(snap: &'a NodeSnapshot, path: &str) -> &'a NodeSnapshot {
 
 /// root (acme.plant-a) → a (area pack, LINE=1) → a1 (line l1, UNIT=7) → a1x (cell c).
 fn three_levels() -> ChildSpec {
-    let a1x = labelled(
+    let mut a1x = labelled(
         "{{ global.broker }}|{{ internal.parent_path }}|{{ UNIT }}",
         vec![],
-    )
-    .named("a1x")
-    .with_location("work_cell", "c");
+    );
+    a1x.read_variables = [
+        "UNIT",
+        "SITE_IP",
+        "global.broker",
+        "internal.path",
+        "internal.location_path",
+        "NOPE",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let a1x = a1x.named("a1x").with_location("work_cell", "c");
     let a1 = labelled("{{ SITE_IP }}.{{ LINE }}.{{ UNIT }}", vec![a1x])
         .named("a1")
         .with_variable("UNIT", 7)
@@ -71,6 +80,19 @@ async fn variables_and_locations_propagate_three_levels_down() {
         j.derived_labels("root/a/a1/a1x"),
         ["tcp://broker:1883|root/a/a1|7"]
     );
+    // The derivation sees the same variables as the templates.
+    assert_eq!(
+        j.variables_read("root/a/a1/a1x"),
+        [
+            "UNIT=7",
+            r#"SITE_IP="10.0""#,
+            r#"global.broker="tcp://broker:1883""#,
+            r#"internal.path="root/a/a1/a1x""#,
+            r#"internal.location_path="acme.plant-a.pack.l1.c""#,
+            "NOPE undefined",
+        ]
+    );
+    assert!(j.variables_read("root/a/a1").is_empty());
     let snap = tree.inspect().await.unwrap();
     assert_eq!(node(&snap, "root").location_path, "acme.plant-a");
     assert_eq!(node(&snap, "root/a").location_path, "acme.plant-a.pack");

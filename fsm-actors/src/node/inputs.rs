@@ -116,11 +116,11 @@ impl NodeState {
         self.cold.inputs.attempted = Some(hash);
         match self.install_spec(effective) {
             Err(why) => self.configuration_error(why),
-            Ok(variables) => {
+            Ok(()) => {
                 self.cold.inputs.applied = Some(hash);
                 self.input_error = None;
                 self.installed = true;
-                self.derive(&variables)
+                self.derive()
             }
         }
     }
@@ -157,62 +157,77 @@ impl NodeState {
         })
     }
 
-    /// Step 3: the rendered and decoded spec. Returns the variables, for the
-    /// derivation that follows (they are not kept: they are rebuilt when an
-    /// input changes).
-    fn install_spec(&mut self, effective: ParentContext) -> Result<Value, String> {
-        let path = &self.path;
+    /// Step 3: the decoded spec, its templates rendered. The variables are
+    /// built only if the spec has templates (and, for the derivation, only
+    /// if the worker reads them).
+    fn install_spec(&mut self, effective: ParentContext) -> Result<(), String> {
         // The location is known even if the spec does not render.
-        self.cold.inputs.location_path = effective.location.path();
-        let bundle = VariableBundle::default()
-            .with_user(effective.user)
-            .with_global(self.shared.config.globals.clone())
-            .with_internal(
-                self.cold
-                    .inputs
-                    .internal
-                    .clone()
-                    .with_location_path(effective.location.path()),
+        let location_path = effective.location.path();
+        self.cold
+            .inputs
+            .internal
+            .location_path
+            .clone_from(&location_path);
+        self.cold.inputs.location_path = location_path;
+        let spec = &self.cold.spec.user_spec;
+        let installed = if spec.has_templates() {
+            let variables = VariableBundle::flatten_parts(
+                &effective.user,
+                &self.shared.config.globals,
+                &self.cold.inputs.internal,
             );
-        let variables = bundle.flatten();
-        let renderer = SpecRenderer::new(&self.shared.templates, &variables, path);
-        let started = std::time::Instant::now();
-        let installed = self
-            .driver
-            .set_spec_rendered(&self.cold.spec.user_spec, &renderer);
-        if self.cold.spec.user_spec.has_templates() {
+            let renderer = SpecRenderer::new(&self.shared.templates, &variables, &self.path);
+            let started = std::time::Instant::now();
+            let installed = self.driver.set_spec_rendered(spec, &renderer);
             let attrs = std::slice::from_ref(&self.cold.metric_path);
             self.shared
                 .metrics
                 .template_duration
                 .record(started.elapsed().as_secs_f64(), attrs);
-        }
-        if let Err(e) = installed {
-            return Err(match renderer.take_error() {
+            installed.map_err(|e| (e, renderer.take_error()))
+        } else {
+            self.driver.set_spec(spec).map_err(|e| (e, None))
+        };
+        if let Err((e, render)) = installed {
+            return Err(match render {
                 Some(render) => render.to_string(),
                 None => format!(
-                    "node `{path}`: the spec does not decode into worker type `{}`: {e}; fix the spec",
-                    self.cold.spec.worker_type
+                    "node `{}`: the spec does not decode into worker type `{}`: {e}; fix the spec",
+                    self.path, self.cold.spec.worker_type
                 ),
             });
         }
-        let own = ParentContext::new(bundle.user, effective.location);
+        let own = ParentContext::new(effective.user, effective.location);
         if own.hash != self.cold.inputs.own.hash {
             self.cold.inputs.own = Arc::new(own);
         }
-        Ok(variables)
+        Ok(())
     }
 
     /// Step 4. An `InvalidSpec` error keeps the last good desired state; any
     /// other error, or a panic, is a failure.
-    fn derive(&mut self, variables: &Value) -> Result<(), ActorProcessingErr> {
+    fn derive(&mut self) -> Result<(), ActorProcessingErr> {
+        let inputs = &self.cold.inputs;
+        let globals = &self.shared.config.globals;
+        let variables =
+            || VariableBundle::flatten_parts(&inputs.own.user, globals, &inputs.internal);
         let ctx = DeriveContext::new(&self.path)
-            .with_variables(variables)
-            .with_location(&self.cold.inputs.location_path);
+            .with_variables_from(&variables)
+            .with_location(&inputs.location_path);
         match self.driver.derive_with(&ctx) {
-            Ok(desired) => {
-                let hashes = desired.child_hashes();
-                self.desired_children = SpecHash::of_list(&hashes);
+            Ok(mut desired) => {
+                let mut hashes = desired.child_hashes();
+                let declared = SpecHash::of_list(&hashes);
+                self.desired_children = declared;
+                self.declared_count = desired.children.len();
+                if self.applied_children == Some(declared)
+                    || self.rejected_children == Some(declared)
+                {
+                    // Nothing to reconcile: the table has these specs already
+                    // (or they were rejected as they are).
+                    desired.children = Vec::new();
+                    hashes = Vec::new();
+                }
                 self.cold.child_hashes = hashes;
                 self.desired = desired;
                 self.desired_version += 1;

@@ -186,9 +186,14 @@ pub(crate) struct NodeState {
     parent_state: Option<String>,
     /// The last good derived desired state.
     desired: DesiredState,
-    /// The hash of `desired.children`, computed once per derivation (a
-    /// parent's children specs hold its whole subtree's specs).
+    /// The hash of the derived children declaration, computed once per
+    /// derivation (a parent's children specs hold its whole subtree's
+    /// specs).
     desired_children: SpecHash,
+    /// How many children the derivation declared. (The declaration itself,
+    /// `desired.children`, is consumed by the reconcile that follows: the
+    /// child table keeps each spec, shared with the child.)
+    declared_count: usize,
     /// Bumped whenever the effective desired state may have changed.
     desired_version: u64,
     /// The spec and inherited-context hashes last applied or tried.
@@ -211,6 +216,9 @@ pub(crate) struct NodeState {
     circuit: Circuit,
     collector: Collector,
     action: Option<(ActionId, &'static str)>,
+    /// How the last action ended (read by every state machine step, so kept
+    /// here, boxed: most nodes never run one).
+    last_action: Option<Box<ActionReport>>,
 
     /// What the children's mapped states and context were last sent for.
     mapped_for: Option<(u64, u64, SpecHash)>,
@@ -228,7 +236,7 @@ pub(crate) struct NodeState {
 struct Cold {
     spec: Arc<ChildSpec>,
     /// The hash of each of `desired.children`, computed once per
-    /// derivation for the reconcile.
+    /// derivation for the reconcile (and consumed with them).
     child_hashes: Vec<SpecHash>,
     restarts: u64,
     rng: SplitMix64,
@@ -237,7 +245,6 @@ struct Cold {
     inputs: Inputs,
     next_generation: u64,
     restart_window: RestartWindow,
-    last_action: Option<ActionReport>,
     action_error: Option<String>,
     /// The OpenTelemetry context of the last tick span (for links from
     /// restarts and actions), when spans are exported.
@@ -299,6 +306,7 @@ impl Actor for NodeActor {
             parent_state: args.parent_state,
             desired: DesiredState::new(""),
             desired_children: DesiredState::new("").children_hash(),
+            declared_count: 0,
             desired_version: 0,
             inputs_seen: None,
             context_hash,
@@ -319,6 +327,7 @@ impl Actor for NodeActor {
                 last_error: None,
             },
             action: None,
+            last_action: None,
             mapped_for: None,
             state_match: std::cell::Cell::new((0, u64::MAX, false)),
             reported: None,
@@ -333,7 +342,6 @@ impl Actor for NodeActor {
                 inputs: Inputs::new(args.context, internal),
                 next_generation: 0,
                 restart_window: RestartWindow::new(),
-                last_action: None,
                 action_error: None,
                 tick_origin: None,
                 metric_path,
@@ -539,7 +547,7 @@ impl NodeState {
             Ok(Prepared::Ready)
         } else if self.rejected_children == declared {
             Ok(Prepared::Ready)
-        } else if self.desired.children.is_empty() && self.children.is_empty() {
+        } else if self.declared_count == 0 && self.children.is_empty() {
             // A leaf: nothing declared, nothing running or stopping, so
             // there is nothing to plan and no reason to wait.
             self.applied_children = declared;
@@ -676,8 +684,6 @@ impl NodeState {
             tracing::warn!(node.path = %self.path, error = %e, "invalid children declaration; running children left as they are");
             self.declaration_error = Some(e.to_string());
             self.rejected_children = Some(declared_hash);
-            self.desired.children = declared;
-            self.cold.child_hashes = hashes;
             return Ok(());
         }
         self.declaration_error = None;
@@ -784,8 +790,6 @@ impl NodeState {
                 }
             }
         }
-        self.desired.children = declared;
-        self.cold.child_hashes = hashes;
         self.applied_children = Some(declared_hash);
         let result = self.start_due_children(myself).instrument(span).await;
         if did_work {
@@ -805,6 +809,9 @@ impl NodeState {
     /// Sends each child its mapped desired state and the variables and
     /// location it inherits, when they changed.
     fn map_states(&mut self) {
+        if self.children.entries().is_empty() {
+            return;
+        }
         // Nothing to send unless the desired state, the children or the
         // context changed since the last time.
         let key = (
@@ -954,7 +961,7 @@ impl NodeState {
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired.state);
         let input = StepInput::new(&self.path, desired)
             .with_children(self.children.statuses())
-            .with_action(self.action.is_some(), self.cold.last_action.as_ref());
+            .with_action(self.action.is_some(), self.last_action.as_deref());
         let outcome = match self.driver.step(&input) {
             Ok(Some(outcome)) => outcome,
             Ok(None) => return Ok(None),
@@ -1004,10 +1011,10 @@ impl NodeState {
         match self.shared.executor.cast(ExecMsg::Enqueue(request)) {
             Ok(()) => self.action = Some((id, name)),
             Err(_) => {
-                self.cold.last_action = Some(ActionReport {
+                self.last_action = Some(Box::new(ActionReport {
                     action: name.to_owned(),
                     outcome: ActionOutcome::Rejected("the executor is not running".to_owned()),
-                });
+                }));
             }
         }
     }
@@ -1027,7 +1034,7 @@ impl NodeState {
             }
             ActionOutcome::Cancelled | ActionOutcome::Rejected(_) => {}
         }
-        self.cold.last_action = Some(report);
+        self.last_action = Some(Box::new(report));
         // The world just changed: look again at once.
         if self.collector.in_flight {
             self.collector.again = true;
@@ -1073,7 +1080,7 @@ impl NodeState {
     fn children_in_sync(&self) -> bool {
         self.applied_children == Some(self.desired_children)
             && self.children.all_running()
-            && self.children.len() + self.children.completed_count() == self.desired.children.len()
+            && self.children.len() + self.children.completed_count() == self.declared_count
             && self.children.stopping_count() == 0
     }
 
@@ -1179,8 +1186,9 @@ impl NodeState {
     /// root's subtree.
     fn publish_status(&self) {
         let counts = self.children.subtree_counts();
-        let converged =
-            self.children_in_sync() && self.children.len() > 0 && self.children.all_converged();
+        let converged = self.children_in_sync()
+            && !self.children.entries().is_empty()
+            && self.children.all_converged();
         let ticks = self.ticks;
         self.shared.status.send_if_modified(|s| {
             let changed = s.ticks != ticks || s.counts != counts || s.converged != converged;
@@ -1206,7 +1214,7 @@ impl NodeState {
             converged: self.self_converged(now) && self.children.all_converged(),
             stale: self.is_stale(now),
             action_in_flight: self.action.map(|(_, name)| name.to_owned()),
-            last_action: self.cold.last_action.clone(),
+            last_action: self.last_action.as_deref().cloned(),
             restarts: self.cold.restarts,
             restarting: None,
             circuit_open: self.circuit.is_open(),

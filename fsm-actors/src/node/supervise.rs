@@ -344,6 +344,12 @@ impl NodeState {
             runbook = runbook::INTENSITY,
             "restart intensity exceeded: stopping all children and escalating"
         );
+        // At the top, the one child is the root: the node that gave up.
+        let root = self
+            .children
+            .entries()
+            .first()
+            .map_or_else(NodePath::top, |c| c.path.clone());
         let deadline = Instant::now() + self.config().stop_timeout;
         let _ = self.stop_all_children(deadline).await;
         let _ = self
@@ -351,11 +357,6 @@ impl NodeState {
             .executor
             .cast(ExecMsg::CancelSubtree(self.path.clone()));
         if self.is_top() {
-            let root = self
-                .desired
-                .children
-                .first()
-                .map_or_else(NodePath::top, |c| NodePath::top().child(&c.name));
             let fatal = FatalError {
                 path: root,
                 restarts,

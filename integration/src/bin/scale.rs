@@ -100,7 +100,7 @@ use integration::scale::bare::BareTree;
 use integration::scale::{
     Counter, ScaleWorld, Shape, process_cpu, resident_bytes, root_spec, scale_registry,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
@@ -124,8 +124,14 @@ enum Phase {
 /// Measures a tree of trivial workers against the same tree of bare ractor
 /// actors.
 #[derive(Debug, Parser)]
-#[command(name = "scale", version)]
+#[command(name = "scale", version, args_override_self = true)]
 struct Args {
+    /// Runs, each in a fresh process; every figure is the median over
+    /// them (ratios: the median of each run's ratio, both sides of a ratio
+    /// being from the same process). A virtual machine's speed can drift by
+    /// a third between runs: one run alone is a sample, not a figure.
+    #[arg(long, default_value_t = 3)]
+    runs: u32,
     /// Nodes in the tree.
     #[arg(long, default_value_t = 1000)]
     workers: u64,
@@ -170,16 +176,18 @@ struct Args {
 }
 
 /// The JSON object printed under `--json`.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Report {
+    /// How many runs the figures are the median of.
+    runs: u32,
     workers: u64,
     depth: u32,
     fanout: u64,
     level_sizes: Vec<u64>,
     cpus: usize,
     warmup_ticks: u64,
-    tick_method: &'static str,
-    cpu_clock: &'static str,
+    tick_method: String,
+    cpu_clock: String,
 
     spawn_ms: Option<f64>,
     spawn_ticks: Option<u64>,
@@ -227,23 +235,92 @@ fn scale(args: &Args) -> Res<()> {
     if args.ticks == 0 {
         return Err("--ticks must be at least 1".into());
     }
+    let report = match args.runs {
+        0 => return Err("--runs must be at least 1".into()),
+        1 => measure(args, &shape)?,
+        runs => median_of_runs(runs)?,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// Runs this program `runs` times with `--runs 1 --json` (in fresh
+/// processes, so that no run inherits another's heap) and takes the median
+/// of every figure.
+fn median_of_runs(runs: u32) -> Res<Report> {
+    let exe = std::env::current_exe()?;
+    let mut reports = Vec::new();
+    for run in 1..=runs {
+        eprintln!("scale: run {run} of {runs}");
+        let out = std::process::Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .args(["--runs", "1", "--json"])
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("run {run} of {runs} failed ({})", out.status).into());
+        }
+        reports.push(serde_json::from_slice::<serde_json::Value>(&out.stdout)?);
+    }
+    let mut median = median_fields(&reports);
+    if let Some(fields) = median.as_object_mut() {
+        fields.insert("runs".to_owned(), runs.into());
+    }
+    Ok(serde_json::from_value(median)?)
+}
+
+/// Field by field: the median of numbers present in every run (the lower
+/// of the middle two for an even count, so that counts stay whole), the
+/// conjunction of booleans, and anything else from the first run.
+fn median_fields(reports: &[serde_json::Value]) -> serde_json::Value {
+    use serde_json::Value;
+    let Some(Value::Object(first)) = reports.first() else {
+        return Value::Null;
+    };
+    let mut out = first.clone();
+    for (key, value) in &mut out {
+        let all: Vec<&Value> = reports.iter().filter_map(|r| r.get(key)).collect();
+        if all.len() != reports.len() {
+            continue;
+        }
+        if all.iter().all(|v| v.is_number()) {
+            let mut numbers: Vec<&Value> = all;
+            numbers.sort_by(|a, b| {
+                let (a, b) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+                a.total_cmp(&b)
+            });
+            *value = numbers[(numbers.len() - 1) / 2].clone();
+        } else if all.iter().all(|v| v.is_boolean()) {
+            *value = Value::Bool(all.iter().all(|v| v.as_bool() == Some(true)));
+        }
+    }
+    Value::Object(out)
+}
+
+/// One run, in this process.
+fn measure(args: &Args, shape: &Shape) -> Res<Report> {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cpus)
         .enable_all()
         .build()?;
     let mut report = Report {
+        runs: 1,
         workers: shape.workers(),
         depth: shape.depth(),
         fanout: shape.fanout(),
         level_sizes: shape.level_sizes().to_vec(),
         cpus,
         warmup_ticks: args.warmup,
-        tick_method: "manual: tree.tick() (tick_interval None), the next only once every node has stepped on the previous one",
-        cpu_clock: "/proc/self/stat utime+stime, USER_HZ=100",
+        tick_method: "manual: tree.tick() (tick_interval None), the next only once every node has stepped on the previous one".to_owned(),
+        cpu_clock: "/proc/self/stat utime+stime, USER_HZ=100".to_owned(),
         ..Report::default()
     };
-    runtime.block_on(run(args, &shape, &mut report))?;
+    runtime.block_on(run(args, shape, &mut report))?;
     report.spawn_ratio = ratio(report.spawn_ms, report.baseline_spawn_ms);
     report.tick_ratio = ratio(
         report.tick_cpu_us_per_worker,
@@ -253,12 +330,7 @@ fn scale(args: &Args) -> Res<()> {
         report.rss_bytes_per_worker,
         report.baseline_rss_bytes_per_worker,
     );
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
+    Ok(report)
 }
 
 async fn run(args: &Args, shape: &Shape, report: &mut Report) -> Res<()> {
@@ -669,6 +741,12 @@ fn print_table(r: &Report) {
         count(r.baseline_ticks_measured),
     );
     println!("CPU: {}", r.cpu_clock);
+    if r.runs > 1 {
+        println!(
+            "figures: the median of {} runs, each in its own process (ratios: the median of each run's ratio)",
+            r.runs
+        );
+    }
     println!();
     let f = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
