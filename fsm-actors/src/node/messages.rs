@@ -48,6 +48,10 @@ pub(crate) enum NodeMsg {
     },
     /// A child's restart (or delayed first start) may be due.
     RestartDue,
+    /// Send the report that the child reports handled since the last one
+    /// may call for (sent to itself, so that it queues behind the reports
+    /// already waiting: a burst of them makes one report up, not one each).
+    FlushReport,
     /// A child this node was stopping on purpose has stopped.
     ChildStopped {
         id: ActorId,

@@ -225,6 +225,8 @@ pub(crate) struct NodeState {
     /// See `state_is_desired`.
     state_match: std::cell::Cell<(usize, u64, bool)>,
     reported: Option<Reported>,
+    /// A `FlushReport` is on its way to this node.
+    flush_scheduled: bool,
     /// The children count last recorded as a metric.
     recorded_children: Option<usize>,
     shutting_down: bool,
@@ -331,6 +333,7 @@ impl Actor for NodeActor {
             mapped_for: None,
             state_match: std::cell::Cell::new((0, u64::MAX, false)),
             reported: None,
+            flush_scheduled: false,
             recorded_children: None,
             shutting_down: false,
             cold: Box::new(Cold {
@@ -381,7 +384,16 @@ impl Actor for NodeActor {
             NodeMsg::UpdateSpec(spec, hash) => state.update_spec(spec, hash)?,
             NodeMsg::ParentContext(context) => state.update_context(context)?,
             NodeMsg::ParentState(mapped) => state.set_parent_state(mapped),
-            NodeMsg::ChildReport(report) => state.child_report(report),
+            NodeMsg::ChildReport(report) => {
+                state.child_report(report);
+                if !state.flush_scheduled {
+                    state.flush_scheduled = myself.cast(NodeMsg::FlushReport).is_ok();
+                }
+                if state.flush_scheduled {
+                    return Ok(());
+                }
+            }
+            NodeMsg::FlushReport => state.flush_scheduled = false,
             NodeMsg::Observed { seq, result } => state.observed(seq, result, &myself),
             NodeMsg::ActionDone { id, report } => state.action_done(id, report, &myself),
             NodeMsg::Inspect { deadline, reply } => {
@@ -700,11 +712,10 @@ impl NodeState {
                     .map(|(c, h)| (c.clone(), *h))
                     .unzip()
             });
-        let (wanted, wanted_hashes) = match &filtered {
-            Some((specs, hashes)) => (specs.as_slice(), hashes.as_slice()),
-            None => (declared.as_slice(), hashes.as_slice()),
-        };
-        let plan = plan_children_hashed(&self.children.planned(), wanted, wanted_hashes);
+        let (wanted, wanted_hashes) = filtered.unwrap_or((declared, hashes));
+        let plan = plan_children_hashed(&self.children.planned(), &wanted, &wanted_hashes);
+        // Each declaration is used by one step at most: moved, not copied.
+        let mut wanted: Vec<Option<ChildSpec>> = wanted.into_iter().map(Some).collect();
         let started = std::time::Instant::now();
         let span = if plan.is_empty() || self.is_top() {
             tracing::Span::none()
@@ -747,12 +758,14 @@ impl NodeState {
                     }
                 }
                 PlanStep::Update { index } => {
-                    let spec = &wanted[index];
+                    let Some(spec) = wanted.get_mut(index).and_then(Option::take) else {
+                        continue;
+                    };
                     let hash = wanted_hashes[index];
                     if let Some(i) = self.children.index_of(&spec.name) {
                         self.children.update(i, |child| {
                             tracing::debug!(node.path = %child.path, "sending changed spec");
-                            child.spec = Arc::new(spec.clone());
+                            child.spec = Arc::new(spec);
                             child.hash = hash;
                             if let Some(actor) = child.actor() {
                                 let _ =
@@ -762,7 +775,10 @@ impl NodeState {
                     }
                 }
                 PlanStep::Replace { index } => {
-                    let spec = &wanted[index];
+                    let Some(spec) = wanted.get_mut(index).and_then(Option::take) else {
+                        continue;
+                    };
+                    let spec = Arc::new(spec);
                     tracing::info!(
                         node.path = %self.path.child(&spec.name),
                         worker_type = %spec.worker_type,
@@ -772,7 +788,7 @@ impl NodeState {
                         let old_type = self.children.entries()[i].spec.worker_type.clone();
                         let old = self.children.set_waiting(i, now, None);
                         self.children.update(i, |child| {
-                            child.spec = Arc::new(spec.clone());
+                            child.spec = Arc::clone(&spec);
                             child.hash = wanted_hashes[index];
                             child.attempt = 0;
                         });
@@ -783,7 +799,10 @@ impl NodeState {
                     }
                 }
                 PlanStep::Spawn { index } => {
-                    let spec = Arc::new(wanted[index].clone());
+                    let Some(spec) = wanted.get_mut(index).and_then(Option::take) else {
+                        continue;
+                    };
+                    let spec = Arc::new(spec);
                     let path = self.path.child(&spec.name);
                     let hash = wanted_hashes[index];
                     self.children.push(ChildEntry::new(path, spec, hash, now));
