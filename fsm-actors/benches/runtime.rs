@@ -6,7 +6,15 @@
 //! * `executor/enqueue_to_start`: from the state machine returning an action
 //!   (the instant is taken in `next`) to the action's `execute` starting;
 //! * `restart/panic_to_running`: from a worker panicking in `next` to its
-//!   replacement running (its first `collect`), under `Backoff::none()`.
+//!   replacement running (its first `collect`), under `Backoff::none()`;
+//! * `telemetry/{off,logs_only,json_file}`: the tick of `tick/` on a
+//!   single-threaded runtime: with no subscriber; with the log layer at
+//!   `warn` installed globally, as `Telemetry::install` does without an
+//!   exporter (spans are not recorded); and with the OpenTelemetry layer at
+//!   `fsm_actors=info` exporting every span (per node and tick: a tick and
+//!   a collect span) to a JSON-lines file through a batch processor. Run
+//!   the whole bench binary for these: `logs_only` installs a global
+//!   subscriber, which the groups before it must not have.
 //!
 //! ```sh
 //! cargo bench -p fsm-actors --bench runtime
@@ -168,11 +176,26 @@ struct Bench {
 
 impl Bench {
     fn new() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        Self::on(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// On one thread, so that a thread-scoped subscriber sees every actor.
+    fn single_threaded() -> Self {
+        Self::on(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        )
+    }
+
+    fn on(runtime: Runtime) -> Self {
         let (started_tx, started) = mpsc::unbounded_channel();
         let (restarted_tx, restarted) = mpsc::unbounded_channel();
         let probe = Arc::new(Probe {
@@ -342,5 +365,67 @@ fn restart(c: &mut Criterion) {
     bench.shutdown(tree);
 }
 
-criterion_group!(benches, tick, executor, restart);
+fn telemetry(c: &mut Criterion) {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
+
+    let dir = std::env::temp_dir().join(format!("fsm-bench-telemetry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exporter =
+        fsm_actors::telemetry::JsonLinesExporter::create(dir.join("spans.jsonl")).unwrap();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_span_processor(
+            opentelemetry_sdk::trace::BatchSpanProcessor::builder(exporter).build(),
+        )
+        .build();
+    let mut group = c.benchmark_group("telemetry");
+    for name in ["off", "logs_only", "json_file"] {
+        // `off` runs before any subscriber exists. `logs_only` is installed
+        // globally, as `Telemetry::install` does. `json_file` is scoped to
+        // this thread, over the global one. Each is created only when its
+        // turn comes: a live subscriber that wants a span makes tracing ask
+        // every other one about it too.
+        let _scoped = match name {
+            "logs_only" => {
+                let logs = tracing_subscriber::registry().with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::io::sink)
+                        .with_filter(EnvFilter::new("warn")),
+                );
+                tracing::subscriber::set_global_default(logs).unwrap();
+                None
+            }
+            "json_file" => {
+                let spans = tracing_subscriber::registry().with(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(provider.tracer("bench"))
+                        .with_filter(EnvFilter::new("fsm_actors=info")),
+                );
+                Some(tracing::subscriber::set_default(spans))
+            }
+            _ => None,
+        };
+        let bench = Bench::single_threaded();
+        let tree = bench.tree(spec("sup", 100, false));
+        bench.runtime.block_on(bench.tick_round(&tree, 101));
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                bench.runtime.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        bench.tick_round(&tree, 101).await;
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+        bench.shutdown(tree);
+    }
+    group.finish();
+    let _ = provider.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, tick, executor, restart, telemetry);
 criterion_main!(benches);
