@@ -211,8 +211,13 @@ impl NodeState {
             .metrics
             .restarts
             .add(1, &[path_attr(&failed_path)]);
-        // The timer task is detached: it sends one message and ends.
-        drop(myself.send_after(delay, || NodeMsg::RestartDue));
+        if delay.is_zero() {
+            // No timer for no delay (a timer rounds up to its 1 ms tick).
+            let _ = myself.cast(NodeMsg::RestartDue);
+        } else {
+            // The timer task is detached: it sends one message and ends.
+            drop(myself.send_after(delay, || NodeMsg::RestartDue));
+        }
         Ok(())
     }
 
