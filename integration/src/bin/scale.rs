@@ -831,3 +831,46 @@ fn print_table(r: &Report) {
         println!("bare ractor stop: {ms:.1} ms");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::median_fields;
+
+    #[test]
+    fn medians_are_taken_field_by_field() {
+        let runs = [
+            json!({"spawn_ms": 30.0, "ticks": 5, "seen": true, "how": "a", "only_first": 1}),
+            json!({"spawn_ms": 10.0, "ticks": 7, "seen": false, "how": "b"}),
+            json!({"spawn_ms": 20.0, "ticks": 6, "seen": true, "how": "c"}),
+        ];
+        let m = median_fields(&runs);
+        assert_eq!(m["spawn_ms"], json!(20.0));
+        assert_eq!(m["ticks"], json!(6));
+        // Every run must have seen it.
+        assert_eq!(m["seen"], json!(false));
+        // Not a number or a flag: the first run's.
+        assert_eq!(m["how"], json!("a"));
+        // Missing from some runs: left as the first run has it.
+        assert_eq!(m["only_first"], json!(1));
+    }
+
+    #[test]
+    fn an_even_count_takes_the_lower_middle_so_counts_stay_whole() {
+        let runs = [
+            json!({"n": 4}),
+            json!({"n": 1}),
+            json!({"n": 3}),
+            json!({"n": 2}),
+        ];
+        assert_eq!(median_fields(&runs)["n"], json!(2));
+    }
+
+    #[test]
+    fn null_figures_stay_null() {
+        let runs = [json!({"x": null}), json!({"x": null})];
+        assert_eq!(median_fields(&runs)["x"], json!(null));
+        assert_eq!(median_fields(&[]), json!(null));
+    }
+}
