@@ -254,6 +254,17 @@ impl Bench {
         self.probe.wait_steps(target).await;
     }
 
+    /// How long `rounds` tick rounds of `nodes` nodes take.
+    fn time_tick_rounds(&self, tree: &Tree, nodes: u64, rounds: u64) -> Duration {
+        self.runtime.block_on(async {
+            let start = Instant::now();
+            for _ in 0..rounds {
+                self.tick_round(tree, nodes).await;
+            }
+            start.elapsed()
+        })
+    }
+
     fn shutdown(&self, tree: Tree) {
         self.runtime.block_on(async {
             let report = tree.shutdown(Duration::from_secs(10)).await;
@@ -269,15 +280,7 @@ fn tick(c: &mut Criterion) {
     bench.runtime.block_on(bench.tick_round(&tree, 101));
     let mut group = c.benchmark_group("tick");
     group.bench_function("supervisor_100_children", |b| {
-        b.iter_custom(|iters| {
-            bench.runtime.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    bench.tick_round(&tree, 101).await;
-                }
-                start.elapsed()
-            })
-        });
+        b.iter_custom(|iters| bench.time_tick_rounds(&tree, 101, iters));
     });
     group.finish();
     bench.shutdown(tree);
@@ -410,15 +413,7 @@ fn telemetry(c: &mut Criterion) {
         let tree = bench.tree(spec("sup", 100, false));
         bench.runtime.block_on(bench.tick_round(&tree, 101));
         group.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                bench.runtime.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        bench.tick_round(&tree, 101).await;
-                    }
-                    start.elapsed()
-                })
-            });
+            b.iter_custom(|iters| bench.time_tick_rounds(&tree, 101, iters));
         });
         bench.shutdown(tree);
     }

@@ -761,42 +761,39 @@ fn print_table(r: &Report) {
     let f = |v: Option<f64>, digits: usize| {
         v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
     };
-    println!(
-        "{:<32} {:>14} {:>14} {:>8}",
-        "", "fsmv2", "bare ractor", "ratio"
-    );
-    println!(
-        "{:<32} {:>14} {:>14} {:>8}",
+    let row = |label: &str, ours: String, bare: String, ratio: String| {
+        println!("{label:<32} {ours:>14} {bare:>14} {ratio:>8}");
+    };
+    row("", "fsmv2".into(), "bare ractor".into(), "ratio".into());
+    row(
         "spawn (ms)",
         f(r.spawn_ms, 1),
         f(r.baseline_spawn_ms, 1),
-        f(r.spawn_ratio, 2)
+        f(r.spawn_ratio, 2),
     );
-    println!(
-        "{:<32} {:>14} {:>14}",
+    row(
         "spawn, CPU (ms)",
         f(r.spawn_cpu_ms, 0),
         f(r.baseline_spawn_cpu_ms, 0),
+        String::new(),
     );
-    println!(
-        "{:<32} {:>14} {:>14} {:>8}",
+    row(
         "tick CPU per worker (µs)",
         f(r.tick_cpu_us_per_worker, 2),
         f(r.baseline_tick_cpu_us_per_worker, 2),
-        f(r.tick_ratio, 2)
+        f(r.tick_ratio, 2),
     );
-    println!(
-        "{:<32} {:>14} {:>14}",
+    row(
         "tick round, wall (ms)",
         f(r.tick_wall_ms, 2),
-        f(r.baseline_tick_wall_ms, 2)
+        f(r.baseline_tick_wall_ms, 2),
+        String::new(),
     );
-    println!(
-        "{:<32} {:>14} {:>14} {:>8}",
+    row(
         "RSS per worker (bytes)",
         f(r.rss_bytes_per_worker, 0),
         f(r.baseline_rss_bytes_per_worker, 0),
-        f(r.rss_ratio, 2)
+        f(r.rss_ratio, 2),
     );
     println!();
     if let Some(ticks) = r.spawn_ticks {
