@@ -65,25 +65,23 @@ fn a_malformed_spec_file_is_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("fsm-demo-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.json");
-    std::fs::write(&file, "{\"name\": 3}").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fsm-demo"))
-        .arg("--spec")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("is not a root spec"), "{err}");
-
-    std::fs::write(&file, r#"{"name": "plant", "worker_type": "factory"}"#).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fsm-demo"))
-        .arg("--spec")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown worker type `factory`"), "{err}");
+    // The demo must fail on `contents`, saying `expected`.
+    let fails_with = |contents: &str, expected: &str| {
+        std::fs::write(&file, contents).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_fsm-demo"))
+            .arg("--spec")
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{err}");
+    };
+    fails_with("{\"name\": 3}", "is not a root spec");
+    fails_with(
+        r#"{"name": "plant", "worker_type": "factory"}"#,
+        "unknown worker type `factory`",
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -17,6 +17,6 @@ pub mod scale;
 
 pub use probe::{
     ActionMode, CollectMode, Event, Fault, Journal, Probe, ProbeSpec, ProbeWorld, probe_registry,
-    probe_spec,
+    probe_spec, small_tree,
 };
 pub use scenario::{WaitError, render, test_config, wait_for_snapshot, wait_for_stats};

@@ -340,6 +340,18 @@ pub fn probe_spec(name: &str, children: Vec<ChildSpec>) -> ChildSpec {
     ChildSpec::new(name, "probe").with_spec(to_value(&spec))
 }
 
+/// A small tree of probes: `root` → `a` → `a1`, and `root` → `b`.
+#[must_use]
+pub fn small_tree() -> ChildSpec {
+    probe_spec(
+        "root",
+        vec![
+            probe_spec("a", vec![probe_spec("a1", vec![])]),
+            probe_spec("b", vec![]),
+        ],
+    )
+}
+
 fn to_value(spec: &ProbeSpec) -> Value {
     // A ProbeSpec is plain data; it always converts.
     Value::from_serialize(spec).unwrap_or_default()

@@ -10,21 +10,11 @@ use std::time::Duration;
 
 use fsm_actors::Tree;
 use fsm_actors::telemetry::prometheus::{PrometheusExporter, serve};
-use fsm_core::{Backoff, ChildSpec, Supervision};
-use integration::{Fault, ProbeWorld, probe_registry, probe_spec, test_config};
+use fsm_core::{Backoff, Supervision};
+use integration::{Fault, ProbeWorld, probe_registry, small_tree, test_config};
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-
-fn tree_spec() -> ChildSpec {
-    probe_spec(
-        "root",
-        vec![
-            probe_spec("a", vec![probe_spec("a1", vec![])]),
-            probe_spec("b", vec![]),
-        ],
-    )
-}
 
 /// The sum (or gauge value) of a metric's points whose attributes include
 /// `attrs`.
@@ -100,7 +90,7 @@ async fn metrics_count_children_transitions_restarts_actions_and_circuits() {
         ..Backoff::default()
     });
     let world = ProbeWorld::default();
-    let tree = Tree::spawn(tree_spec(), probe_registry(&world), config)
+    let tree = Tree::spawn(small_tree(), probe_registry(&world), config)
         .await
         .unwrap();
     tree.wait_converged(Duration::from_secs(30)).await.unwrap();
@@ -169,7 +159,7 @@ async fn the_prometheus_endpoint_serves_current_values_over_http() {
     let mut config = test_config();
     config.meter = Some(provider.meter("fsmv2"));
     let world = ProbeWorld::default();
-    let tree = Tree::spawn(tree_spec(), probe_registry(&world), config)
+    let tree = Tree::spawn(small_tree(), probe_registry(&world), config)
         .await
         .unwrap();
     tree.wait_converged(Duration::from_secs(30)).await.unwrap();

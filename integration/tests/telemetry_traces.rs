@@ -7,24 +7,13 @@
 use std::time::Duration;
 
 use fsm_actors::Tree;
-use fsm_core::ChildSpec;
 use integration::{
-    ActionMode, Fault, ProbeSpec, ProbeWorld, probe_registry, probe_spec, test_config,
+    ActionMode, Fault, ProbeSpec, ProbeWorld, probe_registry, probe_spec, small_tree, test_config,
 };
 use opentelemetry::trace::{SpanId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::{EnvFilter, Layer};
-
-fn tree_spec() -> ChildSpec {
-    probe_spec(
-        "root",
-        vec![
-            probe_spec("a", vec![probe_spec("a1", vec![])]),
-            probe_spec("b", vec![]),
-        ],
-    )
-}
 
 /// A subscriber for this thread exporting `fsm_actors` spans to memory.
 fn tracing_to_memory() -> (
@@ -69,7 +58,7 @@ async fn one_root_tick_is_one_trace_with_child_ticks_three_levels_deep(
     provider: &SdkTracerProvider,
 ) {
     let world = ProbeWorld::default();
-    let tree = Tree::spawn(tree_spec(), probe_registry(&world), test_config())
+    let tree = Tree::spawn(small_tree(), probe_registry(&world), test_config())
         .await
         .unwrap();
     tree.wait_converged(Duration::from_secs(30)).await.unwrap();

@@ -70,45 +70,48 @@ impl Metrics {
                 .with_boundaries(SECONDS.to_vec())
                 .build()
         };
+        let counter = |name: &'static str, description: &'static str| {
+            meter
+                .u64_counter(name)
+                .with_description(description)
+                .build()
+        };
+        let gauge = |name: &'static str, description: &'static str| {
+            meter.u64_gauge(name).with_description(description).build()
+        };
         Self {
-            circuit_open: meter
-                .u64_gauge(names::CIRCUIT_OPEN)
-                .with_description("1 while the supervisor's circuit is open (a child failed, is restarting or is stale)")
-                .build(),
-            infrastructure_recovery: meter
-                .u64_counter(names::INFRASTRUCTURE_RECOVERY)
-                .with_description("Circuits that closed again after their children recovered")
-                .build(),
+            circuit_open: gauge(
+                names::CIRCUIT_OPEN,
+                "1 while the supervisor's circuit is open (a child failed, is restarting or is stale)",
+            ),
+            infrastructure_recovery: counter(
+                names::INFRASTRUCTURE_RECOVERY,
+                "Circuits that closed again after their children recovered",
+            ),
             action_duration: seconds(names::ACTION_DURATION, "How long actions ran, by outcome"),
-            action_timeouts: meter
-                .u64_counter(names::ACTION_TIMEOUT)
-                .with_description("Actions that ran past their timeout")
-                .build(),
-            action_queued: meter
-                .u64_counter(names::ACTION_QUEUED)
-                .with_description("Actions handed to the executor")
-                .build(),
+            action_timeouts: counter(names::ACTION_TIMEOUT, "Actions that ran past their timeout"),
+            action_queued: counter(names::ACTION_QUEUED, "Actions handed to the executor"),
             pool_utilization: meter
                 .f64_gauge(names::POOL_UTILIZATION)
                 .with_description("Running actions divided by the executor's concurrency")
                 .build(),
-            children_count: meter
-                .u64_gauge(names::CHILDREN_COUNT)
-                .with_description("Children of the node, running or waiting to start")
-                .build(),
+            children_count: gauge(
+                names::CHILDREN_COUNT,
+                "Children of the node, running or waiting to start",
+            ),
             reconcile_duration: seconds(
                 names::RECONCILE_DURATION,
                 "Time to plan and apply a reconcile that changed something",
             ),
-            template_duration: seconds(names::TEMPLATE_DURATION, "Time to render a node's templated spec"),
-            state_transitions: meter
-                .u64_counter(names::STATE_TRANSITIONS)
-                .with_description("State transitions, by from and to state")
-                .build(),
-            restarts: meter
-                .u64_counter(names::RESTARTS)
-                .with_description("Restarts of a node")
-                .build(),
+            template_duration: seconds(
+                names::TEMPLATE_DURATION,
+                "Time to render a node's templated spec",
+            ),
+            state_transitions: counter(
+                names::STATE_TRANSITIONS,
+                "State transitions, by from and to state",
+            ),
+            restarts: counter(names::RESTARTS, "Restarts of a node"),
         }
     }
 }
