@@ -231,7 +231,7 @@ pub fn validate_children_hashed(
         {
             continue;
         }
-        if let Err(e) = registry.validate(&path.child(&spec.name), spec) {
+        if let Err(e) = registry.validate_child(path, spec) {
             problems.push(e.into());
         }
     }

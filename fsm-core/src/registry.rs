@@ -14,7 +14,8 @@ use crate::worker::{Worker, WorkerInit};
 
 /// The erased constructor of one worker type.
 trait Factory: Send + Sync {
-    fn validate(&self, path: &NodePath, spec: &Value) -> Result<(), SpecError>;
+    /// Decodes `spec` to check it; the error message on failure.
+    fn check(&self, spec: &Value) -> Result<(), String>;
     fn construct(&self, path: &NodePath) -> Result<Box<dyn NodeDriver>, SpecError>;
 }
 
@@ -29,14 +30,8 @@ where
     W: Worker,
     F: Fn(&WorkerInit<'_>) -> W + Send + Sync + 'static,
 {
-    fn validate(&self, path: &NodePath, spec: &Value) -> Result<(), SpecError> {
-        spec.decode::<W::Spec>()
-            .map(drop)
-            .map_err(|e| SpecError::Undecodable {
-                path: path.clone(),
-                worker_type: self.worker_type.to_string(),
-                message: e.to_string(),
-            })
+    fn check(&self, spec: &Value) -> Result<(), String> {
+        spec.decode::<W::Spec>().map(drop).map_err(|e| e.to_string())
     }
 
     fn construct(&self, path: &NodePath) -> Result<Box<dyn NodeDriver>, SpecError> {
@@ -147,11 +142,15 @@ impl WorkerRegistry {
         self.factories
             .get(worker_type)
             .map(|f| &**f)
-            .ok_or_else(|| SpecError::UnknownWorkerType {
-                path: path.clone(),
-                worker_type: worker_type.to_owned(),
-                known: self.factories.keys().cloned().collect(),
-            })
+            .ok_or_else(|| self.unknown(path.clone(), worker_type))
+    }
+
+    fn unknown(&self, path: NodePath, worker_type: &str) -> SpecError {
+        SpecError::UnknownWorkerType {
+            path,
+            worker_type: worker_type.to_owned(),
+            known: self.factories.keys().cloned().collect(),
+        }
     }
 
     /// Checks that the node at `path` can be created from `spec`: its type is
@@ -164,11 +163,37 @@ impl WorkerRegistry {
     /// [`SpecError::UnknownWorkerType`] or [`SpecError::Undecodable`], naming
     /// `path`.
     pub fn validate(&self, path: &NodePath, spec: &ChildSpec) -> Result<(), SpecError> {
-        let factory = self.factory(path, &spec.worker_type)?;
+        self.validate_at(|| path.clone(), spec)
+    }
+
+    /// [`validate`](Self::validate) for the child `spec` of the node at
+    /// `parent`: its path is made only for an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`validate`](Self::validate).
+    pub fn validate_child(&self, parent: &NodePath, spec: &ChildSpec) -> Result<(), SpecError> {
+        self.validate_at(|| parent.child(&spec.name), spec)
+    }
+
+    fn validate_at(
+        &self,
+        path: impl Fn() -> NodePath,
+        spec: &ChildSpec,
+    ) -> Result<(), SpecError> {
+        let Some(factory) = self.factories.get(&spec.worker_type) else {
+            return Err(self.unknown(path(), &spec.worker_type));
+        };
         if spec.user_spec.has_templates() {
             return Ok(());
         }
-        factory.validate(path, &spec.user_spec)
+        factory
+            .check(&spec.user_spec)
+            .map_err(|message| SpecError::Undecodable {
+                path: path(),
+                worker_type: spec.worker_type.clone(),
+                message,
+            })
     }
 
     /// Constructs the worker of the node at `path`, with no spec installed

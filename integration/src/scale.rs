@@ -491,9 +491,20 @@ impl Worker for ScaleWorker {
         _ctx: &DeriveContext<'_>,
     ) -> Result<DesiredState, BoxError> {
         self.world.derived.fetch_add(1, Ordering::Relaxed);
+        if spec.level + 1 >= spec.depth {
+            // The deepest level: no children.
+            return Ok(DesiredState::new("running"));
+        }
         let shape =
             Shape::with_fanout(u64::from(spec.workers), spec.depth, u64::from(spec.fanout))?;
         let every = u64::from(spec.every);
+        // Siblings differ in their index and generation only: each child's
+        // spec is a copy of one built once, with those two numbers set.
+        let template = ScaleSpec {
+            level: spec.level + 1,
+            ..spec.clone()
+        }
+        .named();
         let children = shape
             .children_of(spec.level, u64::from(spec.index))
             .map(|j| {
@@ -502,13 +513,16 @@ impl Worker for ScaleWorker {
                 } else {
                     0
                 };
-                Ok(ScaleSpec {
-                    level: spec.level + 1,
-                    index: u32::try_from(j)?,
-                    generation,
-                    ..spec.clone()
+                let mut child = template.clone();
+                child.name = format!("n{j}");
+                if let Value::Map(fields) = &mut child.user_spec {
+                    for (field, value) in [("index", u32::try_from(j)?), ("generation", generation)] {
+                        if let Some(slot) = fields.get_mut(field) {
+                            *slot = Value::from(value);
+                        }
+                    }
                 }
-                .named())
+                Ok(child)
             })
             .collect::<Result<Vec<_>, BoxError>>()?;
         Ok(DesiredState::new("running").with_children(children))
@@ -663,6 +677,54 @@ mod tests {
             .count() as u64;
         assert_eq!(marked, shape.selected_leaves(100));
         assert_eq!(marked, 9);
+    }
+
+    #[test]
+    fn children_specs_carry_their_place_and_the_change() {
+        let shape = Shape::new(300, 3).unwrap();
+        let worker = ScaleWorker {
+            world: Arc::new(ScaleWorld::default()),
+        };
+        let root: ScaleSpec = root_spec(&shape, 7, 10, false)
+            .unwrap()
+            .user_spec
+            .decode()
+            .unwrap();
+        let path = fsm_core::NodePath::top();
+        for level in 0..shape.depth() {
+            for index in 0..shape.level_sizes()[level as usize] {
+                let spec = ScaleSpec {
+                    level,
+                    index: u32::try_from(index).unwrap(),
+                    ..root.clone()
+                };
+                let desired = worker
+                    .derive_desired(&spec, &DeriveContext::new(&path))
+                    .unwrap();
+                let expected: Vec<ScaleSpec> = shape
+                    .children_of(level, index)
+                    .map(|j| ScaleSpec {
+                        level: level + 1,
+                        index: u32::try_from(j).unwrap(),
+                        generation: if holds_multiple(&shape.leaves_under(level + 1, j), 10) {
+                            7
+                        } else {
+                            0
+                        },
+                        ..root.clone()
+                    })
+                    .collect();
+                let got: Vec<ScaleSpec> = desired
+                    .children
+                    .iter()
+                    .map(|c| c.user_spec.decode().unwrap())
+                    .collect();
+                assert_eq!(got, expected, "level {level}, node {index}");
+                for (child, spec) in desired.children.iter().zip(&expected) {
+                    assert_eq!(child, &spec.named());
+                }
+            }
+        }
     }
 
     #[test]

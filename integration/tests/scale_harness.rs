@@ -1,7 +1,8 @@
 //! The scale harness's own pieces behave as its measurements assume: one
-//! tick spawns a whole scale tree, every node steps once per tick, a change
-//! reaches exactly the selected leaves, and the bare ractor tree starts,
-//! forwards ticks to every actor and stops completely.
+//! tick spawns a whole scale tree (each node stepping once), every node
+//! steps once per tick, a change reaches exactly the selected leaves, and
+//! the bare ractor tree starts, forwards ticks to every actor and stops
+//! completely.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,6 +33,9 @@ async fn one_tick_spawns_a_scale_tree_and_a_change_reaches_exactly_the_selected_
     let status = tree.status();
     assert_eq!(status.counts.nodes, n, "{status:?}");
     assert_eq!(world.constructed.load(Ordering::Relaxed), n);
+    // Each node stepped once: a new node ticks as it starts, and the tick
+    // that started it is not forwarded to it again.
+    assert_eq!(world.ticks.get(), n);
 
     // Every node steps once per tick.
     let before = world.ticks.get();

@@ -50,6 +50,12 @@ pub(crate) struct ChildEntry {
     pub(crate) restarts: u64,
     /// The backoff attempt its next failure will use.
     pub(crate) attempt: u32,
+    /// The parent's tick count when its running incarnation started (it
+    /// ticks once on start, so the tick that started it skips it).
+    pub(crate) started_in_tick: u64,
+    /// Its running incarnation and all of that incarnation's subtree have
+    /// reported at least once (see [`ChildTable::all_settled`]).
+    pub(crate) settled: bool,
 }
 
 impl ChildEntry {
@@ -75,6 +81,8 @@ impl ChildEntry {
             sent_context: SpecHash(0),
             restarts: 0,
             attempt: 0,
+            started_in_tick: u64::MAX,
+            settled: false,
         }
     }
 
@@ -139,6 +147,7 @@ struct Contribution {
     waiting: usize,
     faulty: usize,
     restarting: usize,
+    unsettled: usize,
 }
 
 impl Contribution {
@@ -150,6 +159,7 @@ impl Contribution {
             waiting: usize::from(!running),
             faulty: usize::from(e.is_faulty()),
             restarting: usize::from(e.is_restarting()),
+            unsettled: usize::from(running && !e.settled),
         }
     }
 }
@@ -163,6 +173,7 @@ struct Aggregates {
     waiting: usize,
     faulty: usize,
     restarting: usize,
+    unsettled: usize,
 }
 
 impl Aggregates {
@@ -172,6 +183,7 @@ impl Aggregates {
         self.waiting += c.waiting;
         self.faulty += c.faulty;
         self.restarting += c.restarting;
+        self.unsettled += c.unsettled;
     }
 
     fn sub(&mut self, c: Contribution) {
@@ -183,6 +195,7 @@ impl Aggregates {
         self.waiting -= c.waiting;
         self.faulty -= c.faulty;
         self.restarting -= c.restarting;
+        self.unsettled -= c.unsettled;
     }
 }
 
@@ -289,7 +302,13 @@ impl ChildTable {
     }
 
     /// Puts a started actor into slot `i`.
-    pub(crate) fn set_running(&mut self, i: usize, actor: ActorRef<NodeMsg>, now: Instant) {
+    pub(crate) fn set_running(
+        &mut self,
+        i: usize,
+        actor: ActorRef<NodeMsg>,
+        now: Instant,
+        tick: u64,
+    ) {
         self.index_mut().by_id.insert(actor.get_id(), i);
         self.version += 1;
         self.update(i, |e| {
@@ -304,6 +323,8 @@ impl ChildTable {
             e.status.converged = false;
             e.status.stale = false;
             e.status.healthy = true;
+            e.settled = false;
+            e.started_in_tick = tick;
         });
     }
 
@@ -381,6 +402,7 @@ impl ChildTable {
             e.status.stale = report.stale;
             e.status.converged = report.converged;
             e.subtree = report.subtree;
+            e.settled = report.settled;
         });
         true
     }
@@ -479,6 +501,14 @@ impl ChildTable {
         self.totals.not_converged == 0
     }
 
+    /// Every running child, and every node below it, has reported since it
+    /// started. While a subtree starts, its nodes report in a burst, each
+    /// changing its parent's counts; a parent waits for the burst to end
+    /// before it reports those counts on (see `NodeMsg::FlushReport`).
+    pub(crate) fn all_settled(&self) -> bool {
+        self.totals.unsettled == 0
+    }
+
     pub(crate) fn all_running(&self) -> bool {
         self.totals.waiting == 0
     }
@@ -509,5 +539,75 @@ impl ChildTable {
     pub(crate) fn pop_last(&mut self) -> Option<ChildEntry> {
         let last = self.entries.len().checked_sub(1)?;
         Some(self.remove_at(last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ractor::{Actor, ActorProcessingErr};
+
+    /// An actor that only holds a `NodeMsg` mailbox.
+    struct Mailbox;
+
+    impl Actor for Mailbox {
+        type Msg = NodeMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<NodeMsg>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    fn report(from: ActorId, settled: bool) -> ChildReport {
+        ChildReport {
+            from,
+            state: "running",
+            desired: None,
+            healthy: true,
+            stale: false,
+            converged: true,
+            subtree: SubtreeCounts {
+                nodes: 1,
+                converged: 1,
+                unhealthy: 0,
+                restarting: 0,
+            },
+            settled,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_running_child_is_settled_once_it_reports_its_subtree_settled() {
+        let mut table = ChildTable::default();
+        let now = Instant::now();
+        let path = NodePath::parse("p/c");
+        let spec = Arc::new(ChildSpec::new("c", "w"));
+        let i = table.push(ChildEntry::new(path, Arc::clone(&spec), spec.hash(), now));
+        // Waiting to start: nothing to hear from.
+        assert!(table.all_settled());
+
+        let (actor, _) = Actor::spawn(None, Mailbox, ()).await.unwrap();
+        let id = actor.get_id();
+        table.set_running(i, actor.clone(), now, 1);
+        assert!(!table.all_settled(), "started, not yet reported");
+        assert!(table.record_report(report(id, false)));
+        assert!(!table.all_settled(), "reported, its own subtree not yet");
+        assert!(table.record_report(report(id, true)));
+        assert!(table.all_settled());
+
+        // A new incarnation must report again.
+        table.set_waiting(i, now, Some("failed".to_owned()));
+        assert!(table.all_settled(), "restarting: nothing to hear from");
+        table.set_running(i, actor.clone(), now, 2);
+        assert!(!table.all_settled());
+        table.remove_at(i);
+        assert!(table.all_settled());
+        actor.stop(None);
     }
 }

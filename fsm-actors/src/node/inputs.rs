@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use fsm_core::{ChildSpec, DeriveContext, Map, NodePath, SpecHash, StableHasher, Value};
 use fsm_templates::{InternalVars, Location, SpecRenderer, VariableBundle};
-use ractor::ActorProcessingErr;
+use ractor::{ActorId, ActorProcessingErr};
 
 use super::NodeState;
 
@@ -63,7 +63,9 @@ pub(crate) struct Inputs {
     /// Passed on to the children.
     pub(crate) own: Arc<ParentContext>,
     pub(crate) location_path: String,
-    pub(crate) internal: InternalVars,
+    /// What the `internal` variables are made of (made only when a
+    /// template or a derivation reads them).
+    pub(crate) incarnation: Incarnation,
     /// The effective inputs (spec, own variables, location) last applied
     /// successfully.
     pub(crate) applied: Option<SpecHash>,
@@ -72,13 +74,13 @@ pub(crate) struct Inputs {
 }
 
 impl Inputs {
-    pub(crate) fn new(context: Arc<ParentContext>, internal: InternalVars) -> Self {
+    pub(crate) fn new(context: Arc<ParentContext>, incarnation: Incarnation) -> Self {
         Self {
             // Until the node adds its own, its children inherit what it does.
             own: Arc::clone(&context),
             context,
             location_path: String::new(),
-            internal,
+            incarnation,
             applied: None,
             attempted: None,
         }
@@ -162,19 +164,17 @@ impl NodeState {
     /// if the worker reads them).
     fn install_spec(&mut self, effective: ParentContext) -> Result<(), String> {
         // The location is known even if the spec does not render.
-        let location_path = effective.location.path();
-        self.cold
-            .inputs
-            .internal
-            .location_path
-            .clone_from(&location_path);
-        self.cold.inputs.location_path = location_path;
+        self.cold.inputs.location_path = effective.location.path();
         let spec = &self.cold.spec.user_spec;
         let installed = if spec.has_templates() {
+            let internal = self
+                .cold
+                .inputs
+                .internal_vars(&self.path, &self.cold.worker_type);
             let variables = VariableBundle::flatten_parts(
                 &effective.user,
                 &self.shared.config.globals,
-                &self.cold.inputs.internal,
+                &internal,
             );
             let renderer = SpecRenderer::new(&self.shared.templates, &variables, &self.path);
             let started = std::time::Instant::now();
@@ -209,8 +209,11 @@ impl NodeState {
     fn derive(&mut self) -> Result<(), ActorProcessingErr> {
         let inputs = &self.cold.inputs;
         let globals = &self.shared.config.globals;
-        let variables =
-            || VariableBundle::flatten_parts(&inputs.own.user, globals, &inputs.internal);
+        let (path, worker_type) = (&self.path, &*self.cold.worker_type);
+        let variables = || {
+            let internal = inputs.internal_vars(path, worker_type);
+            VariableBundle::flatten_parts(&inputs.own.user, globals, &internal)
+        };
         let ctx = DeriveContext::new(&self.path)
             .with_variables_from(&variables)
             .with_location(&inputs.location_path);
@@ -275,10 +278,31 @@ impl NodeState {
     }
 }
 
-/// The internal variables of a node incarnation.
-pub(crate) fn internal_vars(id: String, path: &NodePath, worker_type: &str) -> InternalVars {
-    let created_at_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    InternalVars::new(id, path.clone(), worker_type, created_at_ms)
+/// Which incarnation of a node this is: its actor and when it started.
+pub(crate) struct Incarnation {
+    pub(crate) id: ActorId,
+    pub(crate) created_at_ms: u64,
+}
+
+impl Incarnation {
+    /// The incarnation of actor `id`, starting now.
+    pub(crate) fn now(id: ActorId) -> Self {
+        let created_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self { id, created_at_ms }
+    }
+}
+
+impl Inputs {
+    /// The `internal` variables of the incarnation at `path`.
+    fn internal_vars(&self, path: &NodePath, worker_type: &str) -> InternalVars {
+        InternalVars::new(
+            self.incarnation.id.to_string(),
+            path.clone(),
+            worker_type,
+            self.incarnation.created_at_ms,
+        )
+        .with_location_path(self.location_path.clone())
+    }
 }

@@ -51,6 +51,9 @@ pub(crate) enum NodeMsg {
     /// Send the report that the child reports handled since the last one
     /// may call for (sent to itself, so that it queues behind the reports
     /// already waiting: a burst of them makes one report up, not one each).
+    /// While a child's subtree has not yet reported in full (it is
+    /// starting), no flush is scheduled: the burst is not over, and the
+    /// report that ends it schedules one.
     FlushReport,
     /// A child this node was stopping on purpose has stopped.
     ChildStopped {
@@ -74,4 +77,7 @@ pub(crate) struct ChildReport {
     pub(crate) stale: bool,
     pub(crate) converged: bool,
     pub(crate) subtree: SubtreeCounts,
+    /// The child and every node of its subtree have reported since they
+    /// started.
+    pub(crate) settled: bool,
 }

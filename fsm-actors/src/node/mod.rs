@@ -65,7 +65,7 @@ use crate::telemetry;
 use crate::telemetry::metrics::{Metrics, path_attr};
 use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
-use inputs::{Inputs, internal_vars};
+use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
 
 /// What every node of a tree shares: read-only configuration and handles,
@@ -124,6 +124,11 @@ pub(crate) struct NodeArgs {
     pub(crate) shared: Arc<Shared>,
     /// A ready driver (the top node); otherwise the registry builds one.
     pub(crate) driver: Option<Box<dyn NodeDriver>>,
+    /// `Some`: tick once as soon as started, inside this span (the
+    /// parent's, when it starts the node from its tick). Every node but the
+    /// top does: a new subtree starts without waiting for a tick to reach
+    /// it, and its first report comes with its first observation.
+    pub(crate) first_tick: Option<tracing::Span>,
 }
 
 pub(crate) struct NodeActor;
@@ -168,6 +173,7 @@ struct Reported {
     stale: bool,
     converged: bool,
     subtree: SubtreeCounts,
+    settled: bool,
 }
 
 /// A node's state. What every tick or message touches is kept here, close
@@ -259,6 +265,8 @@ struct Cold {
     /// replacement, group restart). Each stop waits for the one before, so
     /// that subtrees stop one at a time, in the order they were asked to.
     stop_chain: Option<JoinHandle<()>>,
+    /// See [`NodeArgs::first_tick`]; taken by `post_start`.
+    first_tick: Option<tracing::Span>,
 }
 
 impl Actor for NodeActor {
@@ -278,11 +286,7 @@ impl Actor for NodeActor {
                 .registry
                 .construct(&args.path, &args.spec.worker_type)?,
         };
-        let internal = internal_vars(
-            myself.get_id().to_string(),
-            &args.path,
-            &args.spec.worker_type,
-        );
+        let incarnation = Incarnation::now(myself.get_id());
         let live = if args.parent.is_some() {
             args.shared.live_nodes.fetch_add(1, Ordering::Relaxed);
             LiveGuard(Some(Arc::clone(&args.shared)))
@@ -342,7 +346,7 @@ impl Actor for NodeActor {
                 restarts: args.restarts,
                 rng: SplitMix64::new(seed.finish()),
                 _live: live,
-                inputs: Inputs::new(args.context, internal),
+                inputs: Inputs::new(args.context, incarnation),
                 next_generation: 0,
                 restart_window: RestartWindow::new(),
                 action_error: None,
@@ -350,6 +354,7 @@ impl Actor for NodeActor {
                 metric_path,
                 worker_type,
                 stop_chain: None,
+                first_tick: args.first_tick,
             }),
         })
     }
@@ -359,8 +364,16 @@ impl Actor for NodeActor {
         myself: ActorRef<NodeMsg>,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
         state.apply_inputs()?;
-        state.start_collect(&myself, &tracing::Span::none(), Instant::now());
+        state.start_collect(&myself, &tracing::Span::none(), now);
+        if let Some(parent) = state.cold.first_tick.take() {
+            // The first tick, with the first observation if it was ready.
+            state.tick(&myself, parent, now).await?;
+            if !state.shutting_down {
+                state.report(&myself, now);
+            }
+        }
         Ok(())
     }
 
@@ -386,6 +399,10 @@ impl Actor for NodeActor {
             NodeMsg::ParentState(mapped) => state.set_parent_state(mapped),
             NodeMsg::ChildReport(report) => {
                 state.child_report(report);
+                if !state.children.all_settled() {
+                    // More of this burst is on its way.
+                    return Ok(());
+                }
                 if !state.flush_scheduled {
                     state.flush_scheduled = myself.cast(NodeMsg::FlushReport).is_ok();
                 }
@@ -393,7 +410,13 @@ impl Actor for NodeActor {
                     return Ok(());
                 }
             }
-            NodeMsg::FlushReport => state.flush_scheduled = false,
+            NodeMsg::FlushReport => {
+                state.flush_scheduled = false;
+                if !state.children.all_settled() {
+                    // A child started since: its first report flushes.
+                    return Ok(());
+                }
+            }
             NodeMsg::Observed { seq, result } => state.observed(seq, result, &myself),
             NodeMsg::ActionDone { id, report } => state.action_done(id, report, &myself),
             NodeMsg::Inspect { deadline, reply } => {
@@ -580,7 +603,12 @@ impl NodeState {
         now: Instant,
     ) -> Result<Option<Signal>, ActorProcessingErr> {
         self.map_states();
+        let tick = self.ticks;
         for child in self.children.entries() {
+            // A child started in this tick has ticked on its own.
+            if child.started_in_tick == tick {
+                continue;
+            }
             if let Some(actor) = child.actor() {
                 let _ = actor.cast(NodeMsg::Tick(span.clone()));
             }
@@ -1162,6 +1190,7 @@ impl NodeState {
         };
         subtree.add(self.children.subtree_counts());
         let state = self.driver.state_name();
+        let settled = self.children.all_settled();
         let unchanged = self.reported.as_ref().is_some_and(|r| {
             std::ptr::eq(r.state, state)
                 && r.desired_version == self.desired_version
@@ -1169,6 +1198,7 @@ impl NodeState {
                 && r.stale == stale
                 && r.converged == converged
                 && r.subtree == subtree
+                && r.settled == settled
         });
         if unchanged && !self.is_top() {
             return;
@@ -1184,6 +1214,7 @@ impl NodeState {
             stale,
             converged,
             subtree,
+            settled,
         });
         match &self.parent {
             Some(parent) => {
@@ -1195,6 +1226,7 @@ impl NodeState {
                     stale,
                     converged,
                     subtree,
+                    settled,
                 }));
             }
             None => self.publish_status(),

@@ -285,6 +285,7 @@ impl NodeState {
             context: Arc::clone(self.children_context()),
             shared: Arc::clone(&self.shared),
             driver: None,
+            first_tick: Some(tracing::Span::current()),
         };
         let span = tracing::info_span!(
             target: "fsm_actors",
@@ -299,7 +300,7 @@ impl NodeState {
         {
             Ok((actor, _)) => {
                 tracing::debug!(node.path = %path, restarts, "child started");
-                self.children.set_running(i, actor, Instant::now());
+                self.children.set_running(i, actor, Instant::now(), self.ticks);
                 let context = self.children_context().hash;
                 self.children.update(i, |e| {
                     e.sent_parent_state = mapped;
