@@ -31,7 +31,9 @@ where
     F: Fn(&WorkerInit<'_>) -> W + Send + Sync + 'static,
 {
     fn check(&self, spec: &Value) -> Result<(), String> {
-        spec.decode::<W::Spec>().map(drop).map_err(|e| e.to_string())
+        spec.decode::<W::Spec>()
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     fn construct(&self, path: &NodePath) -> Result<Box<dyn NodeDriver>, SpecError> {
@@ -176,11 +178,7 @@ impl WorkerRegistry {
         self.validate_at(|| parent.child(&spec.name), spec)
     }
 
-    fn validate_at(
-        &self,
-        path: impl Fn() -> NodePath,
-        spec: &ChildSpec,
-    ) -> Result<(), SpecError> {
+    fn validate_at(&self, path: impl Fn() -> NodePath, spec: &ChildSpec) -> Result<(), SpecError> {
         let Some(factory) = self.factories.get(&spec.worker_type) else {
             return Err(self.unknown(path(), &spec.worker_type));
         };

@@ -516,7 +516,8 @@ impl Worker for ScaleWorker {
                 let mut child = template.clone();
                 child.name = format!("n{j}");
                 if let Value::Map(fields) = &mut child.user_spec {
-                    for (field, value) in [("index", u32::try_from(j)?), ("generation", generation)] {
+                    for (field, value) in [("index", u32::try_from(j)?), ("generation", generation)]
+                    {
                         if let Some(slot) = fields.get_mut(field) {
                             *slot = Value::from(value);
                         }

@@ -38,6 +38,7 @@ mod stop;
 mod supervise;
 pub(crate) mod top;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -108,6 +109,28 @@ enum Prepared {
     CollectorFailed(String),
 }
 
+/// What is left of a message that must wait.
+enum Waiting {
+    Tick(TickRest),
+    Shutdown {
+        deadline: Instant,
+        reply: ractor::RpcReplyPort<Vec<crate::snapshot::StopRecord>>,
+    },
+    RestartDue,
+    ChildStopped {
+        id: ractor::ActorId,
+        records: Vec<crate::snapshot::StopRecord>,
+    },
+}
+
+/// What is left of a tick that must wait, with the tick's span.
+enum TickRest {
+    /// From after the first half (see `Prepared`).
+    Prepared(tracing::Span, Prepared),
+    /// Only the state machine's signal to act on.
+    Signal(tracing::Span, Signal),
+}
+
 /// How a node is started.
 pub(crate) struct NodeArgs {
     pub(crate) path: NodePath,
@@ -162,6 +185,11 @@ struct Collector {
     /// Collect again as soon as the running one ends (an action finished).
     again: bool,
     last_ok: Option<Instant>,
+    /// Until when the collector can be neither stale nor failed: the last
+    /// good observation (or the start) plus the smaller of the two
+    /// thresholds; `None`: beyond what an `Instant` holds. Checked on every
+    /// tick and report, so that a healthy node measures no durations.
+    quiet_until: Option<Instant>,
     last_error: Option<String>,
 }
 
@@ -301,13 +329,16 @@ impl Actor for NodeActor {
         let metric_path = path_attr(&args.path);
         let worker_type = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
+        let started = Instant::now();
+        let config = &args.shared.config;
+        let quiet_for = config.stale_after.min(config.collector_restart_after);
         Ok(NodeState {
             path: args.path,
             spec_hash,
             parent: args.parent,
             shared: args.shared,
             driver,
-            started: Instant::now(),
+            started,
             ticks: 0,
             parent_state: args.parent_state,
             desired: DesiredState::new(""),
@@ -330,6 +361,7 @@ impl Actor for NodeActor {
                 in_flight: false,
                 again: false,
                 last_ok: None,
+                quiet_until: started.checked_add(quiet_for),
                 last_error: None,
             },
             action: None,
@@ -383,66 +415,15 @@ impl Actor for NodeActor {
         msg: NodeMsg,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        if state.shutting_down {
-            // Only stop bookkeeping matters now.
-            if let NodeMsg::ChildStopped { id, .. } = msg {
-                state.children.finish_stopping(id);
-            }
-            return Ok(());
-        }
-        // One clock read per message.
-        let now = Instant::now();
-        match msg {
-            NodeMsg::Tick(parent) => state.tick(&myself, parent, now).await?,
-            NodeMsg::UpdateSpec(spec, hash) => state.update_spec(spec, hash)?,
-            NodeMsg::ParentContext(context) => state.update_context(context)?,
-            NodeMsg::ParentState(mapped) => state.set_parent_state(mapped),
-            NodeMsg::ChildReport(report) => {
-                state.child_report(report);
-                if !state.children.all_settled() {
-                    // More of this burst is on its way.
-                    return Ok(());
-                }
-                if !state.flush_scheduled {
-                    state.flush_scheduled = myself.cast(NodeMsg::FlushReport).is_ok();
-                }
-                if state.flush_scheduled {
-                    return Ok(());
-                }
-            }
-            NodeMsg::FlushReport => {
-                state.flush_scheduled = false;
-                if !state.children.all_settled() {
-                    // A child started since: its first report flushes.
-                    return Ok(());
-                }
-            }
-            NodeMsg::Observed { seq, result } => state.observed(seq, result, &myself),
-            NodeMsg::ActionDone { id, report } => state.action_done(id, report, &myself),
-            NodeMsg::Inspect { deadline, reply } => {
-                state.inspect(deadline, reply);
-                return Ok(());
-            }
-            NodeMsg::Shutdown { deadline, reply } => {
-                // Boxed, like every rare waiting branch: ractor moves the
-                // handler future for every message, so it is kept small.
-                let records = Box::pin(state.shutdown(deadline)).await;
-                let _ = reply.send(records);
-                myself.stop(Some(stop::EXIT_SHUTDOWN.to_owned()));
-                return Ok(());
-            }
-            NodeMsg::RestartDue => Box::pin(state.start_due_children(&myself)).await?,
-            NodeMsg::ChildStopped { id, records } => {
-                Box::pin(state.child_stopped(id, &records, &myself)).await?;
-            }
-        }
-        // Changes travel up at once (only changes: `report` sends nothing
-        // when nothing changed), so the tree's status lags by messages, not
-        // by ticks.
-        if !state.shutting_down {
-            state.report(&myself, now);
-        }
-        Ok(())
+        // What does not wait runs in place; what must wait is boxed, so that
+        // the handler future ractor moves for every message stays small.
+        // (Only the box is held across the wait: a value bound in this
+        // function would take room in its future even once moved.)
+        let rest = match state.handle_in_place(&myself, msg)? {
+            None => return Ok(()),
+            Some((waiting, now)) => state.handle_waiting(&myself, waiting, now),
+        };
+        rest.await
     }
 
     async fn handle_supervisor_evt(
@@ -452,28 +433,138 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         // Never stop because a child ended (ractor's default): decide here.
-        let (id, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (
-                cell.get_id(),
-                fsm_core::ExitReason::Abnormal(err.to_string()),
-            ),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell.get_id(), stop::exit_reason(reason.as_deref()))
-            }
+        // (Boxed, for the reason `handle` gives.)
+        let rest = match stop::child_exit(event) {
+            Some((id, reason)) if !state.shutting_down => Box::pin(async move {
+                state.child_exited(id, reason, &myself).await?;
+                state.report_change(&myself, Instant::now());
+                Ok(())
+            }),
             _ => return Ok(()),
         };
-        if state.shutting_down {
-            return Ok(());
-        }
-        Box::pin(state.child_exited(id, reason, &myself)).await?;
-        if !state.shutting_down {
-            state.report(&myself, Instant::now());
-        }
-        Ok(())
+        rest.await
     }
 }
 
 impl NodeState {
+    /// Handles a message as far as it goes without waiting: all of it, or
+    /// up to what must wait (returned, with the time the message was
+    /// handled at).
+    fn handle_in_place(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        msg: NodeMsg,
+    ) -> Result<Option<(Waiting, Instant)>, ActorProcessingErr> {
+        if self.shutting_down {
+            // Only stop bookkeeping matters now.
+            if let NodeMsg::ChildStopped { id, .. } = msg {
+                self.children.finish_stopping(id);
+            }
+            return Ok(None);
+        }
+        // One clock read per message.
+        let now = Instant::now();
+        let waiting = match msg {
+            NodeMsg::Tick(parent) => self.tick_in_place(myself, parent, now)?.map(Waiting::Tick),
+            NodeMsg::UpdateSpec(spec, hash) => {
+                self.update_spec(spec, hash)?;
+                None
+            }
+            NodeMsg::ParentContext(context) => {
+                self.update_context(context)?;
+                None
+            }
+            NodeMsg::ParentState(mapped) => {
+                self.set_parent_state(mapped);
+                None
+            }
+            NodeMsg::ChildReport(report) => {
+                self.child_report(report);
+                if !self.children.all_settled() {
+                    // More of this burst is on its way.
+                    return Ok(None);
+                }
+                if !self.flush_scheduled {
+                    self.flush_scheduled = myself.cast(NodeMsg::FlushReport).is_ok();
+                }
+                if self.flush_scheduled {
+                    return Ok(None);
+                }
+                None
+            }
+            NodeMsg::FlushReport => {
+                self.flush_scheduled = false;
+                if !self.children.all_settled() {
+                    // A child started since: its first report flushes.
+                    return Ok(None);
+                }
+                None
+            }
+            NodeMsg::Observed { seq, result } => {
+                self.observed(seq, result, myself);
+                None
+            }
+            NodeMsg::ActionDone { id, report } => {
+                self.action_done(id, report, myself);
+                None
+            }
+            NodeMsg::Inspect { deadline, reply } => {
+                self.inspect(deadline, reply);
+                return Ok(None);
+            }
+            NodeMsg::Shutdown { deadline, reply } => Some(Waiting::Shutdown { deadline, reply }),
+            NodeMsg::RestartDue => Some(Waiting::RestartDue),
+            NodeMsg::ChildStopped { id, records } => Some(Waiting::ChildStopped { id, records }),
+        };
+        if let Some(waiting) = waiting {
+            return Ok(Some((waiting, now)));
+        }
+        self.report_change(myself, now);
+        Ok(None)
+    }
+
+    /// The rest of a message that must wait, boxed.
+    fn handle_waiting<'a>(
+        &'a mut self,
+        myself: &'a ActorRef<NodeMsg>,
+        waiting: Waiting,
+        now: Instant,
+    ) -> Pin<Box<impl Future<Output = Result<(), ActorProcessingErr>> + 'a>> {
+        Box::pin(self.handle_waiting_unboxed(myself, waiting, now))
+    }
+
+    async fn handle_waiting_unboxed(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        waiting: Waiting,
+        now: Instant,
+    ) -> Result<(), ActorProcessingErr> {
+        match waiting {
+            Waiting::Tick(rest) => self.tick_rest(myself, rest, now).await?,
+            Waiting::Shutdown { deadline, reply } => {
+                let records = self.shutdown(deadline).await;
+                let _ = reply.send(records);
+                myself.stop(Some(stop::EXIT_SHUTDOWN.to_owned()));
+                return Ok(());
+            }
+            Waiting::RestartDue => self.start_due_children(myself).await?,
+            Waiting::ChildStopped { id, records } => {
+                self.child_stopped(id, &records, myself).await?;
+            }
+        }
+        self.report_change(myself, now);
+        Ok(())
+    }
+
+    /// Changes travel up at once (only changes: `report` sends nothing when
+    /// nothing changed), so the tree's status lags by messages, not by
+    /// ticks.
+    fn report_change(&mut self, myself: &ActorRef<NodeMsg>, now: Instant) {
+        if !self.shutting_down {
+            self.report(myself, now);
+        }
+    }
+
     fn config(&self) -> &TreeConfig {
         &self.shared.config
     }
@@ -500,15 +591,30 @@ impl NodeState {
     /// One tick, inside its span: a child of the parent's tick span (the
     /// root's is the root of the tick's trace; the top node has none).
     ///
-    /// The common path is synchronous; what must wait (a reconcile that
-    /// changes the children, a failure, a finish) is boxed, so that the
-    /// handler future ractor moves for every message stays small.
+    /// The common path (nothing to reconcile, start, fail or finish) does
+    /// not wait and runs in place; the rest is boxed, so that the handler
+    /// future ractor moves for every message stays small.
     async fn tick(
         &mut self,
         myself: &ActorRef<NodeMsg>,
         parent: tracing::Span,
         now: Instant,
     ) -> Result<(), ActorProcessingErr> {
+        let rest = match self.tick_in_place(myself, parent, now)? {
+            None => return Ok(()),
+            Some(rest) => Box::pin(self.tick_rest(myself, rest, now)),
+        };
+        rest.await
+    }
+
+    /// A tick as far as it goes without waiting: all of it, or up to what
+    /// must wait.
+    fn tick_in_place(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        parent: tracing::Span,
+        now: Instant,
+    ) -> Result<Option<TickRest>, ActorProcessingErr> {
         let span = if self.is_top() {
             tracing::Span::none()
         } else {
@@ -525,31 +631,56 @@ impl NodeState {
         if !span.is_disabled() {
             self.cold.tick_origin = telemetry::span_context(&span);
         }
-        let prepared = span.in_scope(|| self.tick_prepare(now));
-        match prepared? {
-            Prepared::CollectorFailed(why) => {
-                return Err(Box::pin(self.fail(why)).instrument(span).await);
-            }
-            Prepared::Reconcile => {
-                Box::pin(self.reconcile(myself))
-                    .instrument(span.clone())
-                    .await?;
-            }
-            Prepared::Ready => {}
+        let prepared = span.in_scope(|| self.tick_prepare(now))?;
+        let due = self.children.next_due().is_some_and(|due| due <= now);
+        if !matches!(prepared, Prepared::Ready) || due {
+            return Ok(Some(TickRest::Prepared(span, prepared)));
         }
-        if self.children.next_due().is_some_and(|due| due <= now) {
-            Box::pin(self.start_due_children(myself))
-                .instrument(span.clone())
-                .await?;
+        match span.in_scope(|| self.tick_run(myself, &span, now))? {
+            None => {
+                span.record("state.after", self.driver.state_name());
+                Ok(None)
+            }
+            Some(signal) => Ok(Some(TickRest::Signal(span, signal))),
         }
-        let signal = span.in_scope(|| self.tick_run(myself, &span, now))?;
+    }
+
+    /// The rest of a tick that must wait: a reconcile, children to start,
+    /// a failure, a finish.
+    async fn tick_rest(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        rest: TickRest,
+        now: Instant,
+    ) -> Result<(), ActorProcessingErr> {
+        let (span, signal) = match rest {
+            TickRest::Prepared(span, prepared) => {
+                match prepared {
+                    Prepared::CollectorFailed(why) => {
+                        return Err(self.fail(why).instrument(span).await);
+                    }
+                    Prepared::Reconcile => {
+                        self.reconcile(myself).instrument(span.clone()).await?;
+                    }
+                    Prepared::Ready => {}
+                }
+                if self.children.next_due().is_some_and(|due| due <= now) {
+                    self.start_due_children(myself)
+                        .instrument(span.clone())
+                        .await?;
+                }
+                let signal = span.in_scope(|| self.tick_run(myself, &span, now))?;
+                (span, signal)
+            }
+            TickRest::Signal(span, signal) => (span, Some(signal)),
+        };
         match signal {
             Some(Signal::NeedsRestart) => {
                 let why = "the worker asked for a restart".to_owned();
-                return Err(Box::pin(self.fail(why)).instrument(span).await);
+                return Err(self.fail(why).instrument(span).await);
             }
             Some(Signal::NeedsRemoval) => {
-                Box::pin(self.finish(myself)).instrument(span).await;
+                self.finish(myself).instrument(span).await;
                 return Ok(());
             }
             None => {}
@@ -639,9 +770,20 @@ impl NodeState {
         }
     }
 
+    /// See `Collector::quiet_until`.
+    fn quiet_from(&mut self, since: Instant) {
+        let config = self.config();
+        let quiet_for = config.stale_after.min(config.collector_restart_after);
+        self.collector.quiet_until = since.checked_add(quiet_for);
+    }
+
+    fn collector_quiet(&self, now: Instant) -> bool {
+        self.collector.quiet_until.is_none_or(|until| now <= until)
+    }
+
     fn collector_failed_for(&self, now: Instant) -> Option<Duration> {
-        if !self.installed {
-            // Nothing to observe before a spec is installed.
+        // Nothing to observe before a spec is installed.
+        if !self.installed || self.collector_quiet(now) {
             return None;
         }
         let since = self.collector.last_ok.unwrap_or(self.started);
@@ -893,7 +1035,7 @@ impl NodeState {
     // ----- observation and state machine ----------------------------------
 
     fn is_stale(&self, now: Instant) -> bool {
-        if !self.installed {
+        if !self.installed || self.collector_quiet(now) {
             return false;
         }
         let since = self.collector.last_ok.unwrap_or(self.started);
@@ -962,6 +1104,7 @@ impl NodeState {
         match result {
             Ok(()) => {
                 self.collector.last_ok = Some(now);
+                self.quiet_from(now);
                 self.collector.last_error = None;
             }
             Err(e) => {

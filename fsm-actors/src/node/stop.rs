@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use fsm_core::{ExitReason, NodePath};
-use ractor::ActorRef;
 use ractor::rpc::CallResult;
+use ractor::{ActorId, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 
 use super::{NodeMsg, NodeState};
@@ -23,6 +23,20 @@ pub(crate) const EXIT_SHUTDOWN: &str = "shutdown";
 /// How much earlier than its parent a child must finish stopping, so that
 /// the parent can still report by its own deadline.
 const STOP_MARGIN: Duration = Duration::from_millis(5);
+
+/// The child and how it ended, for the supervision events that say a child
+/// ended; `None` for the others.
+pub(super) fn child_exit(event: SupervisionEvent) -> Option<(ActorId, ExitReason)> {
+    match event {
+        SupervisionEvent::ActorFailed(cell, err) => {
+            Some((cell.get_id(), ExitReason::Abnormal(err.to_string())))
+        }
+        SupervisionEvent::ActorTerminated(cell, _, reason) => {
+            Some((cell.get_id(), exit_reason(reason.as_deref())))
+        }
+        _ => None,
+    }
+}
 
 /// Reads a ractor stop reason as an exit reason.
 pub(crate) fn exit_reason(reason: Option<&str>) -> ExitReason {

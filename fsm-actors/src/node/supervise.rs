@@ -300,7 +300,8 @@ impl NodeState {
         {
             Ok((actor, _)) => {
                 tracing::debug!(node.path = %path, restarts, "child started");
-                self.children.set_running(i, actor, Instant::now(), self.ticks);
+                self.children
+                    .set_running(i, actor, Instant::now(), self.ticks);
                 let context = self.children_context().hash;
                 self.children.update(i, |e| {
                     e.sent_parent_state = mapped;
