@@ -46,20 +46,39 @@ impl NodePath {
     /// The path of a child called `name`.
     #[must_use]
     pub fn child(&self, name: &str) -> Self {
+        /// Paths up to this long are joined on the stack, so that the shared
+        /// string is the only allocation.
+        const ON_STACK: usize = 256;
         if self.0.is_empty() {
-            Self(Arc::from(name))
-        } else {
-            let mut s = String::with_capacity(self.0.len() + 1 + name.len());
-            s.push_str(&self.0);
-            s.push(PATH_SEPARATOR);
-            s.push_str(name);
-            Self(Arc::from(s))
+            return Self(Arc::from(name));
         }
+        let len = self.0.len() + 1 + name.len();
+        if len <= ON_STACK {
+            let mut buf = [0u8; ON_STACK];
+            buf[..self.0.len()].copy_from_slice(self.0.as_bytes());
+            buf[self.0.len()] = PATH_SEPARATOR as u8;
+            buf[self.0.len() + 1..len].copy_from_slice(name.as_bytes());
+            // Two strings joined by an ASCII byte are UTF-8.
+            if let Ok(joined) = std::str::from_utf8(&buf[..len]) {
+                return Self(Arc::from(joined));
+            }
+        }
+        let mut s = String::with_capacity(len);
+        s.push_str(&self.0);
+        s.push(PATH_SEPARATOR);
+        s.push_str(name);
+        Self(Arc::from(s))
     }
 
     /// The path as a string.
     #[must_use]
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path as a shared string: a clone costs no allocation.
+    #[must_use]
+    pub fn as_shared(&self) -> &Arc<str> {
         &self.0
     }
 
@@ -159,6 +178,27 @@ mod tests {
         assert!(a.starts_with(&a));
         assert!(!NodePath::parse("plant/line-10").starts_with(&a));
         assert!(a.starts_with(&NodePath::top()));
+    }
+
+    #[test]
+    fn child_paths_join_short_long_and_non_ascii_names() {
+        let top = NodePath::top();
+        let root = top.child("plant");
+        assert_eq!(root.as_str(), "plant");
+        let short = root.child("Ölpumpe-1");
+        assert_eq!(short.as_str(), "plant/Ölpumpe-1");
+        assert_eq!(short.name(), "Ölpumpe-1");
+        assert_eq!(short.parent().as_ref(), Some(&root));
+        // Longer than what is joined on the stack.
+        let long_name = "ß".repeat(200);
+        let long = short.child(&long_name);
+        assert_eq!(long.as_str(), format!("plant/Ölpumpe-1/{long_name}"));
+        assert_eq!(long.name(), long_name);
+        assert_eq!(long.depth(), 3);
+        assert!(std::sync::Arc::ptr_eq(
+            long.as_shared(),
+            long.clone().as_shared()
+        ));
     }
 
     #[test]

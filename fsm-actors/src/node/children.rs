@@ -40,7 +40,6 @@ pub(crate) struct ChildEntry {
     pub(crate) spec: Arc<ChildSpec>,
     pub(crate) hash: SpecHash,
     pub(crate) run: ChildRun,
-    pub(crate) status: ChildStatus,
     pub(crate) subtree: SubtreeCounts,
     /// The mapped desired state last sent to the child.
     pub(crate) sent_parent_state: Option<String>,
@@ -61,14 +60,6 @@ pub(crate) struct ChildEntry {
 impl ChildEntry {
     pub(crate) fn new(path: NodePath, spec: Arc<ChildSpec>, hash: SpecHash, now: Instant) -> Self {
         Self {
-            status: ChildStatus {
-                name: spec.name.clone(),
-                state: String::new(),
-                desired: String::new(),
-                healthy: true,
-                stale: false,
-                converged: false,
-            },
             path,
             hash,
             spec,
@@ -108,9 +99,9 @@ impl ChildEntry {
     }
 
     /// Failed, waiting to restart, or stale: what opens the parent's circuit.
-    pub(crate) fn is_faulty(&self) -> bool {
+    fn is_faulty(&self, status: &ChildStatus) -> bool {
         match &self.run {
-            ChildRun::Running { .. } => self.status.stale,
+            ChildRun::Running { .. } => status.stale,
             ChildRun::Waiting { failure, .. } => failure.is_some(),
         }
     }
@@ -129,14 +120,16 @@ impl ChildEntry {
     }
 }
 
-/// Copies a status into `to`, reusing its strings' buffers.
-fn copy_status(to: &mut ChildStatus, from: &ChildStatus) {
-    to.name.clone_from(&from.name);
-    to.state.clone_from(&from.state);
-    to.desired.clone_from(&from.desired);
-    to.healthy = from.healthy;
-    to.stale = from.stale;
-    to.converged = from.converged;
+/// The status of a child that has not reported yet.
+fn first_status(name: &str) -> ChildStatus {
+    ChildStatus {
+        name: name.to_owned(),
+        state: String::new(),
+        desired: String::new(),
+        healthy: true,
+        stale: false,
+        converged: false,
+    }
 }
 
 /// What one slot contributes to the table's aggregates.
@@ -151,13 +144,13 @@ struct Contribution {
 }
 
 impl Contribution {
-    fn of(e: &ChildEntry) -> Self {
+    fn of(e: &ChildEntry, status: &ChildStatus) -> Self {
         let running = matches!(e.run, ChildRun::Running { .. });
         Self {
             counts: e.counts(),
-            not_converged: usize::from(!(running && e.status.converged)),
+            not_converged: usize::from(!(running && status.converged)),
             waiting: usize::from(!running),
-            faulty: usize::from(e.is_faulty()),
+            faulty: usize::from(e.is_faulty(status)),
             restarting: usize::from(e.is_restarting()),
             unsettled: usize::from(running && !e.settled),
         }
@@ -222,8 +215,8 @@ pub(crate) struct ChildTable {
     /// are leaves, and five empty maps inline would cost each of them
     /// 240 bytes.
     index: Option<Box<Index>>,
-    /// A copy of each entry's status, in start order, kept up to date by
-    /// every change (the state machine reads them as one slice).
+    /// Each entry's status, in start order (`statuses[i]` is that of
+    /// `entries[i]`; the state machine reads them as one slice).
     statuses: Vec<ChildStatus>,
 }
 
@@ -255,13 +248,21 @@ impl ChildTable {
         i: usize,
         f: impl FnOnce(&mut ChildEntry) -> T,
     ) -> Option<T> {
+        self.update_with_status(i, |e, _| f(e))
+    }
+
+    /// Changes slot `i` and its status through `f`, keeping the aggregates
+    /// right.
+    fn update_with_status<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut ChildEntry, &mut ChildStatus) -> T,
+    ) -> Option<T> {
         let e = self.entries.get_mut(i)?;
-        let before = Contribution::of(e);
-        let out = f(e);
-        let after = Contribution::of(e);
-        if let Some(copy) = self.statuses.get_mut(i) {
-            copy_status(copy, &e.status);
-        }
+        let status = self.statuses.get_mut(i)?;
+        let before = Contribution::of(e, status);
+        let out = f(e, status);
+        let after = Contribution::of(e, status);
         self.totals.sub(before);
         self.totals.add(after);
         Some(out)
@@ -289,8 +290,9 @@ impl ChildTable {
         if let Some(actor) = entry.actor() {
             index.by_id.insert(actor.get_id(), i);
         }
-        self.totals.add(Contribution::of(&entry));
-        self.statuses.push(entry.status.clone());
+        let status = first_status(entry.name());
+        self.totals.add(Contribution::of(&entry, &status));
+        self.statuses.push(status);
         self.entries.push(entry);
         self.version += 1;
         i
@@ -311,7 +313,7 @@ impl ChildTable {
     ) {
         self.index_mut().by_id.insert(actor.get_id(), i);
         self.version += 1;
-        self.update(i, |e| {
+        self.update_with_status(i, |e, status| {
             e.run = ChildRun::Running {
                 actor,
                 started: now,
@@ -320,9 +322,9 @@ impl ChildTable {
                 nodes: 1,
                 ..SubtreeCounts::default()
             };
-            e.status.converged = false;
-            e.status.stale = false;
-            e.status.healthy = true;
+            status.converged = false;
+            status.stale = false;
+            status.healthy = true;
             e.settled = false;
             e.started_in_tick = tick;
         });
@@ -335,10 +337,10 @@ impl ChildTable {
         due: Instant,
         failure: Option<String>,
     ) -> Option<ActorRef<NodeMsg>> {
-        let previous = self.update(i, |e| {
+        let previous = self.update_with_status(i, |e, status| {
             let previous = std::mem::replace(&mut e.run, ChildRun::Waiting { due, failure });
-            e.status.converged = false;
-            e.status.healthy = !e.is_restarting();
+            status.converged = false;
+            status.healthy = !e.is_restarting();
             previous
         })?;
         match previous {
@@ -353,9 +355,9 @@ impl ChildTable {
     /// Removes slot `i`, keeping the others in order.
     pub(crate) fn remove_at(&mut self, i: usize) -> ChildEntry {
         let entry = self.entries.remove(i);
-        self.statuses.remove(i);
+        let status = self.statuses.remove(i);
         self.version += 1;
-        self.totals.sub(Contribution::of(&entry));
+        self.totals.sub(Contribution::of(&entry, &status));
         let index = self.index.get_or_insert_with(Box::default);
         index.by_name.remove(entry.name());
         if let Some(actor) = entry.actor() {
@@ -390,17 +392,17 @@ impl ChildTable {
         let Some(i) = self.index_of_actor(report.from) else {
             return false;
         };
-        self.update(i, |e| {
-            if e.status.state != report.state {
-                e.status.state.clear();
-                e.status.state.push_str(report.state);
+        self.update_with_status(i, |e, status| {
+            if status.state != report.state {
+                status.state.clear();
+                status.state.push_str(report.state);
             }
             if let Some(desired) = report.desired {
-                e.status.desired = desired;
+                status.desired = desired;
             }
-            e.status.healthy = report.healthy;
-            e.status.stale = report.stale;
-            e.status.converged = report.converged;
+            status.healthy = report.healthy;
+            status.stale = report.stale;
+            status.converged = report.converged;
             e.subtree = report.subtree;
             e.settled = report.settled;
         });
@@ -410,6 +412,11 @@ impl ChildTable {
     /// The children's statuses in start order, for the state machine.
     pub(crate) fn statuses(&self) -> &[ChildStatus] {
         &self.statuses
+    }
+
+    /// The desired state child `i` last reported (empty before it has).
+    pub(crate) fn desired_of(&self, i: usize) -> &str {
+        self.statuses.get(i).map_or("", |s| s.desired.as_str())
     }
 
     // ----- stopping on purpose --------------------------------------------

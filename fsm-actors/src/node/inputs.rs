@@ -33,6 +33,8 @@ use super::NodeState;
 pub(crate) struct ParentContext {
     pub(crate) user: Map,
     pub(crate) location: Location,
+    /// `location` as a dotted path.
+    pub(crate) location_path: Arc<str>,
     pub(crate) hash: SpecHash,
 }
 
@@ -45,12 +47,14 @@ impl Default for ParentContext {
 
 impl ParentContext {
     pub(crate) fn new(user: Map, location: Location) -> Self {
+        let location_path: Arc<str> = Arc::from(location.path());
         let mut h = StableHasher::new();
-        Value::Map(user.clone()).stable_hash(&mut h);
-        h.write_str(&location.path());
+        Value::stable_hash_map(&user, &mut h);
+        h.write_str(&location_path);
         Self {
             user,
             location,
+            location_path,
             hash: SpecHash(h.finish()),
         }
     }
@@ -62,7 +66,7 @@ pub(crate) struct Inputs {
     pub(crate) context: Arc<ParentContext>,
     /// Passed on to the children.
     pub(crate) own: Arc<ParentContext>,
-    pub(crate) location_path: String,
+    pub(crate) location_path: Arc<str>,
     /// What the `internal` variables are made of (made only when a
     /// template or a derivation reads them).
     pub(crate) incarnation: Incarnation,
@@ -79,7 +83,7 @@ impl Inputs {
             // Until the node adds its own, its children inherit what it does.
             own: Arc::clone(&context),
             context,
-            location_path: String::new(),
+            location_path: Arc::from(""),
             incarnation,
             applied: None,
             attempted: None,
@@ -97,14 +101,13 @@ impl NodeState {
             return Ok(());
         }
         self.inputs_seen = Some(seen);
-        let effective = match self.effective_inputs() {
+        let (own, hash) = match self.effective_inputs() {
             Ok(effective) => effective,
             Err(why) => {
                 self.cold.inputs.attempted = None;
                 return self.configuration_error(why);
             }
         };
-        let hash = effective.hash;
         if self.cold.inputs.applied == Some(hash) {
             // Back on the applied inputs: a failed change in between no
             // longer applies.
@@ -116,7 +119,7 @@ impl NodeState {
             return Ok(());
         }
         self.cold.inputs.attempted = Some(hash);
-        match self.install_spec(effective) {
+        match self.install_spec(own) {
             Err(why) => self.configuration_error(why),
             Ok(()) => {
                 self.cold.inputs.applied = Some(hash);
@@ -133,49 +136,47 @@ impl NodeState {
         Ok(())
     }
 
-    /// Steps 1 and 2: the node's own variables and location, and their hash
-    /// together with the spec's.
-    fn effective_inputs(&self) -> Result<ParentContext, String> {
+    /// Steps 1 and 2: the node's own variables and location (the inherited
+    /// ones, shared, when its spec adds none), and the hash of them together
+    /// with the spec's.
+    fn effective_inputs(&self) -> Result<(Arc<ParentContext>, SpecHash), String> {
         let path = &self.path;
-        VariableBundle::validate(&self.cold.spec.variables, path).map_err(|e| e.to_string())?;
-        let location = self
-            .cold
-            .inputs
-            .context
-            .location
-            .extend(&self.cold.spec.location, path)
-            .map_err(|e| e.to_string())?;
-        let mut user = self.cold.inputs.context.user.clone();
-        for (k, v) in &self.cold.spec.variables {
-            user.insert(k.clone(), v.clone());
-        }
-        let own = ParentContext::new(user, location);
+        let spec = &self.cold.spec;
+        let inherited = &self.cold.inputs.context;
+        let own = if spec.variables.is_empty() && spec.location.is_empty() {
+            Arc::clone(inherited)
+        } else {
+            VariableBundle::validate(&spec.variables, path).map_err(|e| e.to_string())?;
+            let location = inherited
+                .location
+                .extend(&spec.location, path)
+                .map_err(|e| e.to_string())?;
+            let mut user = inherited.user.clone();
+            for (k, v) in &spec.variables {
+                user.insert(k.clone(), v.clone());
+            }
+            Arc::new(ParentContext::new(user, location))
+        };
         let mut h = StableHasher::new();
         h.write_u64(self.spec_hash.0);
         h.write_u64(own.hash.0);
-        Ok(ParentContext {
-            hash: SpecHash(h.finish()),
-            ..own
-        })
+        Ok((own, SpecHash(h.finish())))
     }
 
     /// Step 3: the decoded spec, its templates rendered. The variables are
     /// built only if the spec has templates (and, for the derivation, only
     /// if the worker reads them).
-    fn install_spec(&mut self, effective: ParentContext) -> Result<(), String> {
+    fn install_spec(&mut self, own: Arc<ParentContext>) -> Result<(), String> {
         // The location is known even if the spec does not render.
-        self.cold.inputs.location_path = effective.location.path();
+        self.cold.inputs.location_path = Arc::clone(&own.location_path);
         let spec = &self.cold.spec.user_spec;
         let installed = if spec.has_templates() {
             let internal = self
                 .cold
                 .inputs
                 .internal_vars(&self.path, &self.cold.worker_type);
-            let variables = VariableBundle::flatten_parts(
-                &effective.user,
-                &self.shared.config.globals,
-                &internal,
-            );
+            let variables =
+                VariableBundle::flatten_parts(&own.user, &self.shared.config.globals, &internal);
             let renderer = SpecRenderer::new(&self.shared.templates, &variables, &self.path);
             let started = std::time::Instant::now();
             let installed = self.driver.set_spec_rendered(spec, &renderer);
@@ -197,9 +198,8 @@ impl NodeState {
                 ),
             });
         }
-        let own = ParentContext::new(effective.user, effective.location);
         if own.hash != self.cold.inputs.own.hash {
-            self.cold.inputs.own = Arc::new(own);
+            self.cold.inputs.own = own;
         }
         Ok(())
     }
@@ -303,6 +303,6 @@ impl Inputs {
             worker_type,
             self.incarnation.created_at_ms,
         )
-        .with_location_path(self.location_path.clone())
+        .with_location_path(&*self.location_path)
     }
 }

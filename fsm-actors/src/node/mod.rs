@@ -1412,7 +1412,7 @@ impl NodeState {
             restarts: self.cold.restarts,
             restarting: None,
             circuit_open: self.circuit.is_open(),
-            location_path: self.cold.inputs.location_path.clone(),
+            location_path: self.cold.inputs.location_path.to_string(),
             children: Vec::new(),
         }
     }
@@ -1428,7 +1428,8 @@ impl NodeState {
             .children
             .entries()
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 let source = match &c.run {
                     ChildRun::Running { actor, .. } => Source::Ask(actor.clone()),
                     ChildRun::Waiting { due, failure } => {
@@ -1443,7 +1444,7 @@ impl NodeState {
                             state,
                             failure.clone(),
                         );
-                        s.desired_state.clone_from(&c.status.desired);
+                        s.desired_state = self.children.desired_of(i).to_owned();
                         s.restarts = c.restarts;
                         s.restarting = failure.as_ref().map(|f| RestartingInfo {
                             attempt: c.attempt.saturating_sub(1),

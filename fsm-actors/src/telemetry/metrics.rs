@@ -118,5 +118,5 @@ impl Metrics {
 
 /// The `path` attribute of a node.
 pub(crate) fn path_attr(path: &fsm_core::NodePath) -> KeyValue {
-    KeyValue::new("path", path.as_str().to_owned())
+    KeyValue::new("path", std::sync::Arc::clone(path.as_shared()))
 }

@@ -182,7 +182,7 @@ impl Value {
 
     /// Feeds a map exactly as [`Value::Map`] of it would be fed, without
     /// building the value.
-    pub(crate) fn stable_hash_map(map: &BTreeMap<String, Value>, h: &mut StableHasher) {
+    pub fn stable_hash_map(map: &Map, h: &mut StableHasher) {
         h.write_u8(6);
         h.write_u64(map.len() as u64);
         for (k, v) in map {
