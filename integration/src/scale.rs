@@ -4,9 +4,11 @@
 //!   even fan-out `f` (the smallest with `1 + f + … + f^(depth-1) ≥
 //!   workers`); every level is full except the last, whose nodes are spread
 //!   as evenly as possible over the parents of the level above.
-//! * [`ScaleWorker`]: a trivial worker whose spec is a handful of numbers
-//!   (`level`, `index`, the shape, a `generation`); it derives its children's
-//!   specs from them, so a parent's spec never holds its subtree. Its collect
+//! * [`ScaleWorker`]: a trivial worker whose spec is three numbers
+//!   (`level`, `index`, a `generation`); it derives its children's specs
+//!   from them and the tree's [`Shape`], which every worker shares through
+//!   its [`ScaleWorld`] (as every bare actor shares an `Arc<Shape>`), so a
+//!   parent's spec never holds its subtree. Its collect
 //!   returns at once; its state machine starts in its desired state
 //!   (`running`), so a node converges as soon as it has an observation. It
 //!   counts every state machine step in [`ScaleWorld::ticks`], which is how
@@ -18,8 +20,8 @@
 //!
 //! # A spec change
 //!
-//! The root spec carries a `generation` and `every`: the deepest-level
-//! nodes whose index is a multiple of `every` get that generation in their
+//! The root spec carries a `generation`; the deepest-level nodes whose
+//! index is a multiple of [`ScaleWorld::every`] get that generation in their
 //! spec (their ancestors too, so the change travels down; every other node's
 //! spec stays as it was). A leaf whose spec generation differs from the one
 //! it runs goes to `applying` (not its desired state, so it is not
@@ -286,43 +288,28 @@ fn holds_multiple(range: &Range<u64>, every: u64) -> bool {
     range.start.div_ceil(every) * every < range.end
 }
 
-/// The spec of a [`ScaleWorker`]: where the node sits, the tree's shape,
-/// and the change it carries.
+/// The spec of a [`ScaleWorker`]: where the node sits and the change it
+/// carries. (What is the same for every node, the tree's shape and which
+/// leaves a change selects, is in the [`ScaleWorld`] the workers share, as
+/// the bare actors share their `Arc<Shape>`.)
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScaleSpec {
     /// Its level (the root is 0).
     pub level: u32,
     /// Its index within its level.
     pub index: u32,
-    /// The tree's size.
-    pub workers: u32,
-    /// The tree's depth.
-    pub depth: u32,
-    /// The tree's fan-out.
-    pub fanout: u32,
     /// The generation of the change this node's subtree carries (0: none).
     pub generation: u32,
-    /// Which deepest-level nodes the change touches: those whose index is a
-    /// multiple of `every`.
-    pub every: u32,
-    /// Whether the node issues a no-op action whenever none is in flight
-    /// (while [`ScaleWorld`]'s action budget lasts).
-    pub act: bool,
 }
 
 impl ScaleSpec {
-    /// The spec as a [`Value`] (a map of eight numbers and a flag).
+    /// The spec as a [`Value`] (a map of three numbers).
     #[must_use]
     pub fn to_value(&self) -> Value {
         Value::map([
             ("level", Value::from(self.level)),
             ("index", Value::from(self.index)),
-            ("workers", Value::from(self.workers)),
-            ("depth", Value::from(self.depth)),
-            ("fanout", Value::from(self.fanout)),
             ("generation", Value::from(self.generation)),
-            ("every", Value::from(self.every)),
-            ("act", Value::from(self.act)),
         ])
     }
 
@@ -333,34 +320,17 @@ impl ScaleSpec {
     }
 }
 
-/// The root spec of a scale tree of `shape`, with a change of `generation`
-/// for the deepest-level nodes whose index is a multiple of `every`
-/// (`generation` 0: no change).
-///
-/// # Errors
-///
-/// [`ShapeError::TooMany`] if the shape's numbers do not fit the spec.
-pub fn root_spec(
-    shape: &Shape,
-    generation: u32,
-    every: u32,
-    act: bool,
-) -> Result<ChildSpec, ShapeError> {
-    let too_many = || ShapeError::TooMany {
-        workers: shape.workers(),
-        max: MAX_WORKERS,
-    };
-    Ok(ScaleSpec {
+/// The root spec of a scale tree, with a change of `generation` for the
+/// deepest-level nodes its [`ScaleWorld`] selects (`generation` 0: no
+/// change).
+#[must_use]
+pub fn root_spec(generation: u32) -> ChildSpec {
+    ScaleSpec {
         level: 0,
         index: 0,
-        workers: u32::try_from(shape.workers()).map_err(|_| too_many())?,
-        depth: shape.depth(),
-        fanout: u32::try_from(shape.fanout()).map_err(|_| too_many())?,
         generation,
-        every: every.max(1),
-        act,
     }
-    .named())
+    .named()
 }
 
 /// Counts events and wakes one waiter when the count reaches its target.
@@ -407,9 +377,18 @@ impl Counter {
     }
 }
 
-/// What every [`ScaleWorker`] of a tree shares: counters the driver reads.
-#[derive(Debug, Default)]
+/// What every [`ScaleWorker`] of a tree shares: the tree's shape, what a
+/// change selects, and counters the driver reads.
+#[derive(Debug)]
 pub struct ScaleWorld {
+    /// The tree's shape.
+    pub shape: Shape,
+    /// A change touches the deepest-level nodes whose index is a multiple
+    /// of this.
+    pub every: u64,
+    /// Whether nodes issue a no-op action whenever none is in flight (while
+    /// the action budget lasts).
+    pub act: bool,
     /// State machine steps (one per node per tick once the node has an
     /// observation).
     pub ticks: Counter,
@@ -426,6 +405,33 @@ pub struct ScaleWorld {
 }
 
 impl ScaleWorld {
+    /// The world of a tree of `shape` whose changes touch every
+    /// `every`-th deepest-level node, whose nodes act if `act`.
+    ///
+    /// # Errors
+    ///
+    /// [`ShapeError::TooMany`] if the shape's indices do not fit a spec's
+    /// 32-bit numbers.
+    pub fn new(shape: Shape, every: u32, act: bool) -> Result<Self, ShapeError> {
+        if shape.workers() > MAX_WORKERS {
+            return Err(ShapeError::TooMany {
+                workers: shape.workers(),
+                max: MAX_WORKERS,
+            });
+        }
+        Ok(Self {
+            shape,
+            every: u64::from(every.max(1)),
+            act,
+            ticks: Counter::default(),
+            applied: AtomicU64::new(0),
+            derived: AtomicU64::new(0),
+            constructed: AtomicU64::new(0),
+            action_budget: AtomicU64::new(0),
+            actions_done: AtomicU64::new(0),
+        })
+    }
+
     fn take_action(&self) -> bool {
         self.action_budget
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -490,14 +496,13 @@ impl Worker for ScaleWorker {
         spec: &ScaleSpec,
         _ctx: &DeriveContext<'_>,
     ) -> Result<DesiredState, BoxError> {
-        self.world.derived.fetch_add(1, Ordering::Relaxed);
-        if spec.level + 1 >= spec.depth {
+        let world = &self.world;
+        world.derived.fetch_add(1, Ordering::Relaxed);
+        let shape = &world.shape;
+        if spec.level + 1 >= shape.depth() {
             // The deepest level: no children.
             return Ok(DesiredState::new("running"));
         }
-        let shape =
-            Shape::with_fanout(u64::from(spec.workers), spec.depth, u64::from(spec.fanout))?;
-        let every = u64::from(spec.every);
         // Siblings differ in their index and generation only: each child's
         // spec is a copy of one built once, with those two numbers set.
         let template = ScaleSpec {
@@ -508,11 +513,12 @@ impl Worker for ScaleWorker {
         let children = shape
             .children_of(spec.level, u64::from(spec.index))
             .map(|j| {
-                let generation = if holds_multiple(&shape.leaves_under(spec.level + 1, j), every) {
-                    spec.generation
-                } else {
-                    0
-                };
+                let generation =
+                    if holds_multiple(&shape.leaves_under(spec.level + 1, j), world.every) {
+                        spec.generation
+                    } else {
+                        0
+                    };
                 let mut child = template.clone();
                 child.name = format!("n{j}");
                 if let Value::Map(fields) = &mut child.user_spec {
@@ -554,7 +560,7 @@ impl State<ScaleWorker> for ScaleState {
         let spec = s.spec();
         // Only the deepest level takes part in the change; the levels above
         // merely pass it down.
-        let target = if spec.level + 1 == spec.depth {
+        let target = if spec.level + 1 == world.shape.depth() {
             spec.generation
         } else {
             0
@@ -572,7 +578,7 @@ impl State<ScaleWorker> for ScaleState {
             }
             _ => Transition::stay(),
         };
-        if spec.act && !s.action_in_flight() && world.take_action() {
+        if world.act && !s.action_in_flight() && world.take_action() {
             transition.with_action(Noop(Arc::clone(world)))
         } else {
             transition
@@ -684,13 +690,9 @@ mod tests {
     fn children_specs_carry_their_place_and_the_change() {
         let shape = Shape::new(300, 3).unwrap();
         let worker = ScaleWorker {
-            world: Arc::new(ScaleWorld::default()),
+            world: Arc::new(ScaleWorld::new(shape.clone(), 10, false).unwrap()),
         };
-        let root: ScaleSpec = root_spec(&shape, 7, 10, false)
-            .unwrap()
-            .user_spec
-            .decode()
-            .unwrap();
+        let root: ScaleSpec = root_spec(7).user_spec.decode().unwrap();
         let path = fsm_core::NodePath::top();
         for level in 0..shape.depth() {
             for index in 0..shape.level_sizes()[level as usize] {

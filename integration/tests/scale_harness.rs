@@ -18,16 +18,12 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn one_tick_spawns_a_scale_tree_and_a_change_reaches_exactly_the_selected_leaves() {
     let shape = Shape::new(300, 3).unwrap();
     let n = shape.workers();
-    let world = Arc::new(ScaleWorld::default());
+    let world = Arc::new(ScaleWorld::new(shape.clone(), 10, false).unwrap());
     let mut config = TreeConfig::default();
     config.tick_interval = None;
-    let tree = Tree::spawn(
-        root_spec(&shape, 0, 10, false).unwrap(),
-        scale_registry(&world).unwrap(),
-        config,
-    )
-    .await
-    .unwrap();
+    let tree = Tree::spawn(root_spec(0), scale_registry(&world).unwrap(), config)
+        .await
+        .unwrap();
     tree.tick().unwrap();
     tree.wait_converged(WAIT).await.unwrap();
     let status = tree.status();
@@ -47,8 +43,7 @@ async fn one_tick_spawns_a_scale_tree_and_a_change_reaches_exactly_the_selected_
     // The change: the selected leaves and their ancestors derive again; the
     // leaves go through `applying` and count themselves back.
     let derived = world.derived.load(Ordering::Relaxed);
-    tree.update_root_spec(root_spec(&shape, 1, 10, false).unwrap())
-        .unwrap();
+    tree.update_root_spec(root_spec(1)).unwrap();
     let expected = shape.selected_leaves(10);
     for _ in 0..20 {
         let target = world.ticks.get() + n;

@@ -411,17 +411,12 @@ async fn baseline(
 /// Phase 2: the fsmv2 tree.
 async fn ours(args: &Args, shape: &Shape, report: &mut Report, timeout: Duration) -> Res<()> {
     let n = shape.workers();
-    let world = Arc::new(ScaleWorld::default());
+    let world = Arc::new(ScaleWorld::new(shape.clone(), args.change_every, false)?);
     let rss0 = resident_bytes()?;
 
     let cpu0 = process_cpu()?;
     let started = Instant::now();
-    let tree = Tree::spawn(
-        root_spec(shape, 0, args.change_every, false)?,
-        scale_registry(&world)?,
-        config(args, n),
-    )
-    .await?;
+    let tree = Tree::spawn(root_spec(0), scale_registry(&world)?, config(args, n)).await?;
     let spawn_ticks = converge(&tree, n, timeout).await?;
     report.spawn_ms = Some(ms(started.elapsed()));
     report.spawn_cpu_ms = Some((process_cpu()? - cpu0) * 1e3);
@@ -458,7 +453,7 @@ async fn ours(args: &Args, shape: &Shape, report: &mut Report, timeout: Duration
     let mut seen_unconverged = false;
     let mut change_ticks = 0;
     let started = Instant::now();
-    tree.update_root_spec(root_spec(shape, 1, args.change_every, false)?)?;
+    tree.update_root_spec(root_spec(1))?;
     loop {
         tree.tick()?;
         rounds.next(timeout).await?;
@@ -506,17 +501,12 @@ async fn ours(args: &Args, shape: &Shape, report: &mut Report, timeout: Duration
 async fn actions(args: &Args, report: &mut Report, timeout: Duration) -> Res<()> {
     let shape = Shape::new(args.action_workers.max(2), 2)?;
     let n = shape.workers();
-    let world = Arc::new(ScaleWorld::default());
+    let world = Arc::new(ScaleWorld::new(shape, 1, true)?);
     let mut config = config(args, n);
     config.executor.concurrency = args.concurrency;
     // One action per node at most is in flight: the queue never overflows.
     config.executor.queue_capacity = usize::try_from(n)? + 16;
-    let tree = Tree::spawn(
-        root_spec(&shape, 0, 1, true)?,
-        scale_registry(&world)?,
-        config,
-    )
-    .await?;
+    let tree = Tree::spawn(root_spec(0), scale_registry(&world)?, config).await?;
     converge(&tree, n, timeout).await?;
     let mut rounds = TickRounds::new(&world.ticks, n);
     let stats0 = tree.executor_stats().await?;
