@@ -12,7 +12,9 @@
 //!   cancels its queued actions at once and its running ones at their next
 //!   await point.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 

@@ -14,7 +14,7 @@
 //! duplicate names, unknown worker type, undecodable spec) is rejected as a
 //! whole and changes nothing.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::error::{DeclarationError, DeclarationProblem};
 use crate::hash::SpecHash;

@@ -714,7 +714,6 @@ mod tests {
                         } else {
                             0
                         },
-                        ..root.clone()
                     })
                     .collect();
                 let got: Vec<ScaleSpec> = desired

@@ -9,7 +9,7 @@
 //! good under their restart policy (not started again while their
 //! declaration is unchanged).
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use fsm_core::{ChildSpec, ChildStatus, NodePath, RunningChild, SpecHash};

@@ -299,14 +299,16 @@ struct Cold {
 
 impl Actor for NodeActor {
     type Msg = NodeMsg;
-    type State = NodeState;
+    /// Boxed: ractor moves the state several times while an actor starts,
+    /// and the state is large.
+    type State = Box<NodeState>;
     type Arguments = NodeArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<NodeMsg>,
         args: NodeArgs,
-    ) -> Result<NodeState, ActorProcessingErr> {
+    ) -> Result<Box<NodeState>, ActorProcessingErr> {
         let driver = match args.driver {
             Some(d) => d,
             None => args
@@ -332,7 +334,7 @@ impl Actor for NodeActor {
         let started = Instant::now();
         let config = &args.shared.config;
         let quiet_for = config.stale_after.min(config.collector_restart_after);
-        Ok(NodeState {
+        Ok(Box::new(NodeState {
             path: args.path,
             spec_hash,
             parent: args.parent,
@@ -388,13 +390,13 @@ impl Actor for NodeActor {
                 stop_chain: None,
                 first_tick: args.first_tick,
             }),
-        })
+        }))
     }
 
     async fn post_start(
         &self,
         myself: ActorRef<NodeMsg>,
-        state: &mut NodeState,
+        state: &mut Box<NodeState>,
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         state.apply_inputs()?;
@@ -413,7 +415,7 @@ impl Actor for NodeActor {
         &self,
         myself: ActorRef<NodeMsg>,
         msg: NodeMsg,
-        state: &mut NodeState,
+        state: &mut Box<NodeState>,
     ) -> Result<(), ActorProcessingErr> {
         // What does not wait runs in place; what must wait is boxed, so that
         // the handler future ractor moves for every message stays small.
@@ -430,7 +432,7 @@ impl Actor for NodeActor {
         &self,
         myself: ActorRef<NodeMsg>,
         event: SupervisionEvent,
-        state: &mut NodeState,
+        state: &mut Box<NodeState>,
     ) -> Result<(), ActorProcessingErr> {
         // Never stop because a child ended (ractor's default): decide here.
         // (Boxed, for the reason `handle` gives.)

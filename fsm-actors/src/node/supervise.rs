@@ -5,7 +5,7 @@
 //! order, once the backoff has passed — by a scheduled message, never a
 //! sleep.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Duration;
 
