@@ -509,7 +509,7 @@ impl Worker for ScaleWorker {
             level: spec.level + 1,
             ..spec.clone()
         }
-        .named();
+        .to_value();
         let children = shape
             .children_of(spec.level, u64::from(spec.index))
             .map(|j| {
@@ -519,8 +519,8 @@ impl Worker for ScaleWorker {
                     } else {
                         0
                     };
-                let mut child = template.clone();
-                child.name = format!("n{j}");
+                let mut child =
+                    ChildSpec::new(format!("n{j}"), WORKER_TYPE).with_spec(template.clone());
                 if let Value::Map(fields) = &mut child.user_spec {
                     for (field, value) in [("index", u32::try_from(j)?), ("generation", generation)]
                     {

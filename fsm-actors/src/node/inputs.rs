@@ -82,8 +82,8 @@ impl Inputs {
         Self {
             // Until the node adds its own, its children inherit what it does.
             own: Arc::clone(&context),
+            location_path: Arc::clone(&context.location_path),
             context,
-            location_path: Arc::from(""),
             incarnation,
             applied: None,
             attempted: None,
