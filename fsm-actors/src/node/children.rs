@@ -53,7 +53,7 @@ pub(crate) struct ChildEntry {
     /// ticks once on start, so the tick that started it skips it).
     pub(crate) started_in_tick: u64,
     /// Its running incarnation and all of that incarnation's subtree have
-    /// reported at least once (see [`ChildTable::all_settled`]).
+    /// reported at least once (see [`Table::all_settled`]).
     pub(crate) settled: bool,
 }
 
@@ -204,8 +204,49 @@ struct Index {
     completed: HashMap<String, SpecHash>,
 }
 
+/// A node's children; see [`Table`]. Allocated on first change: most nodes
+/// of a large tree are leaves, and a leaf reads its (empty) table on every
+/// tick, so it should cost a leaf one pointer, not 136 bytes of its state.
 #[derive(Default)]
-pub(crate) struct ChildTable {
+pub(crate) struct ChildTable(Option<Box<Table>>);
+
+/// The table of a node that has never had a child.
+static EMPTY: Table = Table {
+    version: 0,
+    entries: Vec::new(),
+    totals: Aggregates {
+        counts: SubtreeCounts {
+            nodes: 0,
+            converged: 0,
+            unhealthy: 0,
+            restarting: 0,
+        },
+        not_converged: 0,
+        waiting: 0,
+        faulty: 0,
+        restarting: 0,
+        unsettled: 0,
+    },
+    index: None,
+    statuses: Vec::new(),
+};
+
+impl std::ops::Deref for ChildTable {
+    type Target = Table;
+
+    fn deref(&self) -> &Table {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for ChildTable {
+    fn deref_mut(&mut self) -> &mut Table {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Table {
     /// Bumped whenever a slot is added, removed or gets a new actor: the
     /// children that may need their mapped state and context sent.
     version: u64,
@@ -220,7 +261,7 @@ pub(crate) struct ChildTable {
     statuses: Vec<ChildStatus>,
 }
 
-impl ChildTable {
+impl Table {
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -298,7 +339,7 @@ impl ChildTable {
         i
     }
 
-    /// See [`ChildTable::version`] (the field).
+    /// See [`Table::version`] (the field).
     pub(crate) fn version(&self) -> u64 {
         self.version
     }

@@ -25,7 +25,7 @@ use fsm_core::{ChildSpec, DeriveContext, Map, NodePath, SpecHash, StableHasher, 
 use fsm_templates::{InternalVars, Location, SpecRenderer, VariableBundle};
 use ractor::{ActorId, ActorProcessingErr};
 
-use super::NodeState;
+use super::{NodeState, Problem};
 
 /// What a node passes down to its children: its `user` variables and its
 /// location.
@@ -111,7 +111,7 @@ impl NodeState {
         if self.cold.inputs.applied == Some(hash) {
             // Back on the applied inputs: a failed change in between no
             // longer applies.
-            self.input_error = None;
+            self.set_problem(Problem::Input, None);
             self.cold.inputs.attempted = Some(hash);
             return Ok(());
         }
@@ -123,7 +123,7 @@ impl NodeState {
             Err(why) => self.configuration_error(why),
             Ok(()) => {
                 self.cold.inputs.applied = Some(hash);
-                self.input_error = None;
+                self.set_problem(Problem::Input, None);
                 self.installed = true;
                 self.derive()
             }
@@ -132,7 +132,7 @@ impl NodeState {
 
     fn configuration_error(&mut self, why: String) -> Result<(), ActorProcessingErr> {
         tracing::warn!(node.path = %self.path, error = %why, "configuration error; keeping the last good spec and desired state");
-        self.input_error = Some(why);
+        self.set_problem(Problem::Input, Some(why));
         Ok(())
     }
 
@@ -232,14 +232,16 @@ impl NodeState {
                     hashes = Vec::new();
                 }
                 self.cold.child_hashes = hashes;
-                self.desired = desired;
+                self.cold.declared = desired.children;
+                self.cold.supervision = desired.supervision;
+                self.desired_state = desired.state;
                 self.desired_version += 1;
-                self.derive_error = None;
+                self.set_problem(Problem::Derive, None);
                 Ok(())
             }
             Err(e) if e.is_invalid_spec() => {
                 tracing::warn!(node.path = %self.path, error = %e, "invalid spec; keeping the last good desired state");
-                self.derive_error = Some(e.to_string());
+                self.set_problem(Problem::Derive, Some(e.to_string()));
                 Ok(())
             }
             Err(e) => Err(Box::new(e)),

@@ -218,15 +218,16 @@ pub(crate) struct NodeState {
 
     /// The mapped desired state from the parent, overriding the derived one.
     parent_state: Option<String>,
-    /// The last good derived desired state.
-    desired: DesiredState,
+    /// The last good derived desired state's own target (its children and
+    /// supervision are in `cold`).
+    desired_state: String,
     /// The hash of the derived children declaration, computed once per
     /// derivation (a parent's children specs hold its whole subtree's
     /// specs).
     desired_children: SpecHash,
     /// How many children the derivation declared. (The declaration itself,
-    /// `desired.children`, is consumed by the reconcile that follows: the
-    /// child table keeps each spec, shared with the child.)
+    /// `cold.declared`, is consumed by the reconcile that follows: the child
+    /// table keeps each spec, shared with the child.)
     declared_count: usize,
     /// Bumped whenever the effective desired state may have changed.
     desired_version: u64,
@@ -236,10 +237,9 @@ pub(crate) struct NodeState {
     context_hash: SpecHash,
     /// Whether a spec has ever been installed (the node can observe).
     installed: bool,
-    /// A configuration error: variables, location, templates or decoding.
-    input_error: Option<String>,
-    derive_error: Option<String>,
-    declaration_error: Option<String>,
+    /// What keeps the node from being configured, if anything (boxed: most
+    /// nodes never have a problem, and every report reads this).
+    problems: Option<Box<Problems>>,
 
     children: ChildTable,
     /// The declaration hash the child table matches.
@@ -268,9 +268,50 @@ pub(crate) struct NodeState {
     cold: Box<Cold>,
 }
 
+/// A node's configuration problems.
+#[derive(Default)]
+struct Problems {
+    /// Variables, location, templates or decoding.
+    input: Option<String>,
+    /// `derive_desired` said the spec is invalid.
+    derive: Option<String>,
+    /// The children declaration was rejected.
+    declaration: Option<String>,
+}
+
+/// Which of a node's [`Problems`].
+#[derive(Clone, Copy)]
+enum Problem {
+    Input,
+    Derive,
+    Declaration,
+}
+
+impl Problems {
+    fn slot(&mut self, which: Problem) -> &mut Option<String> {
+        match which {
+            Problem::Input => &mut self.input,
+            Problem::Derive => &mut self.derive,
+            Problem::Declaration => &mut self.declaration,
+        }
+    }
+
+    fn first(&self) -> Option<&String> {
+        self.input
+            .as_ref()
+            .or(self.derive.as_ref())
+            .or(self.declaration.as_ref())
+    }
+}
+
 /// The parts of a node's state that change rarely.
 struct Cold {
     spec: Arc<ChildSpec>,
+    /// The children the last good derivation declared, until the reconcile
+    /// that follows consumes them.
+    declared: Vec<ChildSpec>,
+    /// How the node supervises its children, if the derivation said.
+    supervision: Option<Supervision>,
     /// The hash of each of `desired.children`, computed once per
     /// derivation for the reconcile (and consumed with them).
     child_hashes: Vec<SpecHash>,
@@ -343,16 +384,14 @@ impl Actor for NodeActor {
             started,
             ticks: 0,
             parent_state: args.parent_state,
-            desired: DesiredState::new(""),
+            desired_state: String::new(),
             desired_children: DesiredState::new("").children_hash(),
             declared_count: 0,
             desired_version: 0,
             inputs_seen: None,
             context_hash,
             installed: false,
-            input_error: None,
-            derive_error: None,
-            declaration_error: None,
+            problems: None,
             children: ChildTable::default(),
             applied_children: None,
             rejected_children: None,
@@ -376,6 +415,8 @@ impl Actor for NodeActor {
             shutting_down: false,
             cold: Box::new(Cold {
                 spec: args.spec,
+                declared: Vec::new(),
+                supervision: None,
                 child_hashes: Vec::new(),
                 restarts: args.restarts,
                 rng: SplitMix64::new(seed.finish()),
@@ -572,16 +613,28 @@ impl NodeState {
     }
 
     fn supervision(&self) -> &Supervision {
-        self.desired
+        self.cold
             .supervision
             .as_ref()
             .unwrap_or(&self.shared.config.supervision)
     }
 
+    /// Sets or clears one of the node's configuration problems.
+    fn set_problem(&mut self, which: Problem, problem: Option<String>) {
+        if problem.is_none() && self.problems.is_none() {
+            return;
+        }
+        let problems = self.problems.get_or_insert_with(Box::default);
+        *problems.slot(which) = problem;
+        if problems.first().is_none() {
+            self.problems = None;
+        }
+    }
+
     /// The effective desired state: the parent's mapping wins over the
     /// node's own derivation.
     fn desired_state(&self) -> &str {
-        self.parent_state.as_deref().unwrap_or(&self.desired.state)
+        self.parent_state.as_deref().unwrap_or(&self.desired_state)
     }
 
     fn is_top(&self) -> bool {
@@ -710,7 +763,7 @@ impl NodeState {
         if self.applied_children == declared {
             // Back on the applied declaration (a rejected change was
             // reverted): whatever was rejected in between no longer applies.
-            self.declaration_error = None;
+            self.set_problem(Problem::Declaration, None);
             self.rejected_children = None;
             Ok(Prepared::Ready)
         } else if self.rejected_children == declared {
@@ -719,7 +772,7 @@ impl NodeState {
             // A leaf: nothing declared, nothing running or stopping, so
             // there is nothing to plan and no reason to wait.
             self.applied_children = declared;
-            self.declaration_error = None;
+            self.set_problem(Problem::Declaration, None);
             self.rejected_children = None;
             Ok(Prepared::Ready)
         } else {
@@ -843,14 +896,14 @@ impl NodeState {
         if self.applied_children == Some(declared_hash) {
             // Back on the applied declaration (a rejected change was
             // reverted): whatever was rejected in between no longer applies.
-            self.declaration_error = None;
+            self.set_problem(Problem::Declaration, None);
             self.rejected_children = None;
             return Ok(());
         }
         if self.rejected_children == Some(declared_hash) {
             return Ok(());
         }
-        let declared = std::mem::take(&mut self.desired.children);
+        let declared = std::mem::take(&mut self.cold.declared);
         let mut hashes = std::mem::take(&mut self.cold.child_hashes);
         if hashes.len() != declared.len() {
             // Kept beside the declaration by `derive`; recomputed rather
@@ -866,11 +919,11 @@ impl NodeState {
         );
         if let Err(e) = result {
             tracing::warn!(node.path = %self.path, error = %e, "invalid children declaration; running children left as they are");
-            self.declaration_error = Some(e.to_string());
+            self.set_problem(Problem::Declaration, Some(e.to_string()));
             self.rejected_children = Some(declared_hash);
             return Ok(());
         }
-        self.declaration_error = None;
+        self.set_problem(Problem::Declaration, None);
         self.rejected_children = None;
         self.children.retain_completed(&declared, &hashes);
         // Children that ended for good stay ended while their declaration
@@ -1014,7 +1067,7 @@ impl NodeState {
             return;
         }
         self.mapped_for = Some(key);
-        let desired = self.parent_state.as_deref().unwrap_or(&self.desired.state);
+        let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
         let context = Arc::clone(self.children_context());
         self.children.for_each_mapped(|child| {
             let mapped = child.spec.mapped_state(desired);
@@ -1150,7 +1203,7 @@ impl NodeState {
         if self.is_stale(now) {
             return Ok(None);
         }
-        let desired = self.parent_state.as_deref().unwrap_or(&self.desired.state);
+        let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
         let input = StepInput::new(&self.path, desired)
             .with_children(self.children.statuses())
             .with_action(self.action.is_some(), self.last_action.as_deref());
@@ -1238,12 +1291,7 @@ impl NodeState {
     // ----- health and reporting -----------------------------------------
 
     fn own_error(&self, now: Instant) -> Option<String> {
-        if let Some(e) = self
-            .input_error
-            .as_ref()
-            .or(self.derive_error.as_ref())
-            .or(self.declaration_error.as_ref())
-        {
+        if let Some(e) = self.problems.as_deref().and_then(Problems::first) {
             return Some(e.clone());
         }
         if self.is_stale(now) {
@@ -1259,9 +1307,7 @@ impl NodeState {
 
     /// No configuration error (spec, variables, templates, declaration).
     fn configured(&self) -> bool {
-        self.input_error.is_none()
-            && self.derive_error.is_none()
-            && self.declaration_error.is_none()
+        self.problems.is_none()
     }
 
     fn is_healthy(&self, now: Instant) -> bool {
