@@ -28,6 +28,7 @@
 //! converged), and back to `running` once its collect observes the new
 //! generation; it then counts itself in [`ScaleWorld::applied`].
 
+use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -510,28 +511,27 @@ impl Worker for ScaleWorker {
             ..spec.clone()
         }
         .to_value();
-        let children = shape
-            .children_of(spec.level, u64::from(spec.index))
-            .map(|j| {
-                let generation =
-                    if holds_multiple(&shape.leaves_under(spec.level + 1, j), world.every) {
-                        spec.generation
-                    } else {
-                        0
-                    };
-                let mut child =
-                    ChildSpec::new(format!("n{j}"), WORKER_TYPE).with_spec(template.clone());
-                if let Value::Map(fields) = &mut child.user_spec {
-                    for (field, value) in [("index", u32::try_from(j)?), ("generation", generation)]
-                    {
-                        if let Some(slot) = fields.get_mut(field) {
-                            *slot = Value::from(value);
-                        }
+        let range = shape.children_of(spec.level, u64::from(spec.index));
+        let mut children = Vec::with_capacity(usize::try_from(range.end - range.start)?);
+        for j in range {
+            let generation = if holds_multiple(&shape.leaves_under(spec.level + 1, j), world.every)
+            {
+                spec.generation
+            } else {
+                0
+            };
+            let mut name = String::with_capacity(12);
+            write!(name, "n{j}")?;
+            let mut child = ChildSpec::new(name, WORKER_TYPE).with_spec(template.clone());
+            if let Value::Map(fields) = &mut child.user_spec {
+                for (field, value) in [("index", u32::try_from(j)?), ("generation", generation)] {
+                    if let Some(slot) = fields.get_mut(field) {
+                        *slot = Value::from(value);
                     }
                 }
-                Ok(child)
-            })
-            .collect::<Result<Vec<_>, BoxError>>()?;
+            }
+            children.push(child);
+        }
         Ok(DesiredState::new("running").with_children(children))
     }
 }

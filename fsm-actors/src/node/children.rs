@@ -324,6 +324,16 @@ impl Table {
         self.index()?.by_id.get(&id).copied()
     }
 
+    /// Makes room for `additional` more children at once, rather than
+    /// growing (and copying) the table child by child.
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.entries.reserve(additional);
+        self.statuses.reserve(additional);
+        let index = self.index_mut();
+        index.by_name.reserve(additional);
+        index.by_id.reserve(additional);
+    }
+
     pub(crate) fn push(&mut self, entry: ChildEntry) -> usize {
         let i = self.entries.len();
         let index = self.index_mut();
