@@ -134,8 +134,10 @@ pub trait NodeDriver: Send + Sync {
         renderer: &dyn TemplateRenderer,
     ) -> Result<(), ValueError>;
 
-    /// The collect future, owning everything it needs.
-    fn collect(&self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>>;
+    /// The collect future, owning everything it needs. (`&mut`: the worker
+    /// and spec are kept in place until something must own a share of
+    /// them.)
+    fn collect(&mut self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>>;
 
     /// Starts a collect by polling it once, here and now. A collect that is
     /// ready at once (most are: they read state that is kept current
@@ -181,7 +183,7 @@ pub trait NodeDriver: Send + Sync {
     fn step(&mut self, input: &StepInput<'_>) -> Result<Option<StepOutcome>, CallbackError>;
 
     /// The stop-hook future.
-    fn stop_hook(&self, path: &NodePath) -> BoxFuture<'static, ()>;
+    fn stop_hook(&mut self, path: &NodePath) -> BoxFuture<'static, ()>;
 }
 
 /// A collect that owns what it needs, to run anywhere.
@@ -207,12 +209,55 @@ fn pending_collect<O: Send + Sync + 'static>(
     }))
 }
 
+/// A value kept in place until a future that outlives the borrow (an owned
+/// collect, a stop hook) needs a share of it; then moved into an `Arc`, once,
+/// and shared from there on. A worker whose collects are ready at once never
+/// pays for the `Arc`: an allocation when it starts, and one more pointer to
+/// follow on every tick.
+struct Shareable<T> {
+    owned: Option<T>,
+    shared: Option<Arc<T>>,
+}
+
+impl<T> Shareable<T> {
+    const fn empty() -> Self {
+        Self {
+            owned: None,
+            shared: None,
+        }
+    }
+
+    fn new(value: T) -> Self {
+        Self {
+            owned: Some(value),
+            shared: None,
+        }
+    }
+
+    fn get(&self) -> Option<&T> {
+        self.owned.as_ref().or(self.shared.as_deref())
+    }
+
+    fn is_set(&self) -> bool {
+        self.owned.is_some() || self.shared.is_some()
+    }
+
+    /// A share of the value (moving it into an `Arc` the first time).
+    fn share(&mut self) -> Option<Arc<T>> {
+        if let Some(value) = self.owned.take() {
+            self.shared = Some(Arc::new(value));
+        }
+        self.shared.clone()
+    }
+}
+
 /// The [`NodeDriver`] of a worker of type `W`.
 pub(crate) struct TypedDriver<W: Worker> {
     worker_type: Arc<str>,
-    worker: Arc<W>,
-    /// `None` until a spec decodes (templates that did not render yet).
-    spec: Option<Arc<W::Spec>>,
+    /// Always set (`Shareable` is only ever empty for the spec).
+    worker: Shareable<W>,
+    /// Unset until a spec decodes (templates that did not render yet).
+    spec: Shareable<W::Spec>,
     state: W::State,
     observed: Option<W::Observed>,
     /// Whether the last collect was ready at once (then the next one is
@@ -225,8 +270,8 @@ impl<W: Worker> TypedDriver<W> {
         let state = worker.initial_state();
         Self {
             worker_type,
-            worker: Arc::new(worker),
-            spec: spec.map(Arc::new),
+            worker: Shareable::new(worker),
+            spec: spec.map_or_else(Shareable::empty, Shareable::new),
             state,
             observed: None,
             collects_inline: true,
@@ -235,6 +280,17 @@ impl<W: Worker> TypedDriver<W> {
 }
 
 impl<W: Worker> TypedDriver<W> {
+    /// An owned collect: shares of the worker and the spec.
+    fn owned_collect(
+        &mut self,
+        path: &NodePath,
+    ) -> Result<BoxFuture<'static, Result<W::Observed, BoxError>>, String> {
+        match (self.worker.share(), self.spec.share()) {
+            (Some(worker), Some(spec)) => Ok(owned_collect(worker, path.clone(), spec)),
+            _ => Err("no spec is installed yet".to_owned()),
+        }
+    }
+
     /// Installs a finished collect's observation.
     fn collected(&mut self, result: Result<W::Observed, BoxError>) -> CollectStart {
         match result {
@@ -257,12 +313,12 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError> {
-        self.spec = Some(Arc::new(spec.decode::<W::Spec>()?));
+        self.spec = Shareable::new(spec.decode::<W::Spec>()?);
         Ok(())
     }
 
     fn has_spec(&self) -> bool {
-        self.spec.is_some()
+        self.spec.is_set()
     }
 
     fn set_spec_rendered(
@@ -270,15 +326,15 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         spec: &Value,
         renderer: &dyn TemplateRenderer,
     ) -> Result<(), ValueError> {
-        self.spec = Some(Arc::new(spec.decode_with::<W::Spec>(renderer)?));
+        self.spec = Shareable::new(spec.decode_with::<W::Spec>(renderer)?);
         Ok(())
     }
 
-    fn collect(&self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>> {
-        let Some(spec) = &self.spec else {
-            return Box::pin(async { Err("no spec is installed yet".into()) });
+    fn collect(&mut self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>> {
+        let future = match self.owned_collect(path) {
+            Ok(future) => future,
+            Err(e) => return Box::pin(async move { Err(e.into()) }),
         };
-        let future = owned_collect(Arc::clone(&self.worker), path.clone(), Arc::clone(spec));
         Box::pin(async move {
             let observed = future.await?;
             Ok(Box::new(observed) as Observation)
@@ -286,7 +342,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn start_collect(&mut self, path: &NodePath) -> CollectStart {
-        let Some(spec) = &self.spec else {
+        let (Some(worker), Some(spec)) = (self.worker.get(), self.spec.get()) else {
             return CollectStart::Done(Err("no spec is installed yet".to_owned()));
         };
         let mut cx = Context::from_waker(Waker::noop());
@@ -294,8 +350,8 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
             // The last collect was ready at once: poll one that borrows
             // everything, on the stack (no allocation, no reference counts).
             let polled = {
-                let ctx = CollectContext::new(path, &**spec);
-                let future = std::pin::pin!(self.worker.collect(&ctx));
+                let ctx = CollectContext::new(path, spec);
+                let future = std::pin::pin!(worker.collect(&ctx));
                 catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx)))
             };
             match polled {
@@ -308,13 +364,15 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
             // runs elsewhere; until a collect is ready at once again, they
             // are built owned from the start.
             self.collects_inline = false;
-            let Some(spec) = &self.spec else {
-                return CollectStart::Done(Err("no spec is installed yet".to_owned()));
+            return match self.owned_collect(path) {
+                Ok(owned) => pending_collect(owned),
+                Err(e) => CollectStart::Done(Err(e)),
             };
-            let owned = owned_collect(Arc::clone(&self.worker), path.clone(), Arc::clone(spec));
-            return pending_collect(owned);
         }
-        let mut owned = owned_collect(Arc::clone(&self.worker), path.clone(), Arc::clone(spec));
+        let mut owned = match self.owned_collect(path) {
+            Ok(owned) => owned,
+            Err(e) => return CollectStart::Done(Err(e)),
+        };
         match catch_unwind(AssertUnwindSafe(|| owned.as_mut().poll(&mut cx))) {
             Ok(Poll::Ready(result)) => {
                 self.collects_inline = true;
@@ -340,13 +398,13 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn derive_with(&self, ctx: &DeriveContext<'_>) -> Result<DesiredState, CallbackError> {
-        let Some(spec) = &self.spec else {
+        let (Some(worker), Some(spec)) = (self.worker.get(), self.spec.get()) else {
             return Err(CallbackError::Failed {
                 callback: Callback::DeriveDesired,
                 source: "no spec is installed yet".into(),
             });
         };
-        match catch_unwind(AssertUnwindSafe(|| self.worker.derive_desired(spec, ctx))) {
+        match catch_unwind(AssertUnwindSafe(|| worker.derive_desired(spec, ctx))) {
             Ok(Ok(desired)) => Ok(desired),
             Ok(Err(source)) => Err(CallbackError::Failed {
                 callback: Callback::DeriveDesired,
@@ -360,10 +418,12 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn step(&mut self, input: &StepInput<'_>) -> Result<Option<StepOutcome>, CallbackError> {
-        let (Some(observed), Some(spec)) = (self.observed.as_ref(), self.spec.as_deref()) else {
+        let (Some(observed), Some(worker), Some(spec)) =
+            (self.observed.as_ref(), self.worker.get(), self.spec.get())
+        else {
             return Ok(None);
         };
-        let snapshot = Snapshot::new(input.path, &*self.worker, spec, observed, input.desired)
+        let snapshot = Snapshot::new(input.path, worker, spec, observed, input.desired)
             .with_children(input.children)
             .with_action(input.action_in_flight, input.last_action);
         let from = self.state.name();
@@ -389,13 +449,12 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         }))
     }
 
-    fn stop_hook(&self, path: &NodePath) -> BoxFuture<'static, ()> {
-        let Some(spec) = &self.spec else {
+    fn stop_hook(&mut self, path: &NodePath) -> BoxFuture<'static, ()> {
+        let (Some(worker), Some(spec)) = (self.worker.share(), self.spec.share()) else {
             // Never configured, so nothing was started that needs stopping.
             return Box::pin(async {});
         };
-        let worker = Arc::clone(&self.worker);
-        let (path, spec) = (path.clone(), Arc::clone(spec));
+        let path = path.clone();
         Box::pin(async move { worker.on_stop(&CollectContext::new(&path, &*spec)).await })
     }
 }

@@ -50,6 +50,7 @@ use fsm_core::{
     validate_children_hashed,
 };
 use futures::FutureExt;
+use futures::future::Either;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;
@@ -453,40 +454,40 @@ impl Actor for NodeActor {
         Ok(())
     }
 
-    async fn handle(
+    /// Not an `async fn`: the message is handled when ractor calls this
+    /// (inside its handler poll, so a panic is caught as in a future), as
+    /// far as it goes without waiting, and only what must wait becomes a
+    /// (boxed) future. ractor writes and moves the handler future for every
+    /// message; an `async fn` would hold the message in it.
+    fn handle(
         &self,
         myself: ActorRef<NodeMsg>,
         msg: NodeMsg,
         state: &mut NodeState,
-    ) -> Result<(), ActorProcessingErr> {
-        // What does not wait runs in place; what must wait is boxed, so that
-        // the handler future ractor moves for every message stays small.
-        // (Only the box is held across the wait: a value bound in this
-        // function would take room in its future even once moved.)
-        let rest = match state.handle_in_place(&myself, msg)? {
-            None => return Ok(()),
-            Some((waiting, now)) => state.handle_waiting(&myself, waiting, now),
-        };
-        rest.await
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
+        match state.handle_in_place(&myself, msg) {
+            Ok(None) => Either::Left(std::future::ready(Ok(()))),
+            Err(e) => Either::Left(std::future::ready(Err(e))),
+            Ok(Some((waiting, now))) => Either::Right(state.handle_waiting(myself, waiting, now)),
+        }
     }
 
-    async fn handle_supervisor_evt(
+    /// Like `handle`, not an `async fn`.
+    fn handle_supervisor_evt(
         &self,
         myself: ActorRef<NodeMsg>,
         event: SupervisionEvent,
         state: &mut NodeState,
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
         // Never stop because a child ended (ractor's default): decide here.
-        // (Boxed, for the reason `handle` gives.)
-        let rest = match stop::child_exit(event) {
-            Some((id, reason)) if !state.shutting_down => Box::pin(async move {
+        match stop::child_exit(event) {
+            Some((id, reason)) if !state.shutting_down => Either::Right(Box::pin(async move {
                 state.child_exited(id, reason, &myself).await?;
                 state.report_change(&myself, Instant::now());
                 Ok(())
-            }),
-            _ => return Ok(()),
-        };
-        rest.await
+            })),
+            _ => Either::Left(std::future::ready(Ok(()))),
+        }
     }
 }
 
@@ -568,13 +569,13 @@ impl NodeState {
     }
 
     /// The rest of a message that must wait, boxed.
-    fn handle_waiting<'a>(
-        &'a mut self,
-        myself: &'a ActorRef<NodeMsg>,
+    fn handle_waiting(
+        &mut self,
+        myself: ActorRef<NodeMsg>,
         waiting: Waiting,
         now: Instant,
-    ) -> Pin<Box<impl Future<Output = Result<(), ActorProcessingErr>> + 'a>> {
-        Box::pin(self.handle_waiting_unboxed(myself, waiting, now))
+    ) -> Pin<Box<impl Future<Output = Result<(), ActorProcessingErr>> + Send + '_>> {
+        Box::pin(async move { self.handle_waiting_unboxed(&myself, waiting, now).await })
     }
 
     async fn handle_waiting_unboxed(
