@@ -208,64 +208,66 @@ struct Reported {
 /// A node's state. What every tick or message touches is kept here, close
 /// together; what changes rarely is behind `cold`, so that a tree of many
 /// nodes touches as little memory per tick as it can.
+#[repr(C)]
 pub(crate) struct NodeState {
-    path: NodePath,
-    spec_hash: SpecHash,
-    parent: Option<ActorRef<NodeMsg>>,
-    shared: Arc<Shared>,
-    driver: Box<dyn NodeDriver>,
-    started: Instant,
+    // What every tick of a leaf reads comes first, in about the order it is
+    // read (`repr(C)` keeps this order): in a large tree a tick's cost is
+    // mostly the cache lines it touches.
+    shutting_down: bool,
+    /// Whether a spec has ever been installed (the node can observe).
+    installed: bool,
+    /// A `FlushReport` is on its way to this node.
+    flush_scheduled: bool,
     ticks: u64,
-
-    /// The mapped desired state from the parent, overriding the derived one.
-    parent_state: Option<String>,
-    /// The last good derived desired state's own target (its children and
-    /// supervision are in `cold`).
-    desired_state: String,
+    shared: Arc<Shared>,
+    parent: Option<ActorRef<NodeMsg>>,
+    driver: Box<dyn NodeDriver>,
+    children: ChildTable,
+    /// What keeps the node from being configured, if anything (boxed: most
+    /// nodes never have a problem, and every report reads this).
+    problems: Option<Box<Problems>>,
+    spec_hash: SpecHash,
+    /// The hash of the inherited context (cached from `cold.inputs`).
+    context_hash: SpecHash,
+    /// The spec and inherited-context hashes last applied or tried.
+    inputs_seen: Option<(SpecHash, SpecHash)>,
     /// The hash of the derived children declaration, computed once per
     /// derivation (a parent's children specs hold its whole subtree's
     /// specs).
     desired_children: SpecHash,
-    /// How many children the derivation declared. (The declaration itself,
-    /// `cold.declared`, is consumed by the reconcile that follows: the child
-    /// table keeps each spec, shared with the child.)
-    declared_count: usize,
-    /// Bumped whenever the effective desired state may have changed.
-    desired_version: u64,
-    /// The spec and inherited-context hashes last applied or tried.
-    inputs_seen: Option<(SpecHash, SpecHash)>,
-    /// The hash of the inherited context (cached from `cold.inputs`).
-    context_hash: SpecHash,
-    /// Whether a spec has ever been installed (the node can observe).
-    installed: bool,
-    /// What keeps the node from being configured, if anything (boxed: most
-    /// nodes never have a problem, and every report reads this).
-    problems: Option<Box<Problems>>,
-
-    children: ChildTable,
     /// The declaration hash the child table matches.
     applied_children: Option<SpecHash>,
     /// The declaration hash that failed validation (not retried until
     /// changed).
     rejected_children: Option<SpecHash>,
+    /// How many children the derivation declared. (The declaration itself,
+    /// `cold.declared`, is consumed by the reconcile that follows: the child
+    /// table keeps each spec, shared with the child.)
+    declared_count: usize,
     circuit: Circuit,
     collector: Collector,
     action: Option<(ActionId, &'static str)>,
     /// How the last action ended (read by every state machine step, so kept
     /// here, boxed: most nodes never run one).
     last_action: Option<Box<ActionReport>>,
-
-    /// What the children's mapped states and context were last sent for.
-    mapped_for: Option<(u64, u64, SpecHash)>,
+    /// The mapped desired state from the parent, overriding the derived one.
+    parent_state: Option<String>,
+    /// The last good derived desired state's own target (its children and
+    /// supervision are in `cold`).
+    desired_state: String,
     /// See `state_is_desired`.
     state_match: std::cell::Cell<(usize, u64, bool)>,
+    /// Bumped whenever the effective desired state may have changed.
+    desired_version: u64,
     reported: Option<Reported>,
-    /// A `FlushReport` is on its way to this node.
-    flush_scheduled: bool,
     /// The children count last recorded as a metric.
     recorded_children: Option<usize>,
-    shutting_down: bool,
+    path: NodePath,
 
+    // Rarely read on a tick: after what every tick reads.
+    /// What the children's mapped states and context were last sent for.
+    mapped_for: Option<(u64, u64, SpecHash)>,
+    started: Instant,
     cold: Box<Cold>,
 }
 
