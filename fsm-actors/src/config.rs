@@ -59,6 +59,12 @@ pub struct TreeConfig {
     pub stop_hook_timeout: Duration,
     /// How long [`Tree::inspect`](crate::Tree::inspect) waits for each node.
     pub inspect_timeout: Duration,
+    /// While a subtree starts, its nodes' first reports arrive in a burst;
+    /// a parent passes their counts up once the whole subtree has reported,
+    /// or after this long, whichever comes first, so that the tree's status
+    /// still moves during a long start. `Duration::ZERO`: pass every burst
+    /// up at once.
+    pub starting_report_interval: Duration,
 }
 
 impl Default for TreeConfig {
@@ -77,6 +83,7 @@ impl Default for TreeConfig {
             stop_timeout: Duration::from_secs(10),
             stop_hook_timeout: Duration::from_secs(5),
             inspect_timeout: Duration::from_secs(5),
+            starting_report_interval: Duration::from_millis(100),
         }
     }
 }

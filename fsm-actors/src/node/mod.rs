@@ -265,6 +265,8 @@ pub(crate) struct NodeState {
     path: NodePath,
 
     // Rarely read on a tick: after what every tick reads.
+    /// When this node last reported (or, at the top, published) a change.
+    last_report_at: Instant,
     /// What the children's mapped states and context were last sent for.
     mapped_for: Option<(u64, u64, SpecHash)>,
     started: Instant,
@@ -412,6 +414,7 @@ impl Actor for NodeActor {
             action: None,
             last_action: None,
             mapped_for: None,
+            last_report_at: started,
             state_match: std::cell::Cell::new((0, u64::MAX, false)),
             reported: None,
             flush_scheduled: false,
@@ -527,7 +530,7 @@ impl NodeState {
             }
             NodeMsg::ChildReport(report) => {
                 self.child_report(report);
-                if !self.children.all_settled() {
+                if self.hold_report(now) {
                     // More of this burst is on its way.
                     return Ok(None);
                 }
@@ -541,7 +544,7 @@ impl NodeState {
             }
             NodeMsg::FlushReport => {
                 self.flush_scheduled = false;
-                if !self.children.all_settled() {
+                if self.hold_report(now) {
                     // A child started since: its first report flushes.
                     return Ok(None);
                 }
@@ -601,6 +604,16 @@ impl NodeState {
         }
         self.report_change(myself, now);
         Ok(())
+    }
+
+    /// Whether to hold back the report child reports call for: while a
+    /// child's subtree has not reported in full since it started (see
+    /// `Table::all_settled`), for at most `starting_report_interval` since
+    /// the last report.
+    fn hold_report(&self, now: Instant) -> bool {
+        !self.children.all_settled()
+            && now.saturating_duration_since(self.last_report_at)
+                < self.config().starting_report_interval
     }
 
     /// Changes travel up at once (only changes: `report` sends nothing when
@@ -1406,6 +1419,7 @@ impl NodeState {
             .reported
             .as_ref()
             .is_none_or(|r| r.desired_version != self.desired_version);
+        self.last_report_at = now;
         self.reported = Some(Reported {
             state,
             desired_version: self.desired_version,
