@@ -405,8 +405,9 @@ pub struct ActionReport {
 pub struct ChildStatus {
     /// The child's name.
     pub name: String,
-    /// The child's current state.
-    pub state: String,
+    /// The child's current state (a state's name, which is static; owned
+    /// when deserialized).
+    pub state: Cow<'static, str>,
     /// The child's desired state.
     pub desired: String,
     /// Whether the child itself is healthy.

@@ -9,7 +9,10 @@
 //! good under their restart policy (not started again while their
 //! declaration is unchanged).
 
+use std::hash::BuildHasher;
+
 use foldhash::HashMap;
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 use fsm_core::{ChildSpec, ChildStatus, NodePath, RunningChild, SpecHash};
@@ -124,7 +127,7 @@ impl ChildEntry {
 fn first_status(name: &str) -> ChildStatus {
     ChildStatus {
         name: name.to_owned(),
-        state: String::new(),
+        state: std::borrow::Cow::Borrowed(""),
         desired: String::new(),
         healthy: true,
         stale: false,
@@ -192,10 +195,64 @@ impl Aggregates {
     }
 }
 
+/// Slots by child name: the table stores slot numbers only, hashed and
+/// compared through the slots' own names.
+#[derive(Default)]
+struct NameIndex {
+    slots: HashTable<usize>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl NameIndex {
+    fn hash(&self, name: &str) -> u64 {
+        self.hasher.hash_one(name)
+    }
+
+    fn find(&self, name: &str, entries: &[ChildEntry]) -> Option<usize> {
+        let hash = self.hash(name);
+        self.slots
+            .find(hash, |&i| entries.get(i).is_some_and(|e| e.name() == name))
+            .copied()
+    }
+
+    /// Indexes slot `i`, named `name`; `entries` holds every slot already
+    /// indexed (to rehash them if the table grows).
+    fn insert(&mut self, name: &str, i: usize, entries: &[ChildEntry]) {
+        let hash = self.hash(name);
+        let hasher = &self.hasher;
+        self.slots.insert_unique(hash, i, |&j| {
+            entries.get(j).map_or(0, |e| hasher.hash_one(e.name()))
+        });
+    }
+
+    /// Forgets slot `i`, named `name`.
+    fn remove(&mut self, name: &str, i: usize) {
+        let hash = self.hash(name);
+        if let Ok(entry) = self.slots.find_entry(hash, |&j| j == i) {
+            entry.remove();
+        }
+    }
+
+    /// Slot `from`, named `name`, is now slot `to`.
+    fn renumber(&mut self, name: &str, from: usize, to: usize) {
+        let hash = self.hash(name);
+        if let Some(slot) = self.slots.find_mut(hash, |&j| j == from) {
+            *slot = to;
+        }
+    }
+
+    fn reserve(&mut self, additional: usize, entries: &[ChildEntry]) {
+        let hasher = &self.hasher;
+        self.slots.reserve(additional, |&j| {
+            entries.get(j).map_or(0, |e| hasher.hash_one(e.name()))
+        });
+    }
+}
+
 /// A [`ChildTable`]'s lookup maps.
 #[derive(Default)]
 struct Index {
-    by_name: HashMap<String, usize>,
+    by_name: NameIndex,
     by_id: HashMap<ActorId, usize>,
     /// Children stopping on purpose: actor id → (name, actor).
     stopping: HashMap<ActorId, (String, ActorRef<NodeMsg>)>,
@@ -317,7 +374,7 @@ impl Table {
     }
 
     pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
-        self.index()?.by_name.get(name).copied()
+        self.index()?.by_name.find(name, &self.entries)
     }
 
     pub(crate) fn index_of_actor(&self, id: ActorId) -> Option<usize> {
@@ -329,15 +386,15 @@ impl Table {
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.entries.reserve(additional);
         self.statuses.reserve(additional);
-        let index = self.index_mut();
-        index.by_name.reserve(additional);
+        let index = self.index.get_or_insert_with(Box::default);
+        index.by_name.reserve(additional, &self.entries);
         index.by_id.reserve(additional);
     }
 
     pub(crate) fn push(&mut self, entry: ChildEntry) -> usize {
         let i = self.entries.len();
-        let index = self.index_mut();
-        index.by_name.insert(entry.name().to_owned(), i);
+        let index = self.index.get_or_insert_with(Box::default);
+        index.by_name.insert(entry.name(), i, &self.entries);
         if let Some(actor) = entry.actor() {
             index.by_id.insert(actor.get_id(), i);
         }
@@ -410,13 +467,13 @@ impl Table {
         self.version += 1;
         self.totals.sub(Contribution::of(&entry, &status));
         let index = self.index.get_or_insert_with(Box::default);
-        index.by_name.remove(entry.name());
+        index.by_name.remove(entry.name(), i);
         if let Some(actor) = entry.actor() {
             index.by_id.remove(&actor.get_id());
         }
-        // Only the slots after `i` moved.
+        // Only the slots after `i` moved, each down by one.
         for (j, e) in self.entries.iter().enumerate().skip(i) {
-            index.by_name.insert(e.name().to_owned(), j);
+            index.by_name.renumber(e.name(), j + 1, j);
             if let Some(actor) = e.actor() {
                 index.by_id.insert(actor.get_id(), j);
             }
@@ -444,10 +501,7 @@ impl Table {
             return false;
         };
         self.update_with_status(i, |e, status| {
-            if status.state != report.state {
-                status.state.clear();
-                status.state.push_str(report.state);
-            }
+            status.state = std::borrow::Cow::Borrowed(report.state);
             if let Some(desired) = report.desired {
                 status.desired = desired;
             }
@@ -638,6 +692,41 @@ mod tests {
             },
             settled,
         }
+    }
+
+    fn entry(name: &str) -> ChildEntry {
+        let spec = Arc::new(ChildSpec::new(name, "w"));
+        let hash = spec.hash();
+        ChildEntry::new(NodePath::parse("p").child(name), spec, hash, Instant::now())
+    }
+
+    #[test]
+    fn slots_are_found_by_name_across_removals_and_growth() {
+        let mut table = ChildTable::default();
+        assert_eq!(table.index_of("a"), None);
+        table.reserve(2);
+        let names: Vec<String> = (0..40).map(|i| format!("c{i}")).collect();
+        for name in &names {
+            table.push(entry(name));
+        }
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(table.index_of(name), Some(i), "{name}");
+        }
+        // Removing a slot moves every later one down by one.
+        let removed = table.remove_at(3);
+        assert_eq!(removed.name(), "c3");
+        assert_eq!(table.index_of("c3"), None);
+        assert_eq!(table.index_of("c2"), Some(2));
+        assert_eq!(table.index_of("c4"), Some(3));
+        assert_eq!(table.index_of("c39"), Some(38));
+        let last = table.pop_last().map(|e| e.name().to_owned());
+        assert_eq!(last.as_deref(), Some("c39"));
+        assert_eq!(table.index_of("c39"), None);
+        // A name can come back, in a new slot.
+        let i = table.push(entry("c3"));
+        assert_eq!(table.index_of("c3"), Some(i));
+        assert_eq!(table.statuses().len(), table.len());
+        assert_eq!(table.statuses()[i].name, "c3");
     }
 
     #[tokio::test]
