@@ -288,6 +288,13 @@ static EMPTY: Table = Table {
     statuses: Vec::new(),
 };
 
+impl ChildTable {
+    /// The node has never had a child (nor anything stopping or ended).
+    pub(crate) fn is_unallocated(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
 impl std::ops::Deref for ChildTable {
     type Target = Table;
 

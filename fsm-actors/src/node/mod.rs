@@ -11,10 +11,12 @@
 //!                        children ...
 //! ```
 //!
-//! One tick of a node, in order:
+//! A node derives its desired state when its inputs arrive (at start, with
+//! `UpdateSpec` or `ParentContext`), if they changed by hash. One tick of a
+//! node, in order:
 //!
 //! 1. give up if the collector has failed for too long (a failure);
-//! 2. derive the desired state if the spec changed (cached by spec hash);
+//! 2. (derived already, when the inputs arrived);
 //! 3. update the circuit from the children: open while any is failed,
 //!    restarting or stale;
 //! 4. reconcile the children against the declaration: validate, then stop
@@ -179,18 +181,19 @@ impl Drop for AbortOnDrop {
 }
 
 /// The collector side of a node.
+#[repr(C)] // what every tick reads first (see `NodeState`)
 struct Collector {
-    seq: u64,
-    task: Option<AbortOnDrop>,
     in_flight: bool,
     /// Collect again as soon as the running one ends (an action finished).
     again: bool,
-    last_ok: Option<Instant>,
     /// Until when the collector can be neither stale nor failed: the last
     /// good observation (or the start) plus the smaller of the two
     /// thresholds; `None`: beyond what an `Instant` holds. Checked on every
     /// tick and report, so that a healthy node measures no durations.
     quiet_until: Option<Instant>,
+    last_ok: Option<Instant>,
+    seq: u64,
+    task: Option<AbortOnDrop>,
     last_error: Option<String>,
 }
 
@@ -226,11 +229,6 @@ pub(crate) struct NodeState {
     /// What keeps the node from being configured, if anything (boxed: most
     /// nodes never have a problem, and every report reads this).
     problems: Option<Box<Problems>>,
-    spec_hash: SpecHash,
-    /// The hash of the inherited context (cached from `cold.inputs`).
-    context_hash: SpecHash,
-    /// The spec and inherited-context hashes last applied or tried.
-    inputs_seen: Option<(SpecHash, SpecHash)>,
     /// The hash of the derived children declaration, computed once per
     /// derivation (a parent's children specs hold its whole subtree's
     /// specs).
@@ -244,7 +242,6 @@ pub(crate) struct NodeState {
     /// `cold.declared`, is consumed by the reconcile that follows: the child
     /// table keeps each spec, shared with the child.)
     declared_count: usize,
-    circuit: Circuit,
     collector: Collector,
     action: Option<(ActionId, &'static str)>,
     /// How the last action ended (read by every state machine step, so kept
@@ -265,6 +262,12 @@ pub(crate) struct NodeState {
     path: NodePath,
 
     // Rarely read on a tick: after what every tick reads.
+    spec_hash: SpecHash,
+    /// The hash of the inherited context (cached from `cold.inputs`).
+    context_hash: SpecHash,
+    /// The spec and inherited-context hashes last applied or tried.
+    inputs_seen: Option<(SpecHash, SpecHash)>,
+    circuit: Circuit,
     /// When this node last reported (or, at the top, published) a change.
     last_report_at: Instant,
     /// What the children's mapped states and context were last sent for.
@@ -774,8 +777,12 @@ impl NodeState {
                 self.collector.last_error.as_deref().unwrap_or("none"),
             )));
         }
-        self.apply_inputs()?;
-        self.update_circuit(now);
+        // (Inputs are applied when they arrive: at start, `UpdateSpec`,
+        // `ParentContext`.)
+        if !self.children.is_unallocated() {
+            // A node that never had a child has no circuit to update.
+            self.update_circuit(now);
+        }
         let declared = Some(self.desired_children);
         if self.applied_children == declared {
             // Back on the applied declaration (a rejected change was
@@ -816,7 +823,7 @@ impl NodeState {
                 let _ = actor.cast(NodeMsg::Tick(span.clone()));
             }
         }
-        if !self.circuit.is_open()
+        if !self.circuit_open()
             && let Some(signal) = self.run_state_machine(now, myself)?
         {
             return Ok(Some(signal));
@@ -861,6 +868,12 @@ impl NodeState {
         let since = self.collector.last_ok.unwrap_or(self.started);
         let age = now.saturating_duration_since(since);
         (age > self.config().collector_restart_after).then_some(age)
+    }
+
+    /// Whether the circuit is open (never, for a node that never had a
+    /// child; its circuit is not even read then).
+    fn circuit_open(&self) -> bool {
+        !self.children.is_unallocated() && self.circuit.is_open()
     }
 
     fn update_circuit(&mut self, now: Instant) {
@@ -1345,7 +1358,7 @@ impl NodeState {
 
     fn self_converged_given(&self, healthy: bool) -> bool {
         healthy
-            && !self.circuit.is_open()
+            && !self.circuit_open()
             && self.driver.has_observation()
             && self.state_is_desired()
             && self.children_in_sync()
