@@ -137,6 +137,18 @@ pub fn plan_children_hashed(
     hashes: &[SpecHash],
 ) -> ReconcilePlan {
     let mut steps = Vec::new();
+    if running.is_empty() {
+        // A first start (the common case in a large tree): every first
+        // occurrence of a name is spawned, and nothing else is looked up.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(declared.len());
+        steps.reserve(declared.len());
+        for (index, spec) in declared.iter().enumerate() {
+            if seen.insert(spec.name.as_str()) {
+                steps.push(PlanStep::Spawn { index });
+            }
+        }
+        return ReconcilePlan { steps };
+    }
     let declared_names: HashSet<&str> = declared.iter().map(|c| c.name.as_str()).collect();
     for r in running.iter().rev() {
         if !declared_names.contains(r.name) {
@@ -325,6 +337,25 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn a_first_start_spawns_each_name_once_in_declaration_order() {
+        let declared = vec![
+            ChildSpec::new("a", "w"),
+            ChildSpec::new("b", "w"),
+            ChildSpec::new("a", "w"),
+            ChildSpec::new("c", "other"),
+        ];
+        let plan = plan_children(&[], &declared);
+        assert_eq!(
+            plan.steps,
+            vec![
+                PlanStep::Spawn { index: 0 },
+                PlanStep::Spawn { index: 1 },
+                PlanStep::Spawn { index: 3 },
+            ]
+        );
     }
 
     proptest! {
