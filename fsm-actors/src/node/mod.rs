@@ -583,30 +583,23 @@ impl NodeState {
         waiting: Waiting,
         now: Instant,
     ) -> Pin<Box<impl Future<Output = Result<(), ActorProcessingErr>> + Send + '_>> {
-        Box::pin(async move { self.handle_waiting_unboxed(&myself, waiting, now).await })
-    }
-
-    async fn handle_waiting_unboxed(
-        &mut self,
-        myself: &ActorRef<NodeMsg>,
-        waiting: Waiting,
-        now: Instant,
-    ) -> Result<(), ActorProcessingErr> {
-        match waiting {
-            Waiting::Tick(rest) => self.tick_rest(myself, rest, now).await?,
-            Waiting::Shutdown { deadline, reply } => {
-                let records = self.shutdown(deadline).await;
-                let _ = reply.send(records);
-                myself.stop(Some(stop::EXIT_SHUTDOWN.to_owned()));
-                return Ok(());
+        Box::pin(async move {
+            match waiting {
+                Waiting::Tick(rest) => self.tick_rest(&myself, rest, now).await?,
+                Waiting::Shutdown { deadline, reply } => {
+                    let records = self.shutdown(deadline).await;
+                    let _ = reply.send(records);
+                    myself.stop(Some(stop::EXIT_SHUTDOWN.to_owned()));
+                    return Ok(());
+                }
+                Waiting::RestartDue => self.start_due_children(&myself).await?,
+                Waiting::ChildStopped { id, records } => {
+                    self.child_stopped(id, &records, &myself).await?;
+                }
             }
-            Waiting::RestartDue => self.start_due_children(myself).await?,
-            Waiting::ChildStopped { id, records } => {
-                self.child_stopped(id, &records, myself).await?;
-            }
-        }
-        self.report_change(myself, now);
-        Ok(())
+            self.report_change(&myself, now);
+            Ok(())
+        })
     }
 
     /// Whether to hold back the report child reports call for: while a
