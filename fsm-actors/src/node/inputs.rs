@@ -96,11 +96,11 @@ impl NodeState {
     /// counts: a parent's variable that this node overrides, or a change
     /// that leaves its location the same, does not make it derive again.
     pub(super) fn apply_inputs(&mut self) -> Result<(), ActorProcessingErr> {
-        let seen = (self.spec_hash, self.context_hash);
-        if self.inputs_seen == Some(seen) {
+        let seen = (self.cold.spec_hash, self.cold.context_hash);
+        if self.cold.inputs_seen == Some(seen) {
             return Ok(());
         }
-        self.inputs_seen = Some(seen);
+        self.cold.inputs_seen = Some(seen);
         let (own, hash) = match self.effective_inputs() {
             Ok(effective) => effective,
             Err(why) => {
@@ -158,7 +158,7 @@ impl NodeState {
             Arc::new(ParentContext::new(user, location))
         };
         let mut h = StableHasher::new();
-        h.write_u64(self.spec_hash.0);
+        h.write_u64(self.cold.spec_hash.0);
         h.write_u64(own.hash.0);
         Ok((own, SpecHash(h.finish())))
     }
@@ -254,10 +254,10 @@ impl NodeState {
         spec: Arc<ChildSpec>,
         hash: SpecHash,
     ) -> Result<(), ActorProcessingErr> {
-        if hash != self.spec_hash {
+        if hash != self.cold.spec_hash {
             tracing::info!(node.path = %self.path, "spec updated");
             self.cold.spec = spec;
-            self.spec_hash = hash;
+            self.cold.spec_hash = hash;
         }
         self.apply_inputs()
     }
@@ -267,8 +267,8 @@ impl NodeState {
         &mut self,
         context: Arc<ParentContext>,
     ) -> Result<(), ActorProcessingErr> {
-        if context.hash != self.context_hash {
-            self.context_hash = context.hash;
+        if context.hash != self.cold.context_hash {
+            self.cold.context_hash = context.hash;
             self.cold.inputs.context = context;
         }
         self.apply_inputs()

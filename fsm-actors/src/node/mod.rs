@@ -186,6 +186,8 @@ struct Collector {
     in_flight: bool,
     /// Collect again as soon as the running one ends (an action finished).
     again: bool,
+    /// The last collect failed (its error is `Cold::collect_error`).
+    failed: bool,
     /// Until when the collector can be neither stale nor failed: the last
     /// good observation (or the start) plus the smaller of the two
     /// thresholds; `None`: beyond what an `Instant` holds. Checked on every
@@ -193,8 +195,6 @@ struct Collector {
     quiet_until: Option<Instant>,
     last_ok: Option<Instant>,
     seq: u64,
-    task: Option<AbortOnDrop>,
-    last_error: Option<String>,
 }
 
 /// What the node last reported upward, to send only changes.
@@ -262,17 +262,8 @@ pub(crate) struct NodeState {
     path: NodePath,
 
     // Rarely read on a tick: after what every tick reads.
-    spec_hash: SpecHash,
-    /// The hash of the inherited context (cached from `cold.inputs`).
-    context_hash: SpecHash,
-    /// The spec and inherited-context hashes last applied or tried.
-    inputs_seen: Option<(SpecHash, SpecHash)>,
-    circuit: Circuit,
     /// When this node last reported (or, at the top, published) a change.
     last_report_at: Instant,
-    /// What the children's mapped states and context were last sent for.
-    mapped_for: Option<(u64, u64, SpecHash)>,
-    started: Instant,
     cold: Box<Cold>,
 }
 
@@ -344,6 +335,19 @@ struct Cold {
     stop_chain: Option<JoinHandle<()>>,
     /// See [`NodeArgs::first_tick`]; taken by `post_start`.
     first_tick: Option<tracing::Span>,
+    spec_hash: SpecHash,
+    /// The hash of the inherited context (cached from `cold.inputs`).
+    context_hash: SpecHash,
+    /// The spec and inherited-context hashes last applied or tried.
+    inputs_seen: Option<(SpecHash, SpecHash)>,
+    circuit: Circuit,
+    /// What the children's mapped states and context were last sent for.
+    mapped_for: Option<(u64, u64, SpecHash)>,
+    started: Instant,
+    /// The collector task running now, if any (aborted with the node).
+    collect_task: Option<AbortOnDrop>,
+    /// Why the last collect failed, if it did.
+    collect_error: Option<String>,
 }
 
 impl Actor for NodeActor {
@@ -386,37 +390,30 @@ impl Actor for NodeActor {
         let quiet_for = config.stale_after.min(config.collector_restart_after);
         Ok(NodeState {
             path: args.path,
-            spec_hash,
             parent: args.parent,
             shared: args.shared,
             driver,
-            started,
             ticks: 0,
             parent_state: args.parent_state,
             desired_state: String::new(),
             desired_children: DesiredState::new("").children_hash(),
             declared_count: 0,
             desired_version: 0,
-            inputs_seen: None,
-            context_hash,
             installed: false,
             problems: None,
             children: ChildTable::default(),
             applied_children: None,
             rejected_children: None,
-            circuit: Circuit::new(),
             collector: Collector {
                 seq: 0,
-                task: None,
                 in_flight: false,
                 again: false,
+                failed: false,
                 last_ok: None,
                 quiet_until: started.checked_add(quiet_for),
-                last_error: None,
             },
             action: None,
             last_action: None,
-            mapped_for: None,
             last_report_at: started,
             state_match: std::cell::Cell::new((0, u64::MAX, false)),
             reported: None,
@@ -440,6 +437,14 @@ impl Actor for NodeActor {
                 worker_type,
                 stop_chain: None,
                 first_tick: args.first_tick,
+                spec_hash,
+                context_hash,
+                inputs_seen: None,
+                circuit: Circuit::new(),
+                mapped_for: None,
+                started,
+                collect_task: None,
+                collect_error: None,
             }),
         })
     }
@@ -767,7 +772,7 @@ impl NodeState {
             return Ok(Prepared::CollectorFailed(format!(
                 "the collector has produced no good observation for {age:?} (restart threshold {:?}); last: {}",
                 self.config().collector_restart_after,
-                self.collector.last_error.as_deref().unwrap_or("none"),
+                self.cold.collect_error.as_deref().unwrap_or("none"),
             )));
         }
         // (Inputs are applied when they arrive: at start, `UpdateSpec`,
@@ -858,7 +863,7 @@ impl NodeState {
         if !self.installed || self.collector_quiet(now) {
             return None;
         }
-        let since = self.collector.last_ok.unwrap_or(self.started);
+        let since = self.collector.last_ok.unwrap_or(self.cold.started);
         let age = now.saturating_duration_since(since);
         (age > self.config().collector_restart_after).then_some(age)
     }
@@ -866,14 +871,12 @@ impl NodeState {
     /// Whether the circuit is open (never, for a node that never had a
     /// child; its circuit is not even read then).
     fn circuit_open(&self) -> bool {
-        !self.children.is_unallocated() && self.circuit.is_open()
+        !self.children.is_unallocated() && self.cold.circuit.is_open()
     }
 
     fn update_circuit(&mut self, now: Instant) {
-        match self
-            .circuit
-            .update(self.children.any_faulty(), now.into_std())
-        {
+        let any_faulty = self.children.any_faulty();
+        match self.cold.circuit.update(any_faulty, now.into_std()) {
             Some(CircuitChange::Opened) => {
                 tracing::warn!(
                     node.path = %self.path,
@@ -895,11 +898,9 @@ impl NodeState {
             }
             None => {}
         }
-        if self
-            .circuit
-            .heartbeat_due(now.into_std(), self.config().recovery_heartbeat)
-        {
-            let open_for = self.circuit.open_since().map_or(Duration::ZERO, |t| {
+        let every = self.config().recovery_heartbeat;
+        if self.cold.circuit.heartbeat_due(now.into_std(), every) {
+            let open_for = self.cold.circuit.open_since().map_or(Duration::ZERO, |t| {
                 now.into_std().saturating_duration_since(t)
             });
             tracing::info!(
@@ -1090,10 +1091,10 @@ impl NodeState {
             self.children.version(),
             self.children_context().hash,
         );
-        if self.mapped_for == Some(key) {
+        if self.cold.mapped_for == Some(key) {
             return;
         }
-        self.mapped_for = Some(key);
+        self.cold.mapped_for = Some(key);
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
         let context = Arc::clone(self.children_context());
         self.children.for_each_mapped(|child| {
@@ -1120,7 +1121,7 @@ impl NodeState {
         if !self.installed || self.collector_quiet(now) {
             return false;
         }
-        let since = self.collector.last_ok.unwrap_or(self.started);
+        let since = self.collector.last_ok.unwrap_or(self.cold.started);
         now.saturating_duration_since(since) > self.config().stale_after
     }
 
@@ -1160,7 +1161,7 @@ impl NodeState {
         let seq = self.collector.seq;
         let timeout = self.config().observation_timeout;
         let me = myself.clone();
-        self.collector.task = Some(AbortOnDrop(tokio::spawn(
+        self.cold.collect_task = Some(AbortOnDrop(tokio::spawn(
             async move {
                 let guarded = std::panic::AssertUnwindSafe(future).catch_unwind();
                 let result = match tokio::time::timeout(timeout, guarded).await {
@@ -1187,11 +1188,15 @@ impl NodeState {
             Ok(()) => {
                 self.collector.last_ok = Some(now);
                 self.quiet_from(now);
-                self.collector.last_error = None;
+                if self.collector.failed {
+                    self.collector.failed = false;
+                    self.cold.collect_error = None;
+                }
             }
             Err(e) => {
                 tracing::trace!(node.path = %self.path, error = %e, "observation failed");
-                self.collector.last_error = Some(e);
+                self.collector.failed = true;
+                self.cold.collect_error = Some(e);
             }
         }
     }
@@ -1207,7 +1212,7 @@ impl NodeState {
         }
         self.collector.in_flight = false;
         // The task has finished; dropping its handle aborts nothing.
-        self.collector.task = None;
+        self.cold.collect_task = None;
         match result {
             Ok(observation) => {
                 if self.driver.set_observation(observation) {
@@ -1322,9 +1327,9 @@ impl NodeState {
             return Some(e.clone());
         }
         if self.is_stale(now) {
-            let since = self.collector.last_ok.unwrap_or(self.started);
+            let since = self.collector.last_ok.unwrap_or(self.cold.started);
             let age = now.saturating_duration_since(since);
-            return Some(match &self.collector.last_error {
+            return Some(match &self.cold.collect_error {
                 Some(e) => format!("stale: no good observation for {age:?}; last: {e}"),
                 None => format!("stale: no good observation for {age:?}"),
             });
@@ -1487,7 +1492,7 @@ impl NodeState {
             last_action: self.last_action.as_deref().cloned(),
             restarts: self.cold.restarts,
             restarting: None,
-            circuit_open: self.circuit.is_open(),
+            circuit_open: self.cold.circuit.is_open(),
             location_path: self.cold.inputs.location_path.to_string(),
             children: Vec::new(),
         }

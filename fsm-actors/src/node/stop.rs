@@ -117,7 +117,7 @@ impl NodeState {
     /// `stop_hook_timeout`). The node then exits.
     pub(super) async fn shutdown(&mut self, deadline: Instant) -> Vec<StopRecord> {
         self.shutting_down = true;
-        self.collector.task = None;
+        self.cold.collect_task = None;
         let mut records = self.stop_all_children(deadline).await;
         let _ = self
             .shared
