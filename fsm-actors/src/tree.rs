@@ -122,6 +122,7 @@ impl Tree {
             context: Arc::new(crate::node::ParentContext::default()),
             shared: Arc::clone(&shared),
             driver: Some(driver),
+            decoded: None,
             first_tick: None,
         };
         let (top, _) = match Actor::spawn(None, NodeActor, args).await {

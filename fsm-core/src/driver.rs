@@ -26,6 +26,20 @@ use crate::worker::{
 /// node.
 pub type Observation = Box<dyn Any + Send + Sync>;
 
+/// A user spec decoded into its worker's typed spec ahead of the node that
+/// will run it: a parent decodes its children's specs to validate a
+/// declaration before anything changes, and hands each new child its
+/// decoded spec ([`NodeDriver::set_decoded_spec`]) instead of having it
+/// decode the same data again. Made by
+/// [`WorkerRegistry::decode_child`](crate::WorkerRegistry::decode_child).
+pub struct DecodedSpec(pub(crate) Box<dyn Any + Send + Sync>);
+
+impl std::fmt::Debug for DecodedSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecodedSpec(..)")
+    }
+}
+
 /// How [`NodeDriver::start_collect`] went.
 pub enum CollectStart {
     /// The collect finished at once: the observation is installed, or this
@@ -120,6 +134,14 @@ pub trait NodeDriver: Send + Sync {
     ///
     /// The serde message when `spec` does not decode.
     fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError>;
+
+    /// Installs a spec decoded ahead from the same data (see
+    /// [`DecodedSpec`]).
+    ///
+    /// # Errors
+    ///
+    /// Gives the spec back if it is not this worker's spec type.
+    fn set_decoded_spec(&mut self, spec: DecodedSpec) -> Result<(), DecodedSpec>;
 
     /// Decodes a new spec while rendering the templates it reads with
     /// `renderer` (see [`Value::decode_with`]), and installs it. On error the
@@ -315,6 +337,16 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError> {
         self.spec = Shareable::new(spec.decode::<W::Spec>()?);
         Ok(())
+    }
+
+    fn set_decoded_spec(&mut self, spec: DecodedSpec) -> Result<(), DecodedSpec> {
+        match spec.0.downcast::<W::Spec>() {
+            Ok(spec) => {
+                self.spec = Shareable::new(*spec);
+                Ok(())
+            }
+            Err(other) => Err(DecodedSpec(other)),
+        }
     }
 
     fn has_spec(&self) -> bool {

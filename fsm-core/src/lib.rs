@@ -28,7 +28,7 @@ mod supervision;
 mod value;
 mod worker;
 
-pub use driver::{CollectStart, NodeDriver, Observation, StepInput, StepOutcome};
+pub use driver::{CollectStart, DecodedSpec, NodeDriver, Observation, StepInput, StepOutcome};
 pub use error::{
     Callback, CallbackError, CodecError, DeclarationError, DeclarationProblem, InvalidSpec,
     RegistryError, SpecError, panic_message,
@@ -36,8 +36,8 @@ pub use error::{
 pub use hash::{SpecHash, StableHasher};
 pub use path::{NodePath, PATH_SEPARATOR};
 pub use reconcile::{
-    PlanCounts, PlanStep, ReconcilePlan, RunningChild, plan_children, plan_children_hashed,
-    validate_children, validate_children_hashed,
+    PlanCounts, PlanStep, ReconcilePlan, RunningChild, decode_children_hashed, plan_children,
+    plan_children_hashed, validate_children, validate_children_hashed,
 };
 pub use registry::WorkerRegistry;
 pub use spec::{ChildSpec, DesiredState};

@@ -16,7 +16,8 @@
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
-use crate::error::{DeclarationError, DeclarationProblem};
+use crate::driver::DecodedSpec;
+use crate::error::{DeclarationError, DeclarationProblem, SpecError};
 use crate::hash::SpecHash;
 use crate::path::{NodePath, PATH_SEPARATOR};
 use crate::registry::WorkerRegistry;
@@ -213,6 +214,44 @@ pub fn validate_children_hashed(
     running: &[RunningChild<'_>],
     registry: &WorkerRegistry,
 ) -> Result<(), DeclarationError> {
+    check_children(path, declared, hashes, running, |_, spec| {
+        registry.validate_child(path, spec)
+    })
+}
+
+/// [`validate_children_hashed`] that keeps each decoded spec, to hand to
+/// the child that will run it ([`DecodedSpec`]): `decoded[i]` for
+/// `declared[i]`, `None` where nothing was decoded (a running child whose
+/// spec is unchanged, a spec with templates).
+///
+/// # Errors
+///
+/// As [`validate_children`].
+pub fn decode_children_hashed(
+    path: &NodePath,
+    declared: &[ChildSpec],
+    hashes: &[SpecHash],
+    running: &[RunningChild<'_>],
+    registry: &WorkerRegistry,
+) -> Result<Vec<Option<DecodedSpec>>, DeclarationError> {
+    let mut decoded: Vec<Option<DecodedSpec>> = Vec::with_capacity(declared.len());
+    decoded.resize_with(declared.len(), || None);
+    check_children(path, declared, hashes, running, |index, spec| {
+        decoded[index] = registry.decode_child(path, spec)?;
+        Ok(())
+    })?;
+    Ok(decoded)
+}
+
+/// The checks of [`validate_children_hashed`], with `check` for each child
+/// that is new or changed.
+fn check_children(
+    path: &NodePath,
+    declared: &[ChildSpec],
+    hashes: &[SpecHash],
+    running: &[RunningChild<'_>],
+    mut check: impl FnMut(usize, &ChildSpec) -> Result<(), SpecError>,
+) -> Result<(), DeclarationError> {
     let mut problems = Vec::new();
     let mut first_seen: HashMap<&str, usize> = HashMap::with_capacity(declared.len());
     let unchanged: HashSet<(&str, SpecHash)> = running.iter().map(|r| (r.name, r.hash)).collect();
@@ -243,7 +282,7 @@ pub fn validate_children_hashed(
         {
             continue;
         }
-        if let Err(e) = registry.validate_child(path, spec) {
+        if let Err(e) = check(index, spec) {
             problems.push(e.into());
         }
     }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::driver::{NodeDriver, TypedDriver};
+use crate::driver::{DecodedSpec, NodeDriver, TypedDriver};
 use crate::error::{RegistryError, SpecError, panic_message};
 use crate::path::NodePath;
 use crate::spec::ChildSpec;
@@ -16,6 +16,8 @@ use crate::worker::{Worker, WorkerInit};
 trait Factory: Send + Sync {
     /// Decodes `spec` to check it; the error message on failure.
     fn check(&self, spec: &Value) -> Result<(), String>;
+    /// Decodes `spec`, keeping the result.
+    fn decode(&self, spec: &Value) -> Result<DecodedSpec, String>;
     fn construct(&self, path: &NodePath) -> Result<Box<dyn NodeDriver>, SpecError>;
 }
 
@@ -33,6 +35,12 @@ where
     fn check(&self, spec: &Value) -> Result<(), String> {
         spec.decode::<W::Spec>()
             .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    fn decode(&self, spec: &Value) -> Result<DecodedSpec, String> {
+        spec.decode::<W::Spec>()
+            .map(|spec| DecodedSpec(Box::new(spec)))
             .map_err(|e| e.to_string())
     }
 
@@ -178,15 +186,47 @@ impl WorkerRegistry {
         self.validate_at(|| parent.child(&spec.name), spec)
     }
 
+    /// [`validate_child`](Self::validate_child) that keeps what it decoded:
+    /// `None` for a spec with templates, which only the child can decode
+    /// (once they render with its variables).
+    ///
+    /// # Errors
+    ///
+    /// As [`validate`](Self::validate).
+    pub fn decode_child(
+        &self,
+        parent: &NodePath,
+        spec: &ChildSpec,
+    ) -> Result<Option<DecodedSpec>, SpecError> {
+        self.check_at(
+            || parent.child(&spec.name),
+            spec,
+            |factory, value| factory.decode(value).map(Some),
+        )
+        .map(Option::flatten)
+    }
+
     fn validate_at(&self, path: impl Fn() -> NodePath, spec: &ChildSpec) -> Result<(), SpecError> {
+        self.check_at(path, spec, |factory, value| factory.check(value))
+            .map(drop)
+    }
+
+    /// Looks the worker type up and, unless the spec has templates, runs
+    /// `check` on it; `None` for a spec with templates.
+    fn check_at<T>(
+        &self,
+        path: impl Fn() -> NodePath,
+        spec: &ChildSpec,
+        check: impl FnOnce(&dyn Factory, &Value) -> Result<T, String>,
+    ) -> Result<Option<T>, SpecError> {
         let Some(factory) = self.factories.get(&spec.worker_type) else {
             return Err(self.unknown(path(), &spec.worker_type));
         };
         if spec.user_spec.has_templates() {
-            return Ok(());
+            return Ok(None);
         }
-        factory
-            .check(&spec.user_spec)
+        check(&**factory, &spec.user_spec)
+            .map(Some)
             .map_err(|message| SpecError::Undecodable {
                 path: path(),
                 worker_type: spec.worker_type.clone(),

@@ -5,8 +5,8 @@
 
 use fsm_core::{
     BoxError, ChildSpec, CollectContext, DeclarationProblem, DeriveContext, DesiredState, NodePath,
-    RunningChild, Signal, Snapshot, SpecError, State, StepInput, Transition, Value, Worker,
-    WorkerRegistry, validate_children,
+    RunningChild, Signal, Snapshot, SpecError, SpecHash, State, StepInput, Transition, Value,
+    Worker, WorkerRegistry, decode_children_hashed, validate_children,
 };
 use serde::Deserialize;
 
@@ -200,6 +200,96 @@ fn driver_runs_the_state_machine_only_with_an_observation() {
     let out = d.step(&StepInput::new(&path, "gone")).unwrap().unwrap();
     assert_eq!(out.signal, Some(Signal::NeedsRemoval));
     assert_eq!(out.to, None);
+}
+
+#[test]
+fn a_parent_decodes_new_children_once_and_a_child_installs_what_it_decoded() {
+    let parent = NodePath::parse("plant");
+    let registry = registry();
+    let keep = spec("keep", 100);
+    let templated =
+        ChildSpec::new("t", "counter").with_spec(Value::map([("target", "{{ user.n }}".into())]));
+    let declared = vec![keep.clone(), spec("new", 3), templated];
+    let hashes: Vec<SpecHash> = declared.iter().map(ChildSpec::hash).collect();
+    let running = [RunningChild {
+        name: "keep",
+        worker_type: "counter",
+        hash: keep.hash(),
+    }];
+    let mut decoded =
+        decode_children_hashed(&parent, &declared, &hashes, &running, &registry).unwrap();
+    assert_eq!(decoded.len(), 3);
+    assert!(
+        decoded[0].is_none(),
+        "running and unchanged: not decoded again"
+    );
+    assert!(
+        decoded[2].is_none(),
+        "templated: only the child can decode it"
+    );
+
+    // The child installs the decoded spec (target 3, which 7 reaches).
+    let path = parent.child("new");
+    let mut child = registry.construct(&path, "counter").unwrap();
+    assert!(!child.has_spec());
+    child.set_decoded_spec(decoded[1].take().unwrap()).unwrap();
+    assert!(child.has_spec());
+    let obs = futures::executor::block_on(child.collect(&path)).unwrap();
+    assert!(child.set_observation(obs));
+    child.step(&StepInput::new(&path, "reached")).unwrap();
+    assert_eq!(child.state_name(), "reached");
+
+    // A bad spec is refused as validation refuses it, naming the child.
+    let bad = vec![ChildSpec::new("b", "counter").with_spec(Value::map([("target", "x".into())]))];
+    let err = decode_children_hashed(&parent, &bad, &[], &[], &registry).unwrap_err();
+    assert!(err.to_string().contains("plant/b"), "{err}");
+}
+
+#[test]
+fn a_decoded_spec_of_another_worker_type_is_given_back() {
+    let path = NodePath::parse("c");
+    let mut registry = registry();
+    registry.register("other", |_| Other).unwrap();
+    let declared = vec![ChildSpec::new("o", "other").with_spec(Value::from("hello"))];
+    let mut decoded = decode_children_hashed(&path, &declared, &[], &[], &registry).unwrap();
+    let mut counter = registry.construct(&path, "counter").unwrap();
+    let refused = counter.set_decoded_spec(decoded[0].take().unwrap());
+    assert!(refused.is_err());
+    assert!(!counter.has_spec());
+}
+
+/// A worker whose spec is a string.
+struct Other;
+
+#[derive(Clone, Debug)]
+struct Idle;
+
+impl Worker for Other {
+    type Spec = String;
+    type Observed = ();
+    type State = Idle;
+
+    fn initial_state(&self) -> Idle {
+        Idle
+    }
+
+    async fn collect(&self, _ctx: &CollectContext<'_, String>) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn derive_desired(&self, _: &String, _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> {
+        Ok(DesiredState::new("idle"))
+    }
+}
+
+impl State<Other> for Idle {
+    fn name(&self) -> &'static str {
+        "idle"
+    }
+
+    fn next(&self, _: &Snapshot<'_, Other>) -> Transition<Idle> {
+        Transition::stay()
+    }
 }
 
 #[test]

@@ -15,7 +15,7 @@ use foldhash::HashMap;
 use hashbrown::HashTable;
 use std::sync::Arc;
 
-use fsm_core::{ChildSpec, ChildStatus, NodePath, RunningChild, SpecHash};
+use fsm_core::{ChildSpec, ChildStatus, DecodedSpec, NodePath, RunningChild, SpecHash};
 use ractor::{ActorId, ActorRef};
 use tokio::time::Instant;
 
@@ -55,6 +55,9 @@ pub(crate) struct ChildEntry {
     /// The parent's tick count when its running incarnation started (it
     /// ticks once on start, so the tick that started it skips it).
     pub(crate) started_in_tick: u64,
+    /// Its spec as this node decoded it to validate the declaration, for
+    /// the next start (the child then does not decode it again).
+    pub(crate) decoded: Option<DecodedSpec>,
     /// Its running incarnation and all of that incarnation's subtree have
     /// reported at least once (see [`Table::all_settled`]).
     pub(crate) settled: bool,
@@ -76,6 +79,7 @@ impl ChildEntry {
             restarts: 0,
             attempt: 0,
             started_in_tick: u64::MAX,
+            decoded: None,
             settled: false,
         }
     }

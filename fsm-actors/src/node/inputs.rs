@@ -169,8 +169,19 @@ impl NodeState {
     fn install_spec(&mut self, own: Arc<ParentContext>) -> Result<(), String> {
         // The location is known even if the spec does not render.
         self.cold.inputs.location_path = Arc::clone(&own.location_path);
+        let spec_hash = self.cold.spec_hash;
+        // Decoded by the parent from this very spec (and only then): nothing
+        // to decode.
+        let from_parent = self
+            .cold
+            .decoded
+            .take()
+            .filter(|(hash, _)| *hash == spec_hash)
+            .is_some_and(|(_, decoded)| self.driver.set_decoded_spec(decoded).is_ok());
         let spec = &self.cold.spec.user_spec;
-        let installed = if spec.has_templates() {
+        let installed = if from_parent {
+            Ok(())
+        } else if spec.has_templates() {
             let internal = self
                 .cold
                 .inputs

@@ -47,9 +47,9 @@ use std::time::Duration;
 
 use fsm_core::{
     ActionOutcome, ActionReport, BoxedAction, ChildSpec, Circuit, CircuitChange, CollectStart,
-    DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash, SplitMix64,
-    StableHasher, StepInput, Supervision, WorkerRegistry, panic_message, plan_children_hashed,
-    validate_children_hashed,
+    DecodedSpec, DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash,
+    SplitMix64, StableHasher, StepInput, Supervision, WorkerRegistry, decode_children_hashed,
+    panic_message, plan_children_hashed,
 };
 use futures::FutureExt;
 use futures::future::Either;
@@ -150,6 +150,8 @@ pub(crate) struct NodeArgs {
     pub(crate) shared: Arc<Shared>,
     /// A ready driver (the top node); otherwise the registry builds one.
     pub(crate) driver: Option<Box<dyn NodeDriver>>,
+    /// The spec, decoded already by the parent's validation.
+    pub(crate) decoded: Option<DecodedSpec>,
     /// `Some`: tick once as soon as started, inside this span (the
     /// parent's, when it starts the node from its tick). Every node but the
     /// top does: a new subtree starts without waiting for a tick to reach
@@ -344,6 +346,9 @@ struct Cold {
     /// What the children's mapped states and context were last sent for.
     mapped_for: Option<(u64, u64, SpecHash)>,
     started: Instant,
+    /// The spec as the parent decoded it (for `spec_hash`), until
+    /// installed.
+    decoded: Option<(SpecHash, DecodedSpec)>,
     /// The collector task running now, if any (aborted with the node).
     collect_task: Option<AbortOnDrop>,
     /// Why the last collect failed, if it did.
@@ -443,6 +448,7 @@ impl Actor for NodeActor {
                 circuit: Circuit::new(),
                 mapped_for: None,
                 started,
+                decoded: args.decoded.map(|d| (spec_hash, d)),
                 collect_task: None,
                 collect_error: None,
             }),
@@ -934,19 +940,22 @@ impl NodeState {
             // than trusted should the two ever disagree.
             hashes = declared.iter().map(ChildSpec::hash).collect();
         }
-        let result = validate_children_hashed(
+        let result = decode_children_hashed(
             &self.path,
             &declared,
             &hashes,
             &self.children.planned(),
             &self.shared.registry,
         );
-        if let Err(e) = result {
-            tracing::warn!(node.path = %self.path, error = %e, "invalid children declaration; running children left as they are");
-            self.set_problem(Problem::Declaration, Some(e.to_string()));
-            self.rejected_children = Some(declared_hash);
-            return Ok(());
-        }
+        let mut decoded = match result {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                tracing::warn!(node.path = %self.path, error = %e, "invalid children declaration; running children left as they are");
+                self.set_problem(Problem::Declaration, Some(e.to_string()));
+                self.rejected_children = Some(declared_hash);
+                return Ok(());
+            }
+        };
         self.set_problem(Problem::Declaration, None);
         self.rejected_children = None;
         self.children.retain_completed(&declared, &hashes);
@@ -961,6 +970,10 @@ impl NodeState {
                     .map(|(c, h)| (c.clone(), *h))
                     .unzip()
             });
+        if filtered.is_some() {
+            // Indices no longer match; the children decode their own specs.
+            decoded.clear();
+        }
         let (wanted, wanted_hashes) = filtered.unwrap_or((declared, hashes));
         let plan = plan_children_hashed(&self.children.planned(), &wanted, &wanted_hashes);
         // Each declaration is used by one step at most: moved, not copied.
@@ -1040,10 +1053,12 @@ impl NodeState {
                     if let Some(i) = self.children.index_of(&spec.name) {
                         let old_type = self.children.entries()[i].spec.worker_type.clone();
                         let old = self.children.set_waiting(i, now, None);
+                        let decoded = decoded.get_mut(index).and_then(Option::take);
                         self.children.update(i, |child| {
                             child.spec = Arc::clone(&spec);
                             child.hash = wanted_hashes[index];
                             child.attempt = 0;
+                            child.decoded = decoded;
                         });
                         if let Some(actor) = old {
                             let path = self.path.child(&spec.name);
@@ -1058,7 +1073,9 @@ impl NodeState {
                     let spec = Arc::new(spec);
                     let path = self.path.child(&spec.name);
                     let hash = wanted_hashes[index];
-                    self.children.push(ChildEntry::new(path, spec, hash, now));
+                    let mut entry = ChildEntry::new(path, spec, hash, now);
+                    entry.decoded = decoded.get_mut(index).and_then(Option::take);
+                    self.children.push(entry);
                 }
             }
         }

@@ -271,6 +271,7 @@ impl NodeState {
         let spec_hash = entry.hash;
         let path = entry.path.clone();
         let restarts = entry.restarts;
+        let decoded = self.children.update(i, |e| e.decoded.take()).flatten();
         let generation = self.cold.next_generation;
         self.cold.next_generation += 1;
         let mapped = spec.mapped_state(self.desired_state()).map(str::to_owned);
@@ -285,6 +286,7 @@ impl NodeState {
             context: Arc::clone(self.children_context()),
             shared: Arc::clone(&self.shared),
             driver: None,
+            decoded,
             first_tick: Some(tracing::Span::current()),
         };
         let span = tracing::info_span!(
