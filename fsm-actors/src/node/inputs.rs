@@ -244,7 +244,7 @@ impl NodeState {
                 }
                 self.cold.child_hashes = hashes;
                 self.cold.declared = desired.children;
-                self.cold.supervision = desired.supervision;
+                self.cold.supervision = desired.supervision.map(Box::new);
                 self.desired_state = desired.state;
                 self.desired_version += 1;
                 self.set_problem(Problem::Derive, None);

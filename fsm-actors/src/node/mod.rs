@@ -312,7 +312,9 @@ struct Cold {
     /// that follows consumes them.
     declared: Vec<ChildSpec>,
     /// How the node supervises its children, if the derivation said.
-    supervision: Option<Supervision>,
+    /// (Boxed: most nodes never say, and this part is written whole when
+    /// a node starts.)
+    supervision: Option<Box<Supervision>>,
     /// The hash of each of `desired.children`, computed once per
     /// derivation for the reconcile (and consumed with them).
     child_hashes: Vec<SpecHash>,
@@ -326,7 +328,8 @@ struct Cold {
     action_error: Option<String>,
     /// The OpenTelemetry context of the last tick span (for links from
     /// restarts and actions), when spans are exported.
-    tick_origin: Option<opentelemetry::trace::SpanContext>,
+    /// (Boxed, and the box reused: only with spans exported.)
+    tick_origin: Option<Box<opentelemetry::trace::SpanContext>>,
     /// The `path` metric attribute.
     metric_path: KeyValue,
     /// The worker type, shared with the action spans.
@@ -639,7 +642,7 @@ impl NodeState {
     fn supervision(&self) -> &Supervision {
         self.cold
             .supervision
-            .as_ref()
+            .as_deref()
             .unwrap_or(&self.shared.config.supervision)
     }
 
@@ -708,7 +711,10 @@ impl NodeState {
             )
         };
         if !span.is_disabled() {
-            self.cold.tick_origin = telemetry::span_context(&span);
+            match (telemetry::span_context(&span), &mut self.cold.tick_origin) {
+                (Some(origin), Some(slot)) => **slot = origin,
+                (origin, slot) => *slot = origin.map(Box::new),
+            }
         }
         let prepared = span.in_scope(|| self.tick_prepare(now))?;
         let due = self.children.next_due().is_some_and(|due| due <= now);
@@ -1300,7 +1306,7 @@ impl NodeState {
             owner: myself.clone(),
             action,
             worker_type: Arc::clone(&self.cold.worker_type),
-            origin: self.cold.tick_origin.clone(),
+            origin: self.cold.tick_origin.as_deref().cloned(),
         };
         match self.shared.executor.cast(ExecMsg::Enqueue(request)) {
             Ok(()) => self.action = Some((id, name)),

@@ -205,7 +205,7 @@ impl NodeState {
             delay_ms = ms(delay),
             strategy = ?supervision.strategy,
         );
-        telemetry::link(&span, self.cold.tick_origin.as_ref());
+        telemetry::link(&span, self.cold.tick_origin.as_deref());
         drop(span);
         self.shared
             .metrics
