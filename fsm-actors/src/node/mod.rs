@@ -330,16 +330,16 @@ struct Cold {
     /// restarts and actions), when spans are exported.
     /// (Boxed, and the box reused: only with spans exported.)
     tick_origin: Option<Box<opentelemetry::trace::SpanContext>>,
-    /// The `path` metric attribute.
-    metric_path: KeyValue,
     /// The worker type, shared with the action spans.
     worker_type: Arc<str>,
     /// The last of this node's stops of single children (removal,
     /// replacement, group restart). Each stop waits for the one before, so
     /// that subtrees stop one at a time, in the order they were asked to.
     stop_chain: Option<JoinHandle<()>>,
-    /// See [`NodeArgs::first_tick`]; taken by `post_start`.
-    first_tick: Option<tracing::Span>,
+    /// See [`NodeArgs::first_tick`]; taken by `post_start`. The span is
+    /// kept only when enabled (boxed: this part is written whole when a
+    /// node starts).
+    first_tick: Option<Option<Box<tracing::Span>>>,
     spec_hash: SpecHash,
     /// The hash of the inherited context (cached from `cold.inputs`).
     context_hash: SpecHash,
@@ -390,7 +390,6 @@ impl Actor for NodeActor {
         seed.write_str(args.path.as_str());
         seed.write_u64(args.generation);
         let spec_hash = args.spec_hash;
-        let metric_path = path_attr(&args.path);
         let worker_type = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
         let started = Instant::now();
@@ -441,10 +440,11 @@ impl Actor for NodeActor {
                 restart_window: RestartWindow::new(),
                 action_error: None,
                 tick_origin: None,
-                metric_path,
                 worker_type,
                 stop_chain: None,
-                first_tick: args.first_tick,
+                first_tick: args
+                    .first_tick
+                    .map(|span| (!span.is_disabled()).then(|| Box::new(span))),
                 spec_hash,
                 context_hash,
                 inputs_seen: None,
@@ -467,6 +467,7 @@ impl Actor for NodeActor {
         state.apply_inputs()?;
         state.start_collect(&myself, &tracing::Span::none(), now);
         if let Some(parent) = state.cold.first_tick.take() {
+            let parent = parent.map_or_else(tracing::Span::none, |span| *span);
             // The first tick, with the first observation if it was ready.
             state.tick(&myself, parent, now).await?;
             if !state.shutting_down {
@@ -633,6 +634,11 @@ impl NodeState {
         if !self.shutting_down {
             self.report(myself, now);
         }
+    }
+
+    /// The `path` metric attribute (sharing the path's string).
+    fn metric_attr(&self) -> KeyValue {
+        path_attr(&self.path)
     }
 
     fn config(&self) -> &TreeConfig {
@@ -895,7 +901,7 @@ impl NodeState {
                     restarting = self.children.restarting_count(),
                     "circuit opened: a child failed, is restarting or is stale; pausing this node's state machine"
                 );
-                let attrs = std::slice::from_ref(&self.cold.metric_path);
+                let attrs = &[self.metric_attr()];
                 self.shared.metrics.circuit_open.record(1, attrs);
             }
             Some(CircuitChange::Closed { open_for }) => {
@@ -904,7 +910,7 @@ impl NodeState {
                     open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
                     "circuit closed: all children healthy again"
                 );
-                let attrs = std::slice::from_ref(&self.cold.metric_path);
+                let attrs = &[self.metric_attr()];
                 self.shared.metrics.circuit_open.record(0, attrs);
                 self.shared.metrics.infrastructure_recovery.add(1, attrs);
             }
@@ -1088,7 +1094,7 @@ impl NodeState {
         self.applied_children = Some(declared_hash);
         let result = self.start_due_children(myself).instrument(span).await;
         if did_work {
-            let attrs = std::slice::from_ref(&self.cold.metric_path);
+            let attrs = &[self.metric_attr()];
             self.shared
                 .metrics
                 .reconcile_duration
@@ -1278,7 +1284,7 @@ impl NodeState {
             self.shared.metrics.state_transitions.add(
                 1,
                 &[
-                    self.cold.metric_path.clone(),
+                    self.metric_attr(),
                     KeyValue::new("from", outcome.from),
                     KeyValue::new("to", to),
                 ],
@@ -1418,7 +1424,7 @@ impl NodeState {
         let count = self.children.len();
         if self.recorded_children != Some(count) {
             self.recorded_children = Some(count);
-            let attrs = std::slice::from_ref(&self.cold.metric_path);
+            let attrs = &[self.metric_attr()];
             self.shared
                 .metrics
                 .children_count
