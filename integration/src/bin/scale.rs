@@ -44,12 +44,12 @@
 //!    (`baseline_shutdown_ms`, until every actor's state is dropped).
 //! 2. **fsmv2 tree**: `spawn_ms` from `Tree::spawn` until the tree status
 //!    says converged with `N` nodes converged (`spawn_cpu_ms`: the process
-//!    CPU time it took). The harness sends one tick,
-//!    which spawns the whole tree level by level (a parent starts its
-//!    children, then forwards the tick to them); nodes converge on their
-//!    first observation. Another tick is sent only if the status has not
-//!    changed for a second (`spawn_ticks` counts the ticks; 1 means no
-//!    waiting is included). Then `--warmup` ticks, the resident memory
+//!    CPU time it took). The harness sends one tick, which spawns the
+//!    whole tree (a parent starts its children, each of which ticks once as
+//!    it starts); nodes converge on their first observation. Another tick
+//!    is sent only if neither the status nor the count of workers
+//!    constructed has changed for a second (`spawn_ticks` counts the ticks;
+//!    1 means no waiting is included). Then `--warmup` ticks, the resident memory
 //!    (`rss_bytes_per_worker`, as for the baseline, so after convergence),
 //!    and the measured ticks: `tick_cpu_us_per_worker` is the process's CPU
 //!    time (user + system of all threads, from `/proc/self/stat`, in clock
@@ -105,11 +105,11 @@ use serde::{Deserialize, Serialize};
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
-/// Without a status change for this long while spawning, tick again.
-/// (One tick normally suffices: it spawns the whole tree, level by level,
-/// and nodes converge on their first observation. A busy runtime can go
-/// well over 100 ms without a status change while spawning, so the stall
-/// must be long; an extra tick shows in `spawn_ticks`.)
+/// Without progress (a status change, a worker constructed) for this long
+/// while spawning, tick again. (One tick normally suffices: it spawns the
+/// whole tree, and nodes converge on their first observation. A busy
+/// runtime can go well over 100 ms without a status change while spawning,
+/// so the stall must be long; an extra tick shows in `spawn_ticks`.)
 const SPAWN_STALL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -417,7 +417,7 @@ async fn ours(args: &Args, shape: &Shape, report: &mut Report, timeout: Duration
     let cpu0 = process_cpu()?;
     let started = Instant::now();
     let tree = Tree::spawn(root_spec(0), scale_registry(&world)?, config(args, n)).await?;
-    let spawn_ticks = converge(&tree, n, timeout).await?;
+    let spawn_ticks = converge(&tree, &world, n, timeout).await?;
     report.spawn_ms = Some(ms(started.elapsed()));
     report.spawn_cpu_ms = Some((process_cpu()? - cpu0) * 1e3);
     report.spawn_ticks = Some(spawn_ticks);
@@ -507,7 +507,7 @@ async fn actions(args: &Args, report: &mut Report, timeout: Duration) -> Res<()>
     // One action per node at most is in flight: the queue never overflows.
     config.executor.queue_capacity = usize::try_from(n)? + 16;
     let tree = Tree::spawn(root_spec(0), scale_registry(&world)?, config).await?;
-    converge(&tree, n, timeout).await?;
+    converge(&tree, &world, n, timeout).await?;
     let mut rounds = TickRounds::new(&world.ticks, n);
     let stats0 = tree.executor_stats().await?;
     world.action_budget.store(args.actions, Ordering::Relaxed);
@@ -556,13 +556,17 @@ fn config(args: &Args, n: u64) -> TreeConfig {
 }
 
 /// Ticks the tree until its status says converged with `n` nodes: one tick
-/// spawns the whole tree, level by level; another is sent only when the
-/// status has not changed for [`SPAWN_STALL`]. Returns the ticks sent.
-async fn converge(tree: &Tree, n: u64, timeout: Duration) -> Res<u64> {
+/// spawns the whole tree, level by level; another is sent only when neither
+/// the status nor the count of workers constructed (`world`) has changed
+/// for [`SPAWN_STALL`]. (While 100,000 nodes start, the status can go
+/// unread for a second behind the queued actors; workers still being
+/// constructed is progress all the same.) Returns the ticks sent.
+async fn converge(tree: &Tree, world: &ScaleWorld, n: u64, timeout: Duration) -> Res<u64> {
     let started = Instant::now();
     tree.tick()?;
     let mut ticks = 1;
     let mut last = tree.status();
+    let mut last_constructed = world.constructed.load(Ordering::Relaxed);
     let mut last_change = Instant::now();
     loop {
         // Returns as soon as the status says converged; the timeout only
@@ -578,8 +582,10 @@ async fn converge(tree: &Tree, n: u64, timeout: Duration) -> Res<u64> {
             Err(e) => return Err(e.into()),
         }
         let status = tree.status();
-        if status != last {
+        let constructed = world.constructed.load(Ordering::Relaxed);
+        if status != last || constructed != last_constructed {
             last = status;
+            last_constructed = constructed;
             last_change = Instant::now();
         } else if last_change.elapsed() >= SPAWN_STALL {
             tree.tick()?;
