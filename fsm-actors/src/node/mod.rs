@@ -173,6 +173,12 @@ impl Drop for LiveGuard {
     }
 }
 
+/// How long after a good observation (or the start) a node can be neither
+/// stale nor failed.
+fn quiet_for(config: &TreeConfig) -> Duration {
+    config.stale_after.min(config.collector_restart_after)
+}
+
 /// A task that is aborted when its handle is dropped (with the node).
 struct AbortOnDrop(JoinHandle<()>);
 
@@ -194,8 +200,9 @@ struct Collector {
     /// good observation (or the start) plus the smaller of the two
     /// thresholds; `None`: beyond what an `Instant` holds. Checked on every
     /// tick and report, so that a healthy node measures no durations.
+    /// (The last good observation, or the start, is this less the quiet
+    /// period: see `observed_since`.)
     quiet_until: Option<Instant>,
-    last_ok: Option<Instant>,
     seq: u64,
 }
 
@@ -393,8 +400,7 @@ impl Actor for NodeActor {
         let worker_type = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
         let started = Instant::now();
-        let config = &args.shared.config;
-        let quiet_for = config.stale_after.min(config.collector_restart_after);
+        let quiet_until = started.checked_add(quiet_for(&args.shared.config));
         Ok(NodeState {
             path: args.path,
             parent: args.parent,
@@ -416,8 +422,7 @@ impl Actor for NodeActor {
                 in_flight: false,
                 again: false,
                 failed: false,
-                last_ok: None,
-                quiet_until: started.checked_add(quiet_for),
+                quiet_until,
             },
             action: None,
             last_action: None,
@@ -867,9 +872,18 @@ impl NodeState {
 
     /// See `Collector::quiet_until`.
     fn quiet_from(&mut self, since: Instant) {
-        let config = self.config();
-        let quiet_for = config.stale_after.min(config.collector_restart_after);
-        self.collector.quiet_until = since.checked_add(quiet_for);
+        self.collector.quiet_until = since.checked_add(quiet_for(self.config()));
+    }
+
+    /// When the last good observation was made, or the node started if
+    /// none was yet: what staleness and collector failure are measured
+    /// from. (Read only once the quiet period is over, so `quiet_until` is
+    /// set.)
+    fn observed_since(&self) -> Instant {
+        self.collector
+            .quiet_until
+            .and_then(|until| until.checked_sub(quiet_for(self.config())))
+            .unwrap_or(self.cold.started)
     }
 
     fn collector_quiet(&self, now: Instant) -> bool {
@@ -881,8 +895,7 @@ impl NodeState {
         if !self.installed || self.collector_quiet(now) {
             return None;
         }
-        let since = self.collector.last_ok.unwrap_or(self.cold.started);
-        let age = now.saturating_duration_since(since);
+        let age = now.saturating_duration_since(self.observed_since());
         (age > self.config().collector_restart_after).then_some(age)
     }
 
@@ -1150,8 +1163,7 @@ impl NodeState {
         if !self.installed || self.collector_quiet(now) {
             return false;
         }
-        let since = self.collector.last_ok.unwrap_or(self.cold.started);
-        now.saturating_duration_since(since) > self.config().stale_after
+        now.saturating_duration_since(self.observed_since()) > self.config().stale_after
     }
 
     /// Starts a collect in its own task, with a span under `parent` (the
@@ -1215,7 +1227,6 @@ impl NodeState {
     fn collected(&mut self, result: Result<(), String>, now: Instant) {
         match result {
             Ok(()) => {
-                self.collector.last_ok = Some(now);
                 self.quiet_from(now);
                 if self.collector.failed {
                     self.collector.failed = false;
@@ -1356,8 +1367,7 @@ impl NodeState {
             return Some(e.clone());
         }
         if self.is_stale(now) {
-            let since = self.collector.last_ok.unwrap_or(self.cold.started);
-            let age = now.saturating_duration_since(since);
+            let age = now.saturating_duration_since(self.observed_since());
             return Some(match &self.cold.collect_error {
                 Some(e) => format!("stale: no good observation for {age:?}; last: {e}"),
                 None => format!("stale: no good observation for {age:?}"),
