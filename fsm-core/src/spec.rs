@@ -232,7 +232,8 @@ impl DesiredState {
 
     /// Each child declaration's [`ChildSpec::hash`], in order. Computed once
     /// per derivation, they serve the reconcile
-    /// ([`validate_children_hashed`](crate::validate_children_hashed),
+    /// ([`validate_children_hashed`](crate::validate_children_hashed) or
+    /// [`decode_children_hashed`](crate::decode_children_hashed),
     /// [`plan_children_hashed`](crate::plan_children_hashed)) and, combined
     /// with [`SpecHash::of_list`], equal [`DesiredState::children_hash`].
     #[must_use]
