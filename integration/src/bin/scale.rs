@@ -27,21 +27,25 @@
 //! reaches `N ×` the ticks sent. The bare actors count their tick at the
 //! same point with the same counter, so both sides pay the same for it.
 //!
-//! # The phases, in this order, in one process
+//! # Each side in a process of its own
+//!
+//! Every run starts this program once per side (`--phase baseline`,
+//! `--phase tree`), each in a fresh process, alternating which side goes
+//! first from run to run; neither side allocates among the other's freed
+//! memory or runs on CPUs the other has warmed. Just before a side spawns
+//! its tree, every CPU is kept busy for `--warm-cpu-ms` (a virtual CPU
+//! waking from idle runs slower for a while, which would penalise whichever
+//! spawn came first). Then:
 //!
 //! 1. **Baseline** (bare ractor): each actor `spawn_linked`s its children
 //!    once started, forwards `Tick`s and counts them.
 //!    `baseline_spawn_ms`: from spawning the root until all `N` actors have
-//!    started (`baseline_spawn_cpu_ms`: the process CPU time it took). Then `--warmup` ticks, the resident memory
+//!    started (`baseline_spawn_cpu_ms`: the process CPU time it took). Then
+//!    `--warmup` ticks, the resident memory
 //!    (`baseline_rss_bytes_per_worker`: `VmRSS` now minus before spawning,
-//!    over `N`), and the measured ticks (`baseline_tick_cpu_us_per_worker`,
-//!    as below). The bare tree then stays alive, idle (parked tasks cost no
-//!    CPU), until the end of the run: freed memory would stay resident in
-//!    malloc's free lists (it keeps almost all of it) and phase 2 would
-//!    reuse it, understating phase 2's resident memory and sparing it the
-//!    page faults of fresh memory. Kept alive, both sides grow into fresh
-//!    memory and their deltas do not overlap. It is stopped last
-//!    (`baseline_shutdown_ms`, until every actor's state is dropped).
+//!    over `N`), the measured ticks (`baseline_tick_cpu_us_per_worker`, as
+//!    below) and the stop (`baseline_shutdown_ms`, until every actor's state
+//!    is dropped).
 //! 2. **fsmv2 tree**: `spawn_ms` from `Tree::spawn` until the tree status
 //!    says converged with `N` nodes converged (`spawn_cpu_ms`: the process
 //!    CPU time it took). The harness sends one tick, which spawns the
@@ -68,7 +72,8 @@
 //!    status was seen unconverged in between, and `change_nodes_updated`
 //!    how many nodes derived again. Last, `shutdown_ms` for
 //!    `Tree::shutdown`, whose report must list `N` nodes, all clean.
-//! 3. **Actions**: a separate tree of `--action-workers` workers (a root and
+//! 3. **Actions** (in the fsmv2 side's process, after its tree has
+//!    stopped): a separate tree of `--action-workers` workers (a root and
 //!    its children) whose state machine issues a no-op action on every tick
 //!    when none of its own is in flight, until `--actions` have been issued;
 //!    tick rounds run back to back until all have run. `actions_per_sec`:
@@ -76,9 +81,10 @@
 //!    wall time, with `executor.concurrency` = `--concurrency` and a queue
 //!    that cannot overflow (one action per node at most is in flight).
 //!
-//! The ratios are ours over bare ractor. `--phase baseline` or `--phase
-//! tree` runs one side only (the other side's fields are `null`), to check
-//! the sides do not disturb each other.
+//! The ratios are ours over bare ractor, each run's from its two sides.
+//! `--phase baseline` or `--phase tree` runs one side only (the other
+//! side's fields are `null`); with `--runs 1` it runs in the process
+//! itself, which is what profilers need.
 //!
 //! The tree configuration differs from the default only where a large tree
 //! needs it: no timer, and staleness and collector-restart thresholds far
@@ -114,7 +120,7 @@ const SPAWN_STALL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Phase {
-    /// Baseline, tree and actions.
+    /// Both sides, each in a process of its own.
     All,
     /// The bare ractor baseline only.
     Baseline,
@@ -122,15 +128,27 @@ enum Phase {
     Tree,
 }
 
+impl Phase {
+    fn flag(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Baseline => "baseline",
+            Self::Tree => "tree",
+        }
+    }
+}
+
 /// Measures a tree of trivial workers against the same tree of bare ractor
 /// actors.
 #[derive(Debug, Parser)]
 #[command(name = "scale", version, args_override_self = true)]
 struct Args {
-    /// Runs, each in a fresh process; every figure is the median over
-    /// them (ratios: the median of each run's ratio, both sides of a ratio
-    /// being from the same process). A virtual machine's speed can drift by
-    /// a third between runs: one run alone is a sample, not a figure.
+    /// Runs; in each, every side runs in a fresh process of its own (the
+    /// side that goes first alternates from run to run). Every figure is
+    /// the median over the runs (ratios: the median of each run's ratio,
+    /// its two sides measured back to back). A virtual machine's speed can
+    /// drift by a third between runs: one run alone is a sample, not a
+    /// figure.
     #[arg(long, default_value_t = 3)]
     runs: u32,
     /// Nodes in the tree.
@@ -156,6 +174,11 @@ struct Args {
     /// Root ticks sent after convergence, before measuring.
     #[arg(long, default_value_t = 10)]
     warmup: u64,
+    /// Milliseconds every CPU is kept busy just before a side spawns its
+    /// tree, so that the spawn is not measured on CPUs waking from idle
+    /// (on a virtual machine that alone can add half). 0: no warm-up.
+    #[arg(long, default_value_t = 1000)]
+    warm_cpu_ms: u64,
     /// The change touches every this many deepest-level nodes (100: 1 %).
     #[arg(long, default_value_t = 100)]
     change_every: u32,
@@ -178,9 +201,12 @@ struct Args {
 
 /// The JSON object printed under `--json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Report {
     /// How many runs the figures are the median of.
     runs: u32,
+    /// How each run was made.
+    method: String,
     workers: u64,
     depth: u32,
     fanout: u64,
@@ -239,10 +265,11 @@ fn scale(args: &Args) -> Res<()> {
     if args.ticks == 0 {
         return Err("--ticks must be at least 1".into());
     }
-    let report = match args.runs {
-        0 => return Err("--runs must be at least 1".into()),
-        1 => measure(args, &shape)?,
-        runs => median_of_runs(runs)?,
+    let report = match (args.runs, args.phase) {
+        (0, _) => return Err("--runs must be at least 1".into()),
+        // One side, once: in this process.
+        (1, Phase::Baseline | Phase::Tree) => measure(args, &shape)?,
+        (runs, phase) => median_of_runs(runs, phase)?,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -252,29 +279,84 @@ fn scale(args: &Args) -> Res<()> {
     Ok(())
 }
 
-/// Runs this program `runs` times with `--runs 1 --json` (in fresh
-/// processes, so that no run inherits another's heap) and takes the median
-/// of every figure.
-fn median_of_runs(runs: u32) -> Res<Report> {
+/// Runs this program `runs` times per side with `--runs 1 --json --phase
+/// <side>`, each time in a fresh process (so that no side inherits the
+/// other's heap or runs on CPUs the other has warmed), merges each run's
+/// two sides into one report with its ratios, and takes the median of every
+/// figure. The side that goes first alternates, so that a drift of the
+/// machine's speed does not always favour the same side.
+fn median_of_runs(runs: u32, phase: Phase) -> Res<Report> {
     let exe = std::env::current_exe()?;
     let mut reports = Vec::new();
     for run in 1..=runs {
-        eprintln!("scale: run {run} of {runs}");
-        let out = std::process::Command::new(&exe)
-            .args(std::env::args_os().skip(1))
-            .args(["--runs", "1", "--json"])
-            .stderr(std::process::Stdio::inherit())
-            .output()?;
-        if !out.status.success() {
-            return Err(format!("run {run} of {runs} failed ({})", out.status).into());
+        let sides: &[Phase] = match phase {
+            Phase::All if run % 2 == 1 => &[Phase::Baseline, Phase::Tree],
+            Phase::All => &[Phase::Tree, Phase::Baseline],
+            Phase::Baseline => &[Phase::Baseline],
+            Phase::Tree => &[Phase::Tree],
+        };
+        let mut merged = serde_json::Value::Null;
+        for side in sides {
+            eprintln!("scale: run {run} of {runs}, {}", side.flag());
+            let out = std::process::Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .args(["--runs", "1", "--json", "--phase", side.flag()])
+                .stderr(std::process::Stdio::inherit())
+                .output()?;
+            if !out.status.success() {
+                return Err(format!(
+                    "run {run} of {runs} ({}) failed ({})",
+                    side.flag(),
+                    out.status
+                )
+                .into());
+            }
+            merge_side(
+                &mut merged,
+                serde_json::from_slice::<serde_json::Value>(&out.stdout)?,
+            );
         }
-        reports.push(serde_json::from_slice::<serde_json::Value>(&out.stdout)?);
+        let mut report: Report = serde_json::from_value(merged)?;
+        report.set_ratios();
+        reports.push(serde_json::to_value(report)?);
     }
     let mut median = median_fields(&reports);
     if let Some(fields) = median.as_object_mut() {
         fields.insert("runs".to_owned(), runs.into());
+        fields.insert("method".to_owned(), method(phase).into());
     }
     Ok(serde_json::from_value(median)?)
+}
+
+fn method(phase: Phase) -> &'static str {
+    match phase {
+        Phase::All => {
+            "each side in a fresh process of its own, alternating which goes first; CPUs warmed before each spawn"
+        }
+        Phase::Baseline | Phase::Tree => {
+            "one side, in a fresh process; CPUs warmed before the spawn"
+        }
+    }
+}
+
+/// One side's report into a run's: its figures fill what the other side
+/// left empty (`null`).
+fn merge_side(run: &mut serde_json::Value, side: serde_json::Value) {
+    use serde_json::Value;
+    match (run, side) {
+        (Value::Object(run), Value::Object(side)) => {
+            for (key, value) in side {
+                match run.get_mut(&key) {
+                    Some(slot) if slot.is_null() => *slot = value,
+                    Some(_) => {}
+                    None => {
+                        run.insert(key, value);
+                    }
+                }
+            }
+        }
+        (run, side) => *run = side,
+    }
 }
 
 /// Field by field: the median of numbers present in every run (the lower
@@ -314,6 +396,7 @@ fn measure(args: &Args, shape: &Shape) -> Res<Report> {
         .build()?;
     let mut report = Report {
         runs: 1,
+        method: method(args.phase).to_owned(),
         workers: shape.workers(),
         depth: shape.depth(),
         fanout: shape.fanout(),
@@ -325,54 +408,60 @@ fn measure(args: &Args, shape: &Shape) -> Res<Report> {
         ..Report::default()
     };
     runtime.block_on(run(args, shape, &mut report))?;
-    report.spawn_ratio = ratio(report.spawn_ms, report.baseline_spawn_ms);
-    report.tick_ratio = ratio(
-        report.tick_cpu_us_per_worker,
-        report.baseline_tick_cpu_us_per_worker,
-    );
-    report.rss_ratio = ratio(
-        report.rss_bytes_per_worker,
-        report.baseline_rss_bytes_per_worker,
-    );
     Ok(report)
 }
 
-async fn run(args: &Args, shape: &Shape, report: &mut Report) -> Res<()> {
-    let timeout = Duration::from_secs(args.timeout_secs);
-    let bare = if args.phase == Phase::Tree {
-        None
-    } else {
-        Some(baseline(args, shape, report, timeout).await?)
-    };
-    if args.phase != Phase::Baseline {
-        ours(args, shape, report, timeout).await?;
-        actions(args, report, timeout).await?;
+impl Report {
+    /// The ratios, ours over bare ractor, where both sides are present.
+    fn set_ratios(&mut self) {
+        self.spawn_ratio = ratio(self.spawn_ms, self.baseline_spawn_ms);
+        self.tick_ratio = ratio(
+            self.tick_cpu_us_per_worker,
+            self.baseline_tick_cpu_us_per_worker,
+        );
+        self.rss_ratio = ratio(
+            self.rss_bytes_per_worker,
+            self.baseline_rss_bytes_per_worker,
+        );
     }
-    if let Some(bare) = bare {
-        let started = Instant::now();
-        let world = Arc::clone(bare.world());
-        bare.stop(timeout).await?;
-        within("the bare actors' states to be dropped", timeout, async {
-            while world.alive.load(Ordering::Relaxed) > 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await?;
-        report.baseline_shutdown_ms = Some(ms(started.elapsed()));
-    }
-    Ok(())
 }
 
-/// Phase 1: the same tree as bare ractor actors. Returns it, idle, to be
-/// stopped after the other phases.
-async fn baseline(
-    args: &Args,
-    shape: &Shape,
-    report: &mut Report,
-    timeout: Duration,
-) -> Res<BareTree> {
+/// Keeps every CPU busy for `ms` milliseconds. A virtual CPU that has been
+/// idle runs slower for a while (the host has descheduled or clocked it
+/// down): without this, whichever side spawns first in a process would be
+/// measured on cold CPUs.
+fn warm_cpus(ms: u64, cpus: usize) {
+    let until = Instant::now() + Duration::from_millis(ms);
+    std::thread::scope(|scope| {
+        for _ in 0..cpus {
+            scope.spawn(|| {
+                let mut spins = 0_u64;
+                while Instant::now() < until {
+                    spins = std::hint::black_box(spins.wrapping_add(1));
+                }
+            });
+        }
+    });
+}
+
+/// One side, in this process.
+async fn run(args: &Args, shape: &Shape, report: &mut Report) -> Res<()> {
+    let timeout = Duration::from_secs(args.timeout_secs);
+    match args.phase {
+        Phase::Baseline => baseline(args, shape, report, timeout).await,
+        Phase::Tree => {
+            ours(args, shape, report, timeout).await?;
+            actions(args, report, timeout).await
+        }
+        Phase::All => Err("both sides run in processes of their own".into()),
+    }
+}
+
+/// The baseline: the same tree as bare ractor actors.
+async fn baseline(args: &Args, shape: &Shape, report: &mut Report, timeout: Duration) -> Res<()> {
     let n = shape.workers();
     let rss0 = resident_bytes()?;
+    warm_cpus(args.warm_cpu_ms, report.cpus);
     let cpu0 = process_cpu()?;
     let started = Instant::now();
     let bare = BareTree::spawn(shape).await?;
@@ -405,14 +494,25 @@ async fn baseline(
     report.baseline_ticks_measured = Some(ticks);
     report.baseline_tick_cpu_us_per_worker = Some(cpu * 1e6 / per_tick(ticks, n));
     report.baseline_tick_wall_ms = Some(wall * 1e3 / as_f64(ticks));
-    Ok(bare)
+
+    let started = Instant::now();
+    bare.stop(timeout).await?;
+    within("the bare actors' states to be dropped", timeout, async {
+        while world.alive.load(Ordering::Relaxed) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await?;
+    report.baseline_shutdown_ms = Some(ms(started.elapsed()));
+    Ok(())
 }
 
-/// Phase 2: the fsmv2 tree.
+/// The fsmv2 tree.
 async fn ours(args: &Args, shape: &Shape, report: &mut Report, timeout: Duration) -> Res<()> {
     let n = shape.workers();
     let world = Arc::new(ScaleWorld::new(shape.clone(), args.change_every, false)?);
     let rss0 = resident_bytes()?;
+    warm_cpus(args.warm_cpu_ms, report.cpus);
 
     let cpu0 = process_cpu()?;
     let started = Instant::now();
@@ -497,7 +597,7 @@ async fn ours(args: &Args, shape: &Shape, report: &mut Report, timeout: Duration
     Ok(())
 }
 
-/// Phase 3: no-op actions through the executor.
+/// No-op actions through the executor, after the fsmv2 tree.
 async fn actions(args: &Args, report: &mut Report, timeout: Duration) -> Res<()> {
     let shape = Shape::new(args.action_workers.max(2), 2)?;
     let n = shape.workers();
@@ -747,9 +847,10 @@ fn print_table(r: &Report) {
         count(r.baseline_ticks_measured),
     );
     println!("CPU: {}", r.cpu_clock);
+    println!("method: {}", r.method);
     if r.runs > 1 {
         println!(
-            "figures: the median of {} runs, each in its own process (ratios: the median of each run's ratio)",
+            "figures: the median of {} runs (ratios: the median of each run's ratio)",
             r.runs
         );
     }
@@ -829,7 +930,7 @@ fn print_table(r: &Report) {
 mod tests {
     use serde_json::json;
 
-    use super::median_fields;
+    use super::{Report, median_fields, merge_side};
 
     #[test]
     fn medians_are_taken_field_by_field() {
@@ -858,6 +959,25 @@ mod tests {
             json!({"n": 2}),
         ];
         assert_eq!(median_fields(&runs)["n"], json!(2));
+    }
+
+    #[test]
+    fn a_run_merges_its_two_sides_and_takes_its_ratios_from_them() {
+        let tree = json!({"workers": 10, "spawn_ms": 6.0, "baseline_spawn_ms": null,
+            "tick_cpu_us_per_worker": 1.5, "baseline_tick_cpu_us_per_worker": null});
+        let bare = json!({"workers": 10, "spawn_ms": null, "baseline_spawn_ms": 3.0,
+            "tick_cpu_us_per_worker": null, "baseline_tick_cpu_us_per_worker": 0.5});
+        let mut run = serde_json::Value::Null;
+        merge_side(&mut run, bare);
+        merge_side(&mut run, tree);
+        assert_eq!(run["spawn_ms"], json!(6.0));
+        assert_eq!(run["baseline_spawn_ms"], json!(3.0));
+        let mut report: Report = serde_json::from_value(run).unwrap();
+        report.set_ratios();
+        assert_eq!(report.spawn_ratio, Some(2.0));
+        assert_eq!(report.tick_ratio, Some(3.0));
+        // A side that did not measure memory leaves that ratio empty.
+        assert_eq!(report.rss_ratio, None);
     }
 
     #[test]
