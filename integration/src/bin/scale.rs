@@ -269,7 +269,7 @@ fn scale(args: &Args) -> Res<()> {
         (0, _) => return Err("--runs must be at least 1".into()),
         // One side, once: in this process.
         (1, Phase::Baseline | Phase::Tree) => measure(args, &shape)?,
-        (runs, phase) => median_of_runs(runs, phase)?,
+        (runs, phase) => median_of_runs(runs, phase, args.warm_cpu_ms)?,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -285,7 +285,7 @@ fn scale(args: &Args) -> Res<()> {
 /// two sides into one report with its ratios, and takes the median of every
 /// figure. The side that goes first alternates, so that a drift of the
 /// machine's speed does not always favour the same side.
-fn median_of_runs(runs: u32, phase: Phase) -> Res<Report> {
+fn median_of_runs(runs: u32, phase: Phase, warm_cpu_ms: u64) -> Res<Report> {
     let exe = std::env::current_exe()?;
     let mut reports = Vec::new();
     for run in 1..=runs {
@@ -323,19 +323,21 @@ fn median_of_runs(runs: u32, phase: Phase) -> Res<Report> {
     let mut median = median_fields(&reports);
     if let Some(fields) = median.as_object_mut() {
         fields.insert("runs".to_owned(), runs.into());
-        fields.insert("method".to_owned(), method(phase).into());
+        fields.insert("method".to_owned(), method(phase, warm_cpu_ms).into());
     }
     Ok(serde_json::from_value(median)?)
 }
 
-fn method(phase: Phase) -> &'static str {
-    match phase {
-        Phase::All => {
-            "each side in a fresh process of its own, alternating which goes first; CPUs warmed before each spawn"
-        }
-        Phase::Baseline | Phase::Tree => {
-            "one side, in a fresh process; CPUs warmed before the spawn"
-        }
+/// How the figures were taken, for the report.
+fn method(phase: Phase, warm_cpu_ms: u64) -> String {
+    let sides = match phase {
+        Phase::All => "each side in a fresh process of its own, alternating which goes first",
+        Phase::Baseline | Phase::Tree => "one side, in a fresh process",
+    };
+    if warm_cpu_ms == 0 {
+        format!("{sides}; CPUs not warmed")
+    } else {
+        format!("{sides}; CPUs kept busy for {warm_cpu_ms} ms before each spawn")
     }
 }
 
@@ -396,7 +398,7 @@ fn measure(args: &Args, shape: &Shape) -> Res<Report> {
         .build()?;
     let mut report = Report {
         runs: 1,
-        method: method(args.phase).to_owned(),
+        method: method(args.phase, args.warm_cpu_ms),
         workers: shape.workers(),
         depth: shape.depth(),
         fanout: shape.fanout(),
