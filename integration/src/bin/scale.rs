@@ -149,7 +149,7 @@ struct Args {
     /// its two sides measured back to back). A virtual machine's speed can
     /// drift by a third between runs: one run alone is a sample, not a
     /// figure.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: u32,
     /// Nodes in the tree.
     #[arg(long, default_value_t = 1000)]
