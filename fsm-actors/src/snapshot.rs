@@ -36,6 +36,15 @@ pub struct NodeSnapshot {
     pub last_action: Option<ActionReport>,
     /// How many times it was restarted.
     pub restarts: u64,
+    /// The generation of its declared spec: 1 when first declared, bumped
+    /// by every change of it (as Kubernetes' `metadata.generation`).
+    #[serde(default)]
+    pub generation: u64,
+    /// The generation it has acted on: its spec applied (or rejected, with
+    /// the problem in `last_error`) and its children reconciled. Behind
+    /// `generation` while a change is on its way.
+    #[serde(default)]
+    pub observed_generation: u64,
     /// Set while it waits to restart.
     pub restarting: Option<RestartingInfo>,
     /// Whether its circuit is open (a child failed, is restarting or is
@@ -82,6 +91,8 @@ impl NodeSnapshot {
             action_in_flight: None,
             last_action: None,
             restarts: 0,
+            generation: 0,
+            observed_generation: 0,
             restarting: None,
             circuit_open: false,
             location_path: String::new(),
@@ -164,6 +175,13 @@ pub struct TreeStatus {
     pub counts: SubtreeCounts,
     /// Whether the root node and its subtree have converged.
     pub converged: bool,
+    /// The tree generation in force: 1 at spawn, bumped by every
+    /// [`Tree::update_root_spec`](crate::Tree::update_root_spec).
+    pub generation: u64,
+    /// The tree generation every node has acted on (its spec applied, its
+    /// children reconciled, removed children stopped). `converged` speaks
+    /// of that generation once this equals `generation`.
+    pub observed_generation: u64,
     /// Set when the tree gave up: the root failed more often than its
     /// restart intensity allows. The tree no longer runs.
     pub fatal: Option<FatalError>,

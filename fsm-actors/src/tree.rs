@@ -67,6 +67,8 @@ pub struct Tree {
     ticker: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
     stopped: bool,
+    /// The tree generation: 1 at spawn, bumped by every root spec update.
+    generation: AtomicU64,
 }
 
 impl Tree {
@@ -115,7 +117,9 @@ impl Tree {
             path: NodePath::top(),
             spec_hash: top_spec.hash(),
             spec: Arc::new(top_spec),
-            generation: 0,
+            incarnation: 0,
+            spec_generation: 1,
+            tree_generation: 1,
             restarts: 0,
             parent: None,
             parent_state: None,
@@ -139,7 +143,7 @@ impl Tree {
                 interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 loop {
                     interval.tick().await;
-                    if top.cast(NodeMsg::Tick(tracing::Span::none())).is_err() {
+                    if top.cast(NodeMsg::Tick(tracing::Span::none(), 0)).is_err() {
                         break;
                     }
                 }
@@ -153,6 +157,7 @@ impl Tree {
             ticker,
             shared,
             stopped: false,
+            generation: AtomicU64::new(1),
         })
     }
 
@@ -163,7 +168,7 @@ impl Tree {
     /// [`TreeError::NotRunning`] once the tree is gone.
     pub fn tick(&self) -> Result<(), TreeError> {
         self.top
-            .cast(NodeMsg::Tick(tracing::Span::none()))
+            .cast(NodeMsg::Tick(tracing::Span::none(), 0))
             .map_err(|_| TreeError::NotRunning)
     }
 
@@ -186,8 +191,20 @@ impl Tree {
             .map_err(|_| TreeError::NotRunning)
     }
 
-    /// Waits until every node is healthy, in its desired state, with all of
-    /// its declared children running.
+    /// The tree generation in force: 1 at spawn, bumped by every
+    /// [`update_root_spec`](Self::update_root_spec).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until every node has acted on the tree generation in force
+    /// when it was called (every spec change of it applied, children
+    /// reconciled, removed children stopped), and is healthy, in its desired
+    /// state, with all of its declared children running.
+    ///
+    /// Called right after [`update_root_spec`](Self::update_root_spec), it
+    /// never answers from the status before the update.
     ///
     /// # Errors
     ///
@@ -195,9 +212,13 @@ impl Tree {
     /// first; [`TreeError::Fatal`] if the tree gives up;
     /// [`TreeError::NotRunning`] if the tree goes away.
     pub async fn wait_converged(&self, timeout: Duration) -> Result<(), TreeError> {
+        let target = self.generation();
         let mut rx = self.status.clone();
-        let waited =
-            tokio::time::timeout(timeout, rx.wait_for(|s| s.converged || s.fatal.is_some())).await;
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| s.fatal.is_some() || (s.converged && s.observed_generation >= target)),
+        )
+        .await;
         match waited {
             Ok(Ok(status)) => match &status.fatal {
                 Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
@@ -207,6 +228,41 @@ impl Tree {
             Err(_) => Err(TreeError::NotConverged {
                 timeout,
                 counts: self.status.borrow().counts,
+            }),
+        }
+    }
+
+    /// Waits until every node has acted on tree generation `generation` (as
+    /// returned by [`update_root_spec`](Self::update_root_spec)): its spec
+    /// applied or rejected, its children reconciled, removed children
+    /// stopped. Says nothing of convergence: see
+    /// [`wait_converged`](Self::wait_converged).
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::Timeout`] when `timeout` passes first;
+    /// [`TreeError::Fatal`] if the tree gives up;
+    /// [`TreeError::NotRunning`] if the tree goes away.
+    pub async fn wait_generation(
+        &self,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<(), TreeError> {
+        let mut rx = self.status.clone();
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|s| s.fatal.is_some() || s.observed_generation >= generation),
+        )
+        .await;
+        match waited {
+            Ok(Ok(status)) => match &status.fatal {
+                Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
+                None => Ok(()),
+            },
+            Ok(Err(_)) => Err(TreeError::NotRunning),
+            Err(_) => Err(TreeError::Timeout {
+                what: "wait_generation",
+                timeout,
             }),
         }
     }
@@ -290,22 +346,32 @@ impl Tree {
         }
     }
 
-    /// Replaces the root spec. The tree reconciles towards it on the next
-    /// tick: children are added, updated, replaced and removed as the
-    /// derived specs say. A changed root name or worker type replaces the
-    /// root.
+    /// Replaces the root spec and returns the new tree generation. The tree
+    /// reconciles towards it on the next tick: children are added, updated,
+    /// replaced and removed as the derived specs say. A changed root name or
+    /// worker type replaces the root.
+    ///
+    /// [`wait_converged`](Self::wait_converged) (or
+    /// [`wait_generation`](Self::wait_generation) with the returned
+    /// generation) waits for the tree to act on it.
     ///
     /// # Errors
     ///
     /// [`TreeError::InvalidRootSpec`] (nothing changes) or
     /// [`TreeError::NotRunning`].
-    pub fn update_root_spec(&self, root: ChildSpec) -> Result<(), TreeError> {
+    pub fn update_root_spec(&self, root: ChildSpec) -> Result<u64, TreeError> {
         validate_root(&root, &self.shared.registry)?;
         let spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
         let hash = spec.hash();
+        // Bumped and sent together, so generations reach the top in order.
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
         self.top
-            .cast(NodeMsg::UpdateSpec(Arc::new(spec), hash))
-            .map_err(|_| TreeError::NotRunning)
+            .cast(NodeMsg::UpdateSpec(Arc::new(spec), hash, generation))
+            .map_err(|_| TreeError::NotRunning)?;
+        Ok(generation)
     }
 
     /// The executor's counters.

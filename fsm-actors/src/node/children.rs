@@ -61,6 +61,12 @@ pub(crate) struct ChildEntry {
     /// Its running incarnation and all of that incarnation's subtree have
     /// reported at least once (see [`Table::all_settled`]).
     pub(crate) settled: bool,
+    /// The generation of its spec: 1 when declared, bumped with every
+    /// change of its declared spec.
+    pub(crate) generation: u64,
+    /// The tree generation its running incarnation's whole subtree has
+    /// acted on, as last reported.
+    pub(crate) synced: u64,
 }
 
 impl ChildEntry {
@@ -81,6 +87,8 @@ impl ChildEntry {
             started_in_tick: u64::MAX,
             decoded: None,
             settled: false,
+            generation: 1,
+            synced: 0,
         }
     }
 
@@ -148,12 +156,15 @@ struct Contribution {
     faulty: usize,
     restarting: usize,
     unsettled: usize,
+    lagging: usize,
 }
 
 impl Contribution {
-    fn of(e: &ChildEntry, status: &ChildStatus) -> Self {
+    /// `floor`: the tree generation the parent has applied.
+    fn of(e: &ChildEntry, status: &ChildStatus, floor: u64) -> Self {
         let running = matches!(e.run, ChildRun::Running { .. });
         Self {
+            lagging: usize::from(running && e.synced < floor),
             counts: e.counts(),
             not_converged: usize::from(!(running && status.converged)),
             waiting: usize::from(!running),
@@ -174,6 +185,9 @@ struct Aggregates {
     faulty: usize,
     restarting: usize,
     unsettled: usize,
+    /// Running children whose subtree has not acted on the tree generation
+    /// the parent has applied.
+    lagging: usize,
 }
 
 impl Aggregates {
@@ -184,6 +198,7 @@ impl Aggregates {
         self.faulty += c.faulty;
         self.restarting += c.restarting;
         self.unsettled += c.unsettled;
+        self.lagging += c.lagging;
     }
 
     fn sub(&mut self, c: Contribution) {
@@ -196,6 +211,7 @@ impl Aggregates {
         self.faulty -= c.faulty;
         self.restarting -= c.restarting;
         self.unsettled -= c.unsettled;
+        self.lagging -= c.lagging;
     }
 }
 
@@ -287,9 +303,11 @@ static EMPTY: Table = Table {
         faulty: 0,
         restarting: 0,
         unsettled: 0,
+        lagging: 0,
     },
     index: None,
     statuses: Vec::new(),
+    floor: 0,
 };
 
 impl ChildTable {
@@ -327,6 +345,9 @@ pub(crate) struct Table {
     /// Each entry's status, in start order (`statuses[i]` is that of
     /// `entries[i]`; the state machine reads them as one slice).
     statuses: Vec<ChildStatus>,
+    /// The tree generation the node has applied: children whose subtree
+    /// has not acted on it yet count as lagging.
+    floor: u64,
 }
 
 impl Table {
@@ -369,9 +390,9 @@ impl Table {
     ) -> Option<T> {
         let e = self.entries.get_mut(i)?;
         let status = self.statuses.get_mut(i)?;
-        let before = Contribution::of(e, status);
+        let before = Contribution::of(e, status, self.floor);
         let out = f(e, status);
-        let after = Contribution::of(e, status);
+        let after = Contribution::of(e, status, self.floor);
         self.totals.sub(before);
         self.totals.add(after);
         Some(out)
@@ -410,7 +431,8 @@ impl Table {
             index.by_id.insert(actor.get_id(), i);
         }
         let status = first_status(entry.name());
-        self.totals.add(Contribution::of(&entry, &status));
+        self.totals
+            .add(Contribution::of(&entry, &status, self.floor));
         self.statuses.push(status);
         self.entries.push(entry);
         self.version += 1;
@@ -445,6 +467,7 @@ impl Table {
             status.stale = false;
             status.healthy = true;
             e.settled = false;
+            e.synced = 0;
             e.started_in_tick = tick;
         });
     }
@@ -476,7 +499,8 @@ impl Table {
         let entry = self.entries.remove(i);
         let status = self.statuses.remove(i);
         self.version += 1;
-        self.totals.sub(Contribution::of(&entry, &status));
+        self.totals
+            .sub(Contribution::of(&entry, &status, self.floor));
         let index = self.index.get_or_insert_with(Box::default);
         index.by_name.remove(entry.name(), i);
         if let Some(actor) = entry.actor() {
@@ -521,6 +545,7 @@ impl Table {
             status.converged = report.converged;
             e.subtree = report.subtree;
             e.settled = report.settled;
+            e.synced = report.synced;
         });
         true
     }
@@ -632,6 +657,26 @@ impl Table {
         self.totals.unsettled == 0
     }
 
+    /// Whether every running child's subtree has acted on the tree
+    /// generation last passed to [`set_floor`](Self::set_floor).
+    pub(crate) fn none_lagging(&self) -> bool {
+        self.totals.lagging == 0
+    }
+
+    /// Sets the tree generation the node has applied. Recounts the lagging
+    /// children: a walk over the table, once per root spec change.
+    pub(crate) fn set_floor(&mut self, floor: u64) {
+        if floor == self.floor {
+            return;
+        }
+        self.floor = floor;
+        self.totals.lagging = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e.run, ChildRun::Running { .. }) && e.synced < floor)
+            .count();
+    }
+
     pub(crate) fn all_running(&self) -> bool {
         self.totals.waiting == 0
     }
@@ -702,6 +747,7 @@ mod tests {
                 restarting: 0,
             },
             settled,
+            synced: 0,
         }
     }
 

@@ -16,11 +16,14 @@ use crate::snapshot::{NodeSnapshot, StopRecord, SubtreeCounts};
 pub(crate) enum NodeMsg {
     /// Do one tick of work, then forward the tick to the children. Carries
     /// the parent's tick span (disabled at the top), so that one root tick
-    /// is one trace.
-    Tick(tracing::Span),
-    /// The node's spec changed (same worker type), with its hash: decode it
-    /// and derive again; the node keeps running.
-    UpdateSpec(Arc<ChildSpec>, SpecHash),
+    /// is one trace, and the tree generation the parent has applied (every
+    /// spec change of that generation has reached this node before this
+    /// tick: messages from one sender arrive in order).
+    Tick(tracing::Span, u64),
+    /// The node's spec changed (same worker type), with its hash and the
+    /// node's new generation: decode it and derive again; the node keeps
+    /// running.
+    UpdateSpec(Arc<ChildSpec>, SpecHash, u64),
     /// The parent's state mapping for this node changed: `Some` overrides
     /// the node's own derived state, `None` hands control back to it.
     ParentState(Option<String>),
@@ -80,4 +83,6 @@ pub(crate) struct ChildReport {
     /// The child and every node of its subtree have reported since they
     /// started.
     pub(crate) settled: bool,
+    /// The tree generation the child's whole subtree has acted on.
+    pub(crate) synced: u64,
 }

@@ -141,7 +141,11 @@ pub(crate) struct NodeArgs {
     /// `spec.hash()`, computed once by whoever made the spec.
     pub(crate) spec_hash: SpecHash,
     /// The incarnation's number under its parent (seeds its random source).
-    pub(crate) generation: u64,
+    pub(crate) incarnation: u64,
+    /// The generation of the node's spec (see `Cold::generation`).
+    pub(crate) spec_generation: u64,
+    /// The tree generation the parent has applied when it starts the node.
+    pub(crate) tree_generation: u64,
     pub(crate) restarts: u64,
     pub(crate) parent: Option<ActorRef<NodeMsg>>,
     pub(crate) parent_state: Option<String>,
@@ -208,6 +212,8 @@ struct Collector {
 
 /// What the node last reported upward, to send only changes.
 struct Reported {
+    /// The tree generation the whole subtree had acted on.
+    synced: u64,
     state: &'static str,
     desired_version: u64,
     healthy: bool,
@@ -230,7 +236,12 @@ pub(crate) struct NodeState {
     installed: bool,
     /// A `FlushReport` is on its way to this node.
     flush_scheduled: bool,
+    /// The node's spec generation changed and it has not acted on it yet.
+    generation_pending: bool,
     ticks: u64,
+    /// The tree generation this node has applied: the one its last tick
+    /// carried (at the top: the tree's own).
+    tree_generation: u64,
     shared: Arc<Shared>,
     parent: Option<ActorRef<NodeMsg>>,
     driver: Box<dyn NodeDriver>,
@@ -330,7 +341,14 @@ struct Cold {
     _live: LiveGuard,
     /// Spec, variables and location, and what became of them.
     inputs: Inputs,
-    next_generation: u64,
+    next_incarnation: u64,
+    /// The generation of the node's declared spec: 1 when first declared,
+    /// bumped by every change its parent (or, at the top, the tree's
+    /// owner) declares.
+    generation: u64,
+    /// The generation the node last acted on: its inputs applied (or
+    /// rejected with a problem shown) and its children reconciled.
+    observed_generation: u64,
     restart_window: RestartWindow,
     action_error: Option<String>,
     /// The OpenTelemetry context of the last tick span (for links from
@@ -395,7 +413,7 @@ impl Actor for NodeActor {
         let mut seed = StableHasher::new();
         seed.write_u64(args.shared.config.seed);
         seed.write_str(args.path.as_str());
-        seed.write_u64(args.generation);
+        seed.write_u64(args.incarnation);
         let spec_hash = args.spec_hash;
         let worker_type = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
@@ -407,6 +425,8 @@ impl Actor for NodeActor {
             shared: args.shared,
             driver,
             ticks: 0,
+            tree_generation: args.tree_generation,
+            generation_pending: true,
             parent_state: args.parent_state,
             desired_state: String::new(),
             desired_children: DesiredState::new("").children_hash(),
@@ -441,7 +461,9 @@ impl Actor for NodeActor {
                 rng: SplitMix64::new(seed.finish()),
                 _live: live,
                 inputs: Inputs::new(args.context, incarnation),
-                next_generation: 0,
+                next_incarnation: 0,
+                generation: args.spec_generation,
+                observed_generation: 0,
                 restart_window: RestartWindow::new(),
                 action_error: None,
                 tick_origin: None,
@@ -538,8 +560,20 @@ impl NodeState {
         // One clock read per message.
         let now = Instant::now();
         let waiting = match msg {
-            NodeMsg::Tick(parent) => self.tick_in_place(myself, parent, now)?.map(Waiting::Tick),
-            NodeMsg::UpdateSpec(spec, hash) => {
+            NodeMsg::Tick(parent, generation) => {
+                self.set_tree_generation(generation);
+                self.tick_in_place(myself, parent, now)?.map(Waiting::Tick)
+            }
+            NodeMsg::UpdateSpec(spec, hash, generation) => {
+                if generation < self.cold.generation {
+                    // Overtaken by a later change (two owners updating the
+                    // root at once): the later one stands.
+                    return Ok(None);
+                }
+                if generation != self.cold.generation {
+                    self.cold.generation = generation;
+                    self.generation_pending = true;
+                }
                 self.update_spec(spec, hash)?;
                 None
             }
@@ -677,6 +711,45 @@ impl NodeState {
 
     fn is_top(&self) -> bool {
         self.parent.is_none()
+    }
+
+    /// Takes the tree generation a tick carries (the top node's is its own
+    /// spec generation: the tree's).
+    fn set_tree_generation(&mut self, from_tick: u64) {
+        let generation = if self.is_top() {
+            self.cold.generation
+        } else {
+            from_tick
+        };
+        if generation != self.tree_generation {
+            self.tree_generation = generation;
+            if !self.children.is_unallocated() {
+                self.children.set_floor(generation);
+            }
+        }
+    }
+
+    /// Records that the node acted on its spec generation, once its
+    /// declaration is applied (or rejected, with the problem shown).
+    fn observe_generation(&mut self) {
+        if self.generation_pending
+            && (self.applied_children == Some(self.desired_children)
+                || self.rejected_children == Some(self.desired_children))
+        {
+            self.generation_pending = false;
+            self.cold.observed_generation = self.cold.generation;
+        }
+    }
+
+    /// The tree generation this node's whole subtree has acted on: its own
+    /// once it has acted on everything it was given and every child's
+    /// subtree has too; otherwise what it last reported.
+    fn synced_generation(&self) -> u64 {
+        if !self.generation_pending && self.children_in_sync() && self.children.none_lagging() {
+            self.tree_generation
+        } else {
+            self.reported.as_ref().map_or(0, |r| r.synced)
+        }
     }
 
     // ----- tick -------------------------------------------------------
@@ -833,15 +906,17 @@ impl NodeState {
         span: &tracing::Span,
         now: Instant,
     ) -> Result<Option<Signal>, ActorProcessingErr> {
+        self.observe_generation();
         self.map_states();
         let tick = self.ticks;
+        let generation = self.tree_generation;
         for child in self.children.entries() {
             // A child started in this tick has ticked on its own.
             if child.started_in_tick == tick {
                 continue;
             }
             if let Some(actor) = child.actor() {
-                let _ = actor.cast(NodeMsg::Tick(span.clone()));
+                let _ = actor.cast(NodeMsg::Tick(span.clone(), generation));
             }
         }
         if !self.circuit_open()
@@ -1030,6 +1105,8 @@ impl NodeState {
         if spawns > 0 {
             self.children.reserve(spawns);
         }
+        // A table allocated just now learns the generation too.
+        self.children.set_floor(self.tree_generation);
         let now = Instant::now();
         for step in plan.steps {
             match step {
@@ -1058,9 +1135,13 @@ impl NodeState {
                             tracing::debug!(node.path = %child.path, "sending changed spec");
                             child.spec = Arc::new(spec);
                             child.hash = hash;
+                            child.generation += 1;
                             if let Some(actor) = child.actor() {
-                                let _ =
-                                    actor.cast(NodeMsg::UpdateSpec(Arc::clone(&child.spec), hash));
+                                let _ = actor.cast(NodeMsg::UpdateSpec(
+                                    Arc::clone(&child.spec),
+                                    hash,
+                                    child.generation,
+                                ));
                             }
                         });
                     }
@@ -1082,6 +1163,7 @@ impl NodeState {
                         self.children.update(i, |child| {
                             child.spec = Arc::clone(&spec);
                             child.hash = wanted_hashes[index];
+                            child.generation += 1;
                             child.attempt = 0;
                             child.decoded = decoded;
                         });
@@ -1453,8 +1535,10 @@ impl NodeState {
         subtree.add(self.children.subtree_counts());
         let state = self.driver.state_name();
         let settled = self.children.all_settled();
+        let synced = self.synced_generation();
         let unchanged = self.reported.as_ref().is_some_and(|r| {
-            std::ptr::eq(r.state, state)
+            r.synced == synced
+                && std::ptr::eq(r.state, state)
                 && r.desired_version == self.desired_version
                 && r.healthy == healthy
                 && r.stale == stale
@@ -1471,6 +1555,7 @@ impl NodeState {
             .is_none_or(|r| r.desired_version != self.desired_version);
         self.last_report_at = now;
         self.reported = Some(Reported {
+            synced,
             state,
             desired_version: self.desired_version,
             healthy,
@@ -1490,25 +1575,33 @@ impl NodeState {
                     converged,
                     subtree,
                     settled,
+                    synced,
                 }));
             }
-            None => self.publish_status(),
+            None => self.publish_status(synced),
         }
     }
 
     /// The top node is not a node of the user's tree: it publishes the
     /// root's subtree.
-    fn publish_status(&self) {
+    fn publish_status(&self, synced: u64) {
         let counts = self.children.subtree_counts();
         let converged = self.children_in_sync()
             && !self.children.entries().is_empty()
             && self.children.all_converged();
         let ticks = self.ticks;
+        let generation = self.cold.generation;
         self.shared.status.send_if_modified(|s| {
-            let changed = s.ticks != ticks || s.counts != counts || s.converged != converged;
+            let changed = s.ticks != ticks
+                || s.counts != counts
+                || s.converged != converged
+                || s.generation != generation
+                || s.observed_generation != synced;
             s.ticks = ticks;
             s.counts = counts;
             s.converged = converged;
+            s.generation = generation;
+            s.observed_generation = synced;
             changed
         });
     }
@@ -1530,6 +1623,8 @@ impl NodeState {
             action_in_flight: self.action.map(|(_, name)| name.to_owned()),
             last_action: self.last_action.as_deref().cloned(),
             restarts: self.cold.restarts,
+            generation: self.cold.generation,
+            observed_generation: self.cold.observed_generation,
             restarting: None,
             circuit_open: self.cold.circuit.is_open(),
             location_path: self.cold.inputs.location_path.to_string(),
@@ -1566,6 +1661,7 @@ impl NodeState {
                         );
                         s.desired_state = self.children.desired_of(i).to_owned();
                         s.restarts = c.restarts;
+                        s.generation = c.generation;
                         s.restarting = failure.as_ref().map(|f| RestartingInfo {
                             attempt: c.attempt.saturating_sub(1),
                             next_try_in_ms: u64::try_from(

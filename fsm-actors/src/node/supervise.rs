@@ -271,15 +271,18 @@ impl NodeState {
         let spec_hash = entry.hash;
         let path = entry.path.clone();
         let restarts = entry.restarts;
+        let spec_generation = entry.generation;
         let decoded = self.children.update(i, |e| e.decoded.take()).flatten();
-        let generation = self.cold.next_generation;
-        self.cold.next_generation += 1;
+        let incarnation = self.cold.next_incarnation;
+        self.cold.next_incarnation += 1;
         let mapped = spec.mapped_state(self.desired_state()).map(str::to_owned);
         let args = NodeArgs {
             path: path.clone(),
             spec,
             spec_hash,
-            generation,
+            incarnation,
+            spec_generation,
+            tree_generation: self.tree_generation,
             restarts,
             parent: Some(myself.clone()),
             parent_state: mapped.clone(),
