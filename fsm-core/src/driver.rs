@@ -166,6 +166,8 @@ pub trait NodeDriver: Send + Sync {
     /// elsewhere) is installed without a task or a message; one that is not
     /// comes back as a future to run elsewhere (with a timeout), whose
     /// observation is installed with [`set_observation`](Self::set_observation).
+    /// Either way the collect is started once: a waiting one goes on as
+    /// the very future that was polled here.
     fn start_collect(&mut self, path: &NodePath) -> CollectStart;
 
     /// Installs an observation produced by this driver's `collect`. Returns
@@ -233,9 +235,8 @@ fn pending_collect<O: Send + Sync + 'static>(
 
 /// A value kept in place until a future that outlives the borrow (an owned
 /// collect, a stop hook) needs a share of it; then moved into an `Arc`, once,
-/// and shared from there on. A worker whose collects are ready at once never
-/// pays for the `Arc`: an allocation when it starts, and one more pointer to
-/// follow on every tick.
+/// and shared from there on (the first collect does: a worker that is only
+/// derived, such as a parent's validation copy, never pays for the `Arc`).
 struct Shareable<T> {
     owned: Option<T>,
     shared: Option<Arc<T>>,
@@ -282,9 +283,6 @@ pub(crate) struct TypedDriver<W: Worker> {
     spec: Shareable<W::Spec>,
     state: W::State,
     observed: Option<W::Observed>,
-    /// Whether the last collect was ready at once (then the next one is
-    /// first polled in place).
-    collects_inline: bool,
 }
 
 impl<W: Worker> TypedDriver<W> {
@@ -296,7 +294,6 @@ impl<W: Worker> TypedDriver<W> {
             spec: spec.map_or_else(Shareable::empty, Shareable::new),
             state,
             observed: None,
-            collects_inline: true,
         }
     }
 }
@@ -374,42 +371,17 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn start_collect(&mut self, path: &NodePath) -> CollectStart {
-        let (Some(worker), Some(spec)) = (self.worker.get(), self.spec.get()) else {
-            return CollectStart::Done(Err("no spec is installed yet".to_owned()));
-        };
-        let mut cx = Context::from_waker(Waker::noop());
-        if self.collects_inline {
-            // The last collect was ready at once: poll one that borrows
-            // everything, on the stack (no allocation, no reference counts).
-            let polled = {
-                let ctx = CollectContext::new(path, spec);
-                let future = std::pin::pin!(worker.collect(&ctx));
-                catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx)))
-            };
-            match polled {
-                Ok(Poll::Ready(result)) => return self.collected(result),
-                Err(payload) => return collect_panicked(payload.as_ref()),
-                Ok(Poll::Pending) => {}
-            }
-            // It waits on something. The borrowed attempt is dropped (collects
-            // must be cancel-safe: a timeout drops them too) and an owned one
-            // runs elsewhere; until a collect is ready at once again, they
-            // are built owned from the start.
-            self.collects_inline = false;
-            return match self.owned_collect(path) {
-                Ok(owned) => pending_collect(owned),
-                Err(e) => CollectStart::Done(Err(e)),
-            };
-        }
+        // Always the owned future, polled once here: a collect that waits
+        // goes on running elsewhere as the very future that started, so the
+        // code before its first `.await` runs once per observation (a
+        // request sent there goes out once).
         let mut owned = match self.owned_collect(path) {
             Ok(owned) => owned,
             Err(e) => return CollectStart::Done(Err(e)),
         };
+        let mut cx = Context::from_waker(Waker::noop());
         match catch_unwind(AssertUnwindSafe(|| owned.as_mut().poll(&mut cx))) {
-            Ok(Poll::Ready(result)) => {
-                self.collects_inline = true;
-                self.collected(result)
-            }
+            Ok(Poll::Ready(result)) => self.collected(result),
             Err(payload) => collect_panicked(payload.as_ref()),
             Ok(Poll::Pending) => pending_collect(owned),
         }
