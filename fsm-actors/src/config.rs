@@ -51,6 +51,11 @@ pub struct TreeConfig {
     pub seed: u64,
     /// The pooled action executor.
     pub executor: ExecutorConfig,
+    /// How long a node holds back an action that failed or timed out when
+    /// its state machine asks for the same action again: `base` after the
+    /// first failure, doubling with each failure in a row up to `max`, plus
+    /// jitter; a success resets it. (`reset_after` is not used here.)
+    pub action_backoff: fsm_core::Backoff,
     /// How long a removed or replaced child (with its subtree) may take to
     /// stop before it is killed.
     pub stop_timeout: Duration,
@@ -80,6 +85,12 @@ impl Default for TreeConfig {
             meter: None,
             seed: 0x5eed_f5a2,
             executor: ExecutorConfig::default(),
+            action_backoff: fsm_core::Backoff {
+                base: Duration::from_millis(500),
+                max: Duration::from_secs(60),
+                jitter: 0.2,
+                reset_after: Duration::ZERO,
+            },
             stop_timeout: Duration::from_secs(10),
             stop_hook_timeout: Duration::from_secs(5),
             inspect_timeout: Duration::from_secs(5),

@@ -42,7 +42,8 @@ pub use config::{ConfigError, ExecutorConfig, TreeConfig};
 pub use error::TreeError;
 pub use faults::quiet_injected_faults;
 pub use snapshot::{
-    ExecutorStats, NodeSnapshot, ShutdownReport, StopOutcome, StopRecord, SubtreeCounts, TreeStatus,
+    CollectError, ExecutorStats, NodeSnapshot, ShutdownReport, StopOutcome, StopRecord,
+    SubtreeCounts, TreeStatus,
 };
 pub use tree::Tree;
 

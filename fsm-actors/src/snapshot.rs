@@ -30,6 +30,19 @@ pub struct NodeSnapshot {
     pub converged: bool,
     /// Whether its last good observation is too old.
     pub stale: bool,
+    /// Why its state machine last changed state (the transition's
+    /// `because`); empty before the first change.
+    #[serde(default)]
+    pub state_reason: String,
+    /// Ticks this incarnation has handled.
+    #[serde(default)]
+    pub ticks: u64,
+    /// How many of its collects failed or timed out (in this incarnation).
+    #[serde(default)]
+    pub collect_failures: u64,
+    /// The last collect failure, while collects keep failing.
+    #[serde(default)]
+    pub last_collect_error: Option<CollectError>,
     /// The action in flight, if any.
     pub action_in_flight: Option<String>,
     /// The last finished action.
@@ -55,6 +68,15 @@ pub struct NodeSnapshot {
     pub location_path: String,
     /// Its children, in start order.
     pub children: Vec<NodeSnapshot>,
+}
+
+/// A failed collect, as a snapshot shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectError {
+    /// What went wrong (failed, timed out, panicked).
+    pub error: String,
+    /// How long before the snapshot it happened.
+    pub ago_ms: u64,
 }
 
 /// A node waiting to restart.
@@ -88,6 +110,10 @@ impl NodeSnapshot {
             last_error: why,
             converged: false,
             stale: false,
+            state_reason: String::new(),
+            ticks: 0,
+            collect_failures: 0,
+            last_collect_error: None,
             action_in_flight: None,
             last_action: None,
             restarts: 0,

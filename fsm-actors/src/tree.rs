@@ -112,6 +112,7 @@ impl Tree {
             chaos: crate::node::Padded(AtomicU64::new(0f64.to_bits())),
         });
         let driver = top_driver(&root)?;
+        let top_tick_pending = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let top_spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
         let args = NodeArgs {
             path: NodePath::top(),
@@ -120,6 +121,7 @@ impl Tree {
             incarnation: 0,
             spec_generation: 1,
             tree_generation: 1,
+            tick_pending: Some(Arc::clone(&top_tick_pending)),
             restarts: 0,
             parent: None,
             parent_state: None,
@@ -138,11 +140,21 @@ impl Tree {
         };
         let ticker = shared.config.tick_interval.map(|period| {
             let top = top.clone();
+            let shared = Arc::clone(&shared);
             tokio::spawn(async move {
                 let mut interval = tokio::time::interval(period);
                 interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 loop {
                     interval.tick().await;
+                    // The top has not handled the last tick yet: skip this one
+                    // rather than queue it.
+                    if top_tick_pending.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        shared
+                            .metrics
+                            .ticks_skipped
+                            .add(1, &[opentelemetry::KeyValue::new("worker_type", "fsm.top")]);
+                        continue;
+                    }
                     if top.cast(NodeMsg::Tick(tracing::Span::none(), 0)).is_err() {
                         break;
                     }

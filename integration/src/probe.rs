@@ -240,6 +240,9 @@ pub struct ProbeSpec {
     pub action_timeout_ms: Option<u64>,
     /// How its collect behaves.
     pub collect: CollectMode,
+    /// How long its collect takes to answer (it reads the world first: the
+    /// answer is what the world was when the collect started).
+    pub collect_delay_ms: u64,
     /// Free-form data, so a test can change the spec without changing
     /// behaviour.
     pub label: String,
@@ -292,6 +295,13 @@ impl ProbeSpec {
     #[must_use]
     pub fn with_collect(mut self, mode: CollectMode) -> Self {
         self.collect = mode;
+        self
+    }
+
+    /// Makes its collect answer after this long.
+    #[must_use]
+    pub fn with_collect_delay_ms(mut self, ms: u64) -> Self {
+        self.collect_delay_ms = ms;
         self
     }
 
@@ -412,7 +422,14 @@ impl Worker for Probe {
 
     async fn collect(&self, ctx: &CollectContext<'_, ProbeSpec>) -> Result<bool, BoxError> {
         match ctx.spec().collect {
-            CollectMode::Ok => Ok(self.world.is_up(ctx.path().as_str())),
+            CollectMode::Ok => {
+                let up = self.world.is_up(ctx.path().as_str());
+                let delay = ctx.spec().collect_delay_ms;
+                if delay > 0 {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                }
+                Ok(up)
+            }
             CollectMode::Fail => Err("probe collect configured to fail".into()),
             CollectMode::Hang => {
                 std::future::pending::<()>().await;

@@ -10,6 +10,7 @@
 //! declaration is unchanged).
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use foldhash::HashMap;
 use hashbrown::HashTable;
@@ -67,6 +68,10 @@ pub(crate) struct ChildEntry {
     /// The tree generation its running incarnation's whole subtree has
     /// acted on, as last reported.
     pub(crate) synced: u64,
+    /// Set when this node sends the child a tick, cleared by the child when
+    /// it handles one: while set, further ticks are skipped, so that a
+    /// child's mailbox never holds more than one tick.
+    pub(crate) tick_pending: Arc<AtomicBool>,
 }
 
 impl ChildEntry {
@@ -89,6 +94,7 @@ impl ChildEntry {
             settled: false,
             generation: 1,
             synced: 0,
+            tick_pending: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -468,6 +474,8 @@ impl Table {
             status.healthy = true;
             e.settled = false;
             e.synced = 0;
+            // A new incarnation, with an empty mailbox.
+            e.tick_pending.store(false, Ordering::Relaxed);
             e.started_in_tick = tick;
         });
     }

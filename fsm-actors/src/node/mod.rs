@@ -146,6 +146,9 @@ pub(crate) struct NodeArgs {
     pub(crate) spec_generation: u64,
     /// The tree generation the parent has applied when it starts the node.
     pub(crate) tree_generation: u64,
+    /// Set by whoever ticks the node when it sends a tick; the node clears
+    /// it when it handles one (see `ChildEntry::tick_pending`).
+    pub(crate) tick_pending: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub(crate) restarts: u64,
     pub(crate) parent: Option<ActorRef<NodeMsg>>,
     pub(crate) parent_state: Option<String>,
@@ -207,7 +210,14 @@ struct Collector {
     /// (The last good observation, or the start, is this less the quiet
     /// period: see `observed_since`.)
     quiet_until: Option<Instant>,
+    /// Collects started so far (ready at once or not): the number of the
+    /// latest one.
     seq: u64,
+    /// The number of the collect whose observation is installed.
+    observed_seq: u64,
+    /// The state machine waits for an observation from a collect numbered
+    /// above this: one started after the node's last action ended.
+    act_after: u64,
 }
 
 /// What the node last reported upward, to send only changes.
@@ -244,6 +254,8 @@ pub(crate) struct NodeState {
     tree_generation: u64,
     shared: Arc<Shared>,
     parent: Option<ActorRef<NodeMsg>>,
+    /// See `NodeArgs::tick_pending`.
+    tick_pending: Option<Arc<std::sync::atomic::AtomicBool>>,
     driver: Box<dyn NodeDriver>,
     children: ChildTable,
     /// What keeps the node from being configured, if anything (boxed: most
@@ -381,6 +393,28 @@ struct Cold {
     collect_task: Option<AbortOnDrop>,
     /// Why the last collect failed, if it did.
     collect_error: Option<String>,
+    /// Collects that failed or timed out, in this incarnation.
+    collect_failures: u64,
+    /// When the last collect failed.
+    collect_failed_at: Option<Instant>,
+    /// When a failed collect was last logged (see `collect_failed`).
+    collect_logged_at: Option<Instant>,
+    /// Why the state machine last changed state.
+    transition_reason: std::borrow::Cow<'static, str>,
+    /// The last failed action, while its retry backs off.
+    action_retry: Option<ActionRetry>,
+}
+
+/// A failed action held back until `due`.
+struct ActionRetry {
+    action: String,
+    /// The backoff attempt: 0 after the first failure in a row.
+    attempt: u32,
+    due: Instant,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Actor for NodeActor {
@@ -422,6 +456,7 @@ impl Actor for NodeActor {
         Ok(NodeState {
             path: args.path,
             parent: args.parent,
+            tick_pending: args.tick_pending,
             shared: args.shared,
             driver,
             ticks: 0,
@@ -439,6 +474,8 @@ impl Actor for NodeActor {
             rejected_children: None,
             collector: Collector {
                 seq: 0,
+                observed_seq: 0,
+                act_after: 0,
                 in_flight: false,
                 again: false,
                 failed: false,
@@ -481,6 +518,11 @@ impl Actor for NodeActor {
                 decoded: args.decoded.map(|d| (spec_hash, d)),
                 collect_task: None,
                 collect_error: None,
+                collect_failures: 0,
+                collect_failed_at: None,
+                collect_logged_at: None,
+                transition_reason: std::borrow::Cow::Borrowed(""),
+                action_retry: None,
             }),
         })
     }
@@ -561,6 +603,9 @@ impl NodeState {
         let now = Instant::now();
         let waiting = match msg {
             NodeMsg::Tick(parent, generation) => {
+                if let Some(pending) = &self.tick_pending {
+                    pending.store(false, Ordering::Relaxed);
+                }
                 self.set_tree_generation(generation);
                 self.tick_in_place(myself, parent, now)?.map(Waiting::Tick)
             }
@@ -916,7 +961,17 @@ impl NodeState {
                 continue;
             }
             if let Some(actor) = child.actor() {
-                let _ = actor.cast(NodeMsg::Tick(span.clone(), generation));
+                if child.tick_pending.swap(true, Ordering::Relaxed) {
+                    // Still busy with the last one: one pending tick at most.
+                    self.shared.metrics.ticks_skipped.add(
+                        1,
+                        &[KeyValue::new("worker_type", child.spec.worker_type.clone())],
+                    );
+                    continue;
+                }
+                if actor.cast(NodeMsg::Tick(span.clone(), generation)).is_err() {
+                    child.tick_pending.store(false, Ordering::Relaxed);
+                }
             }
         }
         if !self.circuit_open()
@@ -1266,6 +1321,7 @@ impl NodeState {
                 error = tracing::field::Empty,
             )
         };
+        self.collector.seq += 1;
         // Polled once, here: a collect that is ready at once costs no task
         // and no message.
         let future = match span.in_scope(|| self.driver.start_collect(&self.path)) {
@@ -1278,7 +1334,6 @@ impl NodeState {
             }
             CollectStart::Pending(future) => future,
         };
-        self.collector.seq += 1;
         self.collector.in_flight = true;
         self.collector.again = false;
         let seq = self.collector.seq;
@@ -1309,18 +1364,41 @@ impl NodeState {
     fn collected(&mut self, result: Result<(), String>, now: Instant) {
         match result {
             Ok(()) => {
+                self.collector.observed_seq = self.collector.seq;
                 self.quiet_from(now);
                 if self.collector.failed {
                     self.collector.failed = false;
                     self.cold.collect_error = None;
                 }
             }
-            Err(e) => {
-                tracing::trace!(node.path = %self.path, error = %e, "observation failed");
-                self.collector.failed = true;
-                self.cold.collect_error = Some(e);
-            }
+            Err(e) => self.collect_failed(e, now),
         }
+    }
+
+    /// Counts a failed collect, keeps its error with its time, and logs it
+    /// (the first of a streak at once, then at most once per
+    /// `recovery_heartbeat`).
+    fn collect_failed(&mut self, error: String, now: Instant) {
+        self.collector.failed = true;
+        let cold = &mut *self.cold;
+        cold.collect_failures += 1;
+        cold.collect_failed_at = Some(now);
+        let every = self.shared.config.recovery_heartbeat;
+        let log = cold
+            .collect_logged_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= every);
+        if log {
+            cold.collect_logged_at = Some(now);
+            tracing::warn!(
+                node.path = %self.path,
+                error = %error,
+                failures = cold.collect_failures,
+                "collect failed"
+            );
+        } else {
+            tracing::trace!(node.path = %self.path, error = %error, "collect failed");
+        }
+        cold.collect_error = Some(error);
     }
 
     fn observed(
@@ -1357,6 +1435,11 @@ impl NodeState {
         if self.is_stale(now) {
             return Ok(None);
         }
+        if self.collector.observed_seq <= self.collector.act_after {
+            // The last action's effect is not observed yet: acting on an
+            // older observation would ask for the same action again.
+            return Ok(None);
+        }
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
         let input = StepInput::new(&self.path, desired)
             .with_children(self.children.statuses())
@@ -1374,6 +1457,7 @@ impl NodeState {
                 reason = %outcome.reason,
                 "state transition"
             );
+            self.cold.transition_reason = outcome.reason.clone();
             self.shared.metrics.state_transitions.add(
                 1,
                 &[
@@ -1387,10 +1471,12 @@ impl NodeState {
             tracing::info!(node.path = %self.path, ?signal, reason = %outcome.reason, "signal raised");
         }
         if let Some(action) = outcome.action {
-            if self.action.is_none() {
-                self.enqueue(action, myself);
-            } else {
+            if self.action.is_some() {
                 tracing::trace!(node.path = %self.path, action = action.name(), "action dropped: one is already in flight");
+            } else if let Some(retry) = self.retry_wait(action.name(), now) {
+                tracing::trace!(node.path = %self.path, action = action.name(), retry_in_ms = ms(retry), "action dropped: it failed, and its retry is not due yet");
+            } else {
+                self.enqueue(action, myself);
             }
         }
         Ok(outcome.signal)
@@ -1418,20 +1504,33 @@ impl NodeState {
         }
     }
 
+    /// How long until the failed action `name` may run again, if it is
+    /// backing off.
+    fn retry_wait(&self, name: &str, now: Instant) -> Option<Duration> {
+        let retry = self.cold.action_retry.as_ref()?;
+        (retry.action == name && now < retry.due).then(|| retry.due.saturating_duration_since(now))
+    }
+
     fn action_done(&mut self, id: ActionId, report: ActionReport, myself: &ActorRef<NodeMsg>) {
         if self.action.map(|(i, _)| i) != Some(id) {
             return;
         }
         self.action = None;
-        match &report.outcome {
-            ActionOutcome::Succeeded => self.cold.action_error = None,
-            ActionOutcome::Failed(e) => {
-                self.cold.action_error = Some(format!("action `{}` failed: {e}", report.action));
+        // Whatever it did, the state machine next sees an observation taken
+        // after it ended (the collect now in flight, if any, started before).
+        self.collector.act_after = self.collector.seq;
+        let failure = match &report.outcome {
+            ActionOutcome::Succeeded => {
+                self.cold.action_error = None;
+                self.cold.action_retry = None;
+                None
             }
-            ActionOutcome::TimedOut => {
-                self.cold.action_error = Some(format!("action `{}` timed out", report.action));
-            }
-            ActionOutcome::Cancelled | ActionOutcome::Rejected(_) => {}
+            ActionOutcome::Failed(e) => Some(format!("action `{}` failed: {e}", report.action)),
+            ActionOutcome::TimedOut => Some(format!("action `{}` timed out", report.action)),
+            ActionOutcome::Cancelled | ActionOutcome::Rejected(_) => None,
+        };
+        if let Some(failure) = failure {
+            self.action_failed(&report.action, failure);
         }
         self.last_action = Some(Box::new(report));
         // The world just changed: look again at once.
@@ -1440,6 +1539,33 @@ impl NodeState {
         } else {
             self.start_collect(myself, &tracing::Span::none(), Instant::now());
         }
+    }
+
+    /// Records a failed (or timed-out) action: logs it and holds back the
+    /// same action for an exponentially growing wait, reset by a success.
+    fn action_failed(&mut self, action: &str, failure: String) {
+        let now = Instant::now();
+        let backoff = self.shared.config.action_backoff;
+        let cold = &mut *self.cold;
+        let attempt = match &cold.action_retry {
+            Some(retry) if retry.action == action => retry.attempt.saturating_add(1),
+            _ => 0,
+        };
+        let delay = backoff.delay(attempt, cold.rng.next_f64());
+        tracing::warn!(
+            node.path = %self.path,
+            error = %failure,
+            retry_in_ms = ms(delay),
+            "action failed"
+        );
+        cold.action_retry = Some(ActionRetry {
+            action: action.to_owned(),
+            attempt,
+            due: now
+                .checked_add(delay)
+                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+        });
+        cold.action_error = Some(failure);
     }
 
     // ----- health and reporting -----------------------------------------
@@ -1620,6 +1746,18 @@ impl NodeState {
             last_error: own_error.or_else(|| self.cold.action_error.clone()),
             converged: self.self_converged(now) && self.children.all_converged(),
             stale: self.is_stale(now),
+            state_reason: self.cold.transition_reason.to_string(),
+            ticks: self.ticks,
+            collect_failures: self.cold.collect_failures,
+            last_collect_error: self.cold.collect_error.as_ref().map(|error| {
+                crate::snapshot::CollectError {
+                    error: error.clone(),
+                    ago_ms: self
+                        .cold
+                        .collect_failed_at
+                        .map_or(0, |at| ms(now.saturating_duration_since(at))),
+                }
+            }),
             action_in_flight: self.action.map(|(_, name)| name.to_owned()),
             last_action: self.last_action.as_deref().cloned(),
             restarts: self.cold.restarts,

@@ -14,7 +14,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 
 use super::children::ChildRun;
-use super::{NodeActor, NodeArgs, NodeMsg, NodeState};
+use super::{NodeActor, NodeArgs, NodeMsg, NodeState, ms};
 use crate::executor::ExecMsg;
 use crate::runbook;
 use crate::snapshot::{FatalError, StopOutcome, StopRecord};
@@ -41,10 +41,6 @@ pub(crate) struct Escalated {
 pub(crate) struct NodeFailed {
     path: NodePath,
     why: String,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl NodeState {
@@ -272,6 +268,7 @@ impl NodeState {
         let path = entry.path.clone();
         let restarts = entry.restarts;
         let spec_generation = entry.generation;
+        let entry_tick_pending = Arc::clone(&entry.tick_pending);
         let decoded = self.children.update(i, |e| e.decoded.take()).flatten();
         let incarnation = self.cold.next_incarnation;
         self.cold.next_incarnation += 1;
@@ -283,6 +280,7 @@ impl NodeState {
             incarnation,
             spec_generation,
             tree_generation: self.tree_generation,
+            tick_pending: Some(Arc::clone(&entry_tick_pending)),
             restarts,
             parent: Some(myself.clone()),
             parent_state: mapped.clone(),

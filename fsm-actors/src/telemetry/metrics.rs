@@ -38,6 +38,9 @@ pub mod names {
     pub const STATE_TRANSITIONS: &str = "fsmv2_state_transitions_total";
     /// Counter per `path` (the restarted child): restarts.
     pub const RESTARTS: &str = "fsmv2_restarts_total";
+    /// Ticks a parent did not send a child because the child had not yet
+    /// handled the one before (a subtree slower than the tick interval).
+    pub const TICKS_SKIPPED: &str = "fsmv2_ticks_skipped_total";
 }
 
 /// The instruments of one tree.
@@ -53,6 +56,7 @@ pub(crate) struct Metrics {
     pub(crate) template_duration: Histogram<f64>,
     pub(crate) state_transitions: Counter<u64>,
     pub(crate) restarts: Counter<u64>,
+    pub(crate) ticks_skipped: Counter<u64>,
 }
 
 impl Metrics {
@@ -112,6 +116,10 @@ impl Metrics {
                 "State transitions, by from and to state",
             ),
             restarts: counter(names::RESTARTS, "Restarts of a node"),
+            ticks_skipped: counter(
+                names::TICKS_SKIPPED,
+                "Ticks skipped because the node had not handled the one before",
+            ),
         }
     }
 }
