@@ -107,6 +107,7 @@ impl Tree {
             status: status_tx,
             next_action_id: AtomicU64::new(0),
             live_nodes: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
             metrics,
             templates: fsm_templates::Templates::new(),
             chaos: crate::node::Padded(AtomicU64::new(0f64.to_bits())),
@@ -298,6 +299,18 @@ impl Tree {
     #[must_use]
     pub fn fatal(&self) -> Option<FatalError> {
         self.status.borrow().fatal.clone()
+    }
+
+    /// How many restarts the tree has scheduled since it was spawned: every
+    /// failed child and every bystander its strategy restarted with it,
+    /// including nodes that were removed since (the snapshot's `restarts`
+    /// counts only the nodes still in the tree, per incarnation of their
+    /// parent).
+    #[must_use]
+    pub fn restarts(&self) -> u64 {
+        self.shared
+            .restarts
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many node actors are alive now. Once the tree has settled, this is

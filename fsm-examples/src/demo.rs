@@ -36,6 +36,9 @@ pub struct DemoRun {
     pub shutdown: ShutdownReport,
     /// Whether the halfway change was applied.
     pub changed: bool,
+    /// Restarts over the whole run, as the restart warnings count them
+    /// (nodes removed since included; see [`Tree::restarts`]).
+    pub restarts: u64,
 }
 
 /// A demo run failed.
@@ -112,11 +115,13 @@ pub async fn run_demo(options: &DemoOptions) -> Result<DemoRun, DemoError> {
     }
     tree.wait_ticks(options.ticks).await?;
     let snapshot = tree.inspect().await?;
+    let restarts = tree.restarts();
     let shutdown = tree.shutdown(Duration::from_secs(5)).await;
     Ok(DemoRun {
         snapshot,
         shutdown,
         changed,
+        restarts,
     })
 }
 

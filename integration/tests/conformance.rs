@@ -239,9 +239,10 @@ async fn end_child(policy: RestartPolicy, exit: Exit) -> (ProbeWorld, Tree) {
     match exit {
         Exit::Normal => world.arm(CHILD, Fault::Finish, 1),
         Exit::Abnormal => world.arm(CHILD, Fault::Crash, 1),
-        Exit::Shutdown => tree
-            .update_root_spec(parent("root", vec![leaf("keep")]))
-            .unwrap(),
+        Exit::Shutdown => {
+            tree.update_root_spec(parent("root", vec![leaf("keep")]))
+                .unwrap();
+        }
     }
     (world, tree)
 }

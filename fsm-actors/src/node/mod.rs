@@ -85,6 +85,9 @@ pub(crate) struct Shared {
     pub(crate) next_action_id: AtomicU64,
     /// Node actors alive now (the top node excluded).
     pub(crate) live_nodes: AtomicU64,
+    /// Restarts scheduled so far, in the whole tree (nodes removed since
+    /// included).
+    pub(crate) restarts: AtomicU64,
     /// The tree's metric instruments.
     pub(crate) metrics: Arc<Metrics>,
     /// The fault-injection probability per node and tick, as `f64` bits.

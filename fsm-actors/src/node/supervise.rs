@@ -7,6 +7,7 @@
 
 use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fsm_core::{ExitReason, IntensityVerdict, NodePath, affected_children};
@@ -161,6 +162,7 @@ impl NodeState {
                     Some(format!("restarted together with `{failed_name}`")),
                 );
                 self.children.update(i, |e| e.restarts += 1);
+                self.shared.restarts.fetch_add(1, Ordering::Relaxed);
                 actor
             } else {
                 let entry = self.children.remove_at(i);
@@ -179,6 +181,7 @@ impl NodeState {
                 e.attempt = attempt.saturating_add(1);
                 e.restarts += 1;
             });
+            self.shared.restarts.fetch_add(1, Ordering::Relaxed);
         }
         tracing::info!(
             node.path = %failed_path,

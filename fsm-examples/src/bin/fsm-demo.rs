@@ -162,7 +162,7 @@ fn run(args: &Args) -> Result<(), String> {
             .filter(|n| n.healthy && n.state == n.desired_state)
             .count();
         let forced = run.shutdown.forced().count();
-        let restarts: u64 = run.snapshot.iter().map(|n| n.restarts).sum();
+        let restarts = run.restarts;
         println!(
             "\n{nodes} nodes, {settled} healthy in their desired state after {} ticks{}; {restarts} restarts; shutdown: {} clean, {forced} forced",
             args.ticks,
