@@ -151,3 +151,46 @@ async fn every_node_has_a_location_and_bridges_have_at_least_four_levels() {
         }
     }
 }
+
+/// Counts the events whose message is `restart scheduled`.
+#[derive(Clone, Default)]
+struct RestartEvents(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for RestartEvents {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" && format!("{value:?}") == "restart scheduled" {
+                    self.0 = true;
+                }
+            }
+        }
+        let mut message = Message(false);
+        event.record(&mut message);
+        if message.0 {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_restart_count_matches_the_restarts_the_log_reports() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let events = RestartEvents::default();
+    let subscriber = tracing_subscriber::registry().with(events.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    fsm_actors::quiet_injected_faults();
+    let mut chaotic = options(40, true);
+    chaotic.chaos = 0.05;
+    let run = run_demo(&chaotic).await.unwrap();
+    let logged = events.0.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(logged > 0, "the chaos caused no restart");
+    assert_eq!(run.restarts, logged);
+    let in_final_tree: u64 = run.snapshot.iter().map(|n| n.restarts).sum();
+    assert!(in_final_tree <= run.restarts);
+}
