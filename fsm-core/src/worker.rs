@@ -153,6 +153,15 @@ pub trait State<W: Worker>: Clone + fmt::Debug + Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Decides what happens next, given the freshest observation.
+    ///
+    /// The framework calls it on every tick while the node is not stale and
+    /// its circuit is closed, with one rule about actions: **after an
+    /// action ends, `next` is called again only with an observation from a
+    /// collect started after the action ended.** So `next` never sees the
+    /// world as it was before its own action took effect and need not guard
+    /// against asking for the same action twice. An action that failed and
+    /// is asked for again is held back with backoff (`TreeConfig`'s
+    /// `action_backoff` in `fsm-actors`).
     fn next(&self, snapshot: &Snapshot<'_, W>) -> Transition<Self>;
 }
 
