@@ -15,6 +15,15 @@ struct CounterSpec {
     target: u32,
     #[serde(default)]
     panic_in: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pumps: Vec<Pump>,
+}
+
+#[derive(Deserialize)]
+struct Pump {
+    #[allow(dead_code)]
+    enabled: bool,
 }
 
 struct Counter;
@@ -108,6 +117,50 @@ fn undecodable_spec_names_the_path_and_the_serde_message() {
         msg.contains("plant/c") && msg.contains("invalid type: string \"ten\""),
         "{msg}"
     );
+}
+
+/// A counter whose third pump has `"enabled": enabled`.
+fn pumps(enabled: Value) -> Value {
+    let pump = |on: Value| Value::map([("enabled", on)]);
+    Value::map([
+        ("target", Value::from(1)),
+        (
+            "pumps",
+            Value::List(vec![pump(true.into()), pump(false.into()), pump(enabled)]),
+        ),
+    ])
+}
+
+const PUMP_ERROR: &str = "pumps[2].enabled: invalid type: string \"yes\", expected a boolean";
+
+#[test]
+fn an_undecodable_field_is_named_by_its_path_in_the_declaration_error() {
+    let parent = NodePath::parse("plant");
+    let bad = ChildSpec::new("c", "counter").with_spec(pumps(Value::from("yes")));
+    let err = validate_children(&parent, &[bad], &[], &registry()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("plant/c") && msg.contains(PUMP_ERROR), "{msg}");
+}
+
+#[test]
+fn a_driver_names_the_undecodable_field_with_and_without_templates() {
+    struct Yes;
+    impl fsm_core::TemplateRenderer for Yes {
+        fn render(&self, _template: &str, _field: &str) -> Result<Value, String> {
+            Ok(Value::from("yes"))
+        }
+    }
+    let path = NodePath::parse("plant/c");
+    let mut d = registry().construct(&path, "counter").unwrap();
+    let err = d.set_spec(&pumps(Value::from("yes"))).unwrap_err();
+    assert_eq!(err.to_string(), PUMP_ERROR);
+    assert_eq!(err.path(), Some("pumps[2].enabled"));
+    // The template renders to "yes", which is no boolean either.
+    let err = d
+        .set_spec_rendered(&pumps(Value::from("{{ PUMP_ON }}")), &Yes)
+        .unwrap_err();
+    assert_eq!(err.to_string(), PUMP_ERROR);
+    assert!(!d.has_spec());
 }
 
 #[test]

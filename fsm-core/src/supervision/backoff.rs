@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// attempt count resets when a child has run for `reset_after` without
 /// failing.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Backoff {
     /// The first wait.
     #[serde(with = "crate::duration_ms")]

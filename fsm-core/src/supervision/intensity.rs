@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// At most `max_restarts` restarts within `period`; one more and the
 /// supervisor escalates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RestartIntensity {
     /// Restarts tolerated within the window.
     pub max_restarts: u32,

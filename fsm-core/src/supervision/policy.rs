@@ -118,7 +118,7 @@ pub fn affected_children(strategy: Strategy, failed: usize, len: usize) -> Range
 /// [`DesiredState`](crate::DesiredState); otherwise the tree's default
 /// applies.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Supervision {
     /// Which children restart when one fails.
