@@ -340,7 +340,10 @@ mod tests {
         let json = serde_json::to_string(&spec).unwrap();
         assert_eq!(serde_json::from_str::<ChildSpec>(&json).unwrap(), spec);
         let json = serde_json::to_string(&desired).unwrap();
-        assert_eq!(serde_json::from_str::<DesiredState>(&json).unwrap(), desired);
+        assert_eq!(
+            serde_json::from_str::<DesiredState>(&json).unwrap(),
+            desired
+        );
         let bytes = crate::codec::encode_spec(&spec).unwrap();
         assert_eq!(crate::codec::decode_spec(&bytes).unwrap(), spec);
         let bytes = crate::codec::encode_desired(&desired).unwrap();

@@ -63,6 +63,13 @@ pub enum Value {
 }
 
 impl Value {
+    /// How deeply lists and maps may nest in a value that is read
+    /// (deserialised, from JSON, the binary [`codec`](crate::codec) or any
+    /// other format): 128 levels, as `serde_json` allows. Deeper input is
+    /// refused with an error instead of overflowing the stack of the thread
+    /// reading it. Real specs nest a handful of levels.
+    pub const MAX_DEPTH: usize = 128;
+
     /// Builds a [`Value::Map`] from key/value pairs.
     #[must_use]
     pub fn map<K, I>(entries: I) -> Self
@@ -370,14 +377,20 @@ mod tests {
         let v = Value::map([
             ("host", "h".into()),
             ("port", 80.into()),
-            ("mode", Value::map([("write", Value::map([("qos", "high".into())]))])),
+            (
+                "mode",
+                Value::map([("write", Value::map([("qos", "high".into())]))]),
+            ),
         ]);
         let err = v.decode::<Spec>().unwrap_err();
         assert_eq!(err.path(), Some("mode.write.qos"), "{err}");
         // An error about the value as a whole has no path.
         let err = Value::from(1).decode::<Spec>().unwrap_err();
         assert_eq!(err.path(), None);
-        assert!(err.to_string().starts_with("invalid type: integer `1`"), "{err}");
+        assert!(
+            err.to_string().starts_with("invalid type: integer `1`"),
+            "{err}"
+        );
     }
 
     #[test]
