@@ -3,6 +3,7 @@
 // Test helpers outside `#[test]` functions unwrap too: a panic fails the test.
 #![allow(clippy::unwrap_used)]
 
+use fsm_core::{Backoff, Supervision};
 use fsm_core::{
     BoxError, ChildSpec, CollectContext, DeclarationProblem, DeriveContext, DesiredState, NodePath,
     RunningChild, Signal, Snapshot, SpecError, SpecHash, State, StepInput, Transition, Value,
@@ -18,6 +19,9 @@ struct CounterSpec {
     #[serde(default)]
     #[allow(dead_code)]
     pumps: Vec<Pump>,
+    /// The backoff jitter of the supervision it declares, if any.
+    #[serde(default)]
+    jitter: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -55,7 +59,15 @@ impl Worker for Counter {
         match spec.panic_in.as_deref() {
             Some("derive") => panic!("derive blew up"),
             Some("derive-error") => Err("no good".into()),
-            _ => Ok(DesiredState::new("reached")),
+            _ => Ok(match spec.jitter {
+                Some(jitter) => DesiredState::new("reached").with_supervision(
+                    Supervision::default().with_backoff(Backoff {
+                        jitter,
+                        ..Backoff::default()
+                    }),
+                ),
+                None => DesiredState::new("reached"),
+            }),
         }
     }
 }
@@ -351,6 +363,27 @@ fn driver_refuses_an_observation_of_another_type() {
     let mut d = registry().create(&path, &spec("c", 2)).unwrap();
     assert!(!d.set_observation(Box::new("not a u32")));
     assert!(!d.has_observation());
+}
+
+#[test]
+fn a_declared_supervision_that_makes_no_sense_is_an_invalid_spec() {
+    let path = NodePath::parse("c");
+    let with = |jitter: f64| {
+        ChildSpec::new("c", "counter").with_spec(Value::map([
+            ("target", 1.into()),
+            ("jitter", jitter.into()),
+        ]))
+    };
+    for jitter in [-1.0, f64::NAN] {
+        let d = registry().create(&path, &with(jitter)).unwrap();
+        let err = d.derive(&path).unwrap_err();
+        assert!(err.is_invalid_spec(), "{err}");
+        assert!(err.to_string().contains("`backoff.jitter`"), "{err}");
+    }
+    // Large is not nonsense: waits saturate.
+    let d = registry().create(&path, &with(5.0)).unwrap();
+    let desired = d.derive(&path).unwrap();
+    assert_eq!(desired.supervision.unwrap().backoff.jitter, 5.0);
 }
 
 #[test]
