@@ -286,7 +286,9 @@ async fn a_rendered_value_of_the_wrong_type_is_reported_with_the_node_and_field_
             Value::map([("intensity", intensity)]),
         )]))
         .with_variable("RESTARTS", "many");
-    let root = labelled("root", vec![]).with_children(vec![a]).named("root");
+    let root = labelled("root", vec![])
+        .with_children(vec![a])
+        .named("root");
     let world = ProbeWorld::default();
     let tree = Tree::spawn(root, probe_registry(&world), test_config())
         .await
