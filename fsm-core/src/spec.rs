@@ -354,6 +354,26 @@ mod tests {
     }
 
     #[test]
+    fn json_nested_too_deep_is_an_error_not_a_stack_overflow() {
+        // serde_json stops at 128 levels itself; the user spec's own bound
+        // (`Value::MAX_DEPTH`) applies in every other format too.
+        let levels = 100_000;
+        let json = format!(
+            r#"{{"name":"a","worker_type":"t","user_spec":{}null{}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
+        let result = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || serde_json::from_str::<ChildSpec>(&json).map(drop))
+            .unwrap()
+            .join()
+            .unwrap();
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("recursion limit"), "{err}");
+    }
+
+    #[test]
     fn json_accepts_omitted_optional_fields() {
         let spec: ChildSpec = serde_json::from_str(r#"{"name":"a","worker_type":"t"}"#).unwrap();
         assert_eq!(spec, ChildSpec::new("a", "t"));
