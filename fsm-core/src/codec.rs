@@ -197,6 +197,80 @@ mod tests {
         );
     }
 
+    /// `levels` lists, each holding the next, around a null: the binary
+    /// shape (tag 5 and a length of 1, per level), written out by hand as a
+    /// crafted payload would be.
+    fn nested_lists(levels: usize) -> Vec<u8> {
+        let mut body = [5u8, 1].repeat(levels);
+        body.push(0);
+        body
+    }
+
+    /// A child spec whose user spec is `value` (encoded already).
+    fn spec_around(value: &[u8]) -> Vec<u8> {
+        let bytes = encode_spec(&ChildSpec::new("a", "t")).unwrap();
+        // Header, then the name and worker type (a length byte and one
+        // byte each), then the user spec (null: one byte).
+        let at = 4 + 2 + 2;
+        assert_eq!(bytes[at], 0);
+        [&bytes[..at], value, &bytes[at + 1..]].concat()
+    }
+
+    fn nested_value(levels: usize) -> Value {
+        (0..levels).fold(Value::Null, |v, _| Value::List(vec![v]))
+    }
+
+    #[test]
+    fn a_payload_nested_too_deep_is_an_error_not_a_stack_overflow() {
+        // On a thread with the usual 2 MiB stack, 100,000 levels overflow
+        // it unless the depth is bounded.
+        let decoded = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let deep =
+                    decode::<Value>("value", &[&b"FSM\x01"[..], &nested_lists(100_000)].concat())
+                        .map(drop);
+                let spec = decode_spec(&spec_around(&nested_lists(100_000))).map(drop);
+                (deep, spec)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        for result in [decoded.0, decoded.1] {
+            let err = result.unwrap_err();
+            assert!(matches!(err, CodecError::Decode { .. }), "{err}");
+            assert!(
+                err.to_string().contains("nest more than 128 levels"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_nested_up_to_the_limit_round_trip_and_one_more_level_is_refused() {
+        let at_limit = ChildSpec::new("a", "t").with_spec(nested_value(Value::MAX_DEPTH));
+        let bytes = encode_spec(&at_limit).unwrap();
+        assert_eq!(decode_spec(&bytes).unwrap(), at_limit);
+        assert_eq!(bytes, spec_around(&nested_lists(Value::MAX_DEPTH)));
+        let too_deep = spec_around(&nested_lists(Value::MAX_DEPTH + 1));
+        assert!(matches!(
+            decode_spec(&too_deep),
+            Err(CodecError::Decode { .. })
+        ));
+        // Maps count as levels too, and so does every format: here, reading
+        // a value out of a value (as a worker's spec does).
+        let deep_map = (0..=Value::MAX_DEPTH).fold(Value::Null, |v, _| Value::map([("k", v)]));
+        let err = deep_map.decode::<Value>().unwrap_err();
+        assert!(
+            err.to_string().contains("nest more than 128 levels"),
+            "{err}"
+        );
+        assert_eq!(
+            nested_value(Value::MAX_DEPTH).decode::<Value>().unwrap(),
+            nested_value(Value::MAX_DEPTH)
+        );
+    }
+
     #[test]
     fn desired_state_round_trips() {
         let d = DesiredState::new("running").with_child(ChildSpec::new("c", "t"));

@@ -13,9 +13,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use crate::error::{Callback, CallbackError, panic_message};
+use crate::error::{Callback, CallbackError, InvalidSpec, panic_message};
 use crate::path::NodePath;
 use crate::spec::DesiredState;
+use crate::supervision::Supervision;
 use crate::value::{TemplateRenderer, Value, ValueError};
 use crate::worker::{
     ActionReport, BoxError, BoxFuture, BoxedAction, ChildStatus, CollectContext, DeriveContext,
@@ -409,7 +410,17 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
             });
         };
         match catch_unwind(AssertUnwindSafe(|| worker.derive_desired(spec, ctx))) {
-            Ok(Ok(desired)) => Ok(desired),
+            Ok(Ok(desired)) => match desired.supervision.as_ref().map(Supervision::validate) {
+                // Nonsense supervision settings are a configuration error
+                // (the node keeps its last good desired state), not a
+                // failure to restart.
+                Some(Err(e)) => Err(CallbackError::Failed {
+                    callback: Callback::DeriveDesired,
+                    source: InvalidSpec::new(format!("the declared supervision is invalid: {e}"))
+                        .into(),
+                }),
+                _ => Ok(desired),
+            },
             Ok(Err(source)) => Err(CallbackError::Failed {
                 callback: Callback::DeriveDesired,
                 source,

@@ -107,6 +107,26 @@ impl InvalidSpec {
     }
 }
 
+/// Supervision settings that make no sense. (Settings that are merely
+/// large are not errors: waits saturate.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SupervisionError {
+    /// The backoff's jitter is negative, infinite or not a number.
+    #[error(
+        "`backoff.jitter` is {jitter}; it must be a number of at least 0 (the fraction of each wait added at random)"
+    )]
+    BadJitter {
+        /// The value, as written.
+        jitter: String,
+    },
+    /// The restart-intensity period is zero.
+    #[error(
+        "`intensity.period` is zero, so no restart would ever count towards the limit; give a period of at least 1 ms"
+    )]
+    ZeroPeriod,
+}
+
 /// Which user callback failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -168,10 +188,23 @@ impl CallbackError {
     }
 
     /// Whether the callback reported an [`InvalidSpec`]: a configuration
-    /// problem that restarting cannot fix.
+    /// problem that restarting cannot fix. The error need not be the
+    /// `InvalidSpec` itself: one that wraps it (adding context, with the
+    /// `InvalidSpec` as its [`source`](std::error::Error::source), however
+    /// deep) counts too.
     #[must_use]
     pub fn is_invalid_spec(&self) -> bool {
-        matches!(self, Self::Failed { source, .. } if source.downcast_ref::<InvalidSpec>().is_some())
+        let Self::Failed { source, .. } = self else {
+            return false;
+        };
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+        while let Some(error) = next {
+            if error.is::<InvalidSpec>() {
+                return true;
+            }
+            next = error.source();
+        }
+        false
     }
 }
 
@@ -298,4 +331,54 @@ pub enum CodecError {
         /// The version expected.
         expected: u8,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that adds context to another, as `anyhow`'s `context` or a
+    /// hand-written wrapper does.
+    #[derive(Debug, thiserror::Error)]
+    #[error("while reading the pump table: {source}")]
+    struct Context {
+        source: BoxError,
+    }
+
+    fn failed(source: BoxError) -> CallbackError {
+        CallbackError::Failed {
+            callback: Callback::DeriveDesired,
+            source,
+        }
+    }
+
+    #[test]
+    fn an_invalid_spec_wrapped_in_other_errors_is_still_a_configuration_error() {
+        let invalid = || -> BoxError { InvalidSpec::new("port must not be 0").into() };
+        assert!(failed(invalid()).is_invalid_spec());
+        let once = Context { source: invalid() };
+        assert!(failed(once.into()).is_invalid_spec());
+        let twice = Context {
+            source: Context { source: invalid() }.into(),
+        };
+        let err = failed(twice.into());
+        assert!(err.is_invalid_spec());
+        assert!(err.to_string().contains("port must not be 0"), "{err}");
+        // Anything else is a failure.
+        assert!(!failed("disk full".into()).is_invalid_spec());
+        assert!(
+            !failed(
+                Context {
+                    source: "disk full".into()
+                }
+                .into()
+            )
+            .is_invalid_spec()
+        );
+        let panicked = CallbackError::Panicked {
+            callback: Callback::DeriveDesired,
+            message: "invalid spec".into(),
+        };
+        assert!(!panicked.is_invalid_spec());
+    }
 }

@@ -5,64 +5,61 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3Default;
 
-/// A 64-bit hash over an explicit encoding, a 64-bit word at a time.
+/// A 128-bit hash (XXH3-128) over an explicit encoding.
 ///
 /// `std::hash::DefaultHasher` is not guaranteed to stay the same between
 /// Rust releases, and `Hash` impls feed platform-sized integers; neither is
 /// acceptable for a hash that is persisted. Every input here is written with
-/// a fixed width and, for variable-length data, a length prefix.
+/// a fixed width, little-endian, and, for variable-length data, followed by
+/// its length.
 ///
-/// Each word is mixed in with one multiply and one shift, both bijective,
-/// so inputs of the same shape that differ in one word never collide; the
-/// result goes through MurmurHash3's 64-bit finaliser. (A byte-at-a-time
-/// hash costs a dependent multiply per byte, and the specs of a large tree
-/// are hashed on every derivation.)
-#[derive(Clone, Debug)]
+/// 128 bits, so that a changed spec is never taken for the old one by a
+/// collision and its update skipped: at 64 bits the chance is small but
+/// real over a long-lived tree of 100,000 nodes, at 128 bits it is nil.
+/// XXH3 is streaming and fast on short inputs (the specs of a large tree are
+/// hashed on every derivation); the inputs are gathered in its internal
+/// buffer and mixed a block at a time.
+#[derive(Clone)]
 pub struct StableHasher {
-    state: u64,
+    state: Xxh3Default,
 }
 
-const SEED: u64 = 0xcbf2_9ce4_8422_2325;
-const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+impl fmt::Debug for StableHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StableHasher").finish_non_exhaustive()
+    }
+}
 
 impl StableHasher {
     /// A hasher in its initial state.
     #[must_use]
     pub const fn new() -> Self {
-        Self { state: SEED }
-    }
-
-    fn mix(&mut self, word: u64) {
-        let s = (self.state ^ word).wrapping_mul(MULTIPLIER);
-        self.state = s ^ (s >> 32);
+        Self {
+            state: Xxh3Default::new(),
+        }
     }
 
     /// Feeds raw bytes, followed by their length.
     pub fn write_bytes(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            self.mix(u64::from_le_bytes(w));
-        }
-        let tail = words.remainder();
-        if !tail.is_empty() {
-            let mut w = [0u8; 8];
-            w[..tail.len()].copy_from_slice(tail);
-            self.mix(u64::from_le_bytes(w));
-        }
-        self.mix(bytes.len() as u64);
+        self.state.update(bytes);
+        self.write_u64(bytes.len() as u64);
     }
 
     /// Feeds one byte.
     pub fn write_u8(&mut self, b: u8) {
-        self.mix(u64::from(b));
+        self.state.update(&[b]);
     }
 
     /// Feeds a `u64`.
     pub fn write_u64(&mut self, v: u64) {
-        self.mix(v);
+        self.state.update(&v.to_le_bytes());
+    }
+
+    /// Feeds a `u128` (such as a [`SpecHash`]).
+    pub fn write_u128(&mut self, v: u128) {
+        self.state.update(&v.to_le_bytes());
     }
 
     /// Feeds a string (its bytes and their length).
@@ -70,15 +67,18 @@ impl StableHasher {
         self.write_bytes(s.as_bytes());
     }
 
-    /// The hash of everything fed so far.
+    /// The 128-bit hash of everything fed so far.
     #[must_use]
-    pub const fn finish(&self) -> u64 {
-        let mut h = self.state;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
+    pub fn finish(&self) -> u128 {
+        self.state.digest128()
+    }
+
+    /// The low 64 bits of [`finish`](Self::finish), for where 64 bits are
+    /// what is needed (seeding a random number generator).
+    #[must_use]
+    pub fn finish_u64(&self) -> u64 {
+        // Truncation on purpose: the low half of XXH3-128 is a 64-bit hash.
+        self.finish() as u64
     }
 }
 
@@ -88,10 +88,14 @@ impl Default for StableHasher {
     }
 }
 
-/// The stable content hash of a spec. Two specs with equal content have equal
-/// hashes; a changed spec (almost certainly) has a different one.
+/// The stable 128-bit content hash of a spec. Two specs with equal content
+/// have equal hashes; a changed spec has a different one (a collision at
+/// 128 bits is not a practical concern).
+///
+/// The value is persisted and compared across runs: for the same input it
+/// is the same on every platform and in every release.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SpecHash(pub u64);
+pub struct SpecHash(pub u128);
 
 impl SpecHash {
     /// The hash of a sequence of hashes (its length and each in order), for
@@ -109,7 +113,7 @@ impl SpecHash {
         let mut h = StableHasher::new();
         h.write_u64(hashes.len() as u64);
         for x in hashes {
-            h.write_u64(x.0);
+            h.write_u128(x.0);
         }
         SpecHash(h.finish())
     }
@@ -117,13 +121,13 @@ impl SpecHash {
 
 impl fmt::Debug for SpecHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SpecHash({:016x})", self.0)
+        write!(f, "SpecHash({:032x})", self.0)
     }
 }
 
 impl fmt::Display for SpecHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        write!(f, "{:032x}", self.0)
     }
 }
 
@@ -132,8 +136,12 @@ mod tests {
     use super::*;
 
     /// The hash is persisted and compared across runs and releases: these
-    /// values must never change.
-    const PINNED: [u64; 2] = [17_280_346_270_528_514_342, 95_315_523_996_122_545];
+    /// values must never change. (Computed once, when the hash became
+    /// XXH3-128; a change here breaks every stored hash.)
+    const PINNED: [u128; 2] = [
+        0x99aa_06d3_0147_98d8_6001_c324_468d_497f,
+        0xfcd8_9221_c71b_da8e_603f_d03b_a143_7161,
+    ];
 
     #[test]
     fn stays_the_same_across_releases() {
@@ -144,6 +152,38 @@ mod tests {
         h.write_u64(502);
         h.write_u8(1);
         assert_eq!(h.finish(), PINNED[1]);
+        // The encoding is exactly the documented one: bytes, then their
+        // length, numbers little-endian; whatever chunks they are fed in.
+        let mut encoding = b"plant/line-1".to_vec();
+        encoding.extend_from_slice(&12u64.to_le_bytes());
+        encoding.extend_from_slice(&502u64.to_le_bytes());
+        encoding.push(1);
+        assert_eq!(xxhash_rust::xxh3::xxh3_128(&encoding), PINNED[1]);
+        assert_eq!(h.finish_u64(), PINNED[1] as u64);
+    }
+
+    #[test]
+    fn the_hash_is_128_bits_wide_and_inputs_one_field_apart_differ_in_both_halves() {
+        let spec = |port: i64| {
+            let mut h = StableHasher::new();
+            h.write_str("plant/line-1/pump");
+            h.write_u64(port as u64);
+            SpecHash(h.finish())
+        };
+        assert_eq!(std::mem::size_of::<SpecHash>(), 16);
+        let (a, b) = (spec(502), spec(503));
+        assert_ne!(a.0 as u64, b.0 as u64, "low halves");
+        assert_ne!(a.0 >> 64, b.0 >> 64, "high halves");
+        assert_eq!(a.to_string().len(), 32);
+        // A long input (past XXH3's internal buffer) stays stable too.
+        let mut long = StableHasher::new();
+        for i in 0..1_000u64 {
+            long.write_u64(i);
+        }
+        let mut again = StableHasher::new();
+        let words: Vec<u8> = (0..1_000u64).flat_map(u64::to_le_bytes).collect();
+        again.state.update(&words);
+        assert_eq!(long.finish(), again.finish());
     }
 
     #[test]

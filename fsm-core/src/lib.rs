@@ -31,7 +31,7 @@ mod worker;
 pub use driver::{CollectStart, DecodedSpec, NodeDriver, Observation, StepInput, StepOutcome};
 pub use error::{
     Callback, CallbackError, CodecError, DeclarationError, DeclarationProblem, InvalidSpec,
-    RegistryError, SpecError, panic_message,
+    RegistryError, SpecError, SupervisionError, panic_message,
 };
 pub use hash::{SpecHash, StableHasher};
 pub use path::{NodePath, PATH_SEPARATOR};

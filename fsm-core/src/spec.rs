@@ -28,7 +28,11 @@ use crate::value::{Map, Value, ValueError};
 /// assert_eq!(conn.mapped_state("running"), Some("running"));
 /// assert_eq!(conn.mapped_state("degraded"), None);
 /// ```
+///
+/// Read from JSON (or any self-describing format), an unknown key is an
+/// error, so that a misspelt `state_maping` is not silently ignored.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ChildSpec {
     /// Unique among siblings; part of the node's path. May not be empty or
@@ -178,7 +182,10 @@ impl ChildSpec {
 ///     .with_child(ChildSpec::new("read-flow", "flow"));
 /// assert_eq!(desired.children.len(), 2);
 /// ```
+///
+/// Like [`ChildSpec`], it refuses unknown keys when it is read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct DesiredState {
     /// The node's own target state (the name of one of its states).
@@ -277,6 +284,93 @@ mod tests {
         );
         assert_ne!(h, base.clone().with_variable("IP", "x").hash());
         assert_ne!(h, base.clone().with_location("site", "a").hash());
+    }
+
+    #[test]
+    fn misspelt_keys_are_refused_naming_the_key() {
+        for (json, key) in [
+            (
+                r#"{"name":"a","worker_type":"t","state_maping":{"running":"up"}}"#,
+                "state_maping",
+            ),
+            (
+                r#"{"name":"a","worker_type":"t","variabels":{"IP":"x"}}"#,
+                "variabels",
+            ),
+        ] {
+            let err = serde_json::from_str::<ChildSpec>(json)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("unknown field `{key}`")), "{err}");
+        }
+        let err = serde_json::from_str::<DesiredState>(r#"{"state":"s","chidlren":[]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `chidlren`"), "{err}");
+        // Inside a spec, the error names where the child is.
+        let parent = Value::map([(
+            "children",
+            Value::List(vec![Value::map([
+                ("name", Value::from("a")),
+                ("worker_type", Value::from("t")),
+                ("variabels", Value::map([("IP", Value::from("x"))])),
+            ])]),
+        )]);
+        #[derive(Debug, Deserialize)]
+        struct Parent {
+            #[allow(dead_code)]
+            children: Vec<ChildSpec>,
+        }
+        let err = parent.decode::<Parent>().unwrap_err();
+        assert_eq!(err.path(), Some("children[0].variabels"), "{err}");
+        assert!(err.message().contains("unknown field `variabels`"), "{err}");
+    }
+
+    #[test]
+    fn refusing_unknown_keys_leaves_every_format_round_tripping() {
+        let spec = ChildSpec::new("a", "t")
+            .with_spec(Value::map([("port", Value::from(502))]))
+            .map_state("running", "up")
+            .with_restart(RestartPolicy::Transient)
+            .with_variable("IP", "10.0.0.5")
+            .with_location("site", "s");
+        let desired = DesiredState::new("running")
+            .with_child(spec.clone())
+            .with_supervision(Supervision::default());
+        let json = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<ChildSpec>(&json).unwrap(), spec);
+        let json = serde_json::to_string(&desired).unwrap();
+        assert_eq!(
+            serde_json::from_str::<DesiredState>(&json).unwrap(),
+            desired
+        );
+        let bytes = crate::codec::encode_spec(&spec).unwrap();
+        assert_eq!(crate::codec::decode_spec(&bytes).unwrap(), spec);
+        let bytes = crate::codec::encode_desired(&desired).unwrap();
+        assert_eq!(crate::codec::decode_desired(&bytes).unwrap(), desired);
+        // And through a `Value`, as a parent's spec carries its children.
+        let v = Value::from_serialize(&desired).unwrap();
+        assert_eq!(v.decode::<DesiredState>().unwrap(), desired);
+    }
+
+    #[test]
+    fn json_nested_too_deep_is_an_error_not_a_stack_overflow() {
+        // serde_json stops at 128 levels itself; the user spec's own bound
+        // (`Value::MAX_DEPTH`) applies in every other format too.
+        let levels = 100_000;
+        let json = format!(
+            r#"{{"name":"a","worker_type":"t","user_spec":{}null{}}}"#,
+            "[".repeat(levels),
+            "]".repeat(levels)
+        );
+        let result = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || serde_json::from_str::<ChildSpec>(&json).map(drop))
+            .unwrap()
+            .join()
+            .unwrap();
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("recursion limit"), "{err}");
     }
 
     #[test]

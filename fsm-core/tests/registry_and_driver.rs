@@ -3,6 +3,7 @@
 // Test helpers outside `#[test]` functions unwrap too: a panic fails the test.
 #![allow(clippy::unwrap_used)]
 
+use fsm_core::{Backoff, Supervision};
 use fsm_core::{
     BoxError, ChildSpec, CollectContext, DeclarationProblem, DeriveContext, DesiredState, NodePath,
     RunningChild, Signal, Snapshot, SpecError, SpecHash, State, StepInput, Transition, Value,
@@ -15,6 +16,18 @@ struct CounterSpec {
     target: u32,
     #[serde(default)]
     panic_in: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pumps: Vec<Pump>,
+    /// The backoff jitter of the supervision it declares, if any.
+    #[serde(default)]
+    jitter: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct Pump {
+    #[allow(dead_code)]
+    enabled: bool,
 }
 
 struct Counter;
@@ -46,7 +59,15 @@ impl Worker for Counter {
         match spec.panic_in.as_deref() {
             Some("derive") => panic!("derive blew up"),
             Some("derive-error") => Err("no good".into()),
-            _ => Ok(DesiredState::new("reached")),
+            _ => Ok(match spec.jitter {
+                Some(jitter) => DesiredState::new("reached").with_supervision(
+                    Supervision::default().with_backoff(Backoff {
+                        jitter,
+                        ..Backoff::default()
+                    }),
+                ),
+                None => DesiredState::new("reached"),
+            }),
         }
     }
 }
@@ -108,6 +129,50 @@ fn undecodable_spec_names_the_path_and_the_serde_message() {
         msg.contains("plant/c") && msg.contains("invalid type: string \"ten\""),
         "{msg}"
     );
+}
+
+/// A counter whose third pump has `"enabled": enabled`.
+fn pumps(enabled: Value) -> Value {
+    let pump = |on: Value| Value::map([("enabled", on)]);
+    Value::map([
+        ("target", Value::from(1)),
+        (
+            "pumps",
+            Value::List(vec![pump(true.into()), pump(false.into()), pump(enabled)]),
+        ),
+    ])
+}
+
+const PUMP_ERROR: &str = "pumps[2].enabled: invalid type: string \"yes\", expected a boolean";
+
+#[test]
+fn an_undecodable_field_is_named_by_its_path_in_the_declaration_error() {
+    let parent = NodePath::parse("plant");
+    let bad = ChildSpec::new("c", "counter").with_spec(pumps(Value::from("yes")));
+    let err = validate_children(&parent, &[bad], &[], &registry()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("plant/c") && msg.contains(PUMP_ERROR), "{msg}");
+}
+
+#[test]
+fn a_driver_names_the_undecodable_field_with_and_without_templates() {
+    struct Yes;
+    impl fsm_core::TemplateRenderer for Yes {
+        fn render(&self, _template: &str, _field: &str) -> Result<Value, String> {
+            Ok(Value::from("yes"))
+        }
+    }
+    let path = NodePath::parse("plant/c");
+    let mut d = registry().construct(&path, "counter").unwrap();
+    let err = d.set_spec(&pumps(Value::from("yes"))).unwrap_err();
+    assert_eq!(err.to_string(), PUMP_ERROR);
+    assert_eq!(err.path(), Some("pumps[2].enabled"));
+    // The template renders to "yes", which is no boolean either.
+    let err = d
+        .set_spec_rendered(&pumps(Value::from("{{ PUMP_ON }}")), &Yes)
+        .unwrap_err();
+    assert_eq!(err.to_string(), PUMP_ERROR);
+    assert!(!d.has_spec());
 }
 
 #[test]
@@ -298,6 +363,27 @@ fn driver_refuses_an_observation_of_another_type() {
     let mut d = registry().create(&path, &spec("c", 2)).unwrap();
     assert!(!d.set_observation(Box::new("not a u32")));
     assert!(!d.has_observation());
+}
+
+#[test]
+fn a_declared_supervision_that_makes_no_sense_is_an_invalid_spec() {
+    let path = NodePath::parse("c");
+    let with = |jitter: f64| {
+        ChildSpec::new("c", "counter").with_spec(Value::map([
+            ("target", 1.into()),
+            ("jitter", jitter.into()),
+        ]))
+    };
+    for jitter in [-1.0, f64::NAN] {
+        let d = registry().create(&path, &with(jitter)).unwrap();
+        let err = d.derive(&path).unwrap_err();
+        assert!(err.is_invalid_spec(), "{err}");
+        assert!(err.to_string().contains("`backoff.jitter`"), "{err}");
+    }
+    // Large is not nonsense: waits saturate.
+    let d = registry().create(&path, &with(5.0)).unwrap();
+    let desired = d.derive(&path).unwrap();
+    assert_eq!(desired.supervision.unwrap().backoff.jitter, 5.0);
 }
 
 #[test]

@@ -68,7 +68,7 @@ impl SimIo {
         let mut h = StableHasher::new();
         h.write_str(id);
         let max = self.action_latency.as_millis().max(1) as u64;
-        Duration::from_millis(1 + h.finish() % max)
+        Duration::from_millis(1 + h.finish_u64() % max)
     }
 
     /// Queries a process.

@@ -41,13 +41,45 @@ pub struct CacheStats {
     pub hits: u64,
     /// Renders that had to compile it.
     pub misses: u64,
-    /// Templates in the cache.
+    /// Templates in the cache (at most [`Templates::CACHE_CAPACITY`]).
     pub templates: usize,
 }
 
+type Compiled = Arc<upon::Template<'static>>;
+
+/// The compiled templates, in two generations of at most half the
+/// capacity each: new ones go into `recent`; when it is full, it becomes
+/// `older` (dropping the previous older one). A template used from `older`
+/// moves back into `recent`, so the templates in use stay while ones that
+/// were used once (a spec that kept changing) age out. Bounded, O(1), and
+/// no bookkeeping on a hit in `recent`.
+#[derive(Default)]
+struct Cache {
+    recent: HashMap<String, Compiled>,
+    older: HashMap<String, Compiled>,
+}
+
+impl Cache {
+    const GENERATION: usize = Templates::CACHE_CAPACITY / 2;
+
+    fn insert(&mut self, source: String, template: Compiled) {
+        self.older.remove(&source);
+        if self.recent.len() >= Self::GENERATION {
+            self.older = std::mem::take(&mut self.recent);
+        }
+        self.recent.insert(source, template);
+    }
+
+    fn len(&self) -> usize {
+        self.recent.len() + self.older.len()
+    }
+}
+
 /// The template engine of a tree: an upon engine with the functions above,
-/// and a cache of compiled templates keyed by source. Shared by all nodes
-/// (it is `Send + Sync`).
+/// and a cache of compiled templates keyed by source, bounded at
+/// [`CACHE_CAPACITY`](Self::CACHE_CAPACITY) templates (templates used
+/// recently stay; others are compiled again when next needed). Shared by
+/// all nodes (it is `Send + Sync`).
 ///
 /// # Examples
 ///
@@ -77,7 +109,7 @@ pub struct CacheStats {
 /// ```
 pub struct Templates {
     engine: upon::Engine<'static>,
-    cache: RwLock<HashMap<String, Arc<upon::Template<'static>>>>,
+    cache: RwLock<Cache>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -97,6 +129,11 @@ impl std::fmt::Debug for Templates {
 }
 
 impl Templates {
+    /// The most compiled templates the cache holds: 4,096. A tree whose
+    /// specs use more distinct templates than this still renders them all,
+    /// compiling the ones that aged out again when they are next used.
+    pub const CACHE_CAPACITY: usize = 4096;
+
     /// An engine with the documented functions and an empty cache.
     #[must_use]
     pub fn new() -> Self {
@@ -111,7 +148,7 @@ impl Templates {
         });
         Self {
             engine,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(Cache::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -131,18 +168,25 @@ impl Templates {
         }
     }
 
-    fn compiled(&self, source: &str) -> Result<Arc<upon::Template<'static>>, upon::Error> {
-        if let Some(t) = self
-            .cache
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(source)
-        {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Arc::clone(t));
-        }
-        self.misses.fetch_add(1, Ordering::Relaxed);
-        let template = Arc::new(self.engine.compile(source.to_owned())?);
+    fn compiled(&self, source: &str) -> Result<Compiled, upon::Error> {
+        let older = {
+            let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(t) = cache.recent.get(source) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Arc::clone(t));
+            }
+            cache.older.get(source).map(Arc::clone)
+        };
+        let template = match older {
+            Some(template) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                template
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                Arc::new(self.engine.compile(source.to_owned())?)
+            }
+        };
         self.cache
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -446,6 +490,34 @@ mod tests {
 
     fn node() -> NodePath {
         NodePath::parse("p/c")
+    }
+
+    #[test]
+    fn the_compile_cache_stays_within_its_capacity_and_keeps_what_is_in_use() {
+        let t = Templates::new();
+        let hot = "{{ IP }}:{{ PORT }}";
+        for i in 0..Templates::CACHE_CAPACITY + 500 {
+            let source = format!("{{{{ IP }}}}-{i}");
+            assert_eq!(
+                t.render_str(&source, &ctx(), &node()).unwrap(),
+                format!("10.0.0.5-{i}")
+            );
+            assert_eq!(t.render_str(hot, &ctx(), &node()).unwrap(), "10.0.0.5:502");
+            assert!(t.stats().templates <= Templates::CACHE_CAPACITY);
+        }
+        let stats = t.stats();
+        assert!(
+            stats.templates >= Templates::CACHE_CAPACITY / 2,
+            "{stats:?}"
+        );
+        // The template in use was compiled once, and every distinct one once.
+        assert_eq!(stats.misses, Templates::CACHE_CAPACITY as u64 + 500 + 1);
+        // One that aged out is compiled again, and renders the same.
+        assert_eq!(
+            t.render_str("{{ IP }}-0", &ctx(), &node()).unwrap(),
+            "10.0.0.5-0"
+        );
+        assert_eq!(t.stats().misses, stats.misses + 1);
     }
 
     #[test]

@@ -242,6 +242,30 @@ async fn an_undecodable_user_spec_at_depth_two_makes_the_parent_unhealthy_until_
     tree.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A `probe` child whose second declared child has a number for a name.
+fn misnamed_grandchild(name: &str) -> ChildSpec {
+    let child = |name: Value| Value::map([("name", name), ("worker_type", "probe".into())]);
+    ChildSpec::new(name, "probe").with_spec(Value::map([(
+        "children",
+        Value::List(vec![child("ok".into()), child(5.into())]),
+    )]))
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_undecodable_field_deep_in_a_user_spec_is_named_by_its_path() {
+    let (tree, _world) = bad_then_fixed(
+        vec![leaf("m1"), leaf("m2"), misnamed_grandchild("x")],
+        &[
+            "node `root/a/m`",
+            "node `root/a/m/x`",
+            "children[1].name: invalid type: integer `5`, expected a string",
+        ],
+        vec![leaf("m1"), leaf("m2")],
+    )
+    .await;
+    tree.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_corrected_declaration_heals_the_parent_and_starts_the_new_child() {
     let (tree, world) = bad_then_fixed(

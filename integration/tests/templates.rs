@@ -277,6 +277,39 @@ async fn a_node_whose_first_spec_does_not_render_waits_unhealthy_without_failing
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_rendered_value_of_the_wrong_type_is_reported_with_the_node_and_field_path() {
+    // `a`'s restart limit is a template that renders to a word, not a number.
+    let intensity = Value::map([("max_restarts", Value::from("{{ RESTARTS }}"))]);
+    let a = ChildSpec::new("a", "probe")
+        .with_spec(Value::map([(
+            "supervision",
+            Value::map([("intensity", intensity)]),
+        )]))
+        .with_variable("RESTARTS", "many");
+    let root = labelled("root", vec![])
+        .with_children(vec![a])
+        .named("root");
+    let world = ProbeWorld::default();
+    let tree = Tree::spawn(root, probe_registry(&world), test_config())
+        .await
+        .unwrap();
+    let snap = wait_for_snapshot(&tree, "a unhealthy", Duration::from_secs(10), |s| {
+        s.find("root/a").is_some_and(|a| a.last_error.is_some())
+    })
+    .await
+    .unwrap();
+    let error = node(&snap, "root/a").last_error.clone().unwrap();
+    assert!(
+        error.contains("node `root/a`")
+            && error.contains(
+                "supervision.intensity.max_restarts: invalid type: string \"many\", expected u32"
+            ),
+        "{error}"
+    );
+    tree.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_child_that_moves_an_inherited_location_level_is_unhealthy_with_a_clear_error() {
     let world = ProbeWorld::default();
     let root = labelled(

@@ -158,8 +158,8 @@ impl NodeState {
             Arc::new(ParentContext::new(user, location))
         };
         let mut h = StableHasher::new();
-        h.write_u64(self.cold.spec_hash.0);
-        h.write_u64(own.hash.0);
+        h.write_u128(self.cold.spec_hash.0);
+        h.write_u128(own.hash.0);
         Ok((own, SpecHash(h.finish())))
     }
 

@@ -498,7 +498,7 @@ impl Actor for NodeActor {
                 supervision: None,
                 child_hashes: Vec::new(),
                 restarts: args.restarts,
-                rng: SplitMix64::new(seed.finish()),
+                rng: SplitMix64::new(seed.finish_u64()),
                 _live: live,
                 inputs: Inputs::new(args.context, incarnation),
                 next_incarnation: 0,

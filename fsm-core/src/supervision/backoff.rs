@@ -4,12 +4,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::SupervisionError;
+
 /// The wait before restart attempt `n` (counting from 0):
 /// `min(max, base·2ⁿ)·(1 + r·jitter)` with `r` uniform in `[0, 1)`. The
 /// attempt count resets when a child has run for `reset_after` without
 /// failing.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Backoff {
     /// The first wait.
     #[serde(with = "crate::duration_ms")]
@@ -51,7 +53,16 @@ impl Backoff {
         }
     }
 
+    /// The longest wait [`delay`](Self::delay) returns, whatever the
+    /// settings: a year. Waits that long mean "practically never" already,
+    /// and any clock reading plus this one stays representable, so a huge
+    /// `base`, `max` or `jitter` saturates here instead of overflowing.
+    pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
     /// The wait before attempt `attempt`, given `unit_random` in `[0, 1)`.
+    /// It saturates at [`MAX_DELAY`](Self::MAX_DELAY); a jitter that is not
+    /// a number of at least 0 (see [`validate`](Self::validate)) adds
+    /// nothing.
     ///
     /// # Examples
     ///
@@ -79,7 +90,28 @@ impl Backoff {
         } else {
             0.0
         };
-        raw.mul_f64(1.0 + r * jitter)
+        // `mul_f64` panics past `Duration::MAX`; this saturates instead.
+        let factor = 1.0 + r * jitter;
+        Duration::try_from_secs_f64(raw.as_secs_f64() * factor)
+            .unwrap_or(Duration::MAX)
+            .min(Self::MAX_DELAY)
+    }
+
+    /// Checks that the settings make sense: the jitter is a number of at
+    /// least 0. (Large durations are not errors: waits saturate at
+    /// [`MAX_DELAY`](Self::MAX_DELAY).)
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisionError::BadJitter`] naming the value.
+    pub fn validate(&self) -> Result<(), SupervisionError> {
+        if self.jitter.is_finite() && self.jitter >= 0.0 {
+            Ok(())
+        } else {
+            Err(SupervisionError::BadJitter {
+                jitter: self.jitter.to_string(),
+            })
+        }
     }
 
     /// The attempt number to use for a failure at `now` of a child started
@@ -125,6 +157,50 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(b.next_attempt(5, t0, t0 + Duration::from_secs(1)), 5);
         assert_eq!(b.next_attempt(5, t0, t0 + Duration::from_secs(60)), 0);
+    }
+
+    #[test]
+    fn huge_settings_saturate_instead_of_overflowing() {
+        let huge = Backoff {
+            base: Duration::MAX,
+            max: Duration::MAX,
+            jitter: 5.0,
+            reset_after: Duration::MAX,
+        };
+        for attempt in [0, 1, 31, 32, u32::MAX] {
+            for r in [0.0, 0.5, 0.999] {
+                assert_eq!(huge.delay(attempt, r), Backoff::MAX_DELAY);
+            }
+        }
+        let enormous_jitter = Backoff {
+            jitter: f64::MAX,
+            ..Backoff::default()
+        };
+        assert_eq!(enormous_jitter.delay(3, 0.5), Backoff::MAX_DELAY);
+        assert_eq!(enormous_jitter.delay(0, 0.0), enormous_jitter.base);
+        // A large jitter is no error: it is a large, saturating wait.
+        assert_eq!(huge.validate(), Ok(()));
+        assert_eq!(enormous_jitter.validate(), Ok(()));
+        // The clock plus the longest wait stays representable.
+        let t0 = Instant::now();
+        assert!(t0.checked_add(Backoff::MAX_DELAY).is_some());
+        assert_eq!(huge.next_attempt(7, t0, t0 + Duration::from_secs(1)), 7);
+    }
+
+    #[test]
+    fn a_jitter_that_is_not_a_number_of_at_least_zero_is_invalid_and_adds_nothing() {
+        for jitter in [f64::NAN, -0.5, f64::NEG_INFINITY, f64::INFINITY] {
+            let b = Backoff {
+                jitter,
+                ..Backoff::default()
+            };
+            let err = b.validate().unwrap_err();
+            assert!(
+                err.to_string().contains("`backoff.jitter`"),
+                "{jitter}: {err}"
+            );
+            assert_eq!(b.delay(2, 0.9), b.base * 4, "{jitter}");
+        }
     }
 
     #[test]

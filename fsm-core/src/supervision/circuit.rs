@@ -115,6 +115,25 @@ mod tests {
     }
 
     #[test]
+    fn clock_readings_out_of_order_or_far_apart_never_panic() {
+        let mut c = Circuit::new();
+        let t0 = Instant::now();
+        let far = t0 + Duration::from_secs(100 * 365 * 24 * 3600);
+        c.update(true, far);
+        // A reading before the opening: open for no time at all.
+        assert!(!c.heartbeat_due(t0, Duration::from_secs(1)));
+        assert_eq!(
+            c.update(false, t0),
+            Some(CircuitChange::Closed {
+                open_for: Duration::ZERO
+            })
+        );
+        c.update(true, t0);
+        assert!(!c.heartbeat_due(far, Duration::MAX));
+        assert!(c.heartbeat_due(far, Duration::from_secs(1)));
+    }
+
+    #[test]
     fn heartbeats_come_at_the_interval_only_while_open() {
         let mut c = Circuit::new();
         let t0 = Instant::now();

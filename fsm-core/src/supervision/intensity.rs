@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::SupervisionError;
+
 /// At most `max_restarts` restarts within `period`; one more and the
 /// supervisor escalates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct RestartIntensity {
     /// Restarts tolerated within the window.
     pub max_restarts: u32,
@@ -36,6 +38,20 @@ impl RestartIntensity {
             max_restarts,
             period,
         }
+    }
+
+    /// Checks that the settings make sense: the period is not zero (no
+    /// restart would ever count towards the limit, so the supervisor would
+    /// never give up). A long period, up to `Duration::MAX`, is fine.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisionError::ZeroPeriod`].
+    pub fn validate(&self) -> Result<(), SupervisionError> {
+        if self.period.is_zero() {
+            return Err(SupervisionError::ZeroPeriod);
+        }
+        Ok(())
     }
 }
 
@@ -137,6 +153,32 @@ mod tests {
             RestartIntensity::new(0, Duration::from_secs(1)),
         );
         assert_eq!(v, IntensityVerdict::Exceeded { in_window: 1 });
+    }
+
+    #[test]
+    fn a_period_of_duration_max_counts_every_restart_without_overflowing() {
+        let limit = RestartIntensity::new(3, Duration::MAX);
+        assert_eq!(limit.validate(), Ok(()));
+        let mut w = RestartWindow::new();
+        let t0 = Instant::now();
+        let far = Duration::from_secs(100 * 365 * 24 * 3600);
+        let verdicts: Vec<_> = [t0, t0 + far, t0, t0 + far + far]
+            .into_iter()
+            .map(|t| w.record(t, limit))
+            .collect();
+        assert_eq!(
+            verdicts[2],
+            IntensityVerdict::LastBeforeEscalation { in_window: 3 }
+        );
+        assert_eq!(verdicts[3], IntensityVerdict::Exceeded { in_window: 4 });
+    }
+
+    #[test]
+    fn a_zero_period_is_invalid() {
+        let err = RestartIntensity::new(3, Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("`intensity.period`"), "{err}");
     }
 
     #[test]

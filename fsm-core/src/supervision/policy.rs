@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backoff::Backoff;
 use super::intensity::RestartIntensity;
+use crate::error::SupervisionError;
 
 /// When a child is restarted after it ends. Set per child in its
 /// [`ChildSpec`](crate::ChildSpec).
@@ -118,7 +119,7 @@ pub fn affected_children(strategy: Strategy, failed: usize, len: usize) -> Range
 /// [`DesiredState`](crate::DesiredState); otherwise the tree's default
 /// applies.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Supervision {
     /// Which children restart when one fails.
@@ -152,6 +153,19 @@ impl Supervision {
     pub fn with_backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = backoff;
         self
+    }
+
+    /// Checks that the settings make sense (see [`Backoff::validate`] and
+    /// [`RestartIntensity::validate`]). A supervision a worker declares in
+    /// its [`DesiredState`](crate::DesiredState) is checked after every
+    /// derivation; an invalid one is an [`InvalidSpec`](crate::InvalidSpec).
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, naming the field.
+    pub fn validate(&self) -> Result<(), SupervisionError> {
+        self.intensity.validate()?;
+        self.backoff.validate()
     }
 }
 

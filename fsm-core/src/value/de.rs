@@ -11,18 +11,37 @@ use super::Value;
 
 /// A value did not have the shape the target type expects, or could not be
 /// represented as a [`Value`]. The message is serde's (missing field, invalid
-/// type, unknown variant, ...).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+/// type, unknown variant, ...), preceded by the path of the field it is about
+/// when there is one: `pumps[2].enabled: invalid type: string "yes",
+/// expected a boolean`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValueError {
     message: String,
+    /// Where in the value (`pumps[2].enabled`); `None` for the value itself.
+    path: Option<String>,
 }
 
 impl ValueError {
     pub(crate) fn custom(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            path: None,
         }
+    }
+
+    /// The error of a decode that tracked where it was: the path is kept
+    /// unless it says nothing (the top level, or only unknown segments).
+    pub(crate) fn at_path(e: serde_path_to_error::Error<ValueError>) -> Self {
+        let known = e
+            .path()
+            .iter()
+            .any(|s| !matches!(s, serde_path_to_error::Segment::Unknown));
+        let path = known.then(|| e.path().to_string());
+        let mut inner = e.into_inner();
+        if inner.path.is_none() {
+            inner.path = path;
+        }
+        inner
     }
 
     /// The serde message.
@@ -30,7 +49,26 @@ impl ValueError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The path of the field the error is about (`pumps[2].enabled`: map
+    /// keys and struct fields joined by `.`, list indices in brackets), or
+    /// `None` when it is about the value as a whole.
+    #[must_use]
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
 }
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(path) => write!(f, "{path}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for ValueError {}
 
 impl de::Error for ValueError {
     fn custom<T: fmt::Display>(msg: T) -> Self {

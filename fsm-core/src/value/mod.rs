@@ -63,6 +63,13 @@ pub enum Value {
 }
 
 impl Value {
+    /// How deeply lists and maps may nest in a value that is read
+    /// (deserialised, from JSON, the binary [`codec`](crate::codec) or any
+    /// other format): 128 levels, as `serde_json` allows. Deeper input is
+    /// refused with an error instead of overflowing the stack of the thread
+    /// reading it. Real specs nest a handful of levels.
+    pub const MAX_DEPTH: usize = 128;
+
     /// Builds a [`Value::Map`] from key/value pairs.
     #[must_use]
     pub fn map<K, I>(entries: I) -> Self
@@ -90,9 +97,10 @@ impl Value {
     /// # Errors
     ///
     /// Returns the serde message (missing field, wrong type, unknown variant)
-    /// when the value does not have the shape `T` expects.
+    /// when the value does not have the shape `T` expects, naming the field
+    /// it is about ([`ValueError::path`]).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ValueError> {
-        T::deserialize(self)
+        serde_path_to_error::deserialize(self).map_err(ValueError::at_path)
     }
 
     /// Returns the string if this is a [`Value::String`].
@@ -350,6 +358,39 @@ mod tests {
         let v = Value::map([("host", "h".into()), ("port", Value::from(70000))]);
         let err = v.decode::<Spec>().unwrap_err().to_string();
         assert!(err.contains("70000"), "{err}");
+    }
+
+    #[test]
+    fn a_decode_error_names_the_path_of_the_field_it_is_about() {
+        let v = Value::map([
+            ("host", "h".into()),
+            ("port", 80.into()),
+            ("tags", Value::from(vec![Value::from("a"), Value::from(7)])),
+            ("mode", "read".into()),
+        ]);
+        let err = v.decode::<Spec>().unwrap_err();
+        assert_eq!(err.path(), Some("tags[1]"));
+        assert_eq!(
+            err.to_string(),
+            "tags[1]: invalid type: integer `7`, expected a string"
+        );
+        let v = Value::map([
+            ("host", "h".into()),
+            ("port", 80.into()),
+            (
+                "mode",
+                Value::map([("write", Value::map([("qos", "high".into())]))]),
+            ),
+        ]);
+        let err = v.decode::<Spec>().unwrap_err();
+        assert_eq!(err.path(), Some("mode.write.qos"), "{err}");
+        // An error about the value as a whole has no path.
+        let err = Value::from(1).decode::<Spec>().unwrap_err();
+        assert_eq!(err.path(), None);
+        assert!(
+            err.to_string().starts_with("invalid type: integer `1`"),
+            "{err}"
+        );
     }
 
     #[test]

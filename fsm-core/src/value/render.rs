@@ -38,16 +38,18 @@ impl Value {
     /// # Errors
     ///
     /// The renderer's message for a template that does not render, or
-    /// serde's message for data of the wrong shape.
+    /// serde's message for data of the wrong shape; either names the field
+    /// it is about ([`ValueError::path`]).
     pub fn decode_with<T: DeserializeOwned>(
         &self,
         renderer: &dyn TemplateRenderer,
     ) -> Result<T, ValueError> {
-        T::deserialize(Rendering {
+        serde_path_to_error::deserialize(Rendering {
             value: self,
             renderer,
             field: String::new(),
         })
+        .map_err(ValueError::at_path)
     }
 }
 

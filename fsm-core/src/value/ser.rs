@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess,
+    VariantAccess, Visitor,
+};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 use super::{Map, Value};
@@ -22,18 +25,6 @@ enum TaggedRef<'a> {
     String(&'a str),
     List(&'a [Value]),
     Map(&'a Map),
-}
-
-/// The tagged, binary-format shape of a value (owned, for reading).
-#[derive(serde::Deserialize)]
-enum Tagged {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    String(String),
-    List(Vec<Value>),
-    Map(Map),
 }
 
 impl Serialize for Value {
@@ -74,27 +65,153 @@ impl Serialize for Value {
     }
 }
 
+/// The variants of the binary shape, in the order [`TaggedRef`] writes
+/// them.
+const TAGS: &[&str] = &["Null", "Bool", "Int", "Float", "String", "List", "Map"];
+
 impl<'de> Deserialize<'de> for Value {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Nested { depth: 0 }.deserialize(deserializer)
+    }
+}
+
+/// Reads a value found inside `depth` lists or maps.
+#[derive(Clone, Copy)]
+struct Nested {
+    depth: usize,
+}
+
+impl Nested {
+    /// The reader of what a list or map at this depth holds, or the error
+    /// if it would be too deep.
+    fn inner<E: de::Error>(self) -> Result<Self, E> {
+        if self.depth >= Value::MAX_DEPTH {
+            return Err(E::custom(format_args!(
+                "lists and maps nest more than {} levels deep; flatten the data",
+                Value::MAX_DEPTH
+            )));
+        }
+        Ok(Self {
+            depth: self.depth + 1,
+        })
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Nested {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
         if !deserializer.is_human_readable() {
-            return Ok(match Tagged::deserialize(deserializer)? {
-                Tagged::Null => Value::Null,
-                Tagged::Bool(b) => Value::Bool(b),
-                Tagged::Int(i) => Value::Int(i),
-                Tagged::Float(f) => Value::Float(f),
-                Tagged::String(s) => Value::String(s),
-                Tagged::List(l) => Value::List(l),
-                Tagged::Map(m) => Value::Map(m),
-            });
+            return deserializer.deserialize_enum("Value", TAGS, TaggedVisitor(self));
         }
         // Asking as a newtype lets a rendering deserializer hand over the raw,
         // unrendered data (see `render.rs`); every other format treats it as
         // the value itself.
-        deserializer.deserialize_newtype_struct(super::render::RAW_VALUE, ValueVisitor)
+        deserializer.deserialize_newtype_struct(super::render::RAW_VALUE, ValueVisitor(self))
     }
 }
 
-struct ValueVisitor;
+/// Reads the binary, tagged shape.
+struct TaggedVisitor(Nested);
+
+impl<'de> Visitor<'de> for TaggedVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tagged value")
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
+        let (tag, variant): (u32, _) = data.variant()?;
+        Ok(match tag {
+            0 => {
+                variant.unit_variant()?;
+                Value::Null
+            }
+            1 => Value::Bool(variant.newtype_variant()?),
+            2 => Value::Int(variant.newtype_variant()?),
+            3 => Value::Float(variant.newtype_variant()?),
+            4 => Value::String(variant.newtype_variant()?),
+            5 => variant.newtype_variant_seed(ListSeed(self.0.inner()?))?,
+            6 => variant.newtype_variant_seed(MapSeed(self.0.inner()?))?,
+            other => {
+                return Err(de::Error::invalid_value(
+                    de::Unexpected::Unsigned(u64::from(other)),
+                    &"a value tag from 0 to 6",
+                ));
+            }
+        })
+    }
+}
+
+/// A list whose items are read at the depth it holds.
+struct ListSeed(Nested);
+
+impl<'de> DeserializeSeed<'de> for ListSeed {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of values")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        read_list(self.0, seq)
+    }
+}
+
+/// A map whose values are read at the depth it holds.
+struct MapSeed(Nested);
+
+impl<'de> DeserializeSeed<'de> for MapSeed {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MapSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Value, A::Error> {
+        read_map(self.0, access)
+    }
+}
+
+/// The items of a list at `inner` depth.
+fn read_list<'de, A: SeqAccess<'de>>(inner: Nested, mut seq: A) -> Result<Value, A::Error> {
+    // The size hint comes from the input: trust it only so far.
+    let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+    while let Some(item) = seq.next_element_seed(inner)? {
+        items.push(item);
+    }
+    Ok(Value::List(items))
+}
+
+/// The entries of a map at `inner` depth.
+fn read_map<'de, A: MapAccess<'de>>(inner: Nested, mut access: A) -> Result<Value, A::Error> {
+    let mut map = BTreeMap::new();
+    while let Some(key) = access.next_key::<String>()? {
+        let value = access.next_value_seed(inner)?;
+        map.insert(key, value);
+    }
+    Ok(Value::Map(map))
+}
+
+/// Reads the plain, self-describing shape.
+struct ValueVisitor(Nested);
 
 impl<'de> Visitor<'de> for ValueVisitor {
     type Value = Value;
@@ -140,26 +257,18 @@ impl<'de> Visitor<'de> for ValueVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Value::deserialize(d)
+        self.0.deserialize(d)
     }
 
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(ValueVisitor)
+        d.deserialize_any(self)
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(item) = seq.next_element()? {
-            items.push(item);
-        }
-        Ok(Value::List(items))
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        read_list(self.0.inner()?, seq)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = BTreeMap::new();
-        while let Some((k, v)) = access.next_entry::<String, Value>()? {
-            map.insert(k, v);
-        }
-        Ok(Value::Map(map))
+    fn visit_map<A: MapAccess<'de>>(self, access: A) -> Result<Value, A::Error> {
+        read_map(self.0.inner()?, access)
     }
 }

@@ -81,7 +81,7 @@ pub fn config_hash<T: Serialize + ?Sized>(config: &T) -> u64 {
     Value::from_serialize(config)
         .unwrap_or_default()
         .stable_hash(&mut h);
-    h.finish()
+    h.finish_u64()
 }
 
 impl<K: Kind> Worker for ProcessWorker<K> {
