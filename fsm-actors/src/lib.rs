@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod deadline;
 mod error;
 mod executor;
 mod faults;

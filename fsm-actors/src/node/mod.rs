@@ -63,7 +63,7 @@ use opentelemetry::KeyValue;
 use tracing::Instrument;
 
 use crate::config::TreeConfig;
-use crate::executor::{ActionId, ActionRequest, ExecMsg};
+use crate::executor::{ActionId, ActionRequest, ExecMsg, ExecutorHandle};
 use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts, TreeStatus};
 use crate::telemetry;
 use crate::telemetry::metrics::{Metrics, path_attr};
@@ -79,7 +79,8 @@ pub(crate) struct Shared {
     pub(crate) config: TreeConfig,
     /// The tree's template engine and its compile cache.
     pub(crate) templates: fsm_templates::Templates,
-    pub(crate) executor: ActorRef<ExecMsg>,
+    /// The executor running now (replaced if one dies).
+    pub(crate) executor: ExecutorHandle,
     /// Where the top node publishes the tree's status.
     pub(crate) status: watch::Sender<TreeStatus>,
     pub(crate) next_action_id: AtomicU64,
@@ -1325,7 +1326,7 @@ impl NodeState {
             worker_type: Arc::clone(&self.cold.worker_type),
             origin: self.cold.tick_origin.as_deref().cloned(),
         };
-        match self.shared.executor.cast(ExecMsg::Enqueue(request)) {
+        match self.shared.executor.cast(ExecMsg::Enqueue(request.into())) {
             Ok(()) => self.action = Some((id, name)),
             Err(_) => {
                 self.last_action = Some(Box::new(ActionReport {
