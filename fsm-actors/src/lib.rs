@@ -36,6 +36,7 @@ mod faults;
 mod node;
 mod runbook;
 mod snapshot;
+mod snapshot_json;
 pub mod telemetry;
 mod tree;
 
