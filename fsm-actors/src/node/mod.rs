@@ -174,6 +174,10 @@ impl Drop for LiveGuard {
     }
 }
 
+/// How much earlier than its own inspection deadline a node at depth 1
+/// asks its children to answer by (see `NodeState::inspect`).
+const INSPECT_MARGIN: Duration = Duration::from_millis(2);
+
 /// How long after a good observation (or the start) a node can be neither
 /// stale nor failed.
 fn quiet_for(config: &TreeConfig) -> Duration {
@@ -1587,10 +1591,17 @@ impl NodeState {
             })
             .collect();
         // Children answer a little before the deadline so that this node
-        // can still answer by it.
-        let child_deadline = deadline
-            .checked_sub(Duration::from_millis(2))
-            .unwrap_or(deadline);
+        // can still answer by it. The margin shrinks with the square of the
+        // depth, so that all of them together (a sum of 1/d^2) stay under
+        // three times the first, however deep the tree: a fixed margin per
+        // level used up the whole budget some hundreds of levels down.
+        let depth = u32::try_from(self.path.depth().max(1)).unwrap_or(u32::MAX);
+        let margin = deadline
+            .saturating_duration_since(now)
+            .min(INSPECT_MARGIN * 4)
+            / 4
+            / depth.saturating_mul(depth);
+        let child_deadline = deadline.checked_sub(margin).unwrap_or(deadline);
         tokio::spawn(async move {
             let calls =
                 children
