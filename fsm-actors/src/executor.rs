@@ -784,6 +784,52 @@ mod tests {
         an_executor_that_dies_fails_its_actions_and_is_replaced(|executor| executor.kill()).await;
     }
 
+    /// Passes on the outcomes a node would receive.
+    struct Owner(tokio::sync::mpsc::UnboundedSender<ActionOutcome>);
+
+    impl Actor for Owner {
+        type Msg = NodeMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<NodeMsg>, (): ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<NodeMsg>,
+            msg: NodeMsg,
+            (): &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            if let NodeMsg::ActionDone { report, .. } = msg {
+                let _ = self.0.send(report.outcome);
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_action_whose_message_the_executor_never_read_still_ends_failed() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (owner, _) = Actor::spawn(None, Owner(tx), ()).await.unwrap();
+        let msg = ExecMsg::Enqueue(Pending::from(ActionRequest {
+            id: 7,
+            path: NodePath::top().child("a"),
+            owner: owner.clone(),
+            action: fsm_core::BoxedAction::new(Act(Arc::default())),
+            worker_type: Arc::from("w"),
+            origin: None,
+        }));
+        // As when the executor dies with the message in its mailbox.
+        drop(msg);
+        assert_eq!(
+            rx.recv().await,
+            Some(ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned()))
+        );
+        owner.stop(None);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_action_without_a_timeout_to_speak_of_runs_and_succeeds() {
         let world = Arc::new(World {

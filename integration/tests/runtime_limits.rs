@@ -2,6 +2,9 @@
 //! handles: durations as long as `Duration` holds, and trees thousands of
 //! levels deep.
 
+// Helpers outside the tests unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
