@@ -43,11 +43,10 @@ async fn a_restart_backoff_longer_than_the_clock_holds_waits_instead_of_panickin
     let world = ProbeWorld::default();
     let mut config = test_config();
     config.tick_interval = Some(Duration::MAX);
-    let never = Duration::from_secs(u64::MAX / 2);
     config.supervision = Supervision::new(Strategy::OneForOne).with_backoff(Backoff {
-        base: never,
-        max: never,
-        jitter: 0.0,
+        base: Duration::MAX,
+        max: Duration::MAX,
+        jitter: 0.2,
         reset_after: Duration::from_secs(60),
     });
     let tree = Tree::spawn(

@@ -79,7 +79,9 @@ impl Backoff {
         } else {
             0.0
         };
-        raw.mul_f64(1.0 + r * jitter)
+        // `mul_f64` panics past `Duration::MAX` (a configured maximum that
+        // large, or jitter on top of it): saturate instead.
+        Duration::try_from_secs_f64(raw.as_secs_f64() * (1.0 + r * jitter)).unwrap_or(Duration::MAX)
     }
 
     /// The attempt number to use for a failure at `now` of a child started
@@ -100,6 +102,18 @@ impl Backoff {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_delay_beyond_what_a_duration_holds_saturates() {
+        let b = Backoff {
+            base: Duration::MAX,
+            max: Duration::MAX,
+            jitter: 0.5,
+            ..Backoff::default()
+        };
+        assert_eq!(b.delay(0, 0.0), Duration::MAX);
+        assert_eq!(b.delay(31, 1.0), Duration::MAX);
+    }
 
     proptest! {
         #[test]
