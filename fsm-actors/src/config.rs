@@ -6,6 +6,10 @@ use fsm_core::Supervision;
 
 /// How a tree ticks, observes, runs actions and stops.
 ///
+/// Any duration may be as long as `Duration::MAX`, to mean "practically
+/// never": a deadline beyond what the clock holds is taken as a far future
+/// (about thirty years), never as a panic.
+///
 /// # Examples
 ///
 /// ```

@@ -10,7 +10,12 @@
 //!   succeeded, failed, timed out, cancelled or rejected (queue full);
 //! * cancelling a subtree (its node was removed, restarted or shut down)
 //!   cancels its queued actions at once and its running ones at their next
-//!   await point.
+//!   await point;
+//! * no action outlives the executor: however it ends (stopped with the
+//!   tree, a panic, killed), its running actions are cancelled and every
+//!   action it held ends in an outcome. A supervisor ([`ExecutorSupervisor`])
+//!   starts a new executor when one dies, and nodes reach whichever runs now
+//!   through an [`ExecutorHandle`].
 
 use std::collections::VecDeque;
 
@@ -18,12 +23,13 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use fsm_core::{ActionContext, ActionOutcome, ActionReport, BoxedAction, NodePath, panic_message};
 use futures::FutureExt;
 use opentelemetry::KeyValue;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -48,14 +54,127 @@ pub(crate) struct ActionRequest {
     pub(crate) origin: Option<opentelemetry::trace::SpanContext>,
 }
 
+/// The error of every action an executor held when it stopped unasked.
+pub(crate) const EXECUTOR_STOPPED: &str =
+    "the action executor stopped; the action's outcome is unknown";
+
+/// An action on its way to the executor. Should the message be dropped
+/// unread (the executor ended with it in its mailbox), its node still hears
+/// an outcome, or it would wait for one for ever.
+pub(crate) struct Pending(Option<ActionRequest>);
+
+impl From<ActionRequest> for Pending {
+    fn from(req: ActionRequest) -> Self {
+        Self(Some(req))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(req) = self.0.take() {
+            let _ = req.owner.cast(NodeMsg::ActionDone {
+                id: req.id,
+                report: ActionReport {
+                    action: req.action.name().to_owned(),
+                    outcome: ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned()),
+                },
+            });
+        }
+    }
+}
+
 /// How the executor is started.
 pub(crate) struct ExecutorArgs {
     pub(crate) config: ExecutorConfig,
     pub(crate) metrics: Arc<Metrics>,
+    /// The counters, shared by every incarnation of the tree's executor.
+    pub(crate) counters: Arc<Counters>,
 }
 
+impl Clone for ExecutorArgs {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            metrics: Arc::clone(&self.metrics),
+            counters: Arc::clone(&self.counters),
+        }
+    }
+}
+
+/// The executor's counters ([`ExecutorStats`] less what is queued and
+/// running now). They outlive an executor that dies, so that they still add
+/// up after its replacement takes over.
+#[derive(Default)]
+pub(crate) struct Counters {
+    enqueued: AtomicU64,
+    started: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    timed_out: AtomicU64,
+    cancelled: AtomicU64,
+    rejected: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    fn stats(&self, queued: usize, running: usize) -> ExecutorStats {
+        ExecutorStats {
+            enqueued: self.enqueued.load(Ordering::Relaxed),
+            started: self.started.load(Ordering::Relaxed),
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            queued: queued as u64,
+            running: running as u64,
+        }
+    }
+}
+
+/// The tree's way to its executor: whichever incarnation runs now. Read
+/// when a node enqueues or cancels an action, never per tick; written only
+/// when the supervisor replaces a dead executor.
+#[derive(Clone)]
+pub(crate) struct ExecutorHandle(Arc<RwLock<Option<ActorRef<ExecMsg>>>>);
+
+impl ExecutorHandle {
+    /// A handle to no executor yet (the supervisor sets it).
+    pub(crate) fn unset() -> Self {
+        Self(Arc::new(RwLock::new(None)))
+    }
+
+    /// The executor running now, if any.
+    pub(crate) fn get(&self) -> Option<ActorRef<ExecMsg>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, executor: ActorRef<ExecMsg>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(executor);
+    }
+
+    /// Sends `msg` to the executor running now; `Err` if none runs (the
+    /// message is dropped: an action in it ends failed).
+    pub(crate) fn cast(&self, msg: ExecMsg) -> Result<(), ExecutorGone> {
+        match &*self.0.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(executor) => executor.cast(msg).map_err(|_| ExecutorGone),
+            None => Err(ExecutorGone),
+        }
+    }
+}
+
+/// No executor runs (the tree is gone).
+#[derive(Debug)]
+pub(crate) struct ExecutorGone;
+
 pub(crate) enum ExecMsg {
-    Enqueue(ActionRequest),
+    Enqueue(Pending),
     /// Cancel every action of the node at this path and below.
     CancelSubtree(NodePath),
     Finished {
@@ -63,6 +182,9 @@ pub(crate) enum ExecMsg {
         outcome: ActionOutcome,
     },
     Stats(RpcReplyPort<ExecutorStats>),
+    /// Panics in the handler, as a bug would.
+    #[cfg(test)]
+    Panic,
 }
 
 pub(crate) struct Executor;
@@ -82,7 +204,7 @@ pub(crate) struct ExecutorState {
     running: HashMap<ActionId, Running>,
     /// Nodes with an action running, by actor (cheaper to hash than a path).
     busy: HashSet<ractor::ActorId>,
-    stats: ExecutorStats,
+    stats: Arc<Counters>,
 }
 
 impl Actor for Executor {
@@ -101,7 +223,7 @@ impl Actor for Executor {
             queue: VecDeque::new(),
             running: HashMap::new(),
             busy: HashSet::new(),
-            stats: ExecutorStats::default(),
+            stats: args.counters,
         })
     }
 
@@ -112,15 +234,18 @@ impl Actor for Executor {
         state: &mut ExecutorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ExecMsg::Enqueue(req) => state.enqueue(req, &myself),
+            ExecMsg::Enqueue(mut pending) => {
+                if let Some(req) = pending.0.take() {
+                    state.enqueue(req, &myself);
+                }
+            }
             ExecMsg::CancelSubtree(prefix) => state.cancel_subtree(&prefix),
             ExecMsg::Finished { id, outcome } => state.finished(id, outcome, &myself),
             ExecMsg::Stats(reply) => {
-                let mut stats = state.stats;
-                stats.queued = state.queue.len() as u64;
-                stats.running = state.running.len() as u64;
-                let _ = reply.send(stats);
+                let _ = reply.send(state.stats.stats(state.queue.len(), state.running.len()));
             }
+            #[cfg(test)]
+            ExecMsg::Panic => panic!("the executor was told to panic"),
         }
         Ok(())
     }
@@ -139,7 +264,7 @@ impl Actor for Executor {
 
 impl ExecutorState {
     fn enqueue(&mut self, req: ActionRequest, myself: &ActorRef<ExecMsg>) {
-        self.stats.enqueued += 1;
+        bump(&self.stats.enqueued);
         if self.queue.len() >= self.config.queue_capacity {
             let reason = format!(
                 "the executor queue is full ({} waiting); the node will ask again",
@@ -228,7 +353,7 @@ impl ExecutorState {
             }
             .instrument(span),
         );
-        self.stats.started += 1;
+        bump(&self.stats.started);
         self.busy.insert(owner.get_id());
         self.running.insert(
             id,
@@ -301,13 +426,13 @@ impl ExecutorState {
         action: &'static str,
         outcome: ActionOutcome,
     ) {
-        match &outcome {
-            ActionOutcome::Succeeded => self.stats.succeeded += 1,
-            ActionOutcome::Failed(_) => self.stats.failed += 1,
-            ActionOutcome::TimedOut => self.stats.timed_out += 1,
-            ActionOutcome::Cancelled => self.stats.cancelled += 1,
-            ActionOutcome::Rejected(_) => self.stats.rejected += 1,
-        }
+        bump(match &outcome {
+            ActionOutcome::Succeeded => &self.stats.succeeded,
+            ActionOutcome::Failed(_) => &self.stats.failed,
+            ActionOutcome::TimedOut => &self.stats.timed_out,
+            ActionOutcome::Cancelled => &self.stats.cancelled,
+            ActionOutcome::Rejected(_) => &self.stats.rejected,
+        });
         // A node that is gone cannot receive its outcome; it is still counted.
         let _ = owner.cast(NodeMsg::ActionDone {
             id,
@@ -316,6 +441,123 @@ impl ExecutorState {
                 outcome,
             },
         });
+    }
+}
+
+impl Drop for ExecutorState {
+    /// Runs however the executor ends, even killed: nothing it held is left
+    /// running detached or without an outcome. An action cancelled already
+    /// (its subtree went away, or the tree stopped) ends `Cancelled`; any
+    /// other ends `Failed`, as nobody knows how far it got.
+    fn drop(&mut self) {
+        let queued = std::mem::take(&mut self.queue);
+        let running = std::mem::take(&mut self.running);
+        if !queued.is_empty() || running.values().any(|r| !r.cancel.is_cancelled()) {
+            tracing::warn!(
+                queued = queued.len(),
+                running = running.len(),
+                "the action executor stopped with actions in flight; they end failed"
+            );
+        }
+        for req in queued {
+            let failed = ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned());
+            self.deliver(&req.owner, req.id, req.action.name(), failed);
+        }
+        for (id, run) in running {
+            let outcome = if run.cancel.is_cancelled() {
+                ActionOutcome::Cancelled
+            } else {
+                run.cancel.cancel();
+                ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned())
+            };
+            self.deliver(&run.owner, id, run.name, outcome);
+        }
+    }
+}
+
+/// Supervises the tree's executor: when it dies (a bug in it panicked, or
+/// it was killed), starts a new one and points the tree's
+/// [`ExecutorHandle`] at it. Stopping the supervisor stops the executor.
+pub(crate) struct ExecutorSupervisor;
+
+/// How the supervisor is started.
+pub(crate) struct SupervisorArgs {
+    pub(crate) executor: ExecutorArgs,
+    pub(crate) handle: ExecutorHandle,
+}
+
+pub(crate) struct SupervisorState {
+    args: ExecutorArgs,
+    handle: ExecutorHandle,
+    current: ActorRef<ExecMsg>,
+}
+
+impl ExecutorSupervisor {
+    async fn start(
+        myself: &ActorRef<()>,
+        args: &ExecutorArgs,
+        handle: &ExecutorHandle,
+    ) -> Result<ActorRef<ExecMsg>, ActorProcessingErr> {
+        let (executor, _) =
+            Actor::spawn_linked(None, Executor, args.clone(), myself.get_cell()).await?;
+        handle.set(executor.clone());
+        Ok(executor)
+    }
+}
+
+impl Actor for ExecutorSupervisor {
+    type Msg = ();
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<()>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let current = Self::start(&myself, &args.executor, &args.handle).await?;
+        Ok(SupervisorState {
+            args: args.executor,
+            handle: args.handle,
+            current,
+        })
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<()>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (who, why) = match &event {
+            SupervisionEvent::ActorFailed(who, e) => (who, e.to_string()),
+            SupervisionEvent::ActorTerminated(who, _, reason) => {
+                (who, reason.clone().unwrap_or_else(|| "stopped".to_owned()))
+            }
+            _ => return Ok(()),
+        };
+        if who.get_id() != state.current.get_id() {
+            return Ok(());
+        }
+        // Its actions have their outcomes already (see `ExecutorState`'s
+        // `Drop`); the next ones go to a new executor.
+        tracing::error!(reason = %why, "the action executor died; starting a new one");
+        state.current = Self::start(&myself, &state.args, &state.handle).await?;
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<()>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // In order, so that its `post_stop` cancels what it holds; whatever
+        // is left is killed with this actor.
+        let _ = state
+            .current
+            .stop_and_wait(None, Some(Duration::from_secs(1)))
+            .await;
+        Ok(())
     }
 }
 
@@ -334,5 +576,271 @@ async fn run_to_outcome(
             Ok(Ok(Err(e))) => ActionOutcome::Failed(e.to_string()),
             Ok(Ok(Ok(()))) => ActionOutcome::Succeeded,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicU32};
+
+    use fsm_core::{
+        Action, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Snapshot, State,
+        Transition, Worker, WorkerRegistry,
+    };
+
+    use super::*;
+    use crate::{Tree, TreeConfig};
+
+    /// What the test worker's actions do, and what they saw.
+    #[derive(Default)]
+    struct World {
+        /// Actions begun so far; the first hangs until cancelled.
+        calls: AtomicU32,
+        /// The first action was dropped after its cancellation fired.
+        saw_cancel: AtomicBool,
+        /// The outcomes the state machine saw, without repeats.
+        outcomes: Mutex<Vec<ActionOutcome>>,
+        /// The actions' own timeout.
+        timeout: Option<Duration>,
+        /// Whether the first action hangs (else every action succeeds).
+        first_hangs: bool,
+    }
+
+    struct Acting(Arc<World>);
+
+    #[derive(Clone, Debug)]
+    struct Idle;
+
+    struct Act(Arc<World>);
+
+    /// Records whether the action's cancellation had fired by the time the
+    /// action was dropped (the executor drops a cancelled action's future).
+    struct SawCancel<'a>(&'a ActionContext, &'a World);
+
+    impl Drop for SawCancel<'_> {
+        fn drop(&mut self) {
+            if self.0.is_cancelled() {
+                self.1.saw_cancel.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    impl Action for Act {
+        fn timeout(&self) -> Option<Duration> {
+            self.0.timeout
+        }
+
+        async fn execute(&self, ctx: &ActionContext) -> Result<(), BoxError> {
+            let first = self.0.calls.fetch_add(1, Ordering::SeqCst) == 0;
+            if first && self.0.first_hangs {
+                let _record = SawCancel(ctx, &self.0);
+                ctx.cancelled().await;
+                self.0.saw_cancel.store(true, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+    }
+
+    impl Worker for Acting {
+        type Spec = ();
+        type Observed = ();
+        type State = Idle;
+
+        fn initial_state(&self) -> Idle {
+            Idle
+        }
+
+        async fn collect(&self, _: &CollectContext<'_, ()>) -> Result<(), BoxError> {
+            Ok(())
+        }
+
+        fn derive_desired(&self, (): &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> {
+            Ok(DesiredState::new("idle"))
+        }
+    }
+
+    impl State<Acting> for Idle {
+        fn name(&self) -> &'static str {
+            "idle"
+        }
+
+        /// Acts until an action succeeds.
+        fn next(&self, s: &Snapshot<'_, Acting>) -> Transition<Idle> {
+            let world = &s.worker().0;
+            let last = s.last_action().map(|r| &r.outcome);
+            if let Some(outcome) = last {
+                let mut seen = world.outcomes.lock().unwrap();
+                if seen.last() != Some(outcome) {
+                    seen.push(outcome.clone());
+                }
+            }
+            if s.action_in_flight() || last == Some(&ActionOutcome::Succeeded) {
+                Transition::stay()
+            } else {
+                Transition::stay().with_action(Act(Arc::clone(world)))
+            }
+        }
+    }
+
+    async fn spawn(world: &Arc<World>, config: TreeConfig) -> Tree {
+        let mut registry = WorkerRegistry::new();
+        let w = Arc::clone(world);
+        registry
+            .register("acting", move |_| Acting(Arc::clone(&w)))
+            .unwrap();
+        Tree::spawn(ChildSpec::new("root", "acting"), registry, config)
+            .await
+            .unwrap()
+    }
+
+    fn config() -> TreeConfig {
+        TreeConfig {
+            tick_interval: Some(Duration::from_millis(100)),
+            ..TreeConfig::default()
+        }
+    }
+
+    /// Waits (on the paused clock) until `done` holds.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("waited in vain for {what}");
+    }
+
+    fn hanging_first() -> Arc<World> {
+        Arc::new(World {
+            first_hangs: true,
+            ..World::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_a_tree_without_shutdown_cancels_its_running_actions() {
+        let world = hanging_first();
+        let tree = spawn(&world, config()).await;
+        until("the action to start", || {
+            world.calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        drop(tree);
+        until("the running action to see its cancellation", || {
+            world.saw_cancel.load(Ordering::SeqCst)
+        })
+        .await;
+    }
+
+    async fn an_executor_that_dies_fails_its_actions_and_is_replaced(
+        kill: impl FnOnce(&ActorRef<ExecMsg>),
+    ) {
+        let world = hanging_first();
+        let tree = spawn(&world, config()).await;
+        until("the action to start", || {
+            world.calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        let first = tree.executor_handle().get().unwrap();
+        kill(&first);
+        until("an action to succeed", || {
+            world.outcomes.lock().unwrap().last() == Some(&ActionOutcome::Succeeded)
+        })
+        .await;
+        assert!(world.saw_cancel.load(Ordering::SeqCst));
+        assert_eq!(
+            *world.outcomes.lock().unwrap(),
+            [
+                ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned()),
+                ActionOutcome::Succeeded
+            ]
+        );
+        let second = tree.executor_handle().get().unwrap();
+        assert_ne!(first.get_id(), second.get_id());
+        let stats = tree.executor_stats().await.unwrap();
+        assert_eq!(
+            (stats.enqueued, stats.started, stats.failed, stats.succeeded),
+            (2, 2, 1, 1),
+            "{stats:?}"
+        );
+        assert_eq!(stats.enqueued, stats.outcomes(), "{stats:?}");
+        assert_eq!((stats.queued, stats.running), (0, 0), "{stats:?}");
+        let report = tree.shutdown(Duration::from_secs(5)).await;
+        assert!(report.all_clean(), "{report:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_executor_that_panics_fails_its_actions_and_a_new_one_runs_the_next() {
+        an_executor_that_dies_fails_its_actions_and_is_replaced(|executor| {
+            executor.cast(ExecMsg::Panic).unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_executor_that_is_killed_fails_its_actions_and_a_new_one_runs_the_next() {
+        an_executor_that_dies_fails_its_actions_and_is_replaced(|executor| executor.kill()).await;
+    }
+
+    /// Passes on the outcomes a node would receive.
+    struct Owner(tokio::sync::mpsc::UnboundedSender<ActionOutcome>);
+
+    impl Actor for Owner {
+        type Msg = NodeMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(&self, _: ActorRef<NodeMsg>, (): ()) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<NodeMsg>,
+            msg: NodeMsg,
+            (): &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            if let NodeMsg::ActionDone { report, .. } = msg {
+                let _ = self.0.send(report.outcome);
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_action_whose_message_the_executor_never_read_still_ends_failed() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (owner, _) = Actor::spawn(None, Owner(tx), ()).await.unwrap();
+        let msg = ExecMsg::Enqueue(Pending::from(ActionRequest {
+            id: 7,
+            path: NodePath::top().child("a"),
+            owner: owner.clone(),
+            action: fsm_core::BoxedAction::new(Act(Arc::default())),
+            worker_type: Arc::from("w"),
+            origin: None,
+        }));
+        // As when the executor dies with the message in its mailbox.
+        drop(msg);
+        assert_eq!(
+            rx.recv().await,
+            Some(ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned()))
+        );
+        owner.stop(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_action_without_a_timeout_to_speak_of_runs_and_succeeds() {
+        let world = Arc::new(World {
+            timeout: Some(Duration::MAX),
+            ..World::default()
+        });
+        let tree = spawn(&world, config()).await;
+        until("an action to succeed", || {
+            world.outcomes.lock().unwrap().last() == Some(&ActionOutcome::Succeeded)
+        })
+        .await;
+        tree.shutdown(Duration::from_secs(5)).await;
     }
 }

@@ -29,12 +29,14 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod deadline;
 mod error;
 mod executor;
 mod faults;
 mod node;
 mod runbook;
 mod snapshot;
+mod snapshot_json;
 pub mod telemetry;
 mod tree;
 

@@ -157,7 +157,46 @@ impl NodeSnapshot {
     /// The depth of this subtree (1 for a leaf).
     #[must_use]
     pub fn height(&self) -> usize {
-        1 + self.children.iter().map(Self::height).max().unwrap_or(0)
+        // Without recursion: a tree may be deeper than a stack allows.
+        let mut stack = vec![(self, 1)];
+        let mut height = 0;
+        while let Some((node, depth)) = stack.pop() {
+            height = height.max(depth);
+            stack.extend(node.children.iter().map(|c| (c, depth + 1)));
+        }
+        height
+    }
+
+    /// This snapshot as compact JSON, the same text `serde_json::to_string`
+    /// writes, but for a tree of any depth: the derived implementation
+    /// recurses once per level.
+    ///
+    /// # Errors
+    ///
+    /// None in practice (a snapshot holds nothing JSON cannot).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        crate::snapshot_json::to_json(self)
+    }
+
+    /// This snapshot as indented JSON (as `serde_json::to_string_pretty`
+    /// writes it), for a tree of any depth.
+    ///
+    /// # Errors
+    ///
+    /// None in practice (a snapshot holds nothing JSON cannot).
+    pub fn to_json_pretty(&self) -> Result<String, serde_json::Error> {
+        crate::snapshot_json::to_json_pretty(self)
+    }
+
+    /// Parses a snapshot's JSON, of any depth. `serde_json::from_str`
+    /// refuses a snapshot deeper than about 60 levels (its recursion limit);
+    /// use this instead.
+    ///
+    /// # Errors
+    ///
+    /// The JSON is malformed or is not a snapshot.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        crate::snapshot_json::from_json(text)
     }
 }
 

@@ -13,7 +13,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::TreeConfig;
 use crate::error::TreeError;
-use crate::executor::{ExecMsg, Executor, ExecutorArgs};
+use crate::executor::{ExecMsg, ExecutorArgs, ExecutorHandle, ExecutorSupervisor, SupervisorArgs};
 use crate::node::top::{top_driver, top_spec};
 use crate::node::{NodeActor, NodeArgs, NodeMsg, Shared};
 use crate::snapshot::{ExecutorStats, FatalError, NodeSnapshot, ShutdownReport, TreeStatus};
@@ -62,7 +62,8 @@ use crate::telemetry::metrics::Metrics;
 /// ```
 pub struct Tree {
     top: ActorRef<NodeMsg>,
-    executor: ActorRef<ExecMsg>,
+    /// The executor's supervisor: stopping it stops the executor.
+    executor: ActorRef<()>,
     status: watch::Receiver<TreeStatus>,
     ticker: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
@@ -92,18 +93,23 @@ impl Tree {
             Some(meter) => Metrics::new(meter),
             None => Metrics::from_global(),
         });
-        let executor_args = ExecutorArgs {
-            config: config.executor.clone(),
-            metrics: Arc::clone(&metrics),
+        let handle = ExecutorHandle::unset();
+        let supervisor_args = SupervisorArgs {
+            executor: ExecutorArgs {
+                config: config.executor.clone(),
+                metrics: Arc::clone(&metrics),
+                counters: Arc::default(),
+            },
+            handle: handle.clone(),
         };
-        let (executor, _) = Actor::spawn(None, Executor, executor_args)
+        let (executor, _) = Actor::spawn(None, ExecutorSupervisor, supervisor_args)
             .await
             .map_err(|e| TreeError::Spawn(e.to_string()))?;
         let (status_tx, status) = watch::channel(TreeStatus::default());
         let shared = Arc::new(Shared {
             registry,
             config,
-            executor: executor.clone(),
+            executor: handle,
             status: status_tx,
             next_action_id: AtomicU64::new(0),
             live_nodes: AtomicU64::new(0),
@@ -143,7 +149,8 @@ impl Tree {
             let top = top.clone();
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
-                let mut interval = tokio::time::interval(period);
+                // Capped: the interval adds its period to the clock.
+                let mut interval = tokio::time::interval(period.min(crate::deadline::FAR_FUTURE));
                 interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                 loop {
                     interval.tick().await;
@@ -353,7 +360,7 @@ impl Tree {
             return Err(TreeError::Fatal(fatal));
         }
         let timeout = self.shared.config.inspect_timeout;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::from_now(timeout);
         let answer = self
             .top
             .call(|reply| NodeMsg::Inspect { deadline, reply }, Some(timeout))
@@ -399,13 +406,20 @@ impl Tree {
         Ok(generation)
     }
 
+    /// The handle through which nodes reach the executor.
+    #[cfg(test)]
+    pub(crate) fn executor_handle(&self) -> &ExecutorHandle {
+        &self.shared.executor
+    }
+
     /// The executor's counters.
     ///
     /// # Errors
     ///
     /// [`TreeError::NotRunning`] if the executor is gone.
     pub async fn executor_stats(&self) -> Result<ExecutorStats, TreeError> {
-        match self.executor.call(ExecMsg::Stats, None).await {
+        let executor = self.shared.executor.get().ok_or(TreeError::NotRunning)?;
+        match executor.call(ExecMsg::Stats, None).await {
             Ok(CallResult::Success(stats)) => Ok(stats),
             _ => Err(TreeError::NotRunning),
         }
@@ -461,7 +475,8 @@ impl Tree {
 
 impl Drop for Tree {
     /// A tree dropped without [`shutdown`](Tree::shutdown) is killed: no stop
-    /// hooks run.
+    /// hooks run, and running actions are cancelled (their
+    /// `ActionContext::cancelled` fires), so none keeps running detached.
     fn drop(&mut self) {
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();

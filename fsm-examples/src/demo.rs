@@ -176,24 +176,21 @@ pub fn changed_root_spec(root: &ChildSpec) -> Option<ChildSpec> {
 /// desired state, location, health.
 #[must_use]
 pub fn render_tree(root: &NodeSnapshot) -> String {
-    fn walk(node: &NodeSnapshot, depth: usize, rows: &mut Vec<[String; 6]>) {
+    fn row(node: &NodeSnapshot, depth: usize) -> [String; 6] {
         let health = match (&node.last_error, node.healthy) {
             (None, true) => "healthy".to_owned(),
             (Some(e), true) => format!("healthy (last error: {e})"),
             (Some(e), false) => format!("UNHEALTHY: {e}"),
             (None, false) => "UNHEALTHY".to_owned(),
         };
-        rows.push([
+        [
             format!("{}{}", "  ".repeat(depth), node.path),
             node.worker_type.clone(),
             node.state.clone(),
             node.desired_state.clone(),
             node.location_path.clone(),
             health,
-        ]);
-        for child in &node.children {
-            walk(child, depth + 1, rows);
-        }
+        ]
     }
     let mut rows = vec![[
         "PATH".to_owned(),
@@ -203,7 +200,12 @@ pub fn render_tree(root: &NodeSnapshot) -> String {
         "LOCATION".to_owned(),
         "HEALTH".to_owned(),
     ]];
-    walk(root, 0, &mut rows);
+    // Without recursion: a tree may be deeper than a stack allows.
+    let top = root.path.depth();
+    rows.extend(
+        root.iter()
+            .map(|node| row(node, node.path.depth().saturating_sub(top))),
+    );
     let mut widths = [0usize; 5];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row.iter()) {

@@ -63,7 +63,7 @@ use opentelemetry::KeyValue;
 use tracing::Instrument;
 
 use crate::config::TreeConfig;
-use crate::executor::{ActionId, ActionRequest, ExecMsg};
+use crate::executor::{ActionId, ActionRequest, ExecMsg, ExecutorHandle};
 use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts, TreeStatus};
 use crate::telemetry;
 use crate::telemetry::metrics::{Metrics, path_attr};
@@ -79,7 +79,8 @@ pub(crate) struct Shared {
     pub(crate) config: TreeConfig,
     /// The tree's template engine and its compile cache.
     pub(crate) templates: fsm_templates::Templates,
-    pub(crate) executor: ActorRef<ExecMsg>,
+    /// The executor running now (replaced if one dies).
+    pub(crate) executor: ExecutorHandle,
     /// Where the top node publishes the tree's status.
     pub(crate) status: watch::Sender<TreeStatus>,
     pub(crate) next_action_id: AtomicU64,
@@ -182,6 +183,10 @@ impl Drop for LiveGuard {
         }
     }
 }
+
+/// How much earlier than its own inspection deadline a node at depth 1
+/// asks its children to answer by (see `NodeState::inspect`).
+const INSPECT_MARGIN: Duration = Duration::from_millis(2);
 
 /// How long after a good observation (or the start) a node can be neither
 /// stale nor failed.
@@ -1496,7 +1501,7 @@ impl NodeState {
             worker_type: Arc::clone(&self.cold.worker_type),
             origin: self.cold.tick_origin.as_deref().cloned(),
         };
-        match self.shared.executor.cast(ExecMsg::Enqueue(request)) {
+        match self.shared.executor.cast(ExecMsg::Enqueue(request.into())) {
             Ok(()) => self.action = Some((id, name)),
             Err(_) => {
                 self.last_action = Some(Box::new(ActionReport {
@@ -1564,9 +1569,7 @@ impl NodeState {
         cold.action_retry = Some(ActionRetry {
             action: action.to_owned(),
             attempt,
-            due: now
-                .checked_add(delay)
-                .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+            due: crate::deadline::after(now, delay),
         });
         cold.action_error = Some(failure);
     }
@@ -1823,10 +1826,17 @@ impl NodeState {
             })
             .collect();
         // Children answer a little before the deadline so that this node
-        // can still answer by it.
-        let child_deadline = deadline
-            .checked_sub(Duration::from_millis(2))
-            .unwrap_or(deadline);
+        // can still answer by it. The margin shrinks with the square of the
+        // depth, so that all of them together (a sum of 1/d^2) stay under
+        // three times the first, however deep the tree: a fixed margin per
+        // level used up the whole budget some hundreds of levels down.
+        let depth = u32::try_from(self.path.depth().max(1)).unwrap_or(u32::MAX);
+        let margin = deadline
+            .saturating_duration_since(now)
+            .min(INSPECT_MARGIN * 4)
+            / 4
+            / depth.saturating_mul(depth);
+        let child_deadline = deadline.checked_sub(margin).unwrap_or(deadline);
         tokio::spawn(async move {
             let calls =
                 children

@@ -138,7 +138,7 @@ impl NodeState {
                 .backoff
                 .next_attempt(entry.attempt, started.into_std(), now.into_std());
         let delay = supervision.backoff.delay(attempt, self.cold.rng.next_f64());
-        let due = now + delay;
+        let due = crate::deadline::after(now, delay);
 
         // Bystanders first, in reverse start order.
         let affected = affected_children(supervision.strategy, failed, self.children.len());
@@ -363,7 +363,7 @@ impl NodeState {
             .entries()
             .first()
             .map_or_else(NodePath::top, |c| c.path.clone());
-        let deadline = Instant::now() + self.config().stop_timeout;
+        let deadline = crate::deadline::from_now(self.config().stop_timeout);
         let _ = self.stop_all_children(deadline).await;
         let _ = self
             .shared
@@ -396,7 +396,7 @@ impl NodeState {
     /// hooks run.
     pub(super) async fn fail(&mut self, why: String) -> ActorProcessingErr {
         tracing::warn!(node.path = %self.path, reason = %why, "node failing; stopping its children first");
-        let deadline = Instant::now() + self.config().stop_timeout;
+        let deadline = crate::deadline::from_now(self.config().stop_timeout);
         let _ = self.stop_all_children(deadline).await;
         let _ = self
             .shared

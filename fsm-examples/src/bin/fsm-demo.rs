@@ -151,7 +151,7 @@ fn run(args: &Args) -> Result<(), String> {
         .block_on(run_demo(&options))
         .map_err(|e| e.to_string())?;
     if args.json {
-        let json = serde_json::to_string_pretty(&run.snapshot).map_err(|e| e.to_string())?;
+        let json = run.snapshot.to_json_pretty().map_err(|e| e.to_string())?;
         println!("{json}");
     } else {
         print!("{}", render_tree(&run.snapshot));
