@@ -20,6 +20,7 @@ mod driver;
 mod duration_ms;
 mod error;
 mod hash;
+mod metrics;
 mod path;
 mod reconcile;
 mod registry;
@@ -34,6 +35,7 @@ pub use error::{
     RegistryError, SpecError, panic_message,
 };
 pub use hash::{SpecHash, StableHasher};
+pub use metrics::{NoMetrics, WorkerMetrics};
 pub use path::{NodePath, PATH_SEPARATOR};
 pub use reconcile::{
     PlanCounts, PlanStep, ReconcilePlan, RunningChild, decode_children_hashed, plan_children,
