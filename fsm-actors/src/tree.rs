@@ -87,8 +87,8 @@ impl Tree {
         config.validate()?;
         validate_root(&root, &registry)?;
         let metrics = Arc::new(match &config.meter {
-            Some(meter) => Metrics::new(meter),
-            None => Metrics::from_global(),
+            Some(meter) => Metrics::new(meter, config.per_node_metrics),
+            None => Metrics::from_global(config.per_node_metrics),
         });
         let executor_args = ExecutorArgs {
             config: config.executor.clone(),

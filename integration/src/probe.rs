@@ -481,7 +481,9 @@ impl Action for Flip {
         self.timeout
     }
 
-    async fn execute(&self, _ctx: &ActionContext) -> Result<(), BoxError> {
+    async fn execute(&self, ctx: &ActionContext) -> Result<(), BoxError> {
+        // A metric of the probe's own, under its node's labels.
+        ctx.metrics().counter_add("probe_flips", 1);
         let path = self.path.as_str().to_owned();
         self.world
             .journal

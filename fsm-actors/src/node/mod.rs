@@ -59,14 +59,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use opentelemetry::KeyValue;
 use tracing::Instrument;
 
 use crate::config::TreeConfig;
 use crate::executor::{ActionId, ActionRequest, ExecMsg};
 use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts, TreeStatus};
 use crate::telemetry;
-use crate::telemetry::metrics::{Metrics, path_attr};
+use crate::telemetry::metrics::{Labels, Metrics, NodeSeries};
 use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
 use inputs::{Incarnation, Inputs};
@@ -339,6 +338,9 @@ struct Cold {
     tick_origin: Option<Box<opentelemetry::trace::SpanContext>>,
     /// The worker type, shared with the action spans.
     worker_type: Arc<str>,
+    /// The node's part of the metrics that sum over nodes, and when it
+    /// entered its state.
+    series: NodeSeries,
     /// The last of this node's stops of single children (removal,
     /// replacement, group restart). Each stop waits for the one before, so
     /// that subtrees stop one at a time, in the order they were asked to.
@@ -397,9 +399,17 @@ impl Actor for NodeActor {
         seed.write_str(args.path.as_str());
         seed.write_u64(args.generation);
         let spec_hash = args.spec_hash;
-        let worker_type = Arc::from(args.spec.worker_type.as_str());
+        let worker_type: Arc<str> = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
         let started = Instant::now();
+        let series = NodeSeries::new(
+            Arc::clone(&args.shared.metrics),
+            Arc::clone(&worker_type),
+            args.path.clone(),
+            args.parent.is_some(),
+            driver.state_name(),
+            started,
+        );
         let quiet_until = started.checked_add(quiet_for(&args.shared.config));
         Ok(NodeState {
             path: args.path,
@@ -446,6 +456,7 @@ impl Actor for NodeActor {
                 action_error: None,
                 tick_origin: None,
                 worker_type,
+                series,
                 stop_chain: None,
                 first_tick: args
                     .first_tick
@@ -641,9 +652,12 @@ impl NodeState {
         }
     }
 
-    /// The `path` metric attribute (sharing the path's string).
-    fn metric_attr(&self) -> KeyValue {
-        path_attr(&self.path)
+    /// The node's metric labels: its worker type, and its path when
+    /// per-node metrics are on (sharing their strings).
+    fn metric_attr(&self) -> Labels {
+        self.shared
+            .metrics
+            .labels(Arc::clone(&self.cold.worker_type), &self.path, [])
     }
 
     fn config(&self) -> &TreeConfig {
@@ -914,8 +928,7 @@ impl NodeState {
                     restarting = self.children.restarting_count(),
                     "circuit opened: a child failed, is restarting or is stale; pausing this node's state machine"
                 );
-                let attrs = &[self.metric_attr()];
-                self.shared.metrics.circuit_open.record(1, attrs);
+                self.cold.series.set_circuit_open(true);
             }
             Some(CircuitChange::Closed { open_for }) => {
                 tracing::info!(
@@ -923,9 +936,7 @@ impl NodeState {
                     open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
                     "circuit closed: all children healthy again"
                 );
-                let attrs = &[self.metric_attr()];
-                self.shared.metrics.circuit_open.record(0, attrs);
-                self.shared.metrics.infrastructure_recovery.add(1, attrs);
+                self.cold.series.set_circuit_open(false);
             }
             None => {}
         }
@@ -1107,7 +1118,7 @@ impl NodeState {
         self.applied_children = Some(declared_hash);
         let result = self.start_due_children(myself).instrument(span).await;
         if did_work {
-            let attrs = &[self.metric_attr()];
+            let attrs = &self.metric_attr();
             self.shared
                 .metrics
                 .reconcile_duration
@@ -1292,14 +1303,7 @@ impl NodeState {
                 reason = %outcome.reason,
                 "state transition"
             );
-            self.shared.metrics.state_transitions.add(
-                1,
-                &[
-                    self.metric_attr(),
-                    KeyValue::new("from", outcome.from),
-                    KeyValue::new("to", to),
-                ],
-            );
+            self.cold.series.transition(outcome.from, to, now);
         }
         if let Some(signal) = outcome.signal {
             tracing::info!(node.path = %self.path, ?signal, reason = %outcome.reason, "signal raised");
@@ -1434,11 +1438,7 @@ impl NodeState {
         let count = self.children.len();
         if self.recorded_children != Some(count) {
             self.recorded_children = Some(count);
-            let attrs = &[self.metric_attr()];
-            self.shared
-                .metrics
-                .children_count
-                .record(count as u64, attrs);
+            self.cold.series.set_children(count);
         }
         let stale = self.is_stale(now);
         let healthy = self.configured() && !stale;
@@ -1532,6 +1532,8 @@ impl NodeState {
             restarts: self.cold.restarts,
             restarting: None,
             circuit_open: self.cold.circuit.is_open(),
+            in_state_for_ms: u64::try_from(self.cold.series.in_state_for(now).as_millis())
+                .unwrap_or(u64::MAX),
             location_path: self.cold.inputs.location_path.to_string(),
             children: Vec::new(),
         }
