@@ -275,6 +275,17 @@ pub(crate) struct NodeState {
     cold: Box<Cold>,
 }
 
+impl Drop for NodeState {
+    /// However the node ends, its part of the summed metrics goes with it.
+    fn drop(&mut self) {
+        self.series().ended(
+            self.driver.state_name(),
+            self.recorded_children,
+            self.cold.circuit.is_open(),
+        );
+    }
+}
+
 /// A node's configuration problems.
 #[derive(Default)]
 struct Problems {
@@ -338,9 +349,8 @@ struct Cold {
     tick_origin: Option<Box<opentelemetry::trace::SpanContext>>,
     /// The worker type, shared with the action spans.
     worker_type: Arc<str>,
-    /// The node's part of the metrics that sum over nodes, and when it
-    /// entered its state.
-    series: NodeSeries,
+    /// When the node entered its current state.
+    state_since: Instant,
     /// The last of this node's stops of single children (removal,
     /// replacement, group restart). Each stop waits for the one before, so
     /// that subtrees stop one at a time, in the order they were asked to.
@@ -399,19 +409,11 @@ impl Actor for NodeActor {
         seed.write_str(args.path.as_str());
         seed.write_u64(args.generation);
         let spec_hash = args.spec_hash;
-        let worker_type: Arc<str> = Arc::from(args.spec.worker_type.as_str());
+        let worker_type = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
         let started = Instant::now();
-        let series = NodeSeries::new(
-            Arc::clone(&args.shared.metrics),
-            Arc::clone(&worker_type),
-            args.path.clone(),
-            args.parent.is_some(),
-            driver.state_name(),
-            started,
-        );
         let quiet_until = started.checked_add(quiet_for(&args.shared.config));
-        Ok(NodeState {
+        let state = NodeState {
             path: args.path,
             parent: args.parent,
             shared: args.shared,
@@ -456,7 +458,7 @@ impl Actor for NodeActor {
                 action_error: None,
                 tick_origin: None,
                 worker_type,
-                series,
+                state_since: started,
                 stop_chain: None,
                 first_tick: args
                     .first_tick
@@ -471,7 +473,10 @@ impl Actor for NodeActor {
                 collect_task: None,
                 collect_error: None,
             }),
-        })
+        };
+        // Counted from here: dropping the state takes it back out.
+        state.series().started(state.driver.state_name());
+        Ok(state)
     }
 
     async fn post_start(
@@ -658,6 +663,16 @@ impl NodeState {
         self.shared
             .metrics
             .labels(Arc::clone(&self.cold.worker_type), &self.path, [])
+    }
+
+    /// The node's part in the metrics that sum over nodes.
+    fn series(&self) -> NodeSeries<'_> {
+        NodeSeries {
+            metrics: &self.shared.metrics,
+            worker_type: &self.cold.worker_type,
+            path: &self.path,
+            counted: self.parent.is_some(),
+        }
     }
 
     fn config(&self) -> &TreeConfig {
@@ -928,7 +943,7 @@ impl NodeState {
                     restarting = self.children.restarting_count(),
                     "circuit opened: a child failed, is restarting or is stale; pausing this node's state machine"
                 );
-                self.cold.series.set_circuit_open(true);
+                self.series().circuit(true);
             }
             Some(CircuitChange::Closed { open_for }) => {
                 tracing::info!(
@@ -936,7 +951,7 @@ impl NodeState {
                     open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
                     "circuit closed: all children healthy again"
                 );
-                self.cold.series.set_circuit_open(false);
+                self.series().circuit(false);
             }
             None => {}
         }
@@ -1303,7 +1318,9 @@ impl NodeState {
                 reason = %outcome.reason,
                 "state transition"
             );
-            self.cold.series.transition(outcome.from, to, now);
+            let in_state = now.saturating_duration_since(self.cold.state_since);
+            self.series().transition(outcome.from, to, in_state);
+            self.cold.state_since = now;
         }
         if let Some(signal) = outcome.signal {
             tracing::info!(node.path = %self.path, ?signal, reason = %outcome.reason, "signal raised");
@@ -1437,8 +1454,8 @@ impl NodeState {
     fn report(&mut self, myself: &ActorRef<NodeMsg>, now: Instant) {
         let count = self.children.len();
         if self.recorded_children != Some(count) {
+            self.series().children(self.recorded_children, count);
             self.recorded_children = Some(count);
-            self.cold.series.set_children(count);
         }
         let stale = self.is_stale(now);
         let healthy = self.configured() && !stale;
@@ -1532,8 +1549,11 @@ impl NodeState {
             restarts: self.cold.restarts,
             restarting: None,
             circuit_open: self.cold.circuit.is_open(),
-            in_state_for_ms: u64::try_from(self.cold.series.in_state_for(now).as_millis())
-                .unwrap_or(u64::MAX),
+            in_state_for_ms: u64::try_from(
+                now.saturating_duration_since(self.cold.state_since)
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             location_path: self.cold.inputs.location_path.to_string(),
             children: Vec::new(),
         }

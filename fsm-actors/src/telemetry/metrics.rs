@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use fsm_core::{NodePath, WorkerMetrics};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, UpDownCounter};
-use tokio::time::Instant;
 
 /// Seconds buckets for durations from 50 µs to 10 s.
 const SECONDS: [f64; 14] = [
@@ -233,111 +233,77 @@ impl std::ops::Deref for Labels {
     }
 }
 
-/// One node's contribution to the series that sum over nodes (children,
-/// open circuits, nodes by state), and the time it entered its state. Taken
-/// back out when dropped with the node's state, however the node ends, so
-/// that the sums stay exact.
-pub(crate) struct NodeSeries {
-    metrics: Arc<Metrics>,
-    worker_type: Arc<str>,
-    path: NodePath,
+/// A node's part in the series that sum over nodes (children, open
+/// circuits, nodes by state), as a view of what the node keeps anyway: the
+/// node adds to them as it changes and takes its part back out when its
+/// state is dropped, however it ends, so that the sums stay exact.
+pub(crate) struct NodeSeries<'a> {
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) worker_type: &'a Arc<str>,
+    pub(crate) path: &'a NodePath,
     /// Counted in `fsmv2_nodes` (every node but the top).
-    counted: bool,
-    state: &'static str,
-    since: Instant,
-    children: u64,
-    circuit_open: bool,
+    pub(crate) counted: bool,
 }
 
-impl NodeSeries {
-    /// A node that started in `state` at `now`.
-    pub(crate) fn new(
-        metrics: Arc<Metrics>,
-        worker_type: Arc<str>,
-        path: NodePath,
-        counted: bool,
-        state: &'static str,
-        now: Instant,
-    ) -> Self {
-        let series = Self {
-            metrics,
-            worker_type,
-            path,
-            counted,
-            state,
-            since: now,
-            children: 0,
-            circuit_open: false,
-        };
-        series.count_state(1);
-        series
-    }
-
+impl NodeSeries<'_> {
     fn labels<const N: usize>(&self, extra: [KeyValue; N]) -> Labels {
         self.metrics
-            .labels(Arc::clone(&self.worker_type), &self.path, extra)
+            .labels(Arc::clone(self.worker_type), self.path, extra)
     }
 
-    fn count_state(&self, delta: i64) {
+    fn count_state(&self, state: &'static str, delta: i64) {
         if self.counted {
-            let labels = self.labels([KeyValue::new("state", self.state)]);
+            let labels = self.labels([KeyValue::new("state", state)]);
             self.metrics.nodes.add(delta, &labels);
         }
     }
 
-    /// The node has `count` children now.
-    pub(crate) fn set_children(&mut self, count: usize) {
-        let count = count as u64;
-        if count != self.children {
-            let delta = count.cast_signed() - self.children.cast_signed();
-            self.children = count;
-            self.metrics.children_count.add(delta, &self.labels([]));
+    /// The node started in `state`.
+    pub(crate) fn started(&self, state: &'static str) {
+        self.count_state(state, 1);
+    }
+
+    /// The node had `before` children as last recorded, and has `now`.
+    pub(crate) fn children(&self, before: Option<usize>, now: usize) {
+        let delta = now.cast_signed() - before.unwrap_or(0).cast_signed();
+        if delta != 0 {
+            self.metrics
+                .children_count
+                .add(delta as i64, &self.labels([]));
         }
     }
 
     /// The node's circuit opened or closed.
-    pub(crate) fn set_circuit_open(&mut self, open: bool) {
-        if open != self.circuit_open {
-            self.circuit_open = open;
-            let labels = self.labels([]);
-            self.metrics
-                .circuit_open
-                .add(if open { 1 } else { -1 }, &labels);
-            if !open {
-                self.metrics.infrastructure_recovery.add(1, &labels);
-            }
+    pub(crate) fn circuit(&self, open: bool) {
+        let labels = self.labels([]);
+        self.metrics
+            .circuit_open
+            .add(if open { 1 } else { -1 }, &labels);
+        if !open {
+            self.metrics.infrastructure_recovery.add(1, &labels);
         }
     }
 
-    /// The node went from `from` to `to` at `now`.
-    pub(crate) fn transition(&mut self, from: &'static str, to: &'static str, now: Instant) {
-        let in_state = now.saturating_duration_since(self.since);
+    /// The node went from `from`, where it had been for `in_state`, to `to`.
+    pub(crate) fn transition(&self, from: &'static str, to: &'static str, in_state: Duration) {
         self.metrics.state_duration.record(
             in_state.as_secs_f64(),
-            &self.labels([KeyValue::new("state", self.state)]),
+            &self.labels([KeyValue::new("state", from)]),
         );
         self.metrics.state_transitions.add(
             1,
             &self.labels([KeyValue::new("from", from), KeyValue::new("to", to)]),
         );
-        self.count_state(-1);
-        self.state = to;
-        self.since = now;
-        self.count_state(1);
+        self.count_state(from, -1);
+        self.count_state(to, 1);
     }
 
-    /// How long the node has been in its current state.
-    pub(crate) fn in_state_for(&self, now: Instant) -> std::time::Duration {
-        now.saturating_duration_since(self.since)
-    }
-}
-
-impl Drop for NodeSeries {
-    fn drop(&mut self) {
-        self.count_state(-1);
-        self.set_children(0);
-        if self.circuit_open {
-            self.circuit_open = false;
+    /// The node ended in `state`, with `children` as last recorded and its
+    /// circuit open or not.
+    pub(crate) fn ended(&self, state: &'static str, children: Option<usize>, circuit_open: bool) {
+        self.count_state(state, -1);
+        self.children(children, 0);
+        if circuit_open {
             self.metrics.circuit_open.add(-1, &self.labels([]));
         }
     }
