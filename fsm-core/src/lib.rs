@@ -41,7 +41,7 @@ pub use reconcile::{
     PlanCounts, PlanStep, ReconcilePlan, RunningChild, decode_children_hashed, plan_children,
     plan_children_hashed, validate_children, validate_children_hashed,
 };
-pub use registry::WorkerRegistry;
+pub use registry::{MakeMetrics, WorkerRegistry};
 pub use spec::{ChildSpec, DesiredState};
 pub use supervision::{
     Backoff, Circuit, CircuitChange, ExitReason, IntensityVerdict, RestartIntensity, RestartPolicy,

@@ -7,7 +7,9 @@ use std::fmt;
 /// the worker's node (its worker type, and its path when the tree records
 /// per-node series).
 ///
-/// Reached from [`ActionContext::metrics`](crate::ActionContext::metrics).
+/// Reached from [`ActionContext::metrics`](crate::ActionContext::metrics)
+/// in an action, and from [`WorkerInit::metrics`](crate::WorkerInit::metrics)
+/// in a worker's constructor (keep it for `collect`).
 /// The runtime implements it over the tree's meter; names are checked and
 /// prefixed there (see `docs/observability.md`). Without a runtime behind
 /// it (in unit tests, for instance) every call does nothing.
@@ -26,7 +28,9 @@ pub trait WorkerMetrics: Send + Sync + fmt::Debug {
     /// Adds `value` to the counter `name`.
     fn counter_add(&self, name: &str, value: u64);
 
-    /// Sets the gauge `name` to `value`.
+    /// Sets the gauge `name` to `value`. A gauge keeps the last value per
+    /// label set: with metrics summed per worker type, the last node of
+    /// the type to record wins (counters and histograms add up).
     fn gauge_record(&self, name: &str, value: f64);
 
     /// Records `value` in the histogram `name`.

@@ -528,13 +528,36 @@ impl<'a, W: Worker> Snapshot<'a, W> {
 }
 
 /// Passed to a worker's constructor in the registry.
-#[derive(Debug)]
 #[non_exhaustive]
 pub struct WorkerInit<'a> {
     /// The node's path.
     pub path: &'a NodePath,
     /// The registered worker type.
     pub worker_type: &'a str,
+    pub(crate) metrics: Option<&'a crate::registry::MakeMetrics<'a>>,
+}
+
+impl WorkerInit<'_> {
+    /// The node's [`WorkerMetrics`], for a worker that records metrics of
+    /// its own outside actions (in `collect`, say): keep the handle in the
+    /// worker. Made on each call; without a runtime behind the registry it
+    /// records nothing.
+    #[must_use]
+    pub fn metrics(&self) -> Arc<dyn WorkerMetrics> {
+        match self.metrics {
+            Some(make) => make(),
+            None => Arc::new(NoMetrics),
+        }
+    }
+}
+
+impl fmt::Debug for WorkerInit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerInit")
+            .field("path", &self.path)
+            .field("worker_type", &self.worker_type)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Passed to [`Worker::collect`] (and, as [`StopContext`], to

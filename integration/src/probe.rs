@@ -16,7 +16,7 @@ use std::time::Duration;
 use fsm_core::{
     Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
     NodePath, Signal, Snapshot, State, StopContext, Supervision, Transition, Value, Worker,
-    WorkerRegistry,
+    WorkerMetrics, WorkerRegistry,
 };
 use serde::{Deserialize, Serialize};
 
@@ -377,6 +377,7 @@ pub fn probe_registry(world: &ProbeWorld) -> WorkerRegistry {
                 }
                 Probe {
                     world: world.clone(),
+                    metrics: init.metrics(),
                 }
             })
             .map(drop)
@@ -388,6 +389,8 @@ pub fn probe_registry(world: &ProbeWorld) -> WorkerRegistry {
 /// The probe worker.
 pub struct Probe {
     world: ProbeWorld,
+    /// Its node's metrics, for a metric of its own outside actions.
+    metrics: Arc<dyn WorkerMetrics>,
 }
 
 /// The probe's states.
@@ -411,6 +414,7 @@ impl Worker for Probe {
     }
 
     async fn collect(&self, ctx: &CollectContext<'_, ProbeSpec>) -> Result<bool, BoxError> {
+        self.metrics.counter_add("probe_collects", 1);
         match ctx.spec().collect {
             CollectMode::Ok => Ok(self.world.is_up(ctx.path().as_str())),
             CollectMode::Fail => Err("probe collect configured to fail".into()),

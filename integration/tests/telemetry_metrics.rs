@@ -332,6 +332,15 @@ async fn a_workers_own_counter_shows_up_with_its_worker_type() {
         value("fsmv2_worker_probe_flips", &[("worker_type", "probe")]),
         1.0
     );
+    // And each probe counted its collects through the handle its
+    // constructor got.
+    assert!(
+        value(
+            "fsmv2_worker_probe_collects",
+            &[("worker_type", "other-probe")]
+        ) >= 2.0
+    );
+    assert!(value("fsmv2_worker_probe_collects", &[("worker_type", "probe")]) >= 1.0);
     tree.shutdown(Duration::from_secs(5)).await;
 }
 

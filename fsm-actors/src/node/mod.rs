@@ -65,7 +65,7 @@ use crate::config::TreeConfig;
 use crate::executor::{ActionId, ActionRequest, ExecMsg};
 use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts, TreeStatus};
 use crate::telemetry;
-use crate::telemetry::metrics::{Labels, Metrics, NodeSeries};
+use crate::telemetry::metrics::{Labels, Metrics, NodeSeries, NodeWorkerMetrics};
 use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
 use inputs::{Incarnation, Inputs};
@@ -392,10 +392,21 @@ impl Actor for NodeActor {
     ) -> Result<NodeState, ActorProcessingErr> {
         let driver = match args.driver {
             Some(d) => d,
-            None => args
-                .shared
-                .registry
-                .construct(&args.path, &args.spec.worker_type)?,
+            None => {
+                // Made only if the worker asks for its metrics handle.
+                let metrics = || -> Arc<dyn fsm_core::WorkerMetrics> {
+                    Arc::new(NodeWorkerMetrics::new(
+                        Arc::clone(&args.shared.metrics),
+                        Arc::from(args.spec.worker_type.as_str()),
+                        &args.path,
+                    ))
+                };
+                args.shared.registry.construct_with_metrics(
+                    &args.path,
+                    &args.spec.worker_type,
+                    &metrics,
+                )?
+            }
         };
         let incarnation = Incarnation::now(myself.get_id());
         let live = if args.parent.is_some() {
