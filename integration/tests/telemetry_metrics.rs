@@ -276,6 +276,24 @@ async fn metrics_are_summed_by_worker_type_and_carry_no_path_by_default() {
         4.0
     );
 
+    // A crashed and restarted node is counted once, in its new state.
+    world.arm("root/a/a1", Fault::Crash, 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tree.wait_converged(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        value("fsmv2_restarts_total", &[("worker_type", "probe")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            "fsmv2_nodes",
+            &[("worker_type", "probe"), ("state", "running")]
+        ),
+        4.0
+    );
+    assert_eq!(value("fsmv2_nodes", &[]), 4.0);
+    assert_eq!(value("fsmv2_circuit_open", &[]), 0.0);
+
     // Removing a subtree takes its nodes and children out of the sums.
     tree.update_root_spec(integration::probe_spec(
         "root",
