@@ -50,6 +50,17 @@ pub struct TreeConfig {
     /// provider's (install [`Telemetry`](crate::telemetry::Telemetry) before
     /// spawning the tree).
     pub meter: Option<opentelemetry::metrics::Meter>,
+    /// Whether node metrics carry the node's `path` besides its
+    /// `worker_type`, one series per node. Off by default: metrics are
+    /// summed per worker type, which stays correct at any tree size.
+    ///
+    /// Per-node series are only sensible up to the cardinality limit of
+    /// your meter provider's streams (the OpenTelemetry SDK's default is
+    /// 2,000 series per metric; past it, new series are folded into one
+    /// `otel.metric.overflow` series): for larger trees configure a larger
+    /// limit on the provider's views, or leave this off. See
+    /// `docs/observability.md`.
+    pub per_node_metrics: bool,
     /// The seed of the per-node random generators (backoff jitter, fault
     /// injection). Each node mixes in its path, so siblings differ.
     pub seed: u64,
@@ -87,6 +98,7 @@ impl Default for TreeConfig {
             recovery_heartbeat: Duration::from_secs(10),
             globals: fsm_core::Map::new(),
             meter: None,
+            per_node_metrics: false,
             seed: 0x5eed_f5a2,
             executor: ExecutorConfig::default(),
             action_backoff: fsm_core::Backoff {

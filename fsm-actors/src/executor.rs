@@ -37,7 +37,7 @@ use crate::config::ExecutorConfig;
 use crate::node::NodeMsg;
 use crate::snapshot::ExecutorStats;
 use crate::telemetry;
-use crate::telemetry::metrics::{Metrics, path_attr};
+use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
 
 /// Identifies one enqueued action within a tree.
 pub(crate) type ActionId = u64;
@@ -191,6 +191,7 @@ pub(crate) struct Executor;
 
 struct Running {
     path: NodePath,
+    worker_type: Arc<str>,
     owner: ActorRef<NodeMsg>,
     name: &'static str,
     cancel: CancellationToken,
@@ -277,18 +278,19 @@ impl ExecutorState {
                 req.action.name(),
                 ActionOutcome::Rejected(reason),
             );
+            self.record_load();
             return;
         }
         tracing::debug!(node.path = %req.path, action = req.action.name(), id = req.id, "action queued");
-        self.metrics.action_queued.add(
-            1,
-            &[
-                path_attr(&req.path),
-                KeyValue::new("action", req.action.name()),
-            ],
+        let attrs = self.metrics.labels(
+            Arc::clone(&req.worker_type),
+            &req.path,
+            [KeyValue::new("action", req.action.name())],
         );
+        self.metrics.action_queued.add(1, &attrs);
         self.queue.push_back(req);
         self.dispatch(myself);
+        self.record_load();
     }
 
     /// Starts queued actions while there is room, skipping nodes that
@@ -319,7 +321,9 @@ impl ExecutorState {
         let cancel = CancellationToken::new();
         let name = action.name();
         let timeout = action.timeout().unwrap_or(self.config.default_timeout);
-        let ctx = ActionContext::new(path.clone(), cancel.clone());
+        let metrics =
+            NodeWorkerMetrics::new(Arc::clone(&self.metrics), Arc::clone(&worker_type), &path);
+        let ctx = ActionContext::new(path.clone(), cancel.clone()).with_metrics(Arc::new(metrics));
         let future = action.run(ctx);
         let token = cancel.clone();
         let executor = myself.clone();
@@ -363,15 +367,23 @@ impl ExecutorState {
                 name,
                 cancel,
                 started: tokio::time::Instant::now(),
+                worker_type,
             },
         );
-        self.record_utilization();
     }
 
-    fn record_utilization(&self) {
+    /// Records how busy the executor is: after every change of its queue
+    /// or of what runs.
+    fn record_load(&self) {
         #[allow(clippy::cast_precision_loss)] // A ratio of two small counts.
         let ratio = self.running.len() as f64 / self.config.concurrency.max(1) as f64;
         self.metrics.pool_utilization.record(ratio, &[]);
+        self.metrics
+            .queue_depth
+            .record(self.queue.len() as u64, &[]);
+        self.metrics
+            .running_actions
+            .record(self.running.len() as u64, &[]);
     }
 
     fn finished(&mut self, id: ActionId, outcome: ActionOutcome, myself: &ActorRef<ExecMsg>) {
@@ -380,20 +392,26 @@ impl ExecutorState {
         };
         self.busy.remove(&run.owner.get_id());
         tracing::debug!(node.path = %run.path, action = run.name, id, outcome = outcome.label(), "action finished");
-        let attrs = [
-            path_attr(&run.path),
-            KeyValue::new("action", run.name),
-            KeyValue::new("outcome", outcome.label()),
-        ];
+        let attrs = self.metrics.labels(
+            Arc::clone(&run.worker_type),
+            &run.path,
+            [
+                KeyValue::new("action", run.name),
+                KeyValue::new("outcome", outcome.label()),
+            ],
+        );
         self.metrics
             .action_duration
             .record(run.started.elapsed().as_secs_f64(), &attrs);
         if outcome == ActionOutcome::TimedOut {
-            self.metrics.action_timeouts.add(1, &attrs[..2]);
+            // The same labels but the outcome.
+            self.metrics
+                .action_timeouts
+                .add(1, &attrs[..attrs.len() - 1]);
         }
-        self.record_utilization();
         self.deliver(&run.owner, id, run.name, outcome);
         self.dispatch(myself);
+        self.record_load();
     }
 
     fn cancel_subtree(&mut self, prefix: &NodePath) {
@@ -411,6 +429,7 @@ impl ExecutorState {
             }
         }
         self.queue = kept;
+        self.record_load();
         for run in self.running.values() {
             if run.path.starts_with(prefix) {
                 // The task reports `Cancelled` through `Finished`.

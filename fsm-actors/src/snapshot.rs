@@ -63,6 +63,10 @@ pub struct NodeSnapshot {
     /// Whether its circuit is open (a child failed, is restarting or is
     /// stale): its state machine pauses until the children recover.
     pub circuit_open: bool,
+    /// How long it has been in its current state, in milliseconds (0 for a
+    /// node without an actor to answer).
+    #[serde(default)]
+    pub in_state_for_ms: u64,
     /// Its ISA-95 location as a dotted path (`acme.plant-a.packaging`),
     /// empty when no level is set.
     pub location_path: String,
@@ -121,6 +125,7 @@ impl NodeSnapshot {
             observed_generation: 0,
             restarting: None,
             circuit_open: false,
+            in_state_for_ms: 0,
             location_path: String::new(),
             children: Vec::new(),
         }

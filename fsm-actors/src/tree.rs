@@ -90,8 +90,8 @@ impl Tree {
         config.validate()?;
         validate_root(&root, &registry)?;
         let metrics = Arc::new(match &config.meter {
-            Some(meter) => Metrics::new(meter),
-            None => Metrics::from_global(),
+            Some(meter) => Metrics::new(meter, config.per_node_metrics),
+            None => Metrics::from_global(config.per_node_metrics),
         });
         let handle = ExecutorHandle::unset();
         let supervisor_args = SupervisorArgs {
@@ -157,10 +157,12 @@ impl Tree {
                     // The top has not handled the last tick yet: skip this one
                     // rather than queue it.
                     if top_tick_pending.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        shared
-                            .metrics
-                            .ticks_skipped
-                            .add(1, &[opentelemetry::KeyValue::new("worker_type", "fsm.top")]);
+                        let labels = shared.metrics.labels(
+                            crate::node::top::TOP_WORKER_TYPE,
+                            &NodePath::top(),
+                            [],
+                        );
+                        shared.metrics.ticks_skipped.add(1, &labels);
                         continue;
                     }
                     if top.cast(NodeMsg::Tick(tracing::Span::none(), 0)).is_err() {

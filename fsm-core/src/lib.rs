@@ -20,6 +20,7 @@ mod driver;
 mod duration_ms;
 mod error;
 mod hash;
+mod metrics;
 mod path;
 mod reconcile;
 mod registry;
@@ -34,12 +35,13 @@ pub use error::{
     RegistryError, SpecError, SupervisionError, panic_message,
 };
 pub use hash::{SpecHash, StableHasher};
+pub use metrics::{NoMetrics, WorkerMetrics};
 pub use path::{NodePath, PATH_SEPARATOR};
 pub use reconcile::{
     PlanCounts, PlanStep, ReconcilePlan, RunningChild, decode_children_hashed, plan_children,
     plan_children_hashed, validate_children, validate_children_hashed,
 };
-pub use registry::WorkerRegistry;
+pub use registry::{MakeMetrics, WorkerRegistry};
 pub use spec::{ChildSpec, DesiredState};
 pub use supervision::{
     Backoff, Circuit, CircuitChange, ExitReason, IntensityVerdict, RestartIntensity, RestartPolicy,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::driver::{DecodedSpec, NodeDriver, TypedDriver};
 use crate::error::{RegistryError, SpecError, panic_message};
+use crate::metrics::WorkerMetrics;
 use crate::path::NodePath;
 use crate::spec::ChildSpec;
 use crate::value::Value;
@@ -18,8 +19,15 @@ trait Factory: Send + Sync {
     fn check(&self, spec: &Value) -> Result<(), String>;
     /// Decodes `spec`, keeping the result.
     fn decode(&self, spec: &Value) -> Result<DecodedSpec, String>;
-    fn construct(&self, path: &NodePath) -> Result<Box<dyn NodeDriver>, SpecError>;
+    fn construct(
+        &self,
+        path: &NodePath,
+        metrics: Option<&MakeMetrics<'_>>,
+    ) -> Result<Box<dyn NodeDriver>, SpecError>;
 }
+
+/// Makes a node's [`WorkerMetrics`] when its worker asks for them.
+pub type MakeMetrics<'a> = dyn Fn() -> Arc<dyn WorkerMetrics> + Sync + 'a;
 
 struct TypedFactory<W, F> {
     worker_type: Arc<str>,
@@ -44,10 +52,15 @@ where
             .map_err(|e| e.to_string())
     }
 
-    fn construct(&self, path: &NodePath) -> Result<Box<dyn NodeDriver>, SpecError> {
+    fn construct(
+        &self,
+        path: &NodePath,
+        metrics: Option<&MakeMetrics<'_>>,
+    ) -> Result<Box<dyn NodeDriver>, SpecError> {
         let init = WorkerInit {
             path,
             worker_type: &self.worker_type,
+            metrics,
         };
         let worker = catch_unwind(AssertUnwindSafe(|| (self.construct)(&init))).map_err(|p| {
             SpecError::ConstructorPanicked {
@@ -246,7 +259,24 @@ impl WorkerRegistry {
         path: &NodePath,
         worker_type: &str,
     ) -> Result<Box<dyn NodeDriver>, SpecError> {
-        self.factory(path, worker_type)?.construct(path)
+        self.factory(path, worker_type)?.construct(path, None)
+    }
+
+    /// Like [`construct`](Self::construct), and the worker's
+    /// [`WorkerInit::metrics`] come from `metrics` (called only if the
+    /// worker asks).
+    ///
+    /// # Errors
+    ///
+    /// As [`construct`](Self::construct).
+    pub fn construct_with_metrics(
+        &self,
+        path: &NodePath,
+        worker_type: &str,
+        metrics: &MakeMetrics<'_>,
+    ) -> Result<Box<dyn NodeDriver>, SpecError> {
+        self.factory(path, worker_type)?
+            .construct(path, Some(metrics))
     }
 
     /// Creates the driver of the node at `path`: constructs the worker and

@@ -11,13 +11,14 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{NoMetrics, WorkerMetrics};
 use crate::path::NodePath;
 use crate::spec::DesiredState;
 use crate::value::Value;
@@ -536,13 +537,36 @@ impl<'a, W: Worker> Snapshot<'a, W> {
 }
 
 /// Passed to a worker's constructor in the registry.
-#[derive(Debug)]
 #[non_exhaustive]
 pub struct WorkerInit<'a> {
     /// The node's path.
     pub path: &'a NodePath,
     /// The registered worker type.
     pub worker_type: &'a str,
+    pub(crate) metrics: Option<&'a crate::registry::MakeMetrics<'a>>,
+}
+
+impl WorkerInit<'_> {
+    /// The node's [`WorkerMetrics`], for a worker that records metrics of
+    /// its own outside actions (in `collect`, say): keep the handle in the
+    /// worker. Made on each call; without a runtime behind the registry it
+    /// records nothing.
+    #[must_use]
+    pub fn metrics(&self) -> Arc<dyn WorkerMetrics> {
+        match self.metrics {
+            Some(make) => make(),
+            None => Arc::new(NoMetrics),
+        }
+    }
+}
+
+impl fmt::Debug for WorkerInit<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerInit")
+            .field("path", &self.path)
+            .field("worker_type", &self.worker_type)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Passed to [`Worker::collect`] (and, as [`StopContext`], to
@@ -682,19 +706,46 @@ impl fmt::Debug for DeriveContext<'_> {
 /// Passed to [`Worker::on_stop`].
 pub type StopContext<'a, S> = CollectContext<'a, S>;
 
-/// Passed to [`Action::execute`]: the node's path and the cancellation
-/// signal.
+/// Passed to [`Action::execute`]: the node's path, the cancellation
+/// signal and the node's [`WorkerMetrics`].
 #[derive(Clone, Debug)]
 pub struct ActionContext {
     path: NodePath,
     cancel: CancellationToken,
+    metrics: Option<Arc<dyn WorkerMetrics>>,
 }
 
 impl ActionContext {
-    /// A context for an action of `path`, cancelled through `cancel`.
+    /// A context for an action of `path`, cancelled through `cancel`, whose
+    /// metrics go nowhere (see [`with_metrics`](Self::with_metrics)).
     #[must_use]
     pub fn new(path: NodePath, cancel: CancellationToken) -> Self {
-        Self { path, cancel }
+        Self {
+            path,
+            cancel,
+            metrics: None,
+        }
+    }
+
+    /// Records the action's metrics through `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<dyn WorkerMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Where the action records metrics of its own, labelled with its
+    /// node's worker type (and path, when the tree records per-node
+    /// series).
+    ///
+    /// ```
+    /// # use fsm_core::{ActionContext, NodePath};
+    /// # let ctx = ActionContext::new(NodePath::top(), Default::default());
+    /// ctx.metrics().counter_add("writes", 1);
+    /// ```
+    #[must_use]
+    pub fn metrics(&self) -> &dyn WorkerMetrics {
+        self.metrics.as_deref().unwrap_or(&NoMetrics)
     }
 
     /// The path of the node that asked for the action.

@@ -100,14 +100,14 @@ fn the_demo_serves_prometheus_metrics_while_it_runs() {
         write!(stream, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         body.clear();
         stream.read_to_string(&mut body).unwrap();
-        if body.contains("fsmv2_children_count{path=\"plant\"} 2")
+        if body.contains("fsmv2_children_count{worker_type=\"plant\"} 2")
             && body.contains("fsmv2_state_transitions_total{")
         {
             break;
         }
     }
     assert!(
-        body.contains("fsmv2_children_count{path=\"plant\"} 2"),
+        body.contains("fsmv2_children_count{worker_type=\"plant\"} 2"),
         "{body}"
     );
     let transitions: f64 = body

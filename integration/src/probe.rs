@@ -16,7 +16,7 @@ use std::time::Duration;
 use fsm_core::{
     Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
     NodePath, Signal, Snapshot, State, StopContext, Supervision, Transition, Value, Worker,
-    WorkerRegistry,
+    WorkerMetrics, WorkerRegistry,
 };
 use serde::{Deserialize, Serialize};
 
@@ -387,6 +387,7 @@ pub fn probe_registry(world: &ProbeWorld) -> WorkerRegistry {
                 }
                 Probe {
                     world: world.clone(),
+                    metrics: init.metrics(),
                 }
             })
             .map(drop)
@@ -398,6 +399,8 @@ pub fn probe_registry(world: &ProbeWorld) -> WorkerRegistry {
 /// The probe worker.
 pub struct Probe {
     world: ProbeWorld,
+    /// Its node's metrics, for a metric of its own outside actions.
+    metrics: Arc<dyn WorkerMetrics>,
 }
 
 /// The probe's states.
@@ -421,6 +424,7 @@ impl Worker for Probe {
     }
 
     async fn collect(&self, ctx: &CollectContext<'_, ProbeSpec>) -> Result<bool, BoxError> {
+        self.metrics.counter_add("probe_collects", 1);
         match ctx.spec().collect {
             CollectMode::Ok => {
                 let up = self.world.is_up(ctx.path().as_str());
@@ -498,7 +502,9 @@ impl Action for Flip {
         self.timeout
     }
 
-    async fn execute(&self, _ctx: &ActionContext) -> Result<(), BoxError> {
+    async fn execute(&self, ctx: &ActionContext) -> Result<(), BoxError> {
+        // A metric of the probe's own, under its node's labels.
+        ctx.metrics().counter_add("probe_flips", 1);
         let path = self.path.as_str().to_owned();
         self.world
             .journal

@@ -191,7 +191,7 @@ impl NodeState {
             let renderer = SpecRenderer::new(&self.shared.templates, &variables, &self.path);
             let started = std::time::Instant::now();
             let installed = self.driver.set_spec_rendered(spec, &renderer);
-            let attrs = &[self.metric_attr()];
+            let attrs = &self.metric_attr();
             self.shared
                 .metrics
                 .template_duration

@@ -59,14 +59,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use opentelemetry::KeyValue;
 use tracing::Instrument;
 
 use crate::config::TreeConfig;
 use crate::executor::{ActionId, ActionRequest, ExecMsg, ExecutorHandle};
 use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts, TreeStatus};
 use crate::telemetry;
-use crate::telemetry::metrics::{Metrics, path_attr};
+use crate::telemetry::metrics::{Labels, Metrics, NodeSeries, NodeWorkerMetrics};
 use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
 use inputs::{Incarnation, Inputs};
@@ -307,6 +306,17 @@ pub(crate) struct NodeState {
     cold: Box<Cold>,
 }
 
+impl Drop for NodeState {
+    /// However the node ends, its part of the summed metrics goes with it.
+    fn drop(&mut self) {
+        self.series().ended(
+            self.driver.state_name(),
+            self.recorded_children,
+            self.cold.circuit.is_open(),
+        );
+    }
+}
+
 /// A node's configuration problems.
 #[derive(Default)]
 struct Problems {
@@ -377,6 +387,8 @@ struct Cold {
     tick_origin: Option<Box<opentelemetry::trace::SpanContext>>,
     /// The worker type, shared with the action spans.
     worker_type: Arc<str>,
+    /// When the node entered its current state.
+    state_since: Instant,
     /// The last of this node's stops of single children (removal,
     /// replacement, group restart). Each stop waits for the one before, so
     /// that subtrees stop one at a time, in the order they were asked to.
@@ -440,10 +452,21 @@ impl Actor for NodeActor {
     ) -> Result<NodeState, ActorProcessingErr> {
         let driver = match args.driver {
             Some(d) => d,
-            None => args
-                .shared
-                .registry
-                .construct(&args.path, &args.spec.worker_type)?,
+            None => {
+                // Made only if the worker asks for its metrics handle.
+                let metrics = || -> Arc<dyn fsm_core::WorkerMetrics> {
+                    Arc::new(NodeWorkerMetrics::new(
+                        Arc::clone(&args.shared.metrics),
+                        Arc::from(args.spec.worker_type.as_str()),
+                        &args.path,
+                    ))
+                };
+                args.shared.registry.construct_with_metrics(
+                    &args.path,
+                    &args.spec.worker_type,
+                    &metrics,
+                )?
+            }
         };
         let incarnation = Incarnation::now(myself.get_id());
         let live = if args.parent.is_some() {
@@ -461,7 +484,7 @@ impl Actor for NodeActor {
         let context_hash = args.context.hash;
         let started = Instant::now();
         let quiet_until = started.checked_add(quiet_for(&args.shared.config));
-        Ok(NodeState {
+        let state = NodeState {
             path: args.path,
             parent: args.parent,
             tick_pending: args.tick_pending,
@@ -513,6 +536,7 @@ impl Actor for NodeActor {
                 action_error: None,
                 tick_origin: None,
                 worker_type,
+                state_since: started,
                 stop_chain: None,
                 first_tick: args
                     .first_tick
@@ -532,7 +556,10 @@ impl Actor for NodeActor {
                 transition_reason: std::borrow::Cow::Borrowed(""),
                 action_retry: None,
             }),
-        })
+        };
+        // Counted from here: dropping the state takes it back out.
+        state.series().started(state.driver.state_name());
+        Ok(state)
     }
 
     async fn post_start(
@@ -728,9 +755,22 @@ impl NodeState {
         }
     }
 
-    /// The `path` metric attribute (sharing the path's string).
-    fn metric_attr(&self) -> KeyValue {
-        path_attr(&self.path)
+    /// The node's metric labels: its worker type, and its path when
+    /// per-node metrics are on (sharing their strings).
+    fn metric_attr(&self) -> Labels {
+        self.shared
+            .metrics
+            .labels(Arc::clone(&self.cold.worker_type), &self.path, [])
+    }
+
+    /// The node's part in the metrics that sum over nodes.
+    fn series(&self) -> NodeSeries<'_> {
+        NodeSeries {
+            metrics: &self.shared.metrics,
+            worker_type: &self.cold.worker_type,
+            path: &self.path,
+            counted: self.parent.is_some(),
+        }
     }
 
     fn config(&self) -> &TreeConfig {
@@ -971,10 +1011,11 @@ impl NodeState {
             if let Some(actor) = child.actor() {
                 if child.tick_pending.swap(true, Ordering::Relaxed) {
                     // Still busy with the last one: one pending tick at most.
-                    self.shared.metrics.ticks_skipped.add(
-                        1,
-                        &[KeyValue::new("worker_type", child.spec.worker_type.clone())],
-                    );
+                    let labels =
+                        self.shared
+                            .metrics
+                            .labels(child.spec.worker_type.clone(), &child.path, []);
+                    self.shared.metrics.ticks_skipped.add(1, &labels);
                     continue;
                 }
                 if actor.cast(NodeMsg::Tick(span.clone(), generation)).is_err() {
@@ -1052,8 +1093,7 @@ impl NodeState {
                     restarting = self.children.restarting_count(),
                     "circuit opened: a child failed, is restarting or is stale; pausing this node's state machine"
                 );
-                let attrs = &[self.metric_attr()];
-                self.shared.metrics.circuit_open.record(1, attrs);
+                self.series().circuit(true);
             }
             Some(CircuitChange::Closed { open_for }) => {
                 tracing::info!(
@@ -1061,9 +1101,7 @@ impl NodeState {
                     open_ms = u64::try_from(open_for.as_millis()).unwrap_or(u64::MAX),
                     "circuit closed: all children healthy again"
                 );
-                let attrs = &[self.metric_attr()];
-                self.shared.metrics.circuit_open.record(0, attrs);
-                self.shared.metrics.infrastructure_recovery.add(1, attrs);
+                self.series().circuit(false);
             }
             None => {}
         }
@@ -1252,7 +1290,7 @@ impl NodeState {
         self.applied_children = Some(declared_hash);
         let result = self.start_due_children(myself).instrument(span).await;
         if did_work {
-            let attrs = &[self.metric_attr()];
+            let attrs = &self.metric_attr();
             self.shared
                 .metrics
                 .reconcile_duration
@@ -1466,14 +1504,9 @@ impl NodeState {
                 "state transition"
             );
             self.cold.transition_reason = outcome.reason.clone();
-            self.shared.metrics.state_transitions.add(
-                1,
-                &[
-                    self.metric_attr(),
-                    KeyValue::new("from", outcome.from),
-                    KeyValue::new("to", to),
-                ],
-            );
+            let in_state = now.saturating_duration_since(self.cold.state_since);
+            self.series().transition(outcome.from, to, in_state);
+            self.cold.state_since = now;
         }
         if let Some(signal) = outcome.signal {
             tracing::info!(node.path = %self.path, ?signal, reason = %outcome.reason, "signal raised");
@@ -1647,12 +1680,8 @@ impl NodeState {
     fn report(&mut self, myself: &ActorRef<NodeMsg>, now: Instant) {
         let count = self.children.len();
         if self.recorded_children != Some(count) {
+            self.series().children(self.recorded_children, count);
             self.recorded_children = Some(count);
-            let attrs = &[self.metric_attr()];
-            self.shared
-                .metrics
-                .children_count
-                .record(count as u64, attrs);
         }
         let stale = self.is_stale(now);
         let healthy = self.configured() && !stale;
@@ -1771,6 +1800,11 @@ impl NodeState {
             observed_generation: self.cold.observed_generation,
             restarting: None,
             circuit_open: self.cold.circuit.is_open(),
+            in_state_for_ms: u64::try_from(
+                now.saturating_duration_since(self.cold.state_since)
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX),
             location_path: self.cold.inputs.location_path.to_string(),
             children: Vec::new(),
         }

@@ -20,7 +20,6 @@ use crate::executor::ExecMsg;
 use crate::runbook;
 use crate::snapshot::{FatalError, StopOutcome, StopRecord};
 use crate::telemetry;
-use crate::telemetry::metrics::path_attr;
 use tracing::Instrument;
 
 /// A supervisor gave up: more restarts than its intensity allows.
@@ -206,10 +205,8 @@ impl NodeState {
         );
         telemetry::link(&span, self.cold.tick_origin.as_deref());
         drop(span);
-        self.shared
-            .metrics
-            .restarts
-            .add(1, &[path_attr(&failed_path)]);
+        let attrs = self.shared.metrics.labels(failed_type, &failed_path, []);
+        self.shared.metrics.restarts.add(1, &attrs);
         if delay.is_zero() {
             // No timer for no delay (a timer rounds up to its 1 ms tick).
             let _ = myself.cast(NodeMsg::RestartDue);
