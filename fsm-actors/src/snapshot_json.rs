@@ -12,7 +12,7 @@ use serde::de::Error as _;
 
 use fsm_core::{ActionReport, NodePath};
 
-use crate::snapshot::{NodeSnapshot, RestartingInfo};
+use crate::snapshot::{CollectError, NodeSnapshot, RestartingInfo};
 
 /// A node's fields but its children, in the order of [`NodeSnapshot`]'s
 /// (serialised first, then `children`, its last field).
@@ -27,11 +27,18 @@ struct Fields<'a> {
     last_error: &'a Option<String>,
     converged: bool,
     stale: bool,
+    state_reason: &'a str,
+    ticks: u64,
+    collect_failures: u64,
+    last_collect_error: &'a Option<CollectError>,
     action_in_flight: &'a Option<String>,
     last_action: &'a Option<ActionReport>,
     restarts: u64,
+    generation: u64,
+    observed_generation: u64,
     restarting: &'a Option<RestartingInfo>,
     circuit_open: bool,
+    in_state_for_ms: u64,
     location_path: &'a str,
 }
 
@@ -47,11 +54,18 @@ impl<'a> From<&'a NodeSnapshot> for Fields<'a> {
             last_error: &n.last_error,
             converged: n.converged,
             stale: n.stale,
+            state_reason: &n.state_reason,
+            ticks: n.ticks,
+            collect_failures: n.collect_failures,
+            last_collect_error: &n.last_collect_error,
             action_in_flight: &n.action_in_flight,
             last_action: &n.last_action,
             restarts: n.restarts,
+            generation: n.generation,
+            observed_generation: n.observed_generation,
             restarting: &n.restarting,
             circuit_open: n.circuit_open,
+            in_state_for_ms: n.in_state_for_ms,
             location_path: &n.location_path,
         }
     }
