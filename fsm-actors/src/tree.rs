@@ -39,6 +39,7 @@ use crate::telemetry::metrics::Metrics;
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
+/// #     const NAMES: &'static [&'static str] = &["idle"];
 /// #     fn name(&self) -> &'static str { "idle" }
 /// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }

@@ -128,6 +128,9 @@ pub trait NodeDriver: Send + Sync {
     /// The current state's name.
     fn state_name(&self) -> &'static str;
 
+    /// Every state's name ([`State::NAMES`]).
+    fn state_names(&self) -> &'static [&'static str];
+
     /// Decodes and installs a new spec. On error the old spec stays.
     ///
     /// # Errors
@@ -158,7 +161,7 @@ pub trait NodeDriver: Send + Sync {
 
     /// The collect future, owning everything it needs. (`&mut`: the worker
     /// and spec are kept in place until something must own a share of
-    /// them.)
+    /// them.) Its context has no desired state.
     fn collect(&mut self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>>;
 
     /// Starts a collect by polling it once, here and now. A collect that is
@@ -166,7 +169,8 @@ pub trait NodeDriver: Send + Sync {
     /// elsewhere) is installed without a task or a message; one that is not
     /// comes back as a future to run elsewhere (with a timeout), whose
     /// observation is installed with [`set_observation`](Self::set_observation).
-    fn start_collect(&mut self, path: &NodePath) -> CollectStart;
+    /// `desired` is the node's desired state, for the collect's context.
+    fn start_collect(&mut self, path: &NodePath, desired: &str) -> CollectStart;
 
     /// Installs an observation produced by this driver's `collect`. Returns
     /// `false` (and ignores it) if it is of another type.
@@ -204,8 +208,9 @@ pub trait NodeDriver: Send + Sync {
     /// When `next` panics.
     fn step(&mut self, input: &StepInput<'_>) -> Result<Option<StepOutcome>, CallbackError>;
 
-    /// The stop-hook future.
-    fn stop_hook(&mut self, path: &NodePath) -> BoxFuture<'static, ()>;
+    /// The stop-hook future; `desired` is the node's desired state, for the
+    /// hook's context.
+    fn stop_hook(&mut self, path: &NodePath, desired: &str) -> BoxFuture<'static, ()>;
 }
 
 /// A collect that owns what it needs, to run anywhere.
@@ -213,8 +218,13 @@ fn owned_collect<W: Worker>(
     worker: Arc<W>,
     path: NodePath,
     spec: Arc<W::Spec>,
+    state: &'static str,
+    desired: String,
 ) -> BoxFuture<'static, Result<W::Observed, BoxError>> {
-    Box::pin(async move { worker.collect(&CollectContext::new(&path, &*spec)).await })
+    Box::pin(async move {
+        let ctx = CollectContext::new(&path, &*spec).with_states(state, &desired);
+        worker.collect(&ctx).await
+    })
 }
 
 fn collect_panicked(payload: &(dyn std::any::Any + Send)) -> CollectStart {
@@ -306,9 +316,17 @@ impl<W: Worker> TypedDriver<W> {
     fn owned_collect(
         &mut self,
         path: &NodePath,
+        desired: &str,
     ) -> Result<BoxFuture<'static, Result<W::Observed, BoxError>>, String> {
+        let state = self.state.name();
         match (self.worker.share(), self.spec.share()) {
-            (Some(worker), Some(spec)) => Ok(owned_collect(worker, path.clone(), spec)),
+            (Some(worker), Some(spec)) => Ok(owned_collect(
+                worker,
+                path.clone(),
+                spec,
+                state,
+                desired.to_owned(),
+            )),
             _ => Err("no spec is installed yet".to_owned()),
         }
     }
@@ -332,6 +350,10 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
 
     fn state_name(&self) -> &'static str {
         self.state.name()
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        <W::State as State<W>>::NAMES
     }
 
     fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError> {
@@ -363,7 +385,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn collect(&mut self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>> {
-        let future = match self.owned_collect(path) {
+        let future = match self.owned_collect(path, "") {
             Ok(future) => future,
             Err(e) => return Box::pin(async move { Err(e.into()) }),
         };
@@ -373,7 +395,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         })
     }
 
-    fn start_collect(&mut self, path: &NodePath) -> CollectStart {
+    fn start_collect(&mut self, path: &NodePath, desired: &str) -> CollectStart {
         let (Some(worker), Some(spec)) = (self.worker.get(), self.spec.get()) else {
             return CollectStart::Done(Err("no spec is installed yet".to_owned()));
         };
@@ -382,7 +404,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
             // The last collect was ready at once: poll one that borrows
             // everything, on the stack (no allocation, no reference counts).
             let polled = {
-                let ctx = CollectContext::new(path, spec);
+                let ctx = CollectContext::new(path, spec).with_states(self.state.name(), desired);
                 let future = std::pin::pin!(worker.collect(&ctx));
                 catch_unwind(AssertUnwindSafe(|| future.poll(&mut cx)))
             };
@@ -396,12 +418,12 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
             // runs elsewhere; until a collect is ready at once again, they
             // are built owned from the start.
             self.collects_inline = false;
-            return match self.owned_collect(path) {
+            return match self.owned_collect(path, desired) {
                 Ok(owned) => pending_collect(owned),
                 Err(e) => CollectStart::Done(Err(e)),
             };
         }
-        let mut owned = match self.owned_collect(path) {
+        let mut owned = match self.owned_collect(path, desired) {
             Ok(owned) => owned,
             Err(e) => return CollectStart::Done(Err(e)),
         };
@@ -481,12 +503,17 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         }))
     }
 
-    fn stop_hook(&mut self, path: &NodePath) -> BoxFuture<'static, ()> {
+    fn stop_hook(&mut self, path: &NodePath, desired: &str) -> BoxFuture<'static, ()> {
         let (Some(worker), Some(spec)) = (self.worker.share(), self.spec.share()) else {
             // Never configured, so nothing was started that needs stopping.
             return Box::pin(async {});
         };
         let path = path.clone();
-        Box::pin(async move { worker.on_stop(&CollectContext::new(&path, &*spec)).await })
+        let state = self.state.name();
+        let desired = desired.to_owned();
+        Box::pin(async move {
+            let ctx = CollectContext::new(&path, &*spec).with_states(state, &desired);
+            worker.on_stop(&ctx).await;
+        })
     }
 }

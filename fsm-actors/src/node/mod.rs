@@ -285,6 +285,8 @@ struct Problems {
     derive: Option<String>,
     /// The children declaration was rejected.
     declaration: Option<String>,
+    /// The desired state is not a state of the worker.
+    state: Option<String>,
 }
 
 /// Which of a node's [`Problems`].
@@ -293,6 +295,7 @@ enum Problem {
     Input,
     Derive,
     Declaration,
+    State,
 }
 
 impl Problems {
@@ -301,6 +304,7 @@ impl Problems {
             Problem::Input => &mut self.input,
             Problem::Derive => &mut self.derive,
             Problem::Declaration => &mut self.declaration,
+            Problem::State => &mut self.state,
         }
     }
 
@@ -309,6 +313,7 @@ impl Problems {
             .as_ref()
             .or(self.derive.as_ref())
             .or(self.declaration.as_ref())
+            .or(self.state.as_ref())
     }
 }
 
@@ -1186,7 +1191,8 @@ impl NodeState {
         };
         // Polled once, here: a collect that is ready at once costs no task
         // and no message.
-        let future = match span.in_scope(|| self.driver.start_collect(&self.path)) {
+        let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
+        let future = match span.in_scope(|| self.driver.start_collect(&self.path, desired)) {
             CollectStart::Done(result) => {
                 if let Err(e) = &result {
                     span.record("error", e.as_str());
@@ -1424,6 +1430,7 @@ impl NodeState {
         if mapped != self.parent_state {
             self.parent_state = mapped;
             self.desired_version += 1;
+            self.check_desired_state();
         }
     }
 

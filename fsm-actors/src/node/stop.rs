@@ -123,7 +123,8 @@ impl NodeState {
             .shared
             .executor
             .cast(ExecMsg::CancelSubtree(self.path.clone()));
-        let hook = self.driver.stop_hook(&self.path);
+        let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
+        let hook = self.driver.stop_hook(&self.path, desired);
         let budget = self.config().stop_hook_timeout;
         let hook_deadline = deadline.min(Instant::now() + budget);
         let outcome = match tokio::time::timeout_at(hook_deadline, hook).await {
