@@ -161,8 +161,10 @@ impl Tree {
     ///
     /// # Errors
     ///
-    /// [`TreeError::NotRunning`] once the tree is gone.
+    /// [`TreeError::Fatal`] once the tree has given up (nothing would
+    /// tick); [`TreeError::NotRunning`] once the tree is gone.
     pub fn tick(&self) -> Result<(), TreeError> {
+        self.check_not_fatal()?;
         self.top
             .cast(NodeMsg::Tick(tracing::Span::none()))
             .map_err(|_| TreeError::NotRunning)
@@ -178,13 +180,27 @@ impl Tree {
     ///
     /// # Errors
     ///
-    /// [`TreeError::NotRunning`] if the tree goes away first.
+    /// [`TreeError::Fatal`] if the tree has given up, or gives up first (a
+    /// tree that gave up ticks no more); [`TreeError::NotRunning`] if the
+    /// tree goes away first.
     pub async fn wait_ticks(&self, ticks: u64) -> Result<(), TreeError> {
         let mut rx = self.status.clone();
-        rx.wait_for(|s| s.ticks >= ticks)
+        let status = rx
+            .wait_for(|s| s.ticks >= ticks || s.fatal.is_some())
             .await
-            .map(drop)
-            .map_err(|_| TreeError::NotRunning)
+            .map_err(|_| TreeError::NotRunning)?;
+        match &status.fatal {
+            Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// [`TreeError::Fatal`] once the tree has given up.
+    fn check_not_fatal(&self) -> Result<(), TreeError> {
+        match &self.status.borrow().fatal {
+            Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Waits until every node is healthy, in its desired state, with all of
@@ -265,15 +281,14 @@ impl Tree {
     ///
     /// # Errors
     ///
+    /// [`TreeError::Fatal`] once the tree has given up;
     /// [`TreeError::NotRunning`] if the tree is gone or has no root right
     /// now (it is being replaced); [`TreeError::Timeout`] if the top node
     /// does not answer within the configured `inspect_timeout`.
     pub async fn inspect(&self) -> Result<NodeSnapshot, TreeError> {
-        if let Some(fatal) = self.fatal() {
-            return Err(TreeError::Fatal(fatal));
-        }
+        self.check_not_fatal()?;
         let timeout = self.shared.config.inspect_timeout;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::node::deadline_after(timeout);
         let answer = self
             .top
             .call(|reply| NodeMsg::Inspect { deadline, reply }, Some(timeout))
@@ -298,9 +313,11 @@ impl Tree {
     ///
     /// # Errors
     ///
-    /// [`TreeError::InvalidRootSpec`] (nothing changes) or
-    /// [`TreeError::NotRunning`].
+    /// [`TreeError::InvalidRootSpec`] (nothing changes),
+    /// [`TreeError::Fatal`] once the tree has given up (nothing would apply
+    /// the spec: spawn a new tree), or [`TreeError::NotRunning`].
     pub fn update_root_spec(&self, root: ChildSpec) -> Result<(), TreeError> {
+        self.check_not_fatal()?;
         validate_root(&root, &self.shared.registry)?;
         let spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
         let hash = spec.hash();
@@ -325,12 +342,16 @@ impl Tree {
     /// siblings first, each subtree completely before the next; every node's
     /// stop hook runs after its children have stopped. Nodes that miss the
     /// deadline are killed and reported as forced.
+    ///
+    /// A tree that gave up has stopped every node in order already: its
+    /// shutdown returns at once with the records of that stop (none for the
+    /// root that failed: [`fatal`](Self::fatal) says why it did).
     pub async fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
         self.stopped = true;
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::node::deadline_after(timeout);
         let answer = self
             .top
             .call(|reply| NodeMsg::Shutdown { deadline, reply }, Some(timeout))

@@ -69,6 +69,7 @@ use crate::telemetry;
 use crate::telemetry::metrics::{Metrics, path_attr};
 use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
+pub(crate) use stop::deadline_after;
 use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
 
@@ -368,6 +369,9 @@ struct Cold {
     collect_task: Option<AbortOnDrop>,
     /// Why the last collect failed, if it did.
     collect_error: Option<String>,
+    /// At the top, once the tree gave up: the records of the ordered stop
+    /// of its nodes, for the tree's shutdown.
+    gave_up: Option<Vec<crate::snapshot::StopRecord>>,
 }
 
 impl Actor for NodeActor {
@@ -464,6 +468,7 @@ impl Actor for NodeActor {
                 decoded: args.decoded.map(|d| (spec_hash, d)),
                 collect_task: None,
                 collect_error: None,
+                gave_up: None,
             }),
         })
     }
@@ -534,10 +539,7 @@ impl NodeState {
         msg: NodeMsg,
     ) -> Result<Option<(Waiting, Instant)>, ActorProcessingErr> {
         if self.shutting_down {
-            // Only stop bookkeeping matters now.
-            if let NodeMsg::ChildStopped { id, .. } = msg {
-                self.children.finish_stopping(id);
-            }
+            self.while_shutting_down(myself, msg);
             return Ok(None);
         }
         // One clock read per message.

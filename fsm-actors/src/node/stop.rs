@@ -24,6 +24,15 @@ pub(crate) const EXIT_SHUTDOWN: &str = "shutdown";
 /// the parent can still report by its own deadline.
 const STOP_MARGIN: Duration = Duration::from_millis(5);
 
+/// `now + timeout`, saturated: a timeout too large for an `Instant` (such as
+/// `Duration::MAX`) is a deadline about thirty years away.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// The child and how it ended, for the supervision events that say a child
 /// ended; `None` for the others.
 pub(super) fn child_exit(event: SupervisionEvent) -> Option<(ActorId, ExitReason)> {
@@ -49,6 +58,24 @@ pub(crate) fn exit_reason(reason: Option<&str>) -> ExitReason {
 }
 
 impl NodeState {
+    /// A message to a node that is stopping (or, at the top, that gave up):
+    /// only stop bookkeeping matters, and a tree that gave up answers its
+    /// shutdown with the records of the ordered stop it already did.
+    pub(super) fn while_shutting_down(&mut self, myself: &ActorRef<NodeMsg>, msg: NodeMsg) {
+        match msg {
+            NodeMsg::ChildStopped { id, .. } => {
+                self.children.finish_stopping(id);
+            }
+            NodeMsg::Shutdown { reply, .. } => {
+                if let Some(records) = self.cold.gave_up.take() {
+                    let _ = reply.send(records);
+                    myself.stop(Some(EXIT_SHUTDOWN.to_owned()));
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Stops a child and its subtree in order, off this node's loop; the
     /// node hears back through `ChildStopped`. The child's slot is already
     /// gone or waiting.
@@ -76,7 +103,7 @@ impl NodeState {
                 if let Some(previous) = previous {
                     let _ = previous.await;
                 }
-                let deadline = Instant::now() + stop_timeout;
+                let deadline = deadline_after(stop_timeout);
                 let records = stop_subtree(&actor, &path, deadline).await;
                 let _ = executor.cast(ExecMsg::CancelSubtree(path));
                 let _ = me.cast(NodeMsg::ChildStopped { id, records });
@@ -126,7 +153,7 @@ impl NodeState {
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
         let hook = self.driver.stop_hook(&self.path, desired);
         let budget = self.config().stop_hook_timeout;
-        let hook_deadline = deadline.min(Instant::now() + budget);
+        let hook_deadline = deadline.min(deadline_after(budget));
         let outcome = match tokio::time::timeout_at(hook_deadline, hook).await {
             Ok(()) => StopOutcome::Clean,
             Err(_) => StopOutcome::Forced(format!(
@@ -146,7 +173,7 @@ impl NodeState {
     /// what follows.
     pub(super) async fn finish(&mut self, myself: &ActorRef<NodeMsg>) {
         tracing::info!(node.path = %self.path, "the worker finished; removing the node");
-        let deadline = Instant::now() + self.config().stop_timeout;
+        let deadline = deadline_after(self.config().stop_timeout);
         let _ = self.shutdown(deadline).await;
         myself.stop(Some(EXIT_NORMAL.to_owned()));
     }
