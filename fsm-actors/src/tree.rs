@@ -107,6 +107,7 @@ impl Tree {
             next_action_id: AtomicU64::new(0),
             live_nodes: AtomicU64::new(0),
             metrics,
+            stops: crate::node::StopSink::default(),
             templates: fsm_templates::Templates::new(),
             chaos: crate::node::Padded(AtomicU64::new(0f64.to_bits())),
         });
@@ -352,6 +353,7 @@ impl Tree {
             ticker.abort();
         }
         let deadline = crate::node::deadline_after(timeout);
+        self.shared.stops.open();
         let answer = self
             .top
             .call(|reply| NodeMsg::Shutdown { deadline, reply }, Some(timeout))
@@ -381,6 +383,13 @@ impl Tree {
                     .max(Duration::from_millis(1)),
             ))
             .await;
+        // Killed nodes record themselves as their state is dropped: wait for
+        // the last of them (killing takes a moment), then add their records.
+        let grace = crate::node::deadline_after(
+            deadline.saturating_duration_since(Instant::now()) + KILL_GRACE,
+        );
+        self.shared.stops.wait_drained(&self.shared, grace).await;
+        self.shared.stops.merge_into(&mut stopped);
         let _ = self
             .executor
             .stop_and_wait(None, Some(Duration::from_secs(1)))
@@ -389,6 +398,10 @@ impl Tree {
         ShutdownReport { stopped }
     }
 }
+
+/// How long a shutdown waits past its deadline for killed node actors to be
+/// gone.
+const KILL_GRACE: Duration = Duration::from_millis(100);
 
 impl Drop for Tree {
     /// A tree dropped without [`shutdown`](Tree::shutdown) is killed: no stop

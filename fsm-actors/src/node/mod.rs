@@ -69,7 +69,7 @@ use crate::telemetry;
 use crate::telemetry::metrics::{Metrics, path_attr};
 use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
-pub(crate) use stop::deadline_after;
+pub(crate) use stop::{StopSink, deadline_after};
 use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
 
@@ -88,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) live_nodes: AtomicU64,
     /// The tree's metric instruments.
     pub(crate) metrics: Arc<Metrics>,
+    /// Where killed nodes record themselves during the tree's shutdown.
+    pub(crate) stops: stop::StopSink,
     /// The fault-injection probability per node and tick, as `f64` bits.
     pub(crate) chaos: Padded<AtomicU64>,
 }
@@ -161,18 +163,6 @@ pub(crate) struct NodeArgs {
 }
 
 pub(crate) struct NodeActor;
-
-/// Counts a live node actor for as long as its state exists: the state is
-/// dropped however the actor ends, even when it is killed.
-struct LiveGuard(Option<Arc<Shared>>);
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        if let Some(shared) = &self.0 {
-            shared.live_nodes.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
 
 /// How long after a good observation (or the start) a node can be neither
 /// stale nor failed.
@@ -333,7 +323,7 @@ struct Cold {
     child_hashes: Vec<SpecHash>,
     restarts: u64,
     rng: SplitMix64,
-    _live: LiveGuard,
+    live: stop::LiveGuard,
     /// Spec, variables and location, and what became of them.
     inputs: Inputs,
     next_generation: u64,
@@ -395,12 +385,8 @@ impl Actor for NodeActor {
                 .construct(&args.path, &args.spec.worker_type)?,
         };
         let incarnation = Incarnation::now(myself.get_id());
-        let live = if args.parent.is_some() {
-            args.shared.live_nodes.fetch_add(1, Ordering::Relaxed);
-            LiveGuard(Some(Arc::clone(&args.shared)))
-        } else {
-            LiveGuard(None)
-        };
+        let counted = args.parent.is_some().then(|| Arc::clone(&args.shared));
+        let live = stop::LiveGuard::new(counted, args.path.clone());
         let mut seed = StableHasher::new();
         seed.write_u64(args.shared.config.seed);
         seed.write_str(args.path.as_str());
@@ -448,7 +434,7 @@ impl Actor for NodeActor {
                 child_hashes: Vec::new(),
                 restarts: args.restarts,
                 rng: SplitMix64::new(seed.finish()),
-                _live: live,
+                live,
                 inputs: Inputs::new(args.context, incarnation),
                 next_generation: 0,
                 restart_window: RestartWindow::new(),

@@ -3,6 +3,8 @@
 //! Used for shutdown, removal, replacement, group restarts, escalation and
 //! finishing.
 
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fsm_core::{ExitReason, NodePath};
@@ -10,7 +12,7 @@ use ractor::rpc::CallResult;
 use ractor::{ActorId, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 
-use super::{NodeMsg, NodeState};
+use super::{NodeMsg, NodeState, Shared};
 use crate::executor::ExecMsg;
 use crate::snapshot::{StopOutcome, StopRecord};
 use tracing::Instrument;
@@ -21,8 +23,136 @@ pub(crate) const EXIT_NORMAL: &str = "normal";
 pub(crate) const EXIT_SHUTDOWN: &str = "shutdown";
 
 /// How much earlier than its parent a child must finish stopping, so that
-/// the parent can still report by its own deadline.
-const STOP_MARGIN: Duration = Duration::from_millis(5);
+/// the parent can still report by its own deadline: a small share of what
+/// is left (so that however deep the tree, the deepest node still has most
+/// of the budget), and never more than `STOP_MARGIN_MAX`.
+fn stop_margin(deadline: Instant) -> Duration {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (left / STOP_MARGIN_SHARE).min(STOP_MARGIN_MAX)
+}
+
+/// See `stop_margin`: a 32nd of what is left leaves a node 50 levels down
+/// a fifth of the budget.
+const STOP_MARGIN_SHARE: u32 = 32;
+const STOP_MARGIN_MAX: Duration = Duration::from_millis(5);
+
+/// Where every node records how it stopped during a tree's shutdown, so
+/// that the report has one record per node even where a subtree was killed:
+///
+/// * a node that stops records itself here as well as in its reply (a reply
+///   is lost when its parent is killed while waiting for it);
+/// * a killed node runs no code but its state's `Drop`, so that is where it
+///   says it was killed (see `LiveGuard`).
+///
+/// The tree's shutdown waits for every node actor to be gone, then adds the
+/// records missing from those the ordered stop returned.
+#[derive(Default)]
+pub(crate) struct StopSink {
+    /// `Some` while the tree shuts down.
+    records: Mutex<Option<Vec<StopRecord>>>,
+    /// Notified when the last node actor is gone.
+    drained: tokio::sync::Notify,
+}
+
+impl StopSink {
+    /// The tree's shutdown has begun: collect from now on.
+    pub(crate) fn open(&self) {
+        if let Ok(mut records) = self.records.lock() {
+            records.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// Records how a node stopped, if the tree is shutting down.
+    fn record(&self, record: impl FnOnce() -> StopRecord) {
+        if let Ok(mut records) = self.records.lock()
+            && let Some(records) = records.as_mut()
+        {
+            records.push(record());
+        }
+    }
+
+    /// Waits until no node actor is alive, up to `until`.
+    pub(crate) async fn wait_drained(&self, shared: &Shared, until: Instant) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if shared.live_nodes.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(until, drained).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Adds the records that are missing from `records` (each just before
+    /// the record of its nearest ancestor, or at the end), leaving out any
+    /// node that has a record already.
+    pub(crate) fn merge_into(&self, records: &mut Vec<StopRecord>) {
+        let missing = match self.records.lock() {
+            Ok(mut missing) => missing.take().unwrap_or_default(),
+            Err(_) => return,
+        };
+        let present: foldhash::HashSet<NodePath> = records.iter().map(|r| r.path.clone()).collect();
+        // In the order they were made; each goes before its nearest
+        // recorded ancestor (so a subtree's records come children first).
+        for record in missing {
+            if present.contains(&record.path) {
+                continue;
+            }
+            let at = records
+                .iter()
+                .position(|r| record.path.starts_with(&r.path))
+                .unwrap_or(records.len());
+            records.insert(at, record);
+        }
+    }
+}
+
+/// Counts a live node actor for as long as its state exists: the state is
+/// dropped however the actor ends, even when it is killed. A node killed
+/// during a tree's shutdown before it made its own stop record says so here
+/// (see [`StopSink`]).
+pub(super) struct LiveGuard {
+    /// `None` for the top node, which is not counted.
+    shared: Option<Arc<Shared>>,
+    path: NodePath,
+    /// The node made its own stop record.
+    pub(super) recorded: bool,
+}
+
+impl LiveGuard {
+    pub(super) fn new(shared: Option<Arc<Shared>>, path: NodePath) -> Self {
+        if let Some(shared) = &shared {
+            shared.live_nodes.fetch_add(1, Ordering::Relaxed);
+        }
+        Self {
+            shared,
+            path,
+            recorded: false,
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            if !self.recorded {
+                shared.stops.record(|| StopRecord {
+                    path: self.path.clone(),
+                    outcome: StopOutcome::Forced(
+                        "killed (with its subtree) before it could stop; its stop hook did not run"
+                            .to_owned(),
+                    ),
+                });
+            }
+            if shared.live_nodes.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shared.stops.drained.notify_waiters();
+            }
+        }
+    }
+}
 
 /// `now + timeout`, saturated: a timeout too large for an `Instant` (such as
 /// `Duration::MAX`) is a deadline about thirty years away.
@@ -119,7 +249,9 @@ impl NodeState {
         let mut records = Vec::new();
         // Children must answer a little before this node's own deadline, so
         // that this node can still answer by it.
-        let child_deadline = deadline.checked_sub(STOP_MARGIN).unwrap_or(deadline);
+        let child_deadline = deadline
+            .checked_sub(stop_margin(deadline))
+            .unwrap_or(deadline);
         // Stops already under way (started before, so they finish first).
         if let Some(chain) = self.cold.stop_chain.take() {
             let _ = tokio::time::timeout_at(child_deadline, chain).await;
@@ -161,10 +293,15 @@ impl NodeState {
             )),
         };
         tracing::debug!(node.path = %self.path, ?outcome, "node stopped");
-        records.push(StopRecord {
+        let own = StopRecord {
             path: self.path.clone(),
             outcome,
-        });
+        };
+        if !self.is_top() {
+            self.shared.stops.record(|| own.clone());
+        }
+        self.cold.live.recorded = true;
+        records.push(own);
         records
     }
 
@@ -208,7 +345,7 @@ pub(crate) async fn stop_subtree(
         }]
     };
     match answer {
-        Ok(CallResult::Success(records)) => {
+        Ok(CallResult::Success(mut records)) => {
             let wait = deadline.saturating_duration_since(Instant::now());
             if actor
                 .get_cell()
@@ -217,7 +354,12 @@ pub(crate) async fn stop_subtree(
                 .is_err()
             {
                 actor.kill();
-                return forced("stopped its subtree but did not exit before the deadline; killed");
+                // Its subtree stopped in order: only its own record changes.
+                let why = "stopped its subtree but did not exit before the deadline; killed";
+                match records.iter_mut().rfind(|r| r.path == *path) {
+                    Some(own) => own.outcome = StopOutcome::Forced(why.to_owned()),
+                    None => records.extend(forced(why)),
+                }
             }
             records
         }
