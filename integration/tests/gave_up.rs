@@ -2,6 +2,10 @@
 //! says so to every call at once, and its shutdown reports what happened:
 //! its nodes had stopped in order already.
 
+// The helpers below run outside `#[test]` functions: a panic is how they
+// fail a test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use fsm_actors::{Tree, TreeError};

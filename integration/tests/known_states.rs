@@ -13,7 +13,9 @@ const WAIT: Duration = Duration::from_secs(10);
 async fn a_node_whose_desired_state_is_not_one_of_its_states_is_unhealthy_and_says_why() {
     let world = ProbeWorld::default();
     let root = ProbeSpec::default()
-        .with_children(vec![ProbeSpec::default().with_target("runing").named("pump")])
+        .with_children(vec![
+            ProbeSpec::default().with_target("runing").named("pump"),
+        ])
         .named("root");
     let tree = Tree::spawn(root, probe_registry(&world), test_config())
         .await
@@ -36,7 +38,9 @@ async fn a_node_whose_desired_state_is_not_one_of_its_states_is_unhealthy_and_sa
 
     // Fixed: the problem goes away and the tree converges.
     let fixed = ProbeSpec::default()
-        .with_children(vec![ProbeSpec::default().with_target("running").named("pump")])
+        .with_children(vec![
+            ProbeSpec::default().with_target("running").named("pump"),
+        ])
         .named("root");
     tree.update_root_spec(fixed).unwrap();
     tree.wait_converged(WAIT).await.unwrap();

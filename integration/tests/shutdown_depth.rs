@@ -1,6 +1,10 @@
 //! Shutdown budgets survive depth, and the shutdown report has one record
 //! per node, killed nodes included.
 
+// The helpers below run outside `#[test]` functions: a panic is how they
+// fail a test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use fsm_actors::{StopOutcome, Tree};
@@ -11,15 +15,17 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A chain of probes `depth` levels deep: `n0 ─ n1 ─ … ─ n{depth-1}`.
 fn chain(depth: usize) -> ChildSpec {
-    (0..depth).rev().fold(None, |below: Option<ChildSpec>, level| {
-        let children = below.into_iter().collect();
-        Some(
-            ProbeSpec::default()
-                .with_children(children)
-                .named(&format!("n{level}")),
-        )
-    })
-    .unwrap()
+    (0..depth)
+        .rev()
+        .fold(None, |below: Option<ChildSpec>, level| {
+            let children = below.into_iter().collect();
+            Some(
+                ProbeSpec::default()
+                    .with_children(children)
+                    .named(&format!("n{level}")),
+            )
+        })
+        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -70,4 +76,3 @@ async fn a_killed_subtree_of_three_nodes_yields_three_forced_records() {
     assert_eq!(forced, ["root/x/y/z", "root/x/y", "root/x"], "{report:#?}");
     assert_eq!(report.stopped[3].outcome, StopOutcome::Clean);
 }
-

@@ -21,9 +21,7 @@
 
 use std::sync::Arc;
 
-use fsm_core::{
-    ChildSpec, DeriveContext, Map, NodePath, SpecError, SpecHash, StableHasher, Value,
-};
+use fsm_core::{ChildSpec, DeriveContext, Map, NodePath, SpecError, SpecHash, StableHasher, Value};
 use fsm_templates::{InternalVars, Location, SpecRenderer, VariableBundle};
 use ractor::{ActorId, ActorProcessingErr};
 

@@ -34,6 +34,7 @@
 //! Failures and restarts are in [`supervise`]; ordered stopping in [`stop`].
 
 mod children;
+mod drain;
 mod inputs;
 mod messages;
 mod stop;
@@ -69,9 +70,9 @@ use crate::telemetry;
 use crate::telemetry::metrics::{Metrics, path_attr};
 use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
-pub(crate) use stop::{StopSink, deadline_after};
 use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
+pub(crate) use stop::{StopSink, deadline_after};
 
 /// What every node of a tree shares: read-only configuration and handles,
 /// and two counters.
@@ -127,6 +128,8 @@ enum Waiting {
         id: ractor::ActorId,
         records: Vec<crate::snapshot::StopRecord>,
     },
+    /// The node's drive to `stopped` is over: stop (see `drain`).
+    Drained,
 }
 
 /// What is left of a tick that must wait, with the tick's span.
@@ -362,6 +365,8 @@ struct Cold {
     /// At the top, once the tree gave up: the records of the ordered stop
     /// of its nodes, for the tree's shutdown.
     gave_up: Option<Vec<crate::snapshot::StopRecord>>,
+    /// While the node drives itself to `stopped` before it stops.
+    drain: Option<Box<drain::Drain>>,
 }
 
 impl Actor for NodeActor {
@@ -455,6 +460,7 @@ impl Actor for NodeActor {
                 collect_task: None,
                 collect_error: None,
                 gave_up: None,
+                drain: None,
             }),
         })
     }
@@ -525,8 +531,8 @@ impl NodeState {
         msg: NodeMsg,
     ) -> Result<Option<(Waiting, Instant)>, ActorProcessingErr> {
         if self.shutting_down {
-            self.while_shutting_down(myself, msg);
-            return Ok(None);
+            let waiting = self.while_shutting_down(myself, msg);
+            return Ok(waiting.map(|w| (w, Instant::now())));
         }
         // One clock read per message.
         let now = Instant::now();
@@ -581,6 +587,8 @@ impl NodeState {
             NodeMsg::Shutdown { deadline, reply } => Some(Waiting::Shutdown { deadline, reply }),
             NodeMsg::RestartDue => Some(Waiting::RestartDue),
             NodeMsg::ChildStopped { id, records } => Some(Waiting::ChildStopped { id, records }),
+            // Only while stopping (see `drain`).
+            NodeMsg::DrainTick => None,
         };
         if let Some(waiting) = waiting {
             return Ok(Some((waiting, now)));
@@ -600,11 +608,10 @@ impl NodeState {
             match waiting {
                 Waiting::Tick(rest) => self.tick_rest(&myself, rest, now).await?,
                 Waiting::Shutdown { deadline, reply } => {
-                    let records = self.shutdown(deadline).await;
-                    let _ = reply.send(records);
-                    myself.stop(Some(stop::EXIT_SHUTDOWN.to_owned()));
-                    return Ok(());
+                    let end = drain::DrainEnd::Reply(reply);
+                    return self.stop_gracefully(deadline, end, &myself).await;
                 }
+                Waiting::Drained => return self.end_drain(&myself).await,
                 Waiting::RestartDue => self.start_due_children(&myself).await?,
                 Waiting::ChildStopped { id, records } => {
                     self.child_stopped(id, &records, &myself).await?;
@@ -766,11 +773,10 @@ impl NodeState {
         match signal {
             Some(Signal::NeedsRestart) => {
                 let why = "the worker asked for a restart".to_owned();
-                return Err(self.fail(why).instrument(span).await);
+                return self.restart_gracefully(why, myself).instrument(span).await;
             }
             Some(Signal::NeedsRemoval) => {
-                self.finish(myself).instrument(span).await;
-                return Ok(());
+                return self.finish(myself).instrument(span).await;
             }
             None => {}
         }

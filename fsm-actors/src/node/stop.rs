@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fsm_core::{ExitReason, NodePath};
 use ractor::rpc::CallResult;
-use ractor::{ActorId, ActorRef, SupervisionEvent};
+use ractor::{ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 
 use super::{NodeMsg, NodeState, Shared};
@@ -191,7 +191,14 @@ impl NodeState {
     /// A message to a node that is stopping (or, at the top, that gave up):
     /// only stop bookkeeping matters, and a tree that gave up answers its
     /// shutdown with the records of the ordered stop it already did.
-    pub(super) fn while_shutting_down(&mut self, myself: &ActorRef<NodeMsg>, msg: NodeMsg) {
+    pub(super) fn while_shutting_down(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        msg: NodeMsg,
+    ) -> Option<super::Waiting> {
+        if self.cold.drain.is_some() {
+            return self.while_draining(myself, msg);
+        }
         match msg {
             NodeMsg::ChildStopped { id, .. } => {
                 self.children.finish_stopping(id);
@@ -204,6 +211,7 @@ impl NodeState {
             }
             _ => {}
         }
+        None
     }
 
     /// Stops a child and its subtree in order, off this node's loop; the
@@ -272,16 +280,14 @@ impl NodeState {
         records
     }
 
-    /// Stops the subtree in order, then this node's own stop hook (bounded by
-    /// `stop_hook_timeout`). The node then exits.
-    pub(super) async fn shutdown(&mut self, deadline: Instant) -> Vec<StopRecord> {
-        self.shutting_down = true;
-        self.cold.collect_task = None;
-        let mut records = self.stop_all_children(deadline).await;
-        let _ = self
-            .shared
-            .executor
-            .cast(ExecMsg::CancelSubtree(self.path.clone()));
+    /// Runs this node's own stop hook (bounded by `stop_hook_timeout` and
+    /// `deadline`), once its children have stopped (their `records`), and
+    /// adds its own record. The node then exits.
+    pub(super) async fn run_stop_hook(
+        &mut self,
+        mut records: Vec<StopRecord>,
+        deadline: Instant,
+    ) -> Vec<StopRecord> {
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
         let hook = self.driver.stop_hook(&self.path, desired);
         let budget = self.config().stop_hook_timeout;
@@ -305,14 +311,17 @@ impl NodeState {
         records
     }
 
-    /// The worker raised `NeedsRemoval`: stop the subtree in order, run the
-    /// stop hook, and exit normally; the parent's restart policy decides
-    /// what follows.
-    pub(super) async fn finish(&mut self, myself: &ActorRef<NodeMsg>) {
+    /// The worker raised `NeedsRemoval`: stop the subtree in order, drive
+    /// the node to `stopped`, run the stop hook, and exit normally; the
+    /// parent's restart policy decides what follows.
+    pub(super) async fn finish(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         tracing::info!(node.path = %self.path, "the worker finished; removing the node");
         let deadline = deadline_after(self.config().stop_timeout);
-        let _ = self.shutdown(deadline).await;
-        myself.stop(Some(EXIT_NORMAL.to_owned()));
+        self.stop_gracefully(deadline, super::drain::DrainEnd::Finish, myself)
+            .await
     }
 }
 

@@ -43,6 +43,14 @@ pub(crate) struct NodeFailed {
     why: String,
 }
 
+/// The error of a node that fails on purpose.
+pub(super) fn node_failed(path: &NodePath, why: String) -> ActorProcessingErr {
+    Box::new(NodeFailed {
+        path: path.clone(),
+        why,
+    })
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
