@@ -83,9 +83,7 @@ impl NodeState {
         if self.drain_step(myself, now) {
             return self.end_drain(myself).await;
         }
-        // Look again when the budget runs out, whatever happens before.
-        drop(myself.send_after(until.saturating_duration_since(now), || NodeMsg::DrainTick));
-        self.schedule_drain_tick(myself);
+        self.schedule_drain_tick(myself, now);
         Ok(())
     }
 
@@ -121,9 +119,16 @@ impl NodeState {
         (until > now).then_some(until)
     }
 
-    fn schedule_drain_tick(&self, myself: &ActorRef<NodeMsg>) {
+    /// The next `DrainTick`: a tick later, or when the budget runs out if
+    /// that is sooner. (One timer at a time: each tick schedules the next.)
+    fn schedule_drain_tick(&self, myself: &ActorRef<NodeMsg>, now: Instant) {
+        let Some(drain) = self.cold.drain.as_deref() else {
+            return;
+        };
         let every = self.config().tick_interval.unwrap_or(DRAIN_TICK);
-        drop(myself.send_after(every, || NodeMsg::DrainTick));
+        let wait = every.min(drain.until.saturating_duration_since(now));
+        // The timer task is detached: it sends one message and ends.
+        drop(myself.send_after(wait, || NodeMsg::DrainTick));
     }
 
     /// A message while the node drives itself to `stopped`: `Some` when the
@@ -159,6 +164,7 @@ impl NodeState {
                             drain.end = DrainEnd::Reply(reply);
                             drain.deadline = drain.deadline.min(deadline);
                             drain.until = drain.until.min(deadline);
+                            // Sooner than the next tick, maybe.
                             let wait = drain.until.saturating_duration_since(now);
                             drop(myself.send_after(wait, || NodeMsg::DrainTick));
                         }
@@ -180,7 +186,7 @@ impl NodeState {
             return Some(Waiting::Drained);
         }
         if tick {
-            self.schedule_drain_tick(myself);
+            self.schedule_drain_tick(myself, now);
         }
         None
     }
