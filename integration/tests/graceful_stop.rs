@@ -423,3 +423,29 @@ async fn a_pump_that_asks_for_a_restart_is_driven_to_stopped_before_it_restarts(
     assert!(world.motor_on("root/p1"));
     let _ = tree.shutdown(WAIT).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pump_removed_with_an_action_in_flight_waits_for_it_then_stops() {
+    let world = World::default();
+    let tree = Tree::spawn(
+        pump("root", vec![pump("p1", vec![])]),
+        registry(&world),
+        test_config(),
+    )
+    .await
+    .unwrap();
+    // Once p1 has started, it is switching its motor on (50 ms): remove it
+    // then, before that ends.
+    wait_for(&world, "constructed root/p1").await;
+    assert!(!world.motor_on("root/p1"));
+    tree.update_root_spec(pump("root", vec![])).unwrap();
+    tree.tick().unwrap();
+    wait_for(&world, "on_stop root/p1 in stopped wanting stopped").await;
+    let entries = world.entries();
+    let on = position(&entries, "switch-on root/p1");
+    let off = position(&entries, "switch-off root/p1");
+    let hook = position(&entries, "on_stop root/p1 in stopped wanting stopped");
+    assert!(on < off && off < hook, "{entries:#?}");
+    assert!(!world.motor_on("root/p1"));
+    let _ = tree.shutdown(WAIT).await;
+}

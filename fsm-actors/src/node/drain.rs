@@ -191,28 +191,39 @@ impl NodeState {
         None
     }
 
-    /// One step towards `stopped`; whether the node is there, with no action
-    /// in flight.
+    /// One step towards `stopped` on the freshest observation (and one more
+    /// if a collect is ready at once); whether the node is there, with no
+    /// action in flight.
     fn drain_step(&mut self, myself: &ActorRef<NodeMsg>, now: Instant) -> bool {
+        if !self.drain_state_machine(myself, now) {
+            return false;
+        }
         if self.at_stopped() {
             return true;
         }
+        let seq = self.collector.seq;
+        self.start_collect(myself, &tracing::Span::none(), now);
+        if !self.collector.in_flight && self.collector.seq == seq {
+            // Observed at once: act on it now.
+            let _ = self.drain_state_machine(myself, now);
+        }
+        self.at_stopped()
+    }
+
+    /// Runs the state machine once; `false` if it failed (the drive is
+    /// over then).
+    fn drain_state_machine(&mut self, myself: &ActorRef<NodeMsg>, now: Instant) -> bool {
         match self.run_state_machine(now, myself) {
             // Signals no longer matter: the node is stopping anyway.
-            Ok(_) => {}
+            Ok(_) => true,
             Err(e) => {
                 tracing::warn!(node.path = %self.path, error = %e, "the state machine failed while stopping; stopping it anyway");
                 if let Some(drain) = self.cold.drain.as_deref_mut() {
                     drain.until = now;
                 }
-                return false;
+                false
             }
         }
-        if self.at_stopped() {
-            return true;
-        }
-        self.start_collect(myself, &tracing::Span::none(), now);
-        self.at_stopped()
     }
 
     fn at_stopped(&self) -> bool {
