@@ -155,6 +155,10 @@ impl NodeState {
             NodeMsg::Shutdown { deadline, reply } => {
                 // Stopping on its own (finished, restarting) when its parent
                 // stops it: it answers the parent, by the parent's deadline.
+                // (Leaving the stop hook its time, as `drain_until` does.)
+                let left = deadline.saturating_duration_since(now);
+                let hook = self.config().stop_hook_timeout.min(left / 2);
+                let until = deadline.checked_sub(hook).unwrap_or(now);
                 if let Some(drain) = self.cold.drain.as_deref_mut() {
                     match drain.end {
                         DrainEnd::Reply(_) => {
@@ -163,7 +167,7 @@ impl NodeState {
                         DrainEnd::Finish | DrainEnd::Restart(_) => {
                             drain.end = DrainEnd::Reply(reply);
                             drain.deadline = drain.deadline.min(deadline);
-                            drain.until = drain.until.min(deadline);
+                            drain.until = drain.until.min(until);
                             // Sooner than the next tick, maybe.
                             let wait = drain.until.saturating_duration_since(now);
                             drop(myself.send_after(wait, || NodeMsg::DrainTick));
