@@ -145,6 +145,8 @@ fn spec_for_child(i: u32, parent_marks_victim: bool) -> ChildSpec {
 }
 
 impl State<BenchWorker> for Running {
+    const NAMES: &'static [&'static str] = &["running"];
+
     fn name(&self) -> &'static str {
         "running"
     }

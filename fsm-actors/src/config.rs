@@ -74,6 +74,12 @@ pub struct TreeConfig {
     /// How long a removed or replaced child (with its subtree) may take to
     /// stop before it is killed.
     pub stop_timeout: Duration,
+    /// How long a node that is removed, restarted on its own request, or
+    /// stopped with the tree may take to drive itself to its `stopped` state
+    /// (see [`fsm_core::State`]) before its stop hook runs anyway. Bounded
+    /// also by the node's share of the stop deadline. `Duration::ZERO`: no
+    /// node is driven to `stopped`; stop hooks run at once. Default 5 s.
+    pub removal_timeout: Duration,
     /// How long one node's stop hook may run before the node is killed and
     /// reported as forced; its siblings still get their own time.
     pub stop_hook_timeout: Duration,
@@ -109,6 +115,7 @@ impl Default for TreeConfig {
             },
             stop_timeout: Duration::from_secs(10),
             stop_hook_timeout: Duration::from_secs(5),
+            removal_timeout: Duration::from_secs(5),
             inspect_timeout: Duration::from_secs(5),
             starting_report_interval: Duration::from_millis(100),
         }

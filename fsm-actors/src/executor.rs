@@ -680,6 +680,8 @@ mod tests {
     }
 
     impl State<Acting> for Idle {
+        const NAMES: &'static [&'static str] = &["idle"];
+
         fn name(&self) -> &'static str {
             "idle"
         }

@@ -39,6 +39,7 @@ use crate::telemetry::metrics::Metrics;
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
+/// #     const NAMES: &'static [&'static str] = &["idle"];
 /// #     fn name(&self) -> &'static str { "idle" }
 /// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
@@ -115,6 +116,7 @@ impl Tree {
             live_nodes: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             metrics,
+            stops: crate::node::StopSink::default(),
             templates: fsm_templates::Templates::new(),
             chaos: crate::node::Padded(AtomicU64::new(0f64.to_bits())),
         });
@@ -187,8 +189,10 @@ impl Tree {
     ///
     /// # Errors
     ///
-    /// [`TreeError::NotRunning`] once the tree is gone.
+    /// [`TreeError::Fatal`] once the tree has given up (nothing would
+    /// tick); [`TreeError::NotRunning`] once the tree is gone.
     pub fn tick(&self) -> Result<(), TreeError> {
+        self.check_not_fatal()?;
         self.top
             .cast(NodeMsg::Tick(tracing::Span::none(), 0))
             .map_err(|_| TreeError::NotRunning)
@@ -204,13 +208,27 @@ impl Tree {
     ///
     /// # Errors
     ///
-    /// [`TreeError::NotRunning`] if the tree goes away first.
+    /// [`TreeError::Fatal`] if the tree has given up, or gives up first (a
+    /// tree that gave up ticks no more); [`TreeError::NotRunning`] if the
+    /// tree goes away first.
     pub async fn wait_ticks(&self, ticks: u64) -> Result<(), TreeError> {
         let mut rx = self.status.clone();
-        rx.wait_for(|s| s.ticks >= ticks)
+        let status = rx
+            .wait_for(|s| s.ticks >= ticks || s.fatal.is_some())
             .await
-            .map(drop)
-            .map_err(|_| TreeError::NotRunning)
+            .map_err(|_| TreeError::NotRunning)?;
+        match &status.fatal {
+            Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// [`TreeError::Fatal`] once the tree has given up.
+    fn check_not_fatal(&self) -> Result<(), TreeError> {
+        match &self.status.borrow().fatal {
+            Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
+            None => Ok(()),
+        }
     }
 
     /// The tree generation in force: 1 at spawn, bumped by every
@@ -354,13 +372,12 @@ impl Tree {
     ///
     /// # Errors
     ///
+    /// [`TreeError::Fatal`] once the tree has given up;
     /// [`TreeError::NotRunning`] if the tree is gone or has no root right
     /// now (it is being replaced); [`TreeError::Timeout`] if the top node
     /// does not answer within the configured `inspect_timeout`.
     pub async fn inspect(&self) -> Result<NodeSnapshot, TreeError> {
-        if let Some(fatal) = self.fatal() {
-            return Err(TreeError::Fatal(fatal));
-        }
+        self.check_not_fatal()?;
         let timeout = self.shared.config.inspect_timeout;
         let deadline = crate::deadline::from_now(timeout);
         let answer = self
@@ -391,9 +408,11 @@ impl Tree {
     ///
     /// # Errors
     ///
-    /// [`TreeError::InvalidRootSpec`] (nothing changes) or
-    /// [`TreeError::NotRunning`].
+    /// [`TreeError::InvalidRootSpec`] (nothing changes),
+    /// [`TreeError::Fatal`] once the tree has given up (nothing would apply
+    /// the spec: spawn a new tree), or [`TreeError::NotRunning`].
     pub fn update_root_spec(&self, root: ChildSpec) -> Result<u64, TreeError> {
+        self.check_not_fatal()?;
         validate_root(&root, &self.shared.registry)?;
         let spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
         let hash = spec.hash();
@@ -431,12 +450,17 @@ impl Tree {
     /// siblings first, each subtree completely before the next; every node's
     /// stop hook runs after its children have stopped. Nodes that miss the
     /// deadline are killed and reported as forced.
+    ///
+    /// A tree that gave up has stopped every node in order already: its
+    /// shutdown returns at once with the records of that stop (none for the
+    /// root that failed: [`fatal`](Self::fatal) says why it did).
     pub async fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
         self.stopped = true;
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::from_now(timeout);
+        self.shared.stops.open();
         let answer = self
             .top
             .call(|reply| NodeMsg::Shutdown { deadline, reply }, Some(timeout))
@@ -466,6 +490,13 @@ impl Tree {
                     .max(Duration::from_millis(1)),
             ))
             .await;
+        // Killed nodes record themselves as their state is dropped: wait for
+        // the last of them (killing takes a moment), then add their records.
+        let grace = crate::deadline::from_now(
+            deadline.saturating_duration_since(Instant::now()) + KILL_GRACE,
+        );
+        self.shared.stops.wait_drained(&self.shared, grace).await;
+        self.shared.stops.merge_into(&mut stopped);
         let _ = self
             .executor
             .stop_and_wait(None, Some(Duration::from_secs(1)))
@@ -474,6 +505,10 @@ impl Tree {
         ShutdownReport { stopped }
     }
 }
+
+/// How long a shutdown waits past its deadline for killed node actors to be
+/// gone.
+const KILL_GRACE: Duration = Duration::from_millis(100);
 
 impl Drop for Tree {
     /// A tree dropped without [`shutdown`](Tree::shutdown) is killed: no stop

@@ -57,6 +57,8 @@ impl Worker for Conn {
 }
 
 impl State<Conn> for Up {
+    const NAMES: &'static [&'static str] = &["up"];
+
     fn name(&self) -> &'static str {
         "up"
     }

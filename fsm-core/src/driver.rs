@@ -129,6 +129,9 @@ pub trait NodeDriver: Send + Sync {
     /// The current state's name.
     fn state_name(&self) -> &'static str;
 
+    /// Every state's name ([`State::NAMES`]).
+    fn state_names(&self) -> &'static [&'static str];
+
     /// Decodes and installs a new spec. On error the old spec stays.
     ///
     /// # Errors
@@ -159,7 +162,7 @@ pub trait NodeDriver: Send + Sync {
 
     /// The collect future, owning everything it needs. (`&mut`: the worker
     /// and spec are kept in place until something must own a share of
-    /// them.)
+    /// them.) Its context has no desired state.
     fn collect(&mut self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>>;
 
     /// Starts a collect by polling it once, here and now. A collect that is
@@ -168,8 +171,9 @@ pub trait NodeDriver: Send + Sync {
     /// comes back as a future to run elsewhere (with a timeout), whose
     /// observation is installed with [`set_observation`](Self::set_observation).
     /// Either way the collect is started once: a waiting one goes on as
-    /// the very future that was polled here.
-    fn start_collect(&mut self, path: &NodePath) -> CollectStart;
+    /// the very future that was polled here. `desired` is the node's
+    /// desired state, for the collect's context.
+    fn start_collect(&mut self, path: &NodePath, desired: &str) -> CollectStart;
 
     /// Installs an observation produced by this driver's `collect`. Returns
     /// `false` (and ignores it) if it is of another type.
@@ -207,8 +211,9 @@ pub trait NodeDriver: Send + Sync {
     /// When `next` panics.
     fn step(&mut self, input: &StepInput<'_>) -> Result<Option<StepOutcome>, CallbackError>;
 
-    /// The stop-hook future.
-    fn stop_hook(&mut self, path: &NodePath) -> BoxFuture<'static, ()>;
+    /// The stop-hook future; `desired` is the node's desired state, for the
+    /// hook's context.
+    fn stop_hook(&mut self, path: &NodePath, desired: &str) -> BoxFuture<'static, ()>;
 }
 
 /// A collect that owns what it needs, to run anywhere.
@@ -216,8 +221,13 @@ fn owned_collect<W: Worker>(
     worker: Arc<W>,
     path: NodePath,
     spec: Arc<W::Spec>,
+    state: &'static str,
+    desired: String,
 ) -> BoxFuture<'static, Result<W::Observed, BoxError>> {
-    Box::pin(async move { worker.collect(&CollectContext::new(&path, &*spec)).await })
+    Box::pin(async move {
+        let ctx = CollectContext::new(&path, &*spec).with_states(state, &desired);
+        worker.collect(&ctx).await
+    })
 }
 
 fn collect_panicked(payload: &(dyn std::any::Any + Send)) -> CollectStart {
@@ -304,9 +314,17 @@ impl<W: Worker> TypedDriver<W> {
     fn owned_collect(
         &mut self,
         path: &NodePath,
+        desired: &str,
     ) -> Result<BoxFuture<'static, Result<W::Observed, BoxError>>, String> {
+        let state = self.state.name();
         match (self.worker.share(), self.spec.share()) {
-            (Some(worker), Some(spec)) => Ok(owned_collect(worker, path.clone(), spec)),
+            (Some(worker), Some(spec)) => Ok(owned_collect(
+                worker,
+                path.clone(),
+                spec,
+                state,
+                desired.to_owned(),
+            )),
             _ => Err("no spec is installed yet".to_owned()),
         }
     }
@@ -330,6 +348,10 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
 
     fn state_name(&self) -> &'static str {
         self.state.name()
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        <W::State as State<W>>::NAMES
     }
 
     fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError> {
@@ -361,7 +383,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn collect(&mut self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>> {
-        let future = match self.owned_collect(path) {
+        let future = match self.owned_collect(path, "") {
             Ok(future) => future,
             Err(e) => return Box::pin(async move { Err(e.into()) }),
         };
@@ -371,12 +393,12 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         })
     }
 
-    fn start_collect(&mut self, path: &NodePath) -> CollectStart {
+    fn start_collect(&mut self, path: &NodePath, desired: &str) -> CollectStart {
         // Always the owned future, polled once here: a collect that waits
         // goes on running elsewhere as the very future that started, so the
         // code before its first `.await` runs once per observation (a
         // request sent there goes out once).
-        let mut owned = match self.owned_collect(path) {
+        let mut owned = match self.owned_collect(path, desired) {
             Ok(owned) => owned,
             Err(e) => return CollectStart::Done(Err(e)),
         };
@@ -464,12 +486,17 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         }))
     }
 
-    fn stop_hook(&mut self, path: &NodePath) -> BoxFuture<'static, ()> {
+    fn stop_hook(&mut self, path: &NodePath, desired: &str) -> BoxFuture<'static, ()> {
         let (Some(worker), Some(spec)) = (self.worker.share(), self.spec.share()) else {
             // Never configured, so nothing was started that needs stopping.
             return Box::pin(async {});
         };
         let path = path.clone();
-        Box::pin(async move { worker.on_stop(&CollectContext::new(&path, &*spec)).await })
+        let state = self.state.name();
+        let desired = desired.to_owned();
+        Box::pin(async move {
+            let ctx = CollectContext::new(&path, &*spec).with_states(state, &desired);
+            worker.on_stop(&ctx).await;
+        })
     }
 }

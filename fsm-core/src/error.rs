@@ -52,6 +52,25 @@ pub enum SpecError {
         /// serde's message.
         message: String,
     },
+    /// A state named for the node (its desired state, or a parent's state
+    /// mapping for it) is not a state of its worker type.
+    #[error(
+        "node `{path}`: {what} \"{state}\" is not a state of worker type \"{worker_type}\" (its states: {}); fix the {what}",
+        known.join(", ")
+    )]
+    UnknownState {
+        /// The node the state is meant for.
+        path: NodePath,
+        /// Its worker type.
+        worker_type: String,
+        /// Where the state was named: `desired state`, or `state mapping
+        /// for parent state "..."`.
+        what: String,
+        /// The unknown state.
+        state: String,
+        /// The worker type's states ([`State::NAMES`](crate::State::NAMES)).
+        known: Vec<String>,
+    },
     /// The registered constructor panicked.
     #[error("node `{path}`: the constructor of worker type `{worker_type}` panicked: {message}")]
     ConstructorPanicked {
@@ -65,12 +84,33 @@ pub enum SpecError {
 }
 
 impl SpecError {
+    /// The error for a state `state`, named in `what` (`"desired state"`),
+    /// that worker type `worker_type` (whose states are `known`) does not
+    /// have.
+    #[must_use]
+    pub fn unknown_state(
+        path: NodePath,
+        worker_type: &str,
+        what: impl Into<String>,
+        state: &str,
+        known: &[&str],
+    ) -> Self {
+        Self::UnknownState {
+            path,
+            worker_type: worker_type.to_owned(),
+            what: what.into(),
+            state: state.to_owned(),
+            known: known.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
     /// The path of the node the error is about.
     #[must_use]
     pub fn path(&self) -> &NodePath {
         match self {
             Self::UnknownWorkerType { path, .. }
             | Self::Undecodable { path, .. }
+            | Self::UnknownState { path, .. }
             | Self::ConstructorPanicked { path, .. } => path,
         }
     }

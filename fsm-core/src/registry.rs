@@ -11,7 +11,7 @@ use crate::metrics::WorkerMetrics;
 use crate::path::NodePath;
 use crate::spec::ChildSpec;
 use crate::value::Value;
-use crate::worker::{Worker, WorkerInit};
+use crate::worker::{State, Worker, WorkerInit};
 
 /// The erased constructor of one worker type.
 trait Factory: Send + Sync {
@@ -24,6 +24,8 @@ trait Factory: Send + Sync {
         path: &NodePath,
         metrics: Option<&MakeMetrics<'_>>,
     ) -> Result<Box<dyn NodeDriver>, SpecError>;
+    /// The worker's state names ([`State::NAMES`]).
+    fn state_names(&self) -> &'static [&'static str];
 }
 
 /// Makes a node's [`WorkerMetrics`] when its worker asks for them.
@@ -50,6 +52,10 @@ where
         spec.decode::<W::Spec>()
             .map(|spec| DecodedSpec(Box::new(spec)))
             .map_err(|e| e.to_string())
+    }
+
+    fn state_names(&self) -> &'static [&'static str] {
+        <W::State as State<W>>::NAMES
     }
 
     fn construct(
@@ -93,6 +99,7 @@ where
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
+/// #     const NAMES: &'static [&'static str] = &["idle"];
 /// #     fn name(&self) -> &'static str { "idle" }
 /// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
@@ -154,6 +161,13 @@ impl WorkerRegistry {
     #[must_use]
     pub fn contains(&self, worker_type: &str) -> bool {
         self.factories.contains_key(worker_type)
+    }
+
+    /// The state names of worker type `worker_type`
+    /// ([`State::NAMES`](crate::State::NAMES)), if it is registered.
+    #[must_use]
+    pub fn state_names(&self, worker_type: &str) -> Option<&'static [&'static str]> {
+        self.factories.get(worker_type).map(|f| f.state_names())
     }
 
     /// The registered worker types, sorted.
@@ -235,6 +249,18 @@ impl WorkerRegistry {
         let Some(factory) = self.factories.get(&spec.worker_type) else {
             return Err(self.unknown(path(), &spec.worker_type));
         };
+        let names = factory.state_names();
+        for (parent_state, state) in &spec.state_mapping {
+            if !names.contains(&state.as_str()) {
+                return Err(SpecError::unknown_state(
+                    path(),
+                    &spec.worker_type,
+                    format!("state mapping for parent state \"{parent_state}\""),
+                    state,
+                    names,
+                ));
+            }
+        }
         if spec.user_spec.has_templates() {
             return Ok(None);
         }

@@ -85,6 +85,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// }
 ///
 /// impl State<Lamp> for LampState {
+///     const NAMES: &'static [&'static str] = &["off", "on"];
+///
 ///     fn name(&self) -> &'static str {
 ///         match self { LampState::Off => "off", LampState::On => "on" }
 ///     }
@@ -138,8 +140,11 @@ pub trait Worker: Send + Sync + Sized + 'static {
     ) -> Result<DesiredState, BoxError>;
 
     /// The stop hook: runs once when the node stops for good (removed, or the
-    /// tree shuts down), after all of its children have stopped. Bounded by
-    /// the shutdown deadline.
+    /// tree shuts down), after all of its children have stopped and, if the
+    /// worker has a state named `"stopped"`, after its state machine has
+    /// driven it there (see [`State`]); on its own when that does not happen
+    /// within the removal budget, or the node is failing. Bounded by the
+    /// shutdown deadline and the tree's `stop_hook_timeout`.
     fn on_stop(&self, ctx: &StopContext<'_, Self::Spec>) -> impl Future<Output = ()> + Send {
         let _ = ctx;
         async {}
@@ -148,7 +153,24 @@ pub trait Worker: Send + Sync + Sized + 'static {
 
 /// A worker's state machine. `next` is pure: it looks at a [`Snapshot`] and
 /// returns a [`Transition`]; the framework carries it out.
+///
+/// The framework knows every state's name ([`NAMES`](State::NAMES)): a
+/// desired state or a state mapping that names no state of the worker is a
+/// configuration error, not a node that never converges.
+///
+/// A worker with a state named `"stopped"` is stopped gracefully: when its
+/// node is removed, restarted on its own request (`Signal::NeedsRestart`)
+/// or shut down with the tree, its desired state becomes `"stopped"` and its
+/// state machine keeps running (observing and ticking itself) until it is
+/// in `stopped` with no action in flight, within the tree's
+/// `removal_timeout`; only then does the node stop and
+/// [`Worker::on_stop`] run. A worker without a `stopped` state goes
+/// straight to `on_stop`.
 pub trait State<W: Worker>: Clone + fmt::Debug + Send + Sync + 'static {
+    /// Every name [`name`](State::name) can return (the states of the
+    /// machine, in any order).
+    const NAMES: &'static [&'static str];
+
     /// The state's name, as it appears in snapshots and is compared with the
     /// desired state (`"running"`, `"stopped"`, ...).
     fn name(&self) -> &'static str;
@@ -570,18 +592,48 @@ impl fmt::Debug for WorkerInit<'_> {
 }
 
 /// Passed to [`Worker::collect`] (and, as [`StopContext`], to
-/// [`Worker::on_stop`]): the node's path and its current typed spec.
+/// [`Worker::on_stop`]): the node's path, its current typed spec, its
+/// current state and its desired state (a worker may skip observing while
+/// it should be, and is, `stopped`).
 #[derive(Debug)]
 pub struct CollectContext<'a, S> {
     path: &'a NodePath,
     spec: &'a S,
+    state: &'static str,
+    desired: &'a str,
 }
 
 impl<'a, S> CollectContext<'a, S> {
-    /// A context for `path` with `spec`.
+    /// A context for `path` with `spec` (no state or desired state known:
+    /// both empty).
     #[must_use]
     pub fn new(path: &'a NodePath, spec: &'a S) -> Self {
-        Self { path, spec }
+        Self {
+            path,
+            spec,
+            state: "",
+            desired: "",
+        }
+    }
+
+    /// Sets the node's current state and its desired state.
+    #[must_use]
+    pub fn with_states(mut self, state: &'static str, desired: &'a str) -> Self {
+        self.state = state;
+        self.desired = desired;
+        self
+    }
+
+    /// The node's current state's name.
+    #[must_use]
+    pub fn state(&self) -> &'static str {
+        self.state
+    }
+
+    /// The node's desired state (`"stopped"` while it is being stopped).
+    #[must_use]
+    pub fn desired(&self) -> &'a str {
+        self.desired
     }
 
     /// The node's path.

@@ -73,6 +73,8 @@ impl Worker for Counter {
 }
 
 impl State<Counter> for Count {
+    const NAMES: &'static [&'static str] = &["below", "reached"];
+
     fn name(&self) -> &'static str {
         match self {
             Count::Below(_) => "below",
@@ -348,6 +350,8 @@ impl Worker for Other {
 }
 
 impl State<Other> for Idle {
+    const NAMES: &'static [&'static str] = &["idle"];
+
     fn name(&self) -> &'static str {
         "idle"
     }
@@ -431,4 +435,48 @@ fn set_spec_keeps_the_old_spec_on_error() {
         .unwrap();
     let out = d.step(&StepInput::new(&path, "reached")).unwrap().unwrap();
     assert_eq!(out.to, Some("reached"));
+}
+
+#[test]
+fn a_state_mapping_to_a_state_the_child_does_not_have_is_a_declaration_problem() {
+    let path = NodePath::parse("plant");
+    let declared = vec![
+        spec("good", 1).map_state("running", "reached"),
+        spec("typo", 1).map_state("running", "reachd"),
+    ];
+    let err = validate_children(&path, &declared, &[], &registry()).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(
+        matches!(
+            &err.problems[0],
+            DeclarationProblem::Spec(SpecError::UnknownState { state, known, .. })
+                if state == "reachd" && known == &["below", "reached"]
+        ),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("plant/typo")
+            && msg.contains("\"reachd\" is not a state of worker type \"counter\"")
+            && msg.contains("(its states: below, reached)")
+            && msg.contains("parent state \"running\""),
+        "{msg}"
+    );
+    // The decoding path used by the runtime says the same.
+    let hashes: Vec<SpecHash> = declared.iter().map(ChildSpec::hash).collect();
+    assert!(decode_children_hashed(&path, &declared, &hashes, &[], &registry()).is_err());
+}
+
+#[test]
+fn the_registry_and_the_driver_know_the_worker_states() {
+    assert_eq!(
+        registry().state_names("counter"),
+        Some(&["below", "reached"][..])
+    );
+    assert_eq!(registry().state_names("nope"), None);
+    let d = registry()
+        .create(&NodePath::parse("c"), &spec("c", 1))
+        .unwrap();
+    assert_eq!(d.state_names(), &["below", "reached"]);
+    assert!(d.state_names().contains(&d.state_name()));
 }

@@ -526,6 +526,8 @@ impl Action for Flip {
 }
 
 impl State<Probe> for ProbeState {
+    const NAMES: &'static [&'static str] = &["stopped", "starting", "running"];
+
     fn name(&self) -> &'static str {
         match self {
             ProbeState::Stopped => "stopped",

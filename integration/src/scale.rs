@@ -547,6 +547,8 @@ impl Action for Noop {
 }
 
 impl State<ScaleWorker> for ScaleState {
+    const NAMES: &'static [&'static str] = &["running", "applying"];
+
     fn name(&self) -> &'static str {
         match self {
             ScaleState::Running { .. } => "running",

@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use fsm_core::{ChildSpec, DeriveContext, Map, NodePath, SpecHash, StableHasher, Value};
+use fsm_core::{ChildSpec, DeriveContext, Map, NodePath, SpecError, SpecHash, StableHasher, Value};
 use fsm_templates::{InternalVars, Location, SpecRenderer, VariableBundle};
 use ractor::{ActorId, ActorProcessingErr};
 
@@ -248,6 +248,7 @@ impl NodeState {
                 self.desired_state = desired.state;
                 self.desired_version += 1;
                 self.set_problem(Problem::Derive, None);
+                self.check_desired_state();
                 Ok(())
             }
             Err(e) if e.is_invalid_spec() => {
@@ -257,6 +258,29 @@ impl NodeState {
             }
             Err(e) => Err(Box::new(e)),
         }
+    }
+
+    /// A desired state that is none of the worker's states is a
+    /// configuration problem (the node could never converge), naming the
+    /// state and the worker's states. Checked whenever the effective desired
+    /// state changes.
+    pub(super) fn check_desired_state(&mut self) {
+        let desired = self.desired_state();
+        let names = self.driver.state_names();
+        let problem = (!desired.is_empty() && !names.contains(&desired)).then(|| {
+            SpecError::unknown_state(
+                self.path.clone(),
+                &self.cold.worker_type,
+                "desired state",
+                desired,
+                names,
+            )
+            .to_string()
+        });
+        if let Some(why) = &problem {
+            tracing::warn!(node.path = %self.path, error = %why, "unknown desired state");
+        }
+        self.set_problem(Problem::State, problem);
     }
 
     /// A new spec from the parent (same worker type).

@@ -58,6 +58,9 @@ pub(crate) enum NodeMsg {
     /// starting), no flush is scheduled: the burst is not over, and the
     /// report that ends it schedules one.
     FlushReport,
+    /// While the node drives itself to `stopped` before it stops (see
+    /// `drain`): time for another step, or the budget is up.
+    DrainTick,
     /// A child this node was stopping on purpose has stopped.
     ChildStopped {
         id: ActorId,

@@ -34,6 +34,7 @@
 //! Failures and restarts are in [`supervise`]; ordered stopping in [`stop`].
 
 mod children;
+mod drain;
 mod inputs;
 mod messages;
 mod stop;
@@ -70,6 +71,7 @@ use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
 use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
+pub(crate) use stop::StopSink;
 
 /// What every node of a tree shares: read-only configuration and handles,
 /// and two counters.
@@ -90,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) restarts: AtomicU64,
     /// The tree's metric instruments.
     pub(crate) metrics: Arc<Metrics>,
+    /// Where killed nodes record themselves during the tree's shutdown.
+    pub(crate) stops: stop::StopSink,
     /// The fault-injection probability per node and tick, as `f64` bits.
     pub(crate) chaos: Padded<AtomicU64>,
 }
@@ -127,6 +131,8 @@ enum Waiting {
         id: ractor::ActorId,
         records: Vec<crate::snapshot::StopRecord>,
     },
+    /// The node's drive to `stopped` is over: stop (see `drain`).
+    Drained,
 }
 
 /// What is left of a tick that must wait, with the tick's span.
@@ -170,18 +176,6 @@ pub(crate) struct NodeArgs {
 }
 
 pub(crate) struct NodeActor;
-
-/// Counts a live node actor for as long as its state exists: the state is
-/// dropped however the actor ends, even when it is killed.
-struct LiveGuard(Option<Arc<Shared>>);
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        if let Some(shared) = &self.0 {
-            shared.live_nodes.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
 
 /// How much earlier than its own inspection deadline a node at depth 1
 /// asks its children to answer by (see `NodeState::inspect`).
@@ -326,6 +320,8 @@ struct Problems {
     derive: Option<String>,
     /// The children declaration was rejected.
     declaration: Option<String>,
+    /// The desired state is not a state of the worker.
+    state: Option<String>,
 }
 
 /// Which of a node's [`Problems`].
@@ -334,6 +330,7 @@ enum Problem {
     Input,
     Derive,
     Declaration,
+    State,
 }
 
 impl Problems {
@@ -342,6 +339,7 @@ impl Problems {
             Problem::Input => &mut self.input,
             Problem::Derive => &mut self.derive,
             Problem::Declaration => &mut self.declaration,
+            Problem::State => &mut self.state,
         }
     }
 
@@ -350,6 +348,7 @@ impl Problems {
             .as_ref()
             .or(self.derive.as_ref())
             .or(self.declaration.as_ref())
+            .or(self.state.as_ref())
     }
 }
 
@@ -368,7 +367,7 @@ struct Cold {
     child_hashes: Vec<SpecHash>,
     restarts: u64,
     rng: SplitMix64,
-    _live: LiveGuard,
+    live: stop::LiveGuard,
     /// Spec, variables and location, and what became of them.
     inputs: Inputs,
     next_incarnation: u64,
@@ -413,6 +412,11 @@ struct Cold {
     collect_task: Option<AbortOnDrop>,
     /// Why the last collect failed, if it did.
     collect_error: Option<String>,
+    /// At the top, once the tree gave up: the records of the ordered stop
+    /// of its nodes, for the tree's shutdown.
+    gave_up: Option<Vec<crate::snapshot::StopRecord>>,
+    /// While the node drives itself to `stopped` before it stops.
+    drain: Option<Box<drain::Drain>>,
     /// Collects that failed or timed out, in this incarnation.
     collect_failures: u64,
     /// When the last collect failed.
@@ -469,12 +473,8 @@ impl Actor for NodeActor {
             }
         };
         let incarnation = Incarnation::now(myself.get_id());
-        let live = if args.parent.is_some() {
-            args.shared.live_nodes.fetch_add(1, Ordering::Relaxed);
-            LiveGuard(Some(Arc::clone(&args.shared)))
-        } else {
-            LiveGuard(None)
-        };
+        let counted = args.parent.is_some().then(|| Arc::clone(&args.shared));
+        let live = stop::LiveGuard::new(counted, args.path.clone());
         let mut seed = StableHasher::new();
         seed.write_u64(args.shared.config.seed);
         seed.write_str(args.path.as_str());
@@ -527,7 +527,7 @@ impl Actor for NodeActor {
                 child_hashes: Vec::new(),
                 restarts: args.restarts,
                 rng: SplitMix64::new(seed.finish_u64()),
-                _live: live,
+                live,
                 inputs: Inputs::new(args.context, incarnation),
                 next_incarnation: 0,
                 generation: args.spec_generation,
@@ -555,6 +555,8 @@ impl Actor for NodeActor {
                 collect_logged_at: None,
                 transition_reason: std::borrow::Cow::Borrowed(""),
                 action_retry: None,
+                gave_up: None,
+                drain: None,
             }),
         };
         // Counted from here: dropping the state takes it back out.
@@ -628,11 +630,8 @@ impl NodeState {
         msg: NodeMsg,
     ) -> Result<Option<(Waiting, Instant)>, ActorProcessingErr> {
         if self.shutting_down {
-            // Only stop bookkeeping matters now.
-            if let NodeMsg::ChildStopped { id, .. } = msg {
-                self.children.finish_stopping(id);
-            }
-            return Ok(None);
+            let waiting = self.while_shutting_down(myself, msg);
+            return Ok(waiting.map(|w| (w, Instant::now())));
         }
         // One clock read per message.
         let now = Instant::now();
@@ -702,6 +701,8 @@ impl NodeState {
             NodeMsg::Shutdown { deadline, reply } => Some(Waiting::Shutdown { deadline, reply }),
             NodeMsg::RestartDue => Some(Waiting::RestartDue),
             NodeMsg::ChildStopped { id, records } => Some(Waiting::ChildStopped { id, records }),
+            // Only while stopping (see `drain`).
+            NodeMsg::DrainTick => None,
         };
         if let Some(waiting) = waiting {
             return Ok(Some((waiting, now)));
@@ -721,11 +722,10 @@ impl NodeState {
             match waiting {
                 Waiting::Tick(rest) => self.tick_rest(&myself, rest, now).await?,
                 Waiting::Shutdown { deadline, reply } => {
-                    let records = self.shutdown(deadline).await;
-                    let _ = reply.send(records);
-                    myself.stop(Some(stop::EXIT_SHUTDOWN.to_owned()));
-                    return Ok(());
+                    let end = drain::DrainEnd::Reply(reply);
+                    return self.stop_gracefully(deadline, end, &myself).await;
                 }
+                Waiting::Drained => return self.end_drain(&myself).await,
                 Waiting::RestartDue => self.start_due_children(&myself).await?,
                 Waiting::ChildStopped { id, records } => {
                     self.child_stopped(id, &records, &myself).await?;
@@ -939,11 +939,10 @@ impl NodeState {
         match signal {
             Some(Signal::NeedsRestart) => {
                 let why = "the worker asked for a restart".to_owned();
-                return Err(self.fail(why).instrument(span).await);
+                return self.restart_gracefully(why, myself).instrument(span).await;
             }
             Some(Signal::NeedsRemoval) => {
-                self.finish(myself).instrument(span).await;
-                return Ok(());
+                return self.finish(myself).instrument(span).await;
             }
             None => {}
         }
@@ -1370,7 +1369,8 @@ impl NodeState {
         self.collector.seq += 1;
         // Polled once, here: a collect that is ready at once costs no task
         // and no message.
-        let future = match span.in_scope(|| self.driver.start_collect(&self.path)) {
+        let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
+        let future = match span.in_scope(|| self.driver.start_collect(&self.path, desired)) {
             CollectStart::Done(result) => {
                 if let Err(e) = &result {
                     span.record("error", e.as_str());
@@ -1671,6 +1671,7 @@ impl NodeState {
         if mapped != self.parent_state {
             self.parent_state = mapped;
             self.desired_version += 1;
+            self.check_desired_state();
         }
     }
 

@@ -3,14 +3,16 @@
 //! Used for shutdown, removal, replacement, group restarts, escalation and
 //! finishing.
 
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fsm_core::{ExitReason, NodePath};
 use ractor::rpc::CallResult;
-use ractor::{ActorId, ActorRef, SupervisionEvent};
+use ractor::{ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 
-use super::{NodeMsg, NodeState};
+use super::{NodeMsg, NodeState, Shared};
 use crate::executor::ExecMsg;
 use crate::snapshot::{StopOutcome, StopRecord};
 use tracing::Instrument;
@@ -21,8 +23,136 @@ pub(crate) const EXIT_NORMAL: &str = "normal";
 pub(crate) const EXIT_SHUTDOWN: &str = "shutdown";
 
 /// How much earlier than its parent a child must finish stopping, so that
-/// the parent can still report by its own deadline.
-const STOP_MARGIN: Duration = Duration::from_millis(5);
+/// the parent can still report by its own deadline: a small share of what
+/// is left (so that however deep the tree, the deepest node still has most
+/// of the budget), and never more than `STOP_MARGIN_MAX`.
+fn stop_margin(deadline: Instant) -> Duration {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (left / STOP_MARGIN_SHARE).min(STOP_MARGIN_MAX)
+}
+
+/// See `stop_margin`: a 32nd of what is left leaves a node 50 levels down
+/// a fifth of the budget.
+const STOP_MARGIN_SHARE: u32 = 32;
+const STOP_MARGIN_MAX: Duration = Duration::from_millis(5);
+
+/// Where every node records how it stopped during a tree's shutdown, so
+/// that the report has one record per node even where a subtree was killed:
+///
+/// * a node that stops records itself here as well as in its reply (a reply
+///   is lost when its parent is killed while waiting for it);
+/// * a killed node runs no code but its state's `Drop`, so that is where it
+///   says it was killed (see `LiveGuard`).
+///
+/// The tree's shutdown waits for every node actor to be gone, then adds the
+/// records missing from those the ordered stop returned.
+#[derive(Default)]
+pub(crate) struct StopSink {
+    /// `Some` while the tree shuts down.
+    records: Mutex<Option<Vec<StopRecord>>>,
+    /// Notified when the last node actor is gone.
+    drained: tokio::sync::Notify,
+}
+
+impl StopSink {
+    /// The tree's shutdown has begun: collect from now on.
+    pub(crate) fn open(&self) {
+        if let Ok(mut records) = self.records.lock() {
+            records.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// Records how a node stopped, if the tree is shutting down.
+    fn record(&self, record: impl FnOnce() -> StopRecord) {
+        if let Ok(mut records) = self.records.lock()
+            && let Some(records) = records.as_mut()
+        {
+            records.push(record());
+        }
+    }
+
+    /// Waits until no node actor is alive, up to `until`.
+    pub(crate) async fn wait_drained(&self, shared: &Shared, until: Instant) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if shared.live_nodes.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(until, drained).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Adds the records that are missing from `records` (each just before
+    /// the record of its nearest ancestor, or at the end), leaving out any
+    /// node that has a record already.
+    pub(crate) fn merge_into(&self, records: &mut Vec<StopRecord>) {
+        let missing = match self.records.lock() {
+            Ok(mut missing) => missing.take().unwrap_or_default(),
+            Err(_) => return,
+        };
+        let present: foldhash::HashSet<NodePath> = records.iter().map(|r| r.path.clone()).collect();
+        // In the order they were made; each goes before its nearest
+        // recorded ancestor (so a subtree's records come children first).
+        for record in missing {
+            if present.contains(&record.path) {
+                continue;
+            }
+            let at = records
+                .iter()
+                .position(|r| record.path.starts_with(&r.path))
+                .unwrap_or(records.len());
+            records.insert(at, record);
+        }
+    }
+}
+
+/// Counts a live node actor for as long as its state exists: the state is
+/// dropped however the actor ends, even when it is killed. A node killed
+/// during a tree's shutdown before it made its own stop record says so here
+/// (see [`StopSink`]).
+pub(super) struct LiveGuard {
+    /// `None` for the top node, which is not counted.
+    shared: Option<Arc<Shared>>,
+    path: NodePath,
+    /// The node made its own stop record.
+    pub(super) recorded: bool,
+}
+
+impl LiveGuard {
+    pub(super) fn new(shared: Option<Arc<Shared>>, path: NodePath) -> Self {
+        if let Some(shared) = &shared {
+            shared.live_nodes.fetch_add(1, Ordering::Relaxed);
+        }
+        Self {
+            shared,
+            path,
+            recorded: false,
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            if !self.recorded {
+                shared.stops.record(|| StopRecord {
+                    path: self.path.clone(),
+                    outcome: StopOutcome::Forced(
+                        "killed (with its subtree) before it could stop; its stop hook did not run"
+                            .to_owned(),
+                    ),
+                });
+            }
+            if shared.live_nodes.fetch_sub(1, Ordering::AcqRel) == 1 {
+                shared.stops.drained.notify_waiters();
+            }
+        }
+    }
+}
 
 /// The child and how it ended, for the supervision events that say a child
 /// ended; `None` for the others.
@@ -49,6 +179,32 @@ pub(crate) fn exit_reason(reason: Option<&str>) -> ExitReason {
 }
 
 impl NodeState {
+    /// A message to a node that is stopping (or, at the top, that gave up):
+    /// only stop bookkeeping matters, and a tree that gave up answers its
+    /// shutdown with the records of the ordered stop it already did.
+    pub(super) fn while_shutting_down(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        msg: NodeMsg,
+    ) -> Option<super::Waiting> {
+        if self.cold.drain.is_some() {
+            return self.while_draining(myself, msg);
+        }
+        match msg {
+            NodeMsg::ChildStopped { id, .. } => {
+                self.children.finish_stopping(id);
+            }
+            NodeMsg::Shutdown { reply, .. } => {
+                if let Some(records) = self.cold.gave_up.take() {
+                    let _ = reply.send(records);
+                    myself.stop(Some(EXIT_SHUTDOWN.to_owned()));
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
     /// Stops a child and its subtree in order, off this node's loop; the
     /// node hears back through `ChildStopped`. The child's slot is already
     /// gone or waiting.
@@ -76,7 +232,7 @@ impl NodeState {
                 if let Some(previous) = previous {
                     let _ = previous.await;
                 }
-                let deadline = Instant::now() + stop_timeout;
+                let deadline = crate::deadline::from_now(stop_timeout);
                 let records = stop_subtree(&actor, &path, deadline).await;
                 let _ = executor.cast(ExecMsg::CancelSubtree(path));
                 let _ = me.cast(NodeMsg::ChildStopped { id, records });
@@ -92,7 +248,9 @@ impl NodeState {
         let mut records = Vec::new();
         // Children must answer a little before this node's own deadline, so
         // that this node can still answer by it.
-        let child_deadline = deadline.checked_sub(STOP_MARGIN).unwrap_or(deadline);
+        let child_deadline = deadline
+            .checked_sub(stop_margin(deadline))
+            .unwrap_or(deadline);
         // Stops already under way (started before, so they finish first).
         if let Some(chain) = self.cold.stop_chain.take() {
             let _ = tokio::time::timeout_at(child_deadline, chain).await;
@@ -113,19 +271,18 @@ impl NodeState {
         records
     }
 
-    /// Stops the subtree in order, then this node's own stop hook (bounded by
-    /// `stop_hook_timeout`). The node then exits.
-    pub(super) async fn shutdown(&mut self, deadline: Instant) -> Vec<StopRecord> {
-        self.shutting_down = true;
-        self.cold.collect_task = None;
-        let mut records = self.stop_all_children(deadline).await;
-        let _ = self
-            .shared
-            .executor
-            .cast(ExecMsg::CancelSubtree(self.path.clone()));
-        let hook = self.driver.stop_hook(&self.path);
+    /// Runs this node's own stop hook (bounded by `stop_hook_timeout` and
+    /// `deadline`), once its children have stopped (their `records`), and
+    /// adds its own record. The node then exits.
+    pub(super) async fn run_stop_hook(
+        &mut self,
+        mut records: Vec<StopRecord>,
+        deadline: Instant,
+    ) -> Vec<StopRecord> {
+        let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
+        let hook = self.driver.stop_hook(&self.path, desired);
         let budget = self.config().stop_hook_timeout;
-        let hook_deadline = deadline.min(Instant::now() + budget);
+        let hook_deadline = deadline.min(crate::deadline::from_now(budget));
         let outcome = match tokio::time::timeout_at(hook_deadline, hook).await {
             Ok(()) => StopOutcome::Clean,
             Err(_) => StopOutcome::Forced(format!(
@@ -133,21 +290,29 @@ impl NodeState {
             )),
         };
         tracing::debug!(node.path = %self.path, ?outcome, "node stopped");
-        records.push(StopRecord {
+        let own = StopRecord {
             path: self.path.clone(),
             outcome,
-        });
+        };
+        if !self.is_top() {
+            self.shared.stops.record(|| own.clone());
+        }
+        self.cold.live.recorded = true;
+        records.push(own);
         records
     }
 
-    /// The worker raised `NeedsRemoval`: stop the subtree in order, run the
-    /// stop hook, and exit normally; the parent's restart policy decides
-    /// what follows.
-    pub(super) async fn finish(&mut self, myself: &ActorRef<NodeMsg>) {
+    /// The worker raised `NeedsRemoval`: stop the subtree in order, drive
+    /// the node to `stopped`, run the stop hook, and exit normally; the
+    /// parent's restart policy decides what follows.
+    pub(super) async fn finish(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         tracing::info!(node.path = %self.path, "the worker finished; removing the node");
-        let deadline = Instant::now() + self.config().stop_timeout;
-        let _ = self.shutdown(deadline).await;
-        myself.stop(Some(EXIT_NORMAL.to_owned()));
+        let deadline = crate::deadline::from_now(self.config().stop_timeout);
+        self.stop_gracefully(deadline, super::drain::DrainEnd::Finish, myself)
+            .await
     }
 }
 
@@ -180,7 +345,7 @@ pub(crate) async fn stop_subtree(
         }]
     };
     match answer {
-        Ok(CallResult::Success(records)) => {
+        Ok(CallResult::Success(mut records)) => {
             let wait = deadline.saturating_duration_since(Instant::now());
             if actor
                 .get_cell()
@@ -189,7 +354,12 @@ pub(crate) async fn stop_subtree(
                 .is_err()
             {
                 actor.kill();
-                return forced("stopped its subtree but did not exit before the deadline; killed");
+                // Its subtree stopped in order: only its own record changes.
+                let why = "stopped its subtree but did not exit before the deadline; killed";
+                match records.iter_mut().rfind(|r| r.path == *path) {
+                    Some(own) => own.outcome = StopOutcome::Forced(why.to_owned()),
+                    None => records.extend(forced(why)),
+                }
             }
             records
         }

@@ -43,6 +43,14 @@ pub(crate) struct NodeFailed {
     why: String,
 }
 
+/// The error of a node that fails on purpose.
+pub(super) fn node_failed(path: &NodePath, why: String) -> ActorProcessingErr {
+    Box::new(NodeFailed {
+        path: path.clone(),
+        why,
+    })
+}
+
 impl NodeState {
     /// A child's actor ended (ractor's supervision link told us).
     pub(super) async fn child_exited(
@@ -113,8 +121,16 @@ impl NodeState {
         {
             IntensityVerdict::Exceeded { in_window } => {
                 let last_failure = format!("`{failed_path}`: {failure}");
+                // It has ended already (or never started): nothing to stop,
+                // and no stop record to make up for it.
+                let _ = self.children.remove_at(failed);
                 return self
-                    .escalate(in_window, supervision.intensity.period, last_failure)
+                    .escalate(
+                        in_window,
+                        supervision.intensity.period,
+                        last_failure,
+                        failed_path,
+                    )
                     .await;
             }
             IntensityVerdict::LastBeforeEscalation { in_window } => tracing::warn!(
@@ -345,6 +361,7 @@ impl NodeState {
         restarts: u32,
         period: Duration,
         last_failure: String,
+        failed: NodePath,
     ) -> Result<(), ActorProcessingErr> {
         tracing::error!(
             node.path = %self.path,
@@ -355,18 +372,16 @@ impl NodeState {
             "restart intensity exceeded: stopping all children and escalating"
         );
         // At the top, the one child is the root: the node that gave up.
-        let root = self
-            .children
-            .entries()
-            .first()
-            .map_or_else(NodePath::top, |c| c.path.clone());
+        let root = failed;
         let deadline = crate::deadline::from_now(self.config().stop_timeout);
-        let _ = self.stop_all_children(deadline).await;
+        let records = self.stop_all_children(deadline).await;
         let _ = self
             .shared
             .executor
             .cast(ExecMsg::CancelSubtree(self.path.clone()));
         if self.is_top() {
+            // What the tree's shutdown will answer: every node has stopped.
+            self.cold.gave_up = Some(records);
             let fatal = FatalError {
                 path: root,
                 restarts,

@@ -41,6 +41,8 @@ impl Worker for TopWorker {
 }
 
 impl State<TopWorker> for TopRunning {
+    const NAMES: &'static [&'static str] = &[RUNNING];
+
     fn name(&self) -> &'static str {
         RUNNING
     }

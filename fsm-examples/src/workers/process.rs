@@ -113,6 +113,8 @@ impl<K: Kind> Worker for ProcessWorker<K> {
 }
 
 impl<K: Kind> State<ProcessWorker<K>> for Lifecycle {
+    const NAMES: &'static [&'static str] = &["stopped", "starting", "running", "stopping"];
+
     fn name(&self) -> &'static str {
         match self {
             Lifecycle::Stopped => "stopped",
