@@ -65,14 +65,15 @@ pub enum Value {
 impl Value {
     /// How deeply lists and maps may nest in a value that is read
     /// (deserialised, from JSON, the binary [`codec`](crate::codec) or any
-    /// other format): 512 levels. Deeper input is refused with an error
-    /// instead of overflowing the stack of the thread reading it (512
-    /// levels fit in a 2 MiB thread stack, even in a debug build). A root
-    /// spec that declares its whole tree nests about three levels per tree
-    /// level (a spec, its `children`, a child), so a chain of about 170
-    /// levels can be declared in one spec; deeper trees derive their
-    /// children from a number in their own spec instead.
-    pub const MAX_DEPTH: usize = 512;
+    /// other format): 256 levels. Deeper input is refused with an error
+    /// instead of overflowing the stack of the thread reading it (reading,
+    /// writing and comparing values this deep fits in a 2 MiB thread stack,
+    /// with room to spare, even in a debug build). A root spec that declares
+    /// its whole tree nests about three levels per tree level (a spec, its
+    /// `children`, a child), so a chain of about 85 levels can be declared
+    /// in one spec; deeper trees derive their children from a number in
+    /// their own spec instead.
+    pub const MAX_DEPTH: usize = 256;
 
     /// Builds a [`Value::Map`] from key/value pairs.
     #[must_use]
