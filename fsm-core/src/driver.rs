@@ -222,7 +222,7 @@ fn owned_collect<W: Worker>(
     path: NodePath,
     spec: Arc<W::Spec>,
     state: &'static str,
-    desired: String,
+    desired: Arc<str>,
 ) -> BoxFuture<'static, Result<W::Observed, BoxError>> {
     Box::pin(async move {
         let ctx = CollectContext::new(&path, &*spec).with_states(state, &desired);
@@ -294,6 +294,10 @@ pub(crate) struct TypedDriver<W: Worker> {
     spec: Shareable<W::Spec>,
     state: W::State,
     observed: Option<W::Observed>,
+    /// The desired state the last owned collect was given, shared with the
+    /// next ones while it stays the same (a collect per tick would
+    /// otherwise copy it every time).
+    desired: Arc<str>,
 }
 
 impl<W: Worker> TypedDriver<W> {
@@ -305,6 +309,7 @@ impl<W: Worker> TypedDriver<W> {
             spec: spec.map_or_else(Shareable::empty, Shareable::new),
             state,
             observed: None,
+            desired: Arc::from(""),
         }
     }
 }
@@ -317,13 +322,16 @@ impl<W: Worker> TypedDriver<W> {
         desired: &str,
     ) -> Result<BoxFuture<'static, Result<W::Observed, BoxError>>, String> {
         let state = self.state.name();
+        if *self.desired != *desired {
+            self.desired = Arc::from(desired);
+        }
         match (self.worker.share(), self.spec.share()) {
             (Some(worker), Some(spec)) => Ok(owned_collect(
                 worker,
                 path.clone(),
                 spec,
                 state,
-                desired.to_owned(),
+                Arc::clone(&self.desired),
             )),
             _ => Err("no spec is installed yet".to_owned()),
         }
