@@ -253,22 +253,34 @@ impl Tree {
     /// [`TreeError::NotRunning`] if the tree goes away.
     pub async fn wait_converged(&self, timeout: Duration) -> Result<(), TreeError> {
         let target = self.generation();
+        let converged = |s: &TreeStatus| s.converged && s.observed_generation >= target;
+        if self.wait_status(timeout, converged).await? {
+            Ok(())
+        } else {
+            Err(TreeError::NotConverged {
+                timeout,
+                counts: self.status.borrow().counts,
+            })
+        }
+    }
+
+    /// Waits until `done` holds for the status: `true`; `false` when
+    /// `timeout` passes first.
+    async fn wait_status(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&TreeStatus) -> bool,
+    ) -> Result<bool, TreeError> {
         let mut rx = self.status.clone();
-        let waited = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|s| s.fatal.is_some() || (s.converged && s.observed_generation >= target)),
-        )
-        .await;
+        let waited =
+            tokio::time::timeout(timeout, rx.wait_for(|s| s.fatal.is_some() || done(s))).await;
         match waited {
             Ok(Ok(status)) => match &status.fatal {
                 Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
-                None => Ok(()),
+                None => Ok(true),
             },
             Ok(Err(_)) => Err(TreeError::NotRunning),
-            Err(_) => Err(TreeError::NotConverged {
-                timeout,
-                counts: self.status.borrow().counts,
-            }),
+            Err(_) => Ok(false),
         }
     }
 
@@ -288,22 +300,16 @@ impl Tree {
         generation: u64,
         timeout: Duration,
     ) -> Result<(), TreeError> {
-        let mut rx = self.status.clone();
-        let waited = tokio::time::timeout(
-            timeout,
-            rx.wait_for(|s| s.fatal.is_some() || s.observed_generation >= generation),
-        )
-        .await;
-        match waited {
-            Ok(Ok(status)) => match &status.fatal {
-                Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
-                None => Ok(()),
-            },
-            Ok(Err(_)) => Err(TreeError::NotRunning),
-            Err(_) => Err(TreeError::Timeout {
+        if self
+            .wait_status(timeout, |s| s.observed_generation >= generation)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(TreeError::Timeout {
                 what: "wait_generation",
                 timeout,
-            }),
+            })
         }
     }
 
