@@ -173,7 +173,14 @@ pub trait NodeDriver: Send + Sync {
     /// Either way the collect is started once: a waiting one goes on as
     /// the very future that was polled here. `desired` is the node's
     /// desired state, for the collect's context.
-    fn start_collect(&mut self, path: &NodePath, desired: &str) -> CollectStart;
+    /// `desired_version` changes whenever `desired` may have (the node
+    /// numbers its changes), so that an unchanged one costs no comparison.
+    fn start_collect(
+        &mut self,
+        path: &NodePath,
+        desired: &str,
+        desired_version: u64,
+    ) -> CollectStart;
 
     /// Installs an observation produced by this driver's `collect`. Returns
     /// `false` (and ignores it) if it is of another type.
@@ -216,17 +223,26 @@ pub trait NodeDriver: Send + Sync {
     fn stop_hook(&mut self, path: &NodePath, desired: &str) -> BoxFuture<'static, ()>;
 }
 
+/// What an owned collect needs besides the current state: one share for
+/// all of it, made again only when the spec or the desired state changes,
+/// so that starting a collect (once per tick) costs one reference count.
+struct CollectShares<W: Worker> {
+    worker: Arc<W>,
+    spec: Arc<W::Spec>,
+    path: NodePath,
+    desired: Box<str>,
+    desired_version: u64,
+}
+
 /// A collect that owns what it needs, to run anywhere.
 fn owned_collect<W: Worker>(
-    worker: Arc<W>,
-    path: NodePath,
-    spec: Arc<W::Spec>,
+    shares: Arc<CollectShares<W>>,
     state: &'static str,
-    desired: Arc<str>,
 ) -> BoxFuture<'static, Result<W::Observed, BoxError>> {
     Box::pin(async move {
-        let ctx = CollectContext::new(&path, &*spec).with_states(state, &desired);
-        worker.collect(&ctx).await
+        let ctx =
+            CollectContext::new(&shares.path, &*shares.spec).with_states(state, &shares.desired);
+        shares.worker.collect(&ctx).await
     })
 }
 
@@ -294,10 +310,9 @@ pub(crate) struct TypedDriver<W: Worker> {
     spec: Shareable<W::Spec>,
     state: W::State,
     observed: Option<W::Observed>,
-    /// The desired state the last owned collect was given, shared with the
-    /// next ones while it stays the same (a collect per tick would
-    /// otherwise copy it every time).
-    desired: Arc<str>,
+    /// What the last collect was given, for the next ones while the spec
+    /// and the desired state stay the same.
+    shares: Option<Arc<CollectShares<W>>>,
 }
 
 impl<W: Worker> TypedDriver<W> {
@@ -309,7 +324,7 @@ impl<W: Worker> TypedDriver<W> {
             spec: spec.map_or_else(Shareable::empty, Shareable::new),
             state,
             observed: None,
-            desired: Arc::from(""),
+            shares: None,
         }
     }
 }
@@ -320,21 +335,38 @@ impl<W: Worker> TypedDriver<W> {
         &mut self,
         path: &NodePath,
         desired: &str,
+        desired_version: u64,
     ) -> Result<BoxFuture<'static, Result<W::Observed, BoxError>>, String> {
         let state = self.state.name();
-        if *self.desired != *desired {
-            self.desired = Arc::from(desired);
-        }
-        match (self.worker.share(), self.spec.share()) {
-            (Some(worker), Some(spec)) => Ok(owned_collect(
-                worker,
-                path.clone(),
-                spec,
-                state,
-                Arc::clone(&self.desired),
-            )),
-            _ => Err("no spec is installed yet".to_owned()),
-        }
+        let current = self
+            .shares
+            .as_ref()
+            // (The path is the node's: it never changes.)
+            .filter(|s| s.desired_version == desired_version);
+        let shares = match current {
+            Some(shares) => Arc::clone(shares),
+            None => {
+                let (Some(worker), Some(spec)) = (self.worker.share(), self.spec.share()) else {
+                    return Err("no spec is installed yet".to_owned());
+                };
+                let shares = Arc::new(CollectShares {
+                    worker,
+                    spec,
+                    path: path.clone(),
+                    desired: desired.into(),
+                    desired_version,
+                });
+                self.shares = Some(Arc::clone(&shares));
+                shares
+            }
+        };
+        Ok(owned_collect(shares, state))
+    }
+
+    /// Installs a newly decoded spec (the next collect shares it anew).
+    fn install(&mut self, spec: W::Spec) {
+        self.spec = Shareable::new(spec);
+        self.shares = None;
     }
 
     /// Installs a finished collect's observation.
@@ -363,14 +395,14 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError> {
-        self.spec = Shareable::new(spec.decode::<W::Spec>()?);
+        self.install(spec.decode::<W::Spec>()?);
         Ok(())
     }
 
     fn set_decoded_spec(&mut self, spec: DecodedSpec) -> Result<(), DecodedSpec> {
         match spec.0.downcast::<W::Spec>() {
             Ok(spec) => {
-                self.spec = Shareable::new(*spec);
+                self.install(*spec);
                 Ok(())
             }
             Err(other) => Err(DecodedSpec(other)),
@@ -386,12 +418,12 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         spec: &Value,
         renderer: &dyn TemplateRenderer,
     ) -> Result<(), ValueError> {
-        self.spec = Shareable::new(spec.decode_with::<W::Spec>(renderer)?);
+        self.install(spec.decode_with::<W::Spec>(renderer)?);
         Ok(())
     }
 
     fn collect(&mut self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>> {
-        let future = match self.owned_collect(path, "") {
+        let future = match self.owned_collect(path, "", u64::MAX) {
             Ok(future) => future,
             Err(e) => return Box::pin(async move { Err(e.into()) }),
         };
@@ -401,12 +433,17 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         })
     }
 
-    fn start_collect(&mut self, path: &NodePath, desired: &str) -> CollectStart {
+    fn start_collect(
+        &mut self,
+        path: &NodePath,
+        desired: &str,
+        desired_version: u64,
+    ) -> CollectStart {
         // Always the owned future, polled once here: a collect that waits
         // goes on running elsewhere as the very future that started, so the
         // code before its first `.await` runs once per observation (a
         // request sent there goes out once).
-        let mut owned = match self.owned_collect(path, desired) {
+        let mut owned = match self.owned_collect(path, desired, desired_version) {
             Ok(owned) => owned,
             Err(e) => return CollectStart::Done(Err(e)),
         };

@@ -95,7 +95,7 @@ fn a_collect_that_starts_waiting_after_ready_ones_sends_its_request_once() {
     // Ready at once, twice: one request each.
     for expected in 1..=2 {
         assert!(matches!(
-            driver.start_collect(&path, "idle"),
+            driver.start_collect(&path, "idle", 0),
             CollectStart::Done(Ok(()))
         ));
         assert_eq!(requests.load(Ordering::SeqCst), expected);
@@ -103,7 +103,7 @@ fn a_collect_that_starts_waiting_after_ready_ones_sends_its_request_once() {
 
     // Now the answer takes a while: still one request for one observation.
     answer_later.store(true, Ordering::SeqCst);
-    let CollectStart::Pending(pending) = driver.start_collect(&path, "idle") else {
+    let CollectStart::Pending(pending) = driver.start_collect(&path, "idle", 0) else {
         panic!("the collect waits");
     };
     let observation = futures::executor::block_on(pending).unwrap();
@@ -111,7 +111,7 @@ fn a_collect_that_starts_waiting_after_ready_ones_sends_its_request_once() {
     assert_eq!(requests.load(Ordering::SeqCst), 3);
 
     // And once more, waiting again.
-    let CollectStart::Pending(pending) = driver.start_collect(&path, "idle") else {
+    let CollectStart::Pending(pending) = driver.start_collect(&path, "idle", 0) else {
         panic!("the collect waits");
     };
     futures::executor::block_on(pending).unwrap();

@@ -1370,7 +1370,9 @@ impl NodeState {
         // Polled once, here: a collect that is ready at once costs no task
         // and no message.
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
-        let future = match span.in_scope(|| self.driver.start_collect(&self.path, desired)) {
+        let version = self.desired_version;
+        let started = span.in_scope(|| self.driver.start_collect(&self.path, desired, version));
+        let future = match started {
             CollectStart::Done(result) => {
                 if let Err(e) = &result {
                     span.record("error", e.as_str());
