@@ -83,6 +83,19 @@ pub fn demo_config(tick: Duration) -> TreeConfig {
 /// [`DemoError::Tree`] when the root spec is invalid or the tree stops
 /// answering.
 pub async fn run_demo(options: &DemoOptions) -> Result<DemoRun, DemoError> {
+    run_demo_with(options, |_| {}).await
+}
+
+/// [`run_demo`], calling `spawned` with the tree as soon as it runs (to
+/// serve it over HTTP, say).
+///
+/// # Errors
+///
+/// As [`run_demo`].
+pub async fn run_demo_with(
+    options: &DemoOptions,
+    spawned: impl FnOnce(&Tree),
+) -> Result<DemoRun, DemoError> {
     let io = SimIo::default();
     let tree = Tree::spawn(
         options.root.clone(),
@@ -90,6 +103,7 @@ pub async fn run_demo(options: &DemoOptions) -> Result<DemoRun, DemoError> {
         demo_config(options.tick),
     )
     .await?;
+    spawned(&tree);
     let halfway = options.ticks / 2;
     if options.chaos > 0.0 {
         tracing::info!(
