@@ -186,6 +186,29 @@ pub fn changed_root_spec(root: &ChildSpec) -> Option<ChildSpec> {
     Some(changed)
 }
 
+/// The nodes of `root` that are not healthy in their desired state, each
+/// with what is wrong: `path: state S, desired D, unhealthy, last error: E`.
+/// Empty when the tree has converged.
+#[must_use]
+pub fn unsettled_nodes(root: &NodeSnapshot) -> Vec<String> {
+    root.iter()
+        .filter(|n| !n.healthy || n.state != n.desired_state)
+        .map(|n| {
+            let mut line = format!("{}: state {}, desired {}", n.path, n.state, n.desired_state);
+            if !n.healthy {
+                line.push_str(", unhealthy");
+            }
+            match &n.last_error {
+                Some(e) => {
+                    let _ = write!(line, ", last error: {e}");
+                }
+                None => line.push_str(", no error reported"),
+            }
+            line
+        })
+        .collect()
+}
+
 /// Renders a snapshot as an indented table: path, worker type, state,
 /// desired state, location, health.
 #[must_use]

@@ -286,7 +286,10 @@ impl Telemetry {
         }
 
         let fmt = self.logs.then(|| {
+            // Colour codes only for a person at a terminal, not for a file
+            // or a log collector.
             tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
                 .with_filter(log_filter)
         });

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Logs go to stderr (`RUST_LOG=info` shows every state transition); the
-//! tree goes to stdout.
+//! tree goes to stdout. The exit status is non-zero when the run failed or
+//! the final tree has nodes that are unhealthy or not in their desired
+//! state; stderr then names them.
 
 // A command-line program prints its output.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -25,7 +27,7 @@ use clap::Parser;
 use fsm_actors::telemetry::{Telemetry, TelemetryGuard};
 use fsm_core::ChildSpec;
 use fsm_examples::demo::{
-    DemoOptions, EMBEDDED_SPEC, embedded_root_spec, render_tree, run_demo_with,
+    DemoOptions, EMBEDDED_SPEC, embedded_root_spec, render_tree, run_demo_with, unsettled_nodes,
 };
 
 /// Run a simulated plant as a tree of supervised state machines.
@@ -177,6 +179,16 @@ fn run(args: &Args, telemetry: &TelemetryGuard) -> Result<(), String> {
             },
             run.shutdown.stopped.len() - forced,
         );
+    }
+    let unsettled = unsettled_nodes(&run.snapshot);
+    if !unsettled.is_empty() {
+        return Err(format!(
+            "the tree did not converge: {} of {} nodes are not healthy in their desired state after {} ticks:\n  {}",
+            unsettled.len(),
+            run.snapshot.len(),
+            args.ticks,
+            unsettled.join("\n  ")
+        ));
     }
     Ok(())
 }
