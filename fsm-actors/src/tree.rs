@@ -70,7 +70,47 @@ pub struct Tree {
     shared: Arc<Shared>,
     stopped: bool,
     /// The tree generation: 1 at spawn, bumped by every root spec update.
-    generation: AtomicU64,
+    /// Shared with the [`TreeProbe`]s, which judge readiness by it.
+    generation: Arc<AtomicU64>,
+}
+
+/// What an observer (the HTTP endpoint) needs to ask a tree, without owning
+/// it: cloning is cheap, and holding one keeps no node alive.
+#[derive(Clone)]
+pub(crate) struct TreeProbe {
+    top: ActorRef<NodeMsg>,
+    status: watch::Receiver<TreeStatus>,
+    generation: Arc<AtomicU64>,
+    inspect_timeout: Duration,
+}
+
+impl std::fmt::Debug for TreeProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreeProbe").finish_non_exhaustive()
+    }
+}
+
+impl TreeProbe {
+    /// The tree's current status.
+    pub(crate) fn status(&self) -> TreeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The tree generation in force (see [`Tree::generation`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the tree is still there: neither shut down nor dropped.
+    pub(crate) fn is_running(&self) -> bool {
+        self.status.has_changed().is_ok() && ractor::ACTIVE_STATES.contains(&self.top.get_status())
+    }
+
+    /// A snapshot of the whole tree, as [`Tree::inspect`] takes it.
+    pub(crate) async fn inspect(&self) -> Result<NodeSnapshot, TreeError> {
+        let fatal = self.status.borrow().fatal.clone();
+        inspect_top(&self.top, fatal, self.inspect_timeout).await
+    }
 }
 
 impl Tree {
@@ -181,7 +221,7 @@ impl Tree {
             ticker,
             shared,
             stopped: false,
-            generation: AtomicU64::new(1),
+            generation: Arc::new(AtomicU64::new(1)),
         })
     }
 
@@ -383,23 +423,18 @@ impl Tree {
     /// now (it is being replaced); [`TreeError::Timeout`] if the top node
     /// does not answer within the configured `inspect_timeout`.
     pub async fn inspect(&self) -> Result<NodeSnapshot, TreeError> {
-        self.check_not_fatal()?;
-        let timeout = self.shared.config.inspect_timeout;
-        let deadline = crate::deadline::from_now(timeout);
-        let answer = self
-            .top
-            .call(|reply| NodeMsg::Inspect { deadline, reply }, Some(timeout))
-            .await
-            .map_err(|_| TreeError::NotRunning)?;
-        match answer {
-            CallResult::Success(top) => {
-                top.children.into_iter().next().ok_or(TreeError::NotRunning)
-            }
-            CallResult::Timeout => Err(TreeError::Timeout {
-                what: "inspect",
-                timeout,
-            }),
-            CallResult::SenderError => Err(TreeError::NotRunning),
+        let fatal = self.status.borrow().fatal.clone();
+        inspect_top(&self.top, fatal, self.shared.config.inspect_timeout).await
+    }
+
+    /// A handle through which an observer asks this tree for its status and
+    /// snapshots, without owning it.
+    pub(crate) fn probe(&self) -> TreeProbe {
+        TreeProbe {
+            top: self.top.clone(),
+            status: self.status.clone(),
+            generation: Arc::clone(&self.generation),
+            inspect_timeout: self.shared.config.inspect_timeout,
         }
     }
 
@@ -528,6 +563,30 @@ impl Drop for Tree {
             self.top.kill();
             self.executor.kill();
         }
+    }
+}
+
+/// Asks the top node for a snapshot of the tree below it.
+async fn inspect_top(
+    top: &ActorRef<NodeMsg>,
+    fatal: Option<FatalError>,
+    timeout: Duration,
+) -> Result<NodeSnapshot, TreeError> {
+    if let Some(fatal) = fatal {
+        return Err(TreeError::Fatal(fatal));
+    }
+    let deadline = crate::deadline::from_now(timeout);
+    let answer = top
+        .call(|reply| NodeMsg::Inspect { deadline, reply }, Some(timeout))
+        .await
+        .map_err(|_| TreeError::NotRunning)?;
+    match answer {
+        CallResult::Success(top) => top.children.into_iter().next().ok_or(TreeError::NotRunning),
+        CallResult::Timeout => Err(TreeError::Timeout {
+            what: "inspect",
+            timeout,
+        }),
+        CallResult::SenderError => Err(TreeError::NotRunning),
     }
 }
 

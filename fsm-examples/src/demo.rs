@@ -83,6 +83,19 @@ pub fn demo_config(tick: Duration) -> TreeConfig {
 /// [`DemoError::Tree`] when the root spec is invalid or the tree stops
 /// answering.
 pub async fn run_demo(options: &DemoOptions) -> Result<DemoRun, DemoError> {
+    run_demo_with(options, |_| {}).await
+}
+
+/// [`run_demo`], calling `spawned` with the tree as soon as it runs (to
+/// serve it over HTTP, say).
+///
+/// # Errors
+///
+/// As [`run_demo`].
+pub async fn run_demo_with(
+    options: &DemoOptions,
+    spawned: impl FnOnce(&Tree),
+) -> Result<DemoRun, DemoError> {
     let io = SimIo::default();
     let tree = Tree::spawn(
         options.root.clone(),
@@ -90,6 +103,7 @@ pub async fn run_demo(options: &DemoOptions) -> Result<DemoRun, DemoError> {
         demo_config(options.tick),
     )
     .await?;
+    spawned(&tree);
     let halfway = options.ticks / 2;
     if options.chaos > 0.0 {
         tracing::info!(
@@ -170,6 +184,29 @@ pub fn changed_root_spec(root: &ChildSpec) -> Option<ChildSpec> {
     let mut changed = root.clone();
     changed.user_spec = Value::from_serialize(&plant).ok()?;
     Some(changed)
+}
+
+/// The nodes of `root` that are not healthy in their desired state, each
+/// with what is wrong: `path: state S, desired D, unhealthy, last error: E`.
+/// Empty when the tree has converged.
+#[must_use]
+pub fn unsettled_nodes(root: &NodeSnapshot) -> Vec<String> {
+    root.iter()
+        .filter(|n| !n.healthy || n.state != n.desired_state)
+        .map(|n| {
+            let mut line = format!("{}: state {}, desired {}", n.path, n.state, n.desired_state);
+            if !n.healthy {
+                line.push_str(", unhealthy");
+            }
+            match &n.last_error {
+                Some(e) => {
+                    let _ = write!(line, ", last error: {e}");
+                }
+                None => line.push_str(", no error reported"),
+            }
+            line
+        })
+        .collect()
 }
 
 /// Renders a snapshot as an indented table: path, worker type, state,

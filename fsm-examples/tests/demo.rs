@@ -194,3 +194,80 @@ async fn the_restart_count_matches_the_restarts_the_log_reports() {
     let in_final_tree: u64 = run.snapshot.iter().map(|n| n.restarts).sum();
     assert!(in_final_tree <= run.restarts);
 }
+
+/// Runs the demo on the embedded spec with `{{ SUBNET }}.11` misspelt (the
+/// oven of line 1 can never derive its children), stdout and stderr piped.
+fn run_unconvergeable(extra: &[&str]) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!(
+        "fsm-demo-unconvergeable-{}-{}",
+        std::process::id(),
+        extra.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("spec.json");
+    let text = fsm_examples::demo::EMBEDDED_SPEC.replacen("{{ SUBNET }}.11", "{{ SUBNETT }}.11", 1);
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fsm-demo"))
+        .args(["--ticks", "10", "--tick-ms", "10", "--spec"])
+        .arg(&file)
+        .args(extra)
+        // Logs of every level, so that colour would show if there were any.
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    out
+}
+
+#[test]
+fn a_spec_that_cannot_converge_makes_the_demo_fail_and_name_the_node() {
+    let out = run_unconvergeable(&[]);
+    assert!(!out.status.success(), "it exited successfully");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let verdict = err
+        .lines()
+        .skip_while(|l| !l.starts_with("fsm-demo: the tree did not converge"))
+        .collect::<Vec<_>>();
+    assert!(!verdict.is_empty(), "no verdict on stderr:\n{err}");
+    assert!(
+        verdict
+            .iter()
+            .any(|l| l.contains("plant/line-1/oven:") && l.contains("`SUBNETT`")),
+        "{err}"
+    );
+    // The tree itself is still printed.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("UNHEALTHY"));
+}
+
+#[test]
+fn piped_output_carries_no_colour_codes() {
+    for extra in [&[][..], &["--json"][..]] {
+        let out = run_unconvergeable(extra);
+        for (which, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+            let text = String::from_utf8_lossy(bytes);
+            assert!(!text.is_empty(), "{which} is empty");
+            assert!(!text.contains("\x1b["), "{which} has colour codes:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn the_readme_shows_what_the_demo_prints() {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("prints the final tree:\n\n```text\n")
+        .map(|i| i + "prints the final tree:\n\n```text\n".len())
+        .expect("the README's sample block");
+    let end = start + readme[start..].find("```\n").unwrap();
+    let sample = &readme[start..end];
+    let out = Command::new(env!("CARGO_BIN_EXE_fsm-demo"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(sample, printed, "update the README's sample block");
+}

@@ -116,5 +116,23 @@ fn the_demo_serves_prometheus_metrics_while_it_runs() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert!(transitions > 0.0, "{body}");
+    // The probes answer too: ready once converged, and the tree as JSON.
+    let get = |path: &str| {
+        let mut stream = TcpStream::connect(&addr).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    let ready = (0..50).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        get("/readyz").starts_with("HTTP/1.1 200")
+    });
+    assert!(ready, "{}", get("/readyz"));
+    let tree = get("/tree");
+    let (_, json) = tree.split_once("\r\n\r\n").unwrap();
+    let snapshot = NodeSnapshot::from_json(json).unwrap();
+    assert_eq!(snapshot.path.to_string(), "plant");
     assert!(demo.wait().unwrap().success());
 }

@@ -6,8 +6,13 @@
 //! [`scale`] holds the pieces of the scale harness (the `scale` binary): a
 //! trivial worker that derives its children from a few numbers, and the
 //! same tree as bare ractor actors.
+//!
+//! [`exposition`] parses the Prometheus text format strictly, to check
+//! what the metrics endpoint serves.
 
 #![forbid(unsafe_code)]
+
+pub mod exposition;
 
 pub mod probe;
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use fsm_actors::Tree;
 use fsm_actors::telemetry::prometheus::{PrometheusExporter, serve};
 use fsm_core::{Backoff, Supervision};
+use integration::exposition::{self, Kind};
 use integration::{
     ActionMode, Fault, ProbeSpec, ProbeWorld, probe_registry, small_tree, test_config,
 };
@@ -423,7 +424,8 @@ async fn the_prometheus_endpoint_serves_current_values_over_http() {
     let provider = SdkMeterProvider::builder()
         .with_reader(PeriodicReader::builder(exporter.clone()).build())
         .build();
-    let addr = serve("127.0.0.1:0".parse().unwrap(), provider.clone(), exporter).unwrap();
+    let server = serve("127.0.0.1:0".parse().unwrap(), provider.clone(), exporter).unwrap();
+    let addr = server.local_addr();
     let mut config = test_config();
     config.meter = Some(provider.meter("fsmv2"));
     let world = ProbeWorld::default();
@@ -434,32 +436,33 @@ async fn the_prometheus_endpoint_serves_current_values_over_http() {
 
     let response = scrape(addr, "/metrics");
     assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(
-        response.contains("Content-Type: text/plain; version=0.0.4"),
-        "{response}"
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
     );
-    assert!(
-        response.contains("# TYPE fsmv2_children_count gauge"),
-        "{response}"
-    );
+    // Checked against the format, not by substring.
+    let exposition = exposition::parse(body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    let kind = |name: &str| exposition.family(name).map(|f| f.kind);
+    assert_eq!(kind("fsmv2_children_count"), Some(Kind::Gauge), "{body}");
     // The children of the three probes that have any (root 2, a 1).
-    assert!(
-        response.contains("fsmv2_children_count{worker_type=\"probe\"} 3"),
-        "{response}"
+    assert_eq!(
+        exposition.sum("fsmv2_children_count", &[("worker_type", "probe")]),
+        3.0,
+        "{body}"
     );
-    assert!(
-        response.contains("# TYPE fsmv2_state_transitions_total counter"),
-        "{response}"
+    assert_eq!(
+        kind("fsmv2_state_transitions_total"),
+        Some(Kind::Counter),
+        "{body}"
     );
-    let transitions: f64 = response
-        .lines()
-        .filter(|l| l.starts_with("fsmv2_state_transitions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(transitions >= 4.0, "{response}");
-    assert!(
-        response.contains("fsmv2_action_execution_duration_seconds_bucket{"),
-        "{response}"
+    let transitions = exposition.sum("fsmv2_state_transitions_total", &[]);
+    assert!(transitions >= 4.0, "{body}");
+    assert_eq!(
+        kind("fsmv2_action_execution_duration_seconds"),
+        Some(Kind::Histogram),
+        "{body}"
     );
     assert!(scrape(addr, "/nope").starts_with("HTTP/1.1 404"));
     tree.shutdown(Duration::from_secs(5)).await;

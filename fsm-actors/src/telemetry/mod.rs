@@ -1,6 +1,7 @@
 //! Observability: `tracing` spans exported through OpenTelemetry, metrics
 //! through the OpenTelemetry meter, a JSON-lines span file for offline
-//! inspection, and a Prometheus endpoint.
+//! inspection, and an HTTP endpoint for probes and Prometheus
+//! ([`http`]).
 //!
 //! The library itself only emits `tracing` spans and events (target
 //! `fsm_actors`) and records metrics on the meter it is given. Nothing is
@@ -14,9 +15,10 @@
 //! let _telemetry = Telemetry::new("my-service")
 //!     .otlp("http://localhost:4318")          // traces and metrics to a collector
 //!     .json_file("trace.jsonl")               // spans for `fsm-trace`
-//!     .prometheus("127.0.0.1:9464".parse()?)  // GET /metrics
+//!     .prometheus("127.0.0.1:9464".parse()?)  // GET /metrics, /healthz
 //!     .install()?;
-//! // ... spawn trees; the guard flushes everything when dropped.
+//! // ... spawn a tree, then `_telemetry.serve_tree(&tree)` adds /readyz
+//! // and /tree; the guard flushes everything when dropped.
 //! # Ok(())
 //! # }
 //! ```
@@ -37,6 +39,7 @@
 //! carries `node.path` and `worker.type`; tick spans carry `state.before`
 //! and `state.after`.
 
+pub mod http;
 mod jsonl;
 pub(crate) mod metrics;
 pub mod prometheus;
@@ -173,8 +176,11 @@ impl Telemetry {
     }
 
     /// Serve the metrics in Prometheus text format at
-    /// `http://{addr}/metrics`. Port 0 picks a free port
-    /// ([`TelemetryGuard::metrics_addr`] tells which).
+    /// `http://{addr}/metrics`, and `/healthz`; `/readyz` and `/tree` once
+    /// [`TelemetryGuard::serve_tree`] names the tree (see [`http`] for the
+    /// endpoints and their limits). Port 0 picks a free port
+    /// ([`TelemetryGuard::metrics_addr`] tells which). Use a loopback
+    /// address unless the endpoint must be reached from elsewhere.
     pub fn prometheus(mut self, addr: SocketAddr) -> Self {
         self.prometheus = Some(addr);
         self
@@ -241,7 +247,7 @@ impl Telemetry {
 
         // Metrics.
         let mut meter_provider = None;
-        let mut metrics_addr = None;
+        let mut http = None;
         if self.otlp.is_some() || self.prometheus.is_some() {
             let mut builder = SdkMeterProvider::builder().with_resource(resource);
             if let Some(url) = otlp_url("metrics") {
@@ -270,7 +276,7 @@ impl Telemetry {
             }
             let provider = builder.build();
             if let Some((addr, exporter)) = prometheus {
-                metrics_addr = Some(
+                http = Some(
                     prometheus::serve(addr, provider.clone(), exporter)
                         .map_err(|source| TelemetryError::Bind { addr, source })?,
                 );
@@ -280,7 +286,10 @@ impl Telemetry {
         }
 
         let fmt = self.logs.then(|| {
+            // Colour codes only for a person at a terminal, not for a file
+            // or a log collector.
             tracing_subscriber::fmt::layer()
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
                 .with_filter(log_filter)
         });
@@ -298,7 +307,7 @@ impl Telemetry {
         Ok(TelemetryGuard {
             tracer_provider,
             meter_provider,
-            metrics_addr,
+            http,
         })
     }
 }
@@ -310,14 +319,23 @@ impl Telemetry {
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
     meter_provider: Option<SdkMeterProvider>,
-    metrics_addr: Option<SocketAddr>,
+    http: Option<http::HttpServer>,
 }
 
 impl TelemetryGuard {
     /// Where `/metrics` is served, if it is.
     #[must_use]
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_addr
+        self.http.as_ref().map(http::HttpServer::local_addr)
+    }
+
+    /// Serves `tree` at `/tree` and judges `/healthz` and `/readyz` by it
+    /// (see [`http::HttpServer::serve_tree`]); nothing without
+    /// [`Telemetry::prometheus`].
+    pub fn serve_tree(&self, tree: &crate::Tree) {
+        if let Some(http) = &self.http {
+            http.serve_tree(tree);
+        }
     }
 
     /// Exports everything recorded so far.
@@ -333,6 +351,8 @@ impl TelemetryGuard {
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
+        // No scrape after the providers shut down.
+        drop(self.http.take());
         if let Some(p) = self.tracer_provider.take() {
             let _ = p.force_flush();
             let _ = p.shutdown();

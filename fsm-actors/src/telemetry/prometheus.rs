@@ -1,5 +1,5 @@
-//! Prometheus text exposition of the tree's metrics, and a small HTTP
-//! endpoint serving it at `/metrics`.
+//! Prometheus text exposition of the tree's metrics, served at `/metrics`
+//! by the [HTTP endpoint](super::http).
 //!
 //! The metrics are OpenTelemetry metrics; this exporter renders the SDK's
 //! cumulative data in the Prometheus text format (version 0.0.4): counters
@@ -8,8 +8,7 @@
 //! values are current.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -231,8 +230,12 @@ pub fn render(metrics: &ResourceMetrics) -> String {
     out
 }
 
-/// Serves `/metrics` on `addr` from a background thread until the process
-/// ends. Each scrape forces a collection through `provider` first.
+/// Serves `/metrics` (and `/healthz`, `/readyz`, `/tree` once given a tree)
+/// on `addr` until the returned server is dropped. Each scrape forces a
+/// collection through `provider` first. Shorthand for
+/// [`HttpServer::builder`](super::http::HttpServer::builder) with
+/// [`metrics`](super::http::HttpServerBuilder::metrics) and the default
+/// limits.
 ///
 /// # Errors
 ///
@@ -241,56 +244,8 @@ pub fn serve(
     addr: SocketAddr,
     provider: SdkMeterProvider,
     exporter: PrometheusExporter,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let bound = listener.local_addr()?;
-    std::thread::Builder::new()
-        .name("fsm-metrics".to_owned())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &provider, &exporter) {
-                    tracing::debug!(error = %e, "metrics request failed");
-                }
-            }
-        })?;
-    Ok(bound)
-}
-
-fn answer(
-    mut stream: TcpStream,
-    provider: &SdkMeterProvider,
-    exporter: &PrometheusExporter,
-) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Skip the headers.
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
-        }
-    }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("");
-    let (status, content_type, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-        let _ = provider.force_flush();
-        (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            exporter.text(),
-        )
-    } else {
-        (
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "try /metrics\n".to_owned(),
-        )
-    };
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
+) -> std::io::Result<super::http::HttpServer> {
+    super::http::HttpServer::builder()
+        .metrics(provider, exporter)
+        .bind(addr)
 }

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Logs go to stderr (`RUST_LOG=info` shows every state transition); the
-//! tree goes to stdout.
+//! tree goes to stdout. The exit status is non-zero when the run failed or
+//! the final tree has nodes that are unhealthy or not in their desired
+//! state; stderr then names them.
 
 // A command-line program prints its output.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -22,9 +24,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use fsm_actors::telemetry::Telemetry;
+use fsm_actors::telemetry::{Telemetry, TelemetryGuard};
 use fsm_core::ChildSpec;
-use fsm_examples::demo::{DemoOptions, EMBEDDED_SPEC, embedded_root_spec, render_tree, run_demo};
+use fsm_examples::demo::{
+    DemoOptions, EMBEDDED_SPEC, embedded_root_spec, render_tree, run_demo_with, unsettled_nodes,
+};
 
 /// Run a simulated plant as a tree of supervised state machines.
 #[derive(Parser, Debug)]
@@ -57,8 +61,9 @@ struct Args {
     /// `fsm-trace FILE`).
     #[arg(long, value_name = "FILE")]
     trace_out: Option<PathBuf>,
-    /// Serve the metrics for Prometheus at http://ADDR/metrics while the
-    /// demo runs (e.g. 127.0.0.1:9464; use more --ticks to keep it up).
+    /// Serve http://ADDR/metrics (Prometheus), /healthz, /readyz and /tree
+    /// while the demo runs (e.g. 127.0.0.1:9464; use more --ticks to keep
+    /// it up).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
     /// Export traces and metrics over OTLP/HTTP to ENDPOINT
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
     };
     if let Some(addr) = telemetry.metrics_addr() {
         eprintln!("fsm-demo: serving metrics on http://{addr}/metrics");
+        eprintln!("fsm-demo: and /healthz, /readyz and /tree on http://{addr}");
     }
     if args.print_spec {
         print!("{EMBEDDED_SPEC}");
@@ -107,7 +113,7 @@ fn main() -> ExitCode {
     if args.chaos > 0.0 {
         fsm_actors::quiet_injected_faults();
     }
-    let code = match run(&args) {
+    let code = match run(&args, &telemetry) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fsm-demo: {e}");
@@ -135,7 +141,7 @@ fn load_root(path: Option<&PathBuf>) -> Result<ChildSpec, String> {
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+fn run(args: &Args, telemetry: &TelemetryGuard) -> Result<(), String> {
     let options = DemoOptions {
         root: load_root(args.spec.as_ref())?,
         ticks: args.ticks,
@@ -148,7 +154,7 @@ fn run(args: &Args) -> Result<(), String> {
     let runtime =
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
     let run = runtime
-        .block_on(run_demo(&options))
+        .block_on(run_demo_with(&options, |tree| telemetry.serve_tree(tree)))
         .map_err(|e| e.to_string())?;
     if args.json {
         let json = run.snapshot.to_json_pretty().map_err(|e| e.to_string())?;
@@ -173,6 +179,16 @@ fn run(args: &Args) -> Result<(), String> {
             },
             run.shutdown.stopped.len() - forced,
         );
+    }
+    let unsettled = unsettled_nodes(&run.snapshot);
+    if !unsettled.is_empty() {
+        return Err(format!(
+            "the tree did not converge: {} of {} nodes are not healthy in their desired state after {} ticks:\n  {}",
+            unsettled.len(),
+            run.snapshot.len(),
+            args.ticks,
+            unsettled.join("\n  ")
+        ));
     }
     Ok(())
 }
