@@ -24,7 +24,13 @@ pub enum TreeError {
     /// intensity allows.
     #[error(transparent)]
     Fatal(FatalError),
-    /// The tree is no longer running (shut down, or its top actor died).
+    /// The root worker could not be constructed (its constructor failed or
+    /// panicked); nothing was spawned.
+    #[error("could not construct the root worker: {0}")]
+    RootConstructor(#[source] SpecError),
+    /// The tree is no longer running: its owner shut it down or dropped it
+    /// (every [`TreeHandle`](crate::TreeHandle) then answers this), or its
+    /// top actor died.
     #[error("the tree is not running; spawn a new one")]
     NotRunning,
     /// A node did not answer in time.

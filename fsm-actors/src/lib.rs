@@ -32,6 +32,7 @@ mod config;
 mod deadline;
 mod error;
 mod executor;
+#[cfg(feature = "fault-injection")]
 mod faults;
 mod node;
 mod runbook;
@@ -42,12 +43,13 @@ mod tree;
 
 pub use config::{ConfigError, ExecutorConfig, TreeConfig};
 pub use error::TreeError;
+#[cfg(feature = "fault-injection")]
 pub use faults::quiet_injected_faults;
 pub use snapshot::{
     CollectError, ExecutorStats, NodeSnapshot, ShutdownReport, StopOutcome, StopRecord,
     SubtreeCounts, TreeStatus,
 };
-pub use tree::Tree;
+pub use tree::{Tree, TreeHandle};
 
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../../README.md")]

@@ -1,4 +1,5 @@
-//! [`Tree`]: spawn a tree from a root spec, watch it, change it, stop it.
+//! [`Tree`]: spawn a tree from a root spec, watch it, change it, stop it;
+//! [`TreeHandle`]: watch and change it from other tasks.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -10,14 +11,15 @@ use ractor::{Actor, ActorRef};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::TreeConfig;
 use crate::error::TreeError;
 use crate::executor::{ExecMsg, ExecutorArgs, ExecutorHandle, ExecutorSupervisor, SupervisorArgs};
 use crate::node::top::{top_driver, top_spec};
-use crate::node::{NodeActor, NodeArgs, NodeMsg, Shared};
+use crate::node::{NodeActor, NodeArgs, NodeMsg, PrebuiltChild, Shared};
 use crate::snapshot::{ExecutorStats, FatalError, NodeSnapshot, ShutdownReport, TreeStatus};
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
 
 /// A running tree of supervised workers.
 ///
@@ -62,67 +64,123 @@ use crate::telemetry::metrics::Metrics;
 /// # }
 /// ```
 pub struct Tree {
-    top: ActorRef<NodeMsg>,
+    handle: TreeHandle,
     /// The executor's supervisor: stopping it stops the executor.
     executor: ActorRef<()>,
-    status: watch::Receiver<TreeStatus>,
     ticker: Option<JoinHandle<()>>,
-    shared: Arc<Shared>,
     stopped: bool,
-    /// The tree generation: 1 at spawn, bumped by every root spec update.
-    /// Shared with the [`TreeProbe`]s, which judge readiness by it.
-    generation: Arc<AtomicU64>,
 }
 
-/// What an observer (the HTTP endpoint) needs to ask a tree, without owning
-/// it: cloning is cheap, and holding one keeps no node alive.
+/// A cloneable handle on a running [`Tree`]: watch it, inspect it, change
+/// its root spec, from as many tasks as need to. Get one with
+/// [`Tree::handle`]; the [`Tree`] itself derefs to its handle, so every
+/// method here can be called on the tree too.
+///
+/// Only the owner, the [`Tree`], shuts the tree down. From the moment its
+/// [`shutdown`](Tree::shutdown) begins (or the tree is dropped), every
+/// handle's fallible calls ([`inspect`](Self::inspect),
+/// [`update_root_spec`](Self::update_root_spec), [`tick`](Self::tick),
+/// [`executor_stats`](Self::executor_stats)) fail at once with
+/// [`TreeError::NotRunning`], and so do waits in progress and new ones
+/// ([`wait_converged`](Self::wait_converged) and the other `wait_*`
+/// methods). The infallible readers ([`status`](Self::status),
+/// [`generation`](Self::generation), [`fatal`](Self::fatal),
+/// [`restarts`](Self::restarts), [`live_nodes`](Self::live_nodes)) keep
+/// answering with the last values the tree reported; see
+/// [`is_running`](Self::is_running).
+///
+/// # Examples
+///
+/// ```
+/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # #[derive(Clone, Debug)] struct Idle;
+/// # struct Noop;
+/// # impl Worker for Noop {
+/// #     type Spec = (); type Observed = (); type State = Idle;
+/// #     fn initial_state(&self) -> Idle { Idle }
+/// #     async fn collect(&self, _: &CollectContext<'_, ()>) -> Result<(), BoxError> { Ok(()) }
+/// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
+/// # }
+/// # impl State<Noop> for Idle {
+/// #     const NAMES: &'static [&'static str] = &["idle"];
+/// #     fn name(&self) -> &'static str { "idle" }
+/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// # }
+/// use std::time::Duration;
+/// use fsm_actors::{Tree, TreeConfig, TreeError};
+/// use fsm_core::{ChildSpec, WorkerRegistry};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut registry = WorkerRegistry::new();
+/// registry.register("noop", |_| Noop)?;
+/// let tree = Tree::spawn(ChildSpec::new("root", "noop"), registry, TreeConfig::default()).await?;
+///
+/// let handle = tree.handle();
+/// let watcher = tokio::spawn(async move {
+///     handle.wait_converged(Duration::from_secs(10)).await?;
+///     handle.inspect().await
+/// });
+/// assert_eq!(watcher.await??.state, "idle");
+///
+/// let handle = tree.handle();
+/// tree.shutdown(Duration::from_secs(5)).await;
+/// assert!(matches!(handle.inspect().await, Err(TreeError::NotRunning)));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
-pub(crate) struct TreeProbe {
+pub struct TreeHandle {
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
     top: ActorRef<NodeMsg>,
     status: watch::Receiver<TreeStatus>,
-    generation: Arc<AtomicU64>,
-    inspect_timeout: Duration,
+    shared: Arc<Shared>,
+    /// The tree generation: 1 at spawn, bumped by every root spec update.
+    generation: AtomicU64,
+    /// Cancelled when the owner starts shutting the tree down or drops it.
+    gone: CancellationToken,
 }
 
-impl std::fmt::Debug for TreeProbe {
+impl std::fmt::Debug for TreeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TreeProbe").finish_non_exhaustive()
+        f.debug_struct("TreeHandle")
+            .field("running", &self.is_running())
+            .field("generation", &self.generation())
+            .finish_non_exhaustive()
     }
 }
 
-impl TreeProbe {
-    /// The tree's current status.
-    pub(crate) fn status(&self) -> TreeStatus {
-        self.status.borrow().clone()
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tree")
+            .field("handle", &self.handle)
+            .finish_non_exhaustive()
     }
+}
 
-    /// The tree generation in force (see [`Tree::generation`]).
-    pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::SeqCst)
-    }
+impl std::ops::Deref for Tree {
+    type Target = TreeHandle;
 
-    /// Whether the tree is still there: neither shut down nor dropped.
-    pub(crate) fn is_running(&self) -> bool {
-        self.status.has_changed().is_ok() && ractor::ACTIVE_STATES.contains(&self.top.get_status())
-    }
-
-    /// A snapshot of the whole tree, as [`Tree::inspect`] takes it.
-    pub(crate) async fn inspect(&self) -> Result<NodeSnapshot, TreeError> {
-        let fatal = self.status.borrow().fatal.clone();
-        inspect_top(&self.top, fatal, self.inspect_timeout).await
+    fn deref(&self) -> &TreeHandle {
+        &self.handle
     }
 }
 
 impl Tree {
-    /// Validates the root spec and the configuration, then spawns the
-    /// executor, the root node and (if configured) the tick timer.
+    /// Validates the root spec and the configuration, constructs the root
+    /// worker, then spawns the executor, the root node and (if configured)
+    /// the tick timer.
     ///
     /// # Errors
     ///
     /// [`TreeError::Config`] for an unworkable configuration,
     /// [`TreeError::InvalidRootSpec`] when the root's name is empty or
     /// contains `/`, its worker type is unknown, or its user spec does not
-    /// decode; nothing is spawned then.
+    /// decode; [`TreeError::RootConstructor`] when the root worker's
+    /// constructor fails or panics. Nothing is spawned then.
     pub async fn spawn(
         root: ChildSpec,
         registry: WorkerRegistry,
@@ -134,6 +192,24 @@ impl Tree {
             Some(meter) => Metrics::new(meter, config.per_node_metrics),
             None => Metrics::from_global(config.per_node_metrics),
         });
+        // Built here rather than when the root starts, so that a root that
+        // cannot be built refuses the tree instead of failing it later.
+        let root_path = NodePath::top().child(&root.name);
+        let make_metrics = || -> Arc<dyn fsm_core::WorkerMetrics> {
+            Arc::new(NodeWorkerMetrics::new(
+                Arc::clone(&metrics),
+                Arc::from(root.worker_type.as_str()),
+                &root_path,
+            ))
+        };
+        let root_driver = registry
+            .construct_with_metrics(&root_path, &root.worker_type, &make_metrics)
+            .map_err(TreeError::RootConstructor)?;
+        let prebuilt_child = Some(Box::new(PrebuiltChild {
+            path: root_path,
+            worker_type: root.worker_type.clone(),
+            driver: root_driver,
+        }));
         let handle = ExecutorHandle::unset();
         let supervisor_args = SupervisorArgs {
             executor: ExecutorArgs {
@@ -158,6 +234,7 @@ impl Tree {
             metrics,
             stops: crate::node::StopSink::default(),
             templates: fsm_templates::Templates::new(),
+            #[cfg(feature = "fault-injection")]
             chaos: crate::node::Padded(AtomicU64::new(0f64.to_bits())),
         });
         let driver = top_driver(&root)?;
@@ -178,6 +255,7 @@ impl Tree {
             shared: Arc::clone(&shared),
             driver: Some(driver),
             decoded: None,
+            prebuilt_child,
             first_tick: None,
         };
         let (top, _) = match Actor::spawn(None, NodeActor, args).await {
@@ -215,14 +293,124 @@ impl Tree {
         });
         tracing::info!(root = %root.name, worker_type = %root.worker_type, "tree spawned");
         Ok(Self {
-            top,
+            handle: TreeHandle {
+                inner: Arc::new(HandleInner {
+                    top,
+                    status,
+                    shared,
+                    generation: AtomicU64::new(1),
+                    gone: CancellationToken::new(),
+                }),
+            },
             executor,
-            status,
             ticker,
-            shared,
             stopped: false,
-            generation: Arc::new(AtomicU64::new(1)),
         })
+    }
+
+    /// A handle on this tree that can be cloned and sent to other tasks.
+    /// It stops working (its calls fail with [`TreeError::NotRunning`]) once
+    /// this tree shuts down or is dropped.
+    #[must_use]
+    pub fn handle(&self) -> TreeHandle {
+        self.handle.clone()
+    }
+
+    /// Stops the tree in order: children before parents, later-started
+    /// siblings first, each subtree completely before the next; every node's
+    /// stop hook runs after its children have stopped. Nodes that miss the
+    /// deadline are killed and reported as forced.
+    ///
+    /// Every [`TreeHandle`] stops working as the shutdown begins: their
+    /// calls, waits in progress included, fail with
+    /// [`TreeError::NotRunning`].
+    ///
+    /// A tree that gave up has stopped every node in order already: its
+    /// shutdown returns at once with the records of that stop (none for the
+    /// root that failed: [`fatal`](TreeHandle::fatal) says why it did).
+    pub async fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
+        self.stopped = true;
+        self.handle.inner.gone.cancel();
+        if let Some(ticker) = self.ticker.take() {
+            ticker.abort();
+        }
+        let top = &self.handle.inner.top;
+        let shared = &self.handle.inner.shared;
+        let deadline = crate::deadline::from_now(timeout);
+        shared.stops.open();
+        let answer = top
+            .call(|reply| NodeMsg::Shutdown { deadline, reply }, Some(timeout))
+            .await;
+        let mut stopped = match answer {
+            Ok(CallResult::Success(records)) => records,
+            _ => {
+                top.kill();
+                vec![crate::snapshot::StopRecord {
+                    path: NodePath::top(),
+                    outcome: crate::snapshot::StopOutcome::Forced(
+                        "the tree did not stop before the deadline; killed".to_owned(),
+                    ),
+                }]
+            }
+        };
+        // The top node is not part of the user's tree.
+        stopped.retain(|r| {
+            !r.path.is_top() || matches!(r.outcome, crate::snapshot::StopOutcome::Forced(_))
+        });
+        let _ = top
+            .get_cell()
+            .wait(Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ))
+            .await;
+        // Killed nodes record themselves as their state is dropped: wait for
+        // the last of them (killing takes a moment), then add their records.
+        let grace = crate::deadline::from_now(
+            deadline.saturating_duration_since(Instant::now()) + KILL_GRACE,
+        );
+        shared.stops.wait_drained(shared, grace).await;
+        shared.stops.merge_into(&mut stopped);
+        let _ = self
+            .executor
+            .stop_and_wait(None, Some(Duration::from_secs(1)))
+            .await;
+        tracing::info!(nodes = stopped.len(), "tree shut down");
+        ShutdownReport { stopped }
+    }
+}
+
+impl TreeHandle {
+    /// Whether the tree is running: `false` once its owner has begun
+    /// shutting it down or has dropped it. (A tree that gave up is still
+    /// running in this sense: see [`fatal`](Self::fatal).)
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        !self.inner.gone.is_cancelled()
+    }
+
+    /// [`TreeError::NotRunning`] once the owner shut the tree down or
+    /// dropped it.
+    fn check_running(&self) -> Result<(), TreeError> {
+        if self.is_running() {
+            Ok(())
+        } else {
+            Err(TreeError::NotRunning)
+        }
+    }
+
+    /// Runs `work` unless or until the tree stops running:
+    /// [`TreeError::NotRunning`] then.
+    async fn while_running<T>(
+        &self,
+        work: impl Future<Output = Result<T, TreeError>>,
+    ) -> Result<T, TreeError> {
+        tokio::select! {
+            biased;
+            () = self.inner.gone.cancelled() => Err(TreeError::NotRunning),
+            result = work => result,
+        }
     }
 
     /// Ticks the tree once, now (in addition to the timer, if any).
@@ -232,16 +420,19 @@ impl Tree {
     /// [`TreeError::Fatal`] once the tree has given up (nothing would
     /// tick); [`TreeError::NotRunning`] once the tree is gone.
     pub fn tick(&self) -> Result<(), TreeError> {
+        self.check_running()?;
         self.check_not_fatal()?;
-        self.top
+        self.inner
+            .top
             .cast(NodeMsg::Tick(tracing::Span::none(), 0))
             .map_err(|_| TreeError::NotRunning)
     }
 
-    /// The tree's current status (tick count, convergence counts).
+    /// The tree's current status (tick count, convergence counts); once the
+    /// tree is gone, the last status it reported.
     #[must_use]
     pub fn status(&self) -> TreeStatus {
-        self.status.borrow().clone()
+        self.inner.status.borrow().clone()
     }
 
     /// Waits until the root has processed at least `ticks` ticks.
@@ -252,20 +443,12 @@ impl Tree {
     /// tree that gave up ticks no more); [`TreeError::NotRunning`] if the
     /// tree goes away first.
     pub async fn wait_ticks(&self, ticks: u64) -> Result<(), TreeError> {
-        let mut rx = self.status.clone();
-        let status = rx
-            .wait_for(|s| s.ticks >= ticks || s.fatal.is_some())
-            .await
-            .map_err(|_| TreeError::NotRunning)?;
-        match &status.fatal {
-            Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
-            None => Ok(()),
-        }
+        self.wait_status(None, |s| s.ticks >= ticks).await.map(drop)
     }
 
     /// [`TreeError::Fatal`] once the tree has given up.
     fn check_not_fatal(&self) -> Result<(), TreeError> {
-        match &self.status.borrow().fatal {
+        match &self.inner.status.borrow().fatal {
             Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
             None => Ok(()),
         }
@@ -275,7 +458,9 @@ impl Tree {
     /// [`update_root_spec`](Self::update_root_spec).
     #[must_use]
     pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+        self.inner
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until every node has acted on the tree generation in force
@@ -294,34 +479,41 @@ impl Tree {
     pub async fn wait_converged(&self, timeout: Duration) -> Result<(), TreeError> {
         let target = self.generation();
         let converged = |s: &TreeStatus| s.converged && s.observed_generation >= target;
-        if self.wait_status(timeout, converged).await? {
+        if self.wait_status(Some(timeout), converged).await? {
             Ok(())
         } else {
             Err(TreeError::NotConverged {
                 timeout,
-                counts: self.status.borrow().counts,
+                counts: self.inner.status.borrow().counts,
             })
         }
     }
 
     /// Waits until `done` holds for the status: `true`; `false` when
-    /// `timeout` passes first.
+    /// `timeout` (if any) passes first.
     async fn wait_status(
         &self,
-        timeout: Duration,
+        timeout: Option<Duration>,
         mut done: impl FnMut(&TreeStatus) -> bool,
     ) -> Result<bool, TreeError> {
-        let mut rx = self.status.clone();
-        let waited =
-            tokio::time::timeout(timeout, rx.wait_for(|s| s.fatal.is_some() || done(s))).await;
-        match waited {
-            Ok(Ok(status)) => match &status.fatal {
-                Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
-                None => Ok(true),
-            },
-            Ok(Err(_)) => Err(TreeError::NotRunning),
-            Err(_) => Ok(false),
-        }
+        self.check_running()?;
+        let mut rx = self.inner.status.clone();
+        self.while_running(async move {
+            let wait = rx.wait_for(|s| s.fatal.is_some() || done(s));
+            let waited = match timeout {
+                Some(timeout) => tokio::time::timeout(timeout, wait).await,
+                None => Ok(wait.await),
+            };
+            match waited {
+                Ok(Ok(status)) => match &status.fatal {
+                    Some(fatal) => Err(TreeError::Fatal(fatal.clone())),
+                    None => Ok(true),
+                },
+                Ok(Err(_)) => Err(TreeError::NotRunning),
+                Err(_) => Ok(false),
+            }
+        })
+        .await
     }
 
     /// Waits until every node has acted on tree generation `generation` (as
@@ -341,7 +533,7 @@ impl Tree {
         timeout: Duration,
     ) -> Result<(), TreeError> {
         if self
-            .wait_status(timeout, |s| s.observed_generation >= generation)
+            .wait_status(Some(timeout), |s| s.observed_generation >= generation)
             .await?
         {
             Ok(())
@@ -360,18 +552,22 @@ impl Tree {
     ///
     /// [`TreeError::NotRunning`] if the tree goes away first.
     pub async fn wait_fatal(&self) -> Result<FatalError, TreeError> {
-        let mut rx = self.status.clone();
-        let status = rx
-            .wait_for(|s| s.fatal.is_some())
-            .await
-            .map_err(|_| TreeError::NotRunning)?;
-        status.fatal.clone().ok_or(TreeError::NotRunning)
+        self.check_running()?;
+        let mut rx = self.inner.status.clone();
+        self.while_running(async move {
+            let status = rx
+                .wait_for(|s| s.fatal.is_some())
+                .await
+                .map_err(|_| TreeError::NotRunning)?;
+            status.fatal.clone().ok_or(TreeError::NotRunning)
+        })
+        .await
     }
 
     /// Why the tree gave up, if it did.
     #[must_use]
     pub fn fatal(&self) -> Option<FatalError> {
-        self.status.borrow().fatal.clone()
+        self.inner.status.borrow().fatal.clone()
     }
 
     /// How many restarts the tree has scheduled since it was spawned: every
@@ -381,7 +577,8 @@ impl Tree {
     /// parent).
     #[must_use]
     pub fn restarts(&self) -> u64 {
-        self.shared
+        self.inner
+            .shared
             .restarts
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -391,7 +588,8 @@ impl Tree {
     /// actors.
     #[must_use]
     pub fn live_nodes(&self) -> u64 {
-        self.shared
+        self.inner
+            .shared
             .live_nodes
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -402,13 +600,17 @@ impl Tree {
     /// run exactly as for a crashing worker. See
     /// [`quiet_injected_faults`](crate::quiet_injected_faults) to keep the
     /// panics out of the output.
+    ///
+    /// Only with the `fault-injection` cargo feature.
+    #[cfg(feature = "fault-injection")]
     pub fn inject_faults(&self, probability: f64) {
         let p = if probability.is_finite() {
             probability.clamp(0.0, 1.0)
         } else {
             0.0
         };
-        self.shared
+        self.inner
+            .shared
             .chaos
             .0
             .store(p.to_bits(), std::sync::atomic::Ordering::Relaxed);
@@ -423,25 +625,36 @@ impl Tree {
     /// now (it is being replaced); [`TreeError::Timeout`] if the top node
     /// does not answer within the configured `inspect_timeout`.
     pub async fn inspect(&self) -> Result<NodeSnapshot, TreeError> {
-        let fatal = self.status.borrow().fatal.clone();
-        inspect_top(&self.top, fatal, self.shared.config.inspect_timeout).await
-    }
-
-    /// A handle through which an observer asks this tree for its status and
-    /// snapshots, without owning it.
-    pub(crate) fn probe(&self) -> TreeProbe {
-        TreeProbe {
-            top: self.top.clone(),
-            status: self.status.clone(),
-            generation: Arc::clone(&self.generation),
-            inspect_timeout: self.shared.config.inspect_timeout,
+        self.check_running()?;
+        self.check_not_fatal()?;
+        let timeout = self.inner.shared.config.inspect_timeout;
+        let deadline = crate::deadline::from_now(timeout);
+        let answer = self
+            .while_running(async {
+                self.inner
+                    .top
+                    .call(|reply| NodeMsg::Inspect { deadline, reply }, Some(timeout))
+                    .await
+                    .map_err(|_| TreeError::NotRunning)
+            })
+            .await?;
+        match answer {
+            CallResult::Success(top) => {
+                top.children.into_iter().next().ok_or(TreeError::NotRunning)
+            }
+            CallResult::Timeout => Err(TreeError::Timeout {
+                what: "inspect",
+                timeout,
+            }),
+            CallResult::SenderError => Err(TreeError::NotRunning),
         }
     }
 
     /// Replaces the root spec and returns the new tree generation. The tree
     /// reconciles towards it on the next tick: children are added, updated,
     /// replaced and removed as the derived specs say. A changed root name or
-    /// worker type replaces the root.
+    /// worker type replaces the root. (A new root whose constructor fails
+    /// fails to start, and the root's restart policy applies.)
     ///
     /// [`wait_converged`](Self::wait_converged) (or
     /// [`wait_generation`](Self::wait_generation) with the returned
@@ -453,16 +666,19 @@ impl Tree {
     /// [`TreeError::Fatal`] once the tree has given up (nothing would apply
     /// the spec: spawn a new tree), or [`TreeError::NotRunning`].
     pub fn update_root_spec(&self, root: ChildSpec) -> Result<u64, TreeError> {
+        self.check_running()?;
         self.check_not_fatal()?;
-        validate_root(&root, &self.shared.registry)?;
+        validate_root(&root, &self.inner.shared.registry)?;
         let spec = top_spec(&root).map_err(|e| TreeError::Spawn(e.to_string()))?;
         let hash = spec.hash();
         // Bumped and sent together, so generations reach the top in order.
         let generation = self
+            .inner
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
-        self.top
+        self.inner
+            .top
             .cast(NodeMsg::UpdateSpec(Arc::new(spec), hash, generation))
             .map_err(|_| TreeError::NotRunning)?;
         Ok(generation)
@@ -471,79 +687,29 @@ impl Tree {
     /// The handle through which nodes reach the executor.
     #[cfg(test)]
     pub(crate) fn executor_handle(&self) -> &ExecutorHandle {
-        &self.shared.executor
+        &self.inner.shared.executor
     }
 
     /// The executor's counters.
     ///
     /// # Errors
     ///
-    /// [`TreeError::NotRunning`] if the executor is gone.
+    /// [`TreeError::NotRunning`] if the tree or its executor is gone.
     pub async fn executor_stats(&self) -> Result<ExecutorStats, TreeError> {
-        let executor = self.shared.executor.get().ok_or(TreeError::NotRunning)?;
-        match executor.call(ExecMsg::Stats, None).await {
-            Ok(CallResult::Success(stats)) => Ok(stats),
-            _ => Err(TreeError::NotRunning),
-        }
-    }
-
-    /// Stops the tree in order: children before parents, later-started
-    /// siblings first, each subtree completely before the next; every node's
-    /// stop hook runs after its children have stopped. Nodes that miss the
-    /// deadline are killed and reported as forced.
-    ///
-    /// A tree that gave up has stopped every node in order already: its
-    /// shutdown returns at once with the records of that stop (none for the
-    /// root that failed: [`fatal`](Self::fatal) says why it did).
-    pub async fn shutdown(mut self, timeout: Duration) -> ShutdownReport {
-        self.stopped = true;
-        if let Some(ticker) = self.ticker.take() {
-            ticker.abort();
-        }
-        let deadline = crate::deadline::from_now(timeout);
-        self.shared.stops.open();
-        let answer = self
-            .top
-            .call(|reply| NodeMsg::Shutdown { deadline, reply }, Some(timeout))
-            .await;
-        let mut stopped = match answer {
-            Ok(CallResult::Success(records)) => records,
-            _ => {
-                self.top.kill();
-                vec![crate::snapshot::StopRecord {
-                    path: NodePath::top(),
-                    outcome: crate::snapshot::StopOutcome::Forced(
-                        "the tree did not stop before the deadline; killed".to_owned(),
-                    ),
-                }]
-            }
-        };
-        // The top node is not part of the user's tree.
-        stopped.retain(|r| {
-            !r.path.is_top() || matches!(r.outcome, crate::snapshot::StopOutcome::Forced(_))
-        });
-        let _ = self
-            .top
-            .get_cell()
-            .wait(Some(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1)),
-            ))
-            .await;
-        // Killed nodes record themselves as their state is dropped: wait for
-        // the last of them (killing takes a moment), then add their records.
-        let grace = crate::deadline::from_now(
-            deadline.saturating_duration_since(Instant::now()) + KILL_GRACE,
-        );
-        self.shared.stops.wait_drained(&self.shared, grace).await;
-        self.shared.stops.merge_into(&mut stopped);
-        let _ = self
+        self.check_running()?;
+        let executor = self
+            .inner
+            .shared
             .executor
-            .stop_and_wait(None, Some(Duration::from_secs(1)))
-            .await;
-        tracing::info!(nodes = stopped.len(), "tree shut down");
-        ShutdownReport { stopped }
+            .get()
+            .ok_or(TreeError::NotRunning)?;
+        self.while_running(async {
+            match executor.call(ExecMsg::Stats, None).await {
+                Ok(CallResult::Success(stats)) => Ok(stats),
+                _ => Err(TreeError::NotRunning),
+            }
+        })
+        .await
     }
 }
 
@@ -555,38 +721,16 @@ impl Drop for Tree {
     /// A tree dropped without [`shutdown`](Tree::shutdown) is killed: no stop
     /// hooks run, and running actions are cancelled (their
     /// `ActionContext::cancelled` fires), so none keeps running detached.
+    /// Its handles stop working, as after a shutdown.
     fn drop(&mut self) {
+        self.handle.inner.gone.cancel();
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
         }
         if !self.stopped {
-            self.top.kill();
+            self.handle.inner.top.kill();
             self.executor.kill();
         }
-    }
-}
-
-/// Asks the top node for a snapshot of the tree below it.
-async fn inspect_top(
-    top: &ActorRef<NodeMsg>,
-    fatal: Option<FatalError>,
-    timeout: Duration,
-) -> Result<NodeSnapshot, TreeError> {
-    if let Some(fatal) = fatal {
-        return Err(TreeError::Fatal(fatal));
-    }
-    let deadline = crate::deadline::from_now(timeout);
-    let answer = top
-        .call(|reply| NodeMsg::Inspect { deadline, reply }, Some(timeout))
-        .await
-        .map_err(|_| TreeError::NotRunning)?;
-    match answer {
-        CallResult::Success(top) => top.children.into_iter().next().ok_or(TreeError::NotRunning),
-        CallResult::Timeout => Err(TreeError::Timeout {
-            what: "inspect",
-            timeout,
-        }),
-        CallResult::SenderError => Err(TreeError::NotRunning),
     }
 }
 

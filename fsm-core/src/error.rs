@@ -81,6 +81,20 @@ pub enum SpecError {
         /// The panic message.
         message: String,
     },
+    /// The constructor registered with
+    /// [`WorkerRegistry::try_register`](crate::WorkerRegistry::try_register)
+    /// returned an error.
+    #[error(
+        "node `{path}`: the constructor of worker type `{worker_type}` failed: {message}; the node counts as failed to start and its parent's restart policy applies"
+    )]
+    ConstructorFailed {
+        /// The node being created.
+        path: NodePath,
+        /// The worker type.
+        worker_type: String,
+        /// The constructor's error message.
+        message: String,
+    },
 }
 
 impl SpecError {
@@ -111,7 +125,8 @@ impl SpecError {
             Self::UnknownWorkerType { path, .. }
             | Self::Undecodable { path, .. }
             | Self::UnknownState { path, .. }
-            | Self::ConstructorPanicked { path, .. } => path,
+            | Self::ConstructorPanicked { path, .. }
+            | Self::ConstructorFailed { path, .. } => path,
         }
     }
 }

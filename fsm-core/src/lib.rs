@@ -47,7 +47,7 @@ pub use supervision::{
     Backoff, Circuit, CircuitChange, ExitReason, IntensityVerdict, RestartIntensity, RestartPolicy,
     RestartWindow, SplitMix64, Strategy, Supervision, affected_children,
 };
-pub use value::{Map, TemplateRenderer, Value, ValueError, is_template};
+pub use value::{Map, Template, TemplateRenderer, Value, ValueError, is_template};
 pub use worker::{
     Action, ActionContext, ActionOutcome, ActionReport, BoxError, BoxFuture, BoxedAction,
     ChildStatus, CollectContext, DeriveContext, Signal, Snapshot, State, StopContext, Transition,

@@ -11,7 +11,7 @@ use crate::metrics::WorkerMetrics;
 use crate::path::NodePath;
 use crate::spec::ChildSpec;
 use crate::value::Value;
-use crate::worker::{State, Worker, WorkerInit};
+use crate::worker::{BoxError, State, Worker, WorkerInit};
 
 /// The erased constructor of one worker type.
 trait Factory: Send + Sync {
@@ -40,7 +40,7 @@ struct TypedFactory<W, F> {
 impl<W, F> Factory for TypedFactory<W, F>
 where
     W: Worker,
-    F: Fn(&WorkerInit<'_>) -> W + Send + Sync + 'static,
+    F: Fn(&WorkerInit<'_>) -> Result<W, BoxError> + Send + Sync + 'static,
 {
     fn check(&self, spec: &Value) -> Result<(), String> {
         spec.decode::<W::Spec>()
@@ -68,13 +68,17 @@ where
             worker_type: &self.worker_type,
             metrics,
         };
-        let worker = catch_unwind(AssertUnwindSafe(|| (self.construct)(&init))).map_err(|p| {
-            SpecError::ConstructorPanicked {
+        let worker = catch_unwind(AssertUnwindSafe(|| (self.construct)(&init)))
+            .map_err(|p| SpecError::ConstructorPanicked {
                 path: path.clone(),
                 worker_type: self.worker_type.to_string(),
                 message: panic_message(p.as_ref()),
-            }
-        })?;
+            })?
+            .map_err(|e| SpecError::ConstructorFailed {
+                path: path.clone(),
+                worker_type: self.worker_type.to_string(),
+                message: e.to_string(),
+            })?;
         Ok(Box::new(TypedDriver::<W>::new(
             Arc::clone(&self.worker_type),
             worker,
@@ -140,6 +144,31 @@ impl WorkerRegistry {
     where
         W: Worker,
         F: Fn(&WorkerInit<'_>) -> W + Send + Sync + 'static,
+    {
+        self.try_register(worker_type, move |init| Ok(construct(init)))
+    }
+
+    /// Registers worker type `worker_type`, built by a constructor that can
+    /// fail (it opens a file, parses a certificate, ...).
+    ///
+    /// A constructor error fails the node's start like a panic in the
+    /// constructor does: [`SpecError::ConstructorFailed`] names the node and
+    /// the worker type, and at run time the parent's restart policy applies
+    /// (at the root, [`Tree::spawn`] refuses the tree instead).
+    ///
+    /// [`Tree::spawn`]: https://docs.rs/fsm-actors/latest/fsm_actors/struct.Tree.html#method.spawn
+    ///
+    /// # Errors
+    ///
+    /// As [`register`](Self::register).
+    pub fn try_register<W, F>(
+        &mut self,
+        worker_type: impl Into<String>,
+        construct: F,
+    ) -> Result<&mut Self, RegistryError>
+    where
+        W: Worker,
+        F: Fn(&WorkerInit<'_>) -> Result<W, BoxError> + Send + Sync + 'static,
     {
         let worker_type = worker_type.into();
         if worker_type.is_empty() {
@@ -278,8 +307,9 @@ impl WorkerRegistry {
     ///
     /// # Errors
     ///
-    /// [`SpecError::UnknownWorkerType`], or
-    /// [`SpecError::ConstructorPanicked`].
+    /// [`SpecError::UnknownWorkerType`],
+    /// [`SpecError::ConstructorPanicked`], or
+    /// [`SpecError::ConstructorFailed`].
     pub fn construct(
         &self,
         path: &NodePath,

@@ -320,10 +320,11 @@ impl<S: fmt::Debug> fmt::Debug for Transition<S> {
 /// [`ActionContext::cancelled`] at long waits: a cancelled action is dropped
 /// at its next await point.
 pub trait Action: Send + Sync + 'static {
-    /// A short name for logs and metrics. Defaults to the type's name.
+    /// A short name for logs and metrics. Defaults to the type's name
+    /// without module paths, generic arguments included (`Write<Coil>` for
+    /// `plant::Write<modbus::Coil>`).
     fn name(&self) -> &'static str {
-        let full = std::any::type_name::<Self>();
-        full.rsplit("::").next().unwrap_or(full)
+        short_type_name(std::any::type_name::<Self>())
     }
 
     /// A timeout for this action, overriding the tree's default.
@@ -333,6 +334,50 @@ pub trait Action: Send + Sync + 'static {
 
     /// Performs the effect.
     fn execute(&self, ctx: &ActionContext) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// `type_name` without module paths: `Write<Coil>` for
+/// `plant::Write<modbus::Coil>`. A name with no generic arguments is a
+/// suffix of the full name; any other is built once per type and kept.
+fn short_type_name(full: &'static str) -> &'static str {
+    /// Characters of a path: identifiers, `::`, closures' `{{closure}}`.
+    fn in_path(c: char) -> bool {
+        c.is_alphanumeric() || matches!(c, '_' | ':' | '{' | '}' | '\'')
+    }
+    if full.chars().all(in_path) {
+        return full.rsplit("::").next().unwrap_or(full);
+    }
+    static SHORT: OnceLock<
+        std::sync::RwLock<std::collections::HashMap<&'static str, &'static str>>,
+    > = OnceLock::new();
+    let cache = SHORT.get_or_init(Default::default);
+    if let Some(short) = cache.read().ok().and_then(|c| c.get(full).copied()) {
+        return short;
+    }
+    let mut short = String::with_capacity(full.len());
+    let mut rest = full;
+    while !rest.is_empty() {
+        let end = rest.find(|c| !in_path(c)).unwrap_or(rest.len());
+        let (path, tail) = rest.split_at(end);
+        short.push_str(path.rsplit("::").next().unwrap_or(path));
+        let delimiter = tail.chars().next().map_or(0, char::len_utf8);
+        short.push_str(&tail[..delimiter]);
+        rest = &tail[delimiter..];
+    }
+    // Poisoned (a panic while inserting): the full name still says what the
+    // action is.
+    let Ok(mut c) = cache.write() else {
+        return full;
+    };
+    if let Some(built) = c.get(full).copied() {
+        // Built by another thread meanwhile.
+        return built;
+    }
+    // Leaked once per generic action type: names live as long as the
+    // program, and there are as many as the program has action types.
+    let short: &'static str = Box::leak(short.into_boxed_str());
+    c.insert(full, short);
+    short
 }
 
 /// Object-safe form of [`Action`], implemented for every action.
@@ -815,5 +860,49 @@ impl ActionContext {
     /// Completes when the action is cancelled.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    mod plant {
+        pub(super) mod modbus {
+            pub(in super::super) struct Coil;
+        }
+        pub(in super::super) struct Write<T>(pub(in super::super) std::marker::PhantomData<T>);
+        pub(in super::super) struct Reset;
+    }
+
+    impl<T: Send + Sync + 'static> Action for plant::Write<T> {
+        async fn execute(&self, _ctx: &ActionContext) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    impl Action for plant::Reset {
+        async fn execute(&self, _ctx: &ActionContext) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_default_action_name_is_the_type_name_without_module_paths_generics_included() {
+        let write = plant::Write::<plant::modbus::Coil>(std::marker::PhantomData);
+        assert_eq!(Action::name(&write), "Write<Coil>");
+        assert_eq!(BoxedAction::new(write).name(), "Write<Coil>");
+        let nested =
+            plant::Write::<(plant::Reset, Vec<plant::modbus::Coil>)>(std::marker::PhantomData);
+        assert_eq!(Action::name(&nested), "Write<(Reset, Vec<Coil>)>");
+        assert_eq!(Action::name(&plant::Reset), "Reset");
+    }
+
+    #[test]
+    fn a_generic_action_name_is_built_once_per_type() {
+        let a = Action::name(&plant::Write::<plant::Reset>(std::marker::PhantomData));
+        let b = Action::name(&plant::Write::<plant::Reset>(std::marker::PhantomData));
+        assert_eq!(a, "Write<Reset>");
+        assert!(std::ptr::eq(a, b), "the second name was built again");
     }
 }

@@ -244,6 +244,47 @@ fn unchanged_running_children_are_not_decoded_again() {
 }
 
 #[test]
+fn a_constructor_error_is_a_typed_error_naming_the_node_and_the_worker_type() {
+    let mut r = WorkerRegistry::new();
+    r.try_register("counter", |init| {
+        if init.path.as_str().ends_with("bad") {
+            Err("no licence file at /etc/counter.lic".into())
+        } else {
+            Ok(Counter)
+        }
+    })
+    .unwrap();
+    assert!(
+        r.construct(&NodePath::parse("plant/good"), "counter")
+            .is_ok()
+    );
+    let Err(err) = r.construct(&NodePath::parse("plant/bad"), "counter") else {
+        panic!("the constructor's error was lost");
+    };
+    assert_eq!(
+        err,
+        SpecError::ConstructorFailed {
+            path: NodePath::parse("plant/bad"),
+            worker_type: "counter".into(),
+            message: "no licence file at /etc/counter.lic".into(),
+        }
+    );
+    assert_eq!(err.path().as_str(), "plant/bad");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("plant/bad") && msg.contains("`counter`") && msg.contains("no licence file"),
+        "{msg}"
+    );
+    // `create` (construct, then install the spec) fails the same way.
+    assert!(matches!(
+        r.create(&NodePath::parse("plant/bad"), &spec("bad", 1)),
+        Err(SpecError::ConstructorFailed { .. })
+    ));
+    // The name is taken like any other.
+    assert!(r.try_register("counter", |_| Ok(Counter)).is_err());
+}
+
+#[test]
 fn registering_twice_or_empty_is_refused() {
     let mut r = registry();
     assert!(r.register("counter", |_| Counter).is_err());

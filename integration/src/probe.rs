@@ -135,6 +135,8 @@ pub enum Fault {
     Finish,
     /// The constructor panics, so the node fails to start.
     FailStart,
+    /// The constructor returns an error, so the node fails to start.
+    ConstructorError,
 }
 
 /// The simulated world the probes act on: which paths are "up", and the
@@ -379,16 +381,21 @@ pub fn probe_registry(world: &ProbeWorld) -> WorkerRegistry {
     for name in ["probe", "other-probe"] {
         let world = world.clone();
         registry
-            .register(name, move |init| {
+            .try_register(name, move |init| {
                 let path = init.path.as_str();
                 world.journal.push(Event::Constructed(path.to_owned()));
                 if world.fire(path, Fault::FailStart) {
                     panic!("probe `{path}` configured to fail its start");
                 }
-                Probe {
+                if world.fire(path, Fault::ConstructorError) {
+                    return Err(
+                        format!("probe `{path}` configured to fail its construction").into(),
+                    );
+                }
+                Ok(Probe {
                     world: world.clone(),
                     metrics: init.metrics(),
-                }
+                })
             })
             .map(drop)
             .unwrap_or_default();

@@ -8,8 +8,12 @@
 use std::time::Duration;
 
 use fsm_actors::{NodeSnapshot, Tree, TreeConfig};
-use fsm_core::{ChildSpec, Map, Value};
+use fsm_core::{
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Map, Snapshot, State,
+    Template, Transition, Value, Worker,
+};
 use integration::{ProbeSpec, ProbeWorld, probe_registry, test_config, wait_for_snapshot};
+use serde::Deserialize;
 
 fn labelled(label: &str, children: Vec<ChildSpec>) -> ProbeSpec {
     ProbeSpec::default()
@@ -335,5 +339,153 @@ async fn a_child_that_moves_an_inherited_location_level_is_unhealthy_with_a_clea
         error.contains("`site`") && error.contains("plant-a") && error.contains("plant-b"),
         "{error}"
     );
+    tree.shutdown(Duration::from_secs(5)).await;
+}
+
+// ----- templates carried for children ----------------------------------------
+
+/// A parent that declares one probe per bridge of its spec; each probe's
+/// label is the bridge's `address`, and its variable `PORT` the bridge's
+/// `port`. `A` is how the parent's spec types `address`.
+struct Bridges<A>(std::marker::PhantomData<fn() -> A>);
+
+#[derive(Deserialize)]
+struct BridgesSpec<A> {
+    line: String,
+    bridges: Vec<Bridge<A>>,
+}
+
+#[derive(Deserialize)]
+struct Bridge<A> {
+    name: String,
+    port: i64,
+    address: A,
+}
+
+#[derive(Clone, Debug)]
+struct Up;
+
+impl<A: serde::de::DeserializeOwned + Clone + Into<String> + Send + Sync + 'static> Worker
+    for Bridges<A>
+{
+    type Spec = BridgesSpec<A>;
+    type Observed = ();
+    type State = Up;
+
+    fn initial_state(&self) -> Up {
+        Up
+    }
+
+    async fn collect(&self, _: &CollectContext<'_, BridgesSpec<A>>) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn derive_desired(
+        &self,
+        spec: &BridgesSpec<A>,
+        _: &DeriveContext<'_>,
+    ) -> Result<DesiredState, BoxError> {
+        Ok(
+            DesiredState::new("running").with_children(spec.bridges.iter().map(|b| {
+                let label = format!("{} {}", spec.line, b.address.clone().into());
+                labelled(&label, vec![])
+                    .named(&b.name)
+                    .with_variable("PORT", b.port)
+            })),
+        )
+    }
+}
+
+impl<A: serde::de::DeserializeOwned + Clone + Into<String> + Send + Sync + 'static>
+    State<Bridges<A>> for Up
+{
+    const NAMES: &'static [&'static str] = &["running"];
+
+    fn name(&self) -> &'static str {
+        "running"
+    }
+
+    fn next(&self, _: &Snapshot<'_, Bridges<A>>) -> Transition<Up> {
+        Transition::stay()
+    }
+}
+
+fn bridges_tree(worker_type: &str) -> ChildSpec {
+    let bridge = |name: &str, port: i64| {
+        Value::map([
+            ("name", Value::from(name)),
+            ("port", Value::from(port)),
+            ("address", Value::from("h:{{ PORT }}")),
+        ])
+    };
+    ChildSpec::new("root", worker_type)
+        .with_variable("LINE", 4)
+        .with_spec(Value::map([
+            ("line", Value::from("line {{ LINE }}")),
+            (
+                "bridges",
+                Value::List(vec![bridge("b1", 502), bridge("b2", 503)]),
+            ),
+        ]))
+}
+
+fn bridges_registry(world: &ProbeWorld) -> fsm_core::WorkerRegistry {
+    let mut registry = probe_registry(world);
+    registry
+        .register("bridges", |_| Bridges::<Template>(std::marker::PhantomData))
+        .unwrap();
+    registry
+        .register("eager-bridges", |_| {
+            Bridges::<String>(std::marker::PhantomData)
+        })
+        .unwrap();
+    registry
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_template_field_of_a_parent_renders_at_the_child_with_the_childs_variables() {
+    let world = ProbeWorld::default();
+    let tree = Tree::spawn(
+        bridges_tree("bridges"),
+        bridges_registry(&world),
+        test_config(),
+    )
+    .await
+    .unwrap();
+    tree.wait_converged(Duration::from_secs(30)).await.unwrap();
+    let snap = tree.inspect().await.unwrap();
+    assert!(
+        node(&snap, "root").healthy,
+        "{}",
+        integration::render(&snap)
+    );
+    // `line` rendered at the parent (its `LINE`), `address` at each child
+    // (its own `PORT`).
+    assert_eq!(world.journal.derived_labels("root/b1"), ["line 4 h:502"]);
+    assert_eq!(world.journal.derived_labels("root/b2"), ["line 4 h:503"]);
+    tree.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_string_field_of_a_parent_renders_at_the_parent_where_the_childs_variable_is_undefined()
+ {
+    let world = ProbeWorld::default();
+    let tree = Tree::spawn(
+        bridges_tree("eager-bridges"),
+        bridges_registry(&world),
+        test_config(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let snap = tree.inspect().await.unwrap();
+    let root = node(&snap, "root");
+    assert!(!root.healthy, "{root:?}");
+    let error = root.last_error.as_deref().unwrap();
+    assert!(
+        error.contains("PORT") && error.contains("address"),
+        "{error}"
+    );
+    assert!(root.children.is_empty());
     tree.shutdown(Duration::from_secs(5)).await;
 }

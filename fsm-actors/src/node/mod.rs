@@ -95,14 +95,17 @@ pub(crate) struct Shared {
     /// Where killed nodes record themselves during the tree's shutdown.
     pub(crate) stops: stop::StopSink,
     /// The fault-injection probability per node and tick, as `f64` bits.
+    #[cfg(feature = "fault-injection")]
     pub(crate) chaos: Padded<AtomicU64>,
 }
 
 /// A value alone on its cache line: every node reads `chaos` on every tick,
 /// while other shared counters are written.
+#[cfg(feature = "fault-injection")]
 #[repr(align(64))]
 pub(crate) struct Padded<T>(pub(crate) T);
 
+#[cfg(feature = "fault-injection")]
 impl Shared {
     fn chaos_probability(&self) -> f64 {
         f64::from_bits(self.chaos.0.load(Ordering::Relaxed))
@@ -168,6 +171,9 @@ pub(crate) struct NodeArgs {
     pub(crate) driver: Option<Box<dyn NodeDriver>>,
     /// The spec, decoded already by the parent's validation.
     pub(crate) decoded: Option<DecodedSpec>,
+    /// A driver built already for the node's first child (the root, built
+    /// by `Tree::spawn` so that a failing constructor refuses the tree).
+    pub(crate) prebuilt_child: Option<Box<PrebuiltChild>>,
     /// `Some`: tick once as soon as started, inside this span (the
     /// parent's, when it starts the node from its tick). Every node but the
     /// top does: a new subtree starts without waiting for a tick to reach
@@ -176,6 +182,25 @@ pub(crate) struct NodeArgs {
 }
 
 pub(crate) struct NodeActor;
+
+/// A child's driver, built before the child starts.
+pub(crate) struct PrebuiltChild {
+    pub(crate) path: NodePath,
+    pub(crate) worker_type: String,
+    pub(crate) driver: Box<dyn NodeDriver>,
+}
+
+impl PrebuiltChild {
+    /// The driver, if it was built for this child: the root spec may have
+    /// been replaced before the root started.
+    pub(crate) fn driver_for(
+        self,
+        path: &NodePath,
+        worker_type: &str,
+    ) -> Option<Box<dyn NodeDriver>> {
+        (self.path == *path && self.worker_type == worker_type).then_some(self.driver)
+    }
+}
 
 /// How much earlier than its own inspection deadline a node at depth 1
 /// asks its children to answer by (see `NodeState::inspect`).
@@ -355,6 +380,8 @@ impl Problems {
 /// The parts of a node's state that change rarely.
 struct Cold {
     spec: Arc<ChildSpec>,
+    /// See `NodeArgs::prebuilt_child`; taken at the first child start.
+    prebuilt_child: Option<Box<PrebuiltChild>>,
     /// The children the last good derivation declared, until the reconcile
     /// that follows consumes them.
     declared: Vec<ChildSpec>,
@@ -522,6 +549,7 @@ impl Actor for NodeActor {
             shutting_down: false,
             cold: Box::new(Cold {
                 spec: args.spec,
+                prebuilt_child: args.prebuilt_child,
                 declared: Vec::new(),
                 supervision: None,
                 child_hashes: Vec::new(),
@@ -955,6 +983,7 @@ impl NodeState {
     /// need a reconcile.
     fn tick_prepare(&mut self, now: Instant) -> Result<Prepared, ActorProcessingErr> {
         self.ticks += 1;
+        #[cfg(feature = "fault-injection")]
         self.inject_fault();
         if let Some(age) = self.collector_failed_for(now) {
             return Ok(Prepared::CollectorFailed(format!(
@@ -1033,6 +1062,7 @@ impl NodeState {
 
     /// Fault injection for chaos testing: panics with the configured
     /// probability. Never at the top node.
+    #[cfg(feature = "fault-injection")]
     fn inject_fault(&mut self) {
         if self.is_top() {
             return;

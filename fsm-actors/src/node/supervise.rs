@@ -289,6 +289,11 @@ impl NodeState {
         let incarnation = self.cold.next_incarnation;
         self.cold.next_incarnation += 1;
         let mapped = spec.mapped_state(self.desired_state()).map(str::to_owned);
+        let driver = self
+            .cold
+            .prebuilt_child
+            .take()
+            .and_then(|p| p.driver_for(&path, &spec.worker_type));
         let args = NodeArgs {
             path: path.clone(),
             spec,
@@ -302,8 +307,9 @@ impl NodeState {
             parent_state: mapped.clone(),
             context: Arc::clone(self.children_context()),
             shared: Arc::clone(&self.shared),
-            driver: None,
+            driver,
             decoded,
+            prebuilt_child: None,
             first_tick: Some(tracing::Span::current()),
         };
         let span = tracing::info_span!(

@@ -33,7 +33,7 @@ use tokio::sync::{Semaphore, oneshot};
 
 use super::prometheus::PrometheusExporter;
 use crate::Tree;
-use crate::tree::TreeProbe;
+use crate::tree::TreeHandle;
 
 /// The smallest header limit the HTTP/1 parser accepts.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
@@ -158,7 +158,7 @@ impl HttpServerBuilder {
 #[must_use = "dropping the server stops it"]
 pub struct HttpServer {
     local_addr: SocketAddr,
-    tree: Arc<RwLock<Option<TreeProbe>>>,
+    tree: Arc<RwLock<Option<TreeHandle>>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -181,7 +181,7 @@ impl HttpServer {
     /// part of the tree that keeps it running: once the tree is shut down or
     /// dropped, `/healthz` and `/readyz` answer 503.
     pub fn serve_tree(&self, tree: &Tree) {
-        *self.tree.write().unwrap_or_else(PoisonError::into_inner) = Some(tree.probe());
+        *self.tree.write().unwrap_or_else(PoisonError::into_inner) = Some(tree.handle());
     }
 
     /// Stops serving (as dropping does).
@@ -204,12 +204,12 @@ impl Drop for HttpServer {
 /// What the handlers serve from.
 struct Served {
     metrics: Option<(SdkMeterProvider, PrometheusExporter)>,
-    tree: Arc<RwLock<Option<TreeProbe>>>,
+    tree: Arc<RwLock<Option<TreeHandle>>>,
     response_timeout: Duration,
 }
 
 impl Served {
-    fn tree(&self) -> Option<TreeProbe> {
+    fn tree(&self) -> Option<TreeHandle> {
         self.tree
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -293,7 +293,7 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 /// Why the tree is not alive, if it is not.
-fn not_alive(tree: &TreeProbe) -> Option<String> {
+fn not_alive(tree: &TreeHandle) -> Option<String> {
     if !tree.is_running() {
         return Some("the tree has stopped".to_owned());
     }

@@ -11,6 +11,7 @@
 mod de;
 mod render;
 mod ser;
+mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,6 +23,7 @@ use crate::hash::StableHasher;
 
 pub use de::ValueError;
 pub use render::TemplateRenderer;
+pub use template::Template;
 
 /// An ordered map of string keys to values: the shape of a user spec.
 pub type Map = BTreeMap<String, Value>;

@@ -1,6 +1,7 @@
 //! Decoding a spec while rendering its templates: the strings a typed spec
 //! *reads* are rendered with the node's variables as they are read; data it
 //! keeps as a [`Value`] (a child's spec, a list of child specs) passes
+//! or a [`Template`](super::Template) (a string carried for a child) passes
 //! through untouched, to be rendered by the node it is meant for.
 //!
 //! That is what makes templates compose down a tree: a plant's spec can
@@ -12,6 +13,7 @@ use serde::de::{
     self, DeserializeOwned, Deserializer, EnumAccess, MapAccess, SeqAccess, VariantAccess, Visitor,
 };
 
+use super::template::RAW_TEMPLATE;
 use super::{Value, ValueError, is_template};
 
 /// The name under which [`Value`] asks to be deserialised, so that a
@@ -33,7 +35,8 @@ pub trait TemplateRenderer {
 impl Value {
     /// Decodes this value into `T`, rendering every template string that
     /// `T` reads (as a string, number, bool or enum tag) with `renderer`.
-    /// Parts of `T` that are themselves [`Value`]s are not rendered.
+    /// Parts of `T` that are themselves [`Value`]s or
+    /// [`Template`](crate::Template)s are not rendered.
     ///
     /// # Errors
     ///
@@ -170,8 +173,9 @@ impl<'de> Deserializer<'de> for Rendering<'de> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, ValueError> {
-        if name == RAW_VALUE {
-            // A `Value` field: data for someone else, passed on as written.
+        if name == RAW_VALUE || name == RAW_TEMPLATE {
+            // A `Value` or `Template` field: data for someone else, passed
+            // on as written.
             return visitor.visit_newtype_struct(self.value);
         }
         visitor.visit_newtype_struct(self)
@@ -478,6 +482,48 @@ mod tests {
         assert!(s.on);
         // A `Value` field keeps the data as written, for someone else.
         assert_eq!(s.any, Value::from("{{ NUM }}"));
+    }
+
+    #[test]
+    fn a_template_field_keeps_its_text_for_the_node_it_is_meant_for() {
+        #[derive(Deserialize, Debug)]
+        struct Bridge {
+            name: String,
+            address: crate::Template,
+            spare: Option<crate::Template>,
+        }
+        #[derive(Deserialize, Debug)]
+        struct Parent {
+            bridges: Vec<Bridge>,
+        }
+        let spec = Value::map([(
+            "bridges",
+            Value::List(vec![Value::map([
+                ("name", Value::from("{{ HOST }}:{{ PORT }}")),
+                ("address", Value::from("h:{{ LATER }}")),
+                ("spare", Value::from("{{ NOPE }}")),
+            ])]),
+        )]);
+        let vars = Vars(RefCell::default());
+        let parent: Parent = spec.decode_with(&vars).unwrap();
+        let bridge = &parent.bridges[0];
+        assert_eq!(bridge.name, "h:502");
+        assert_eq!(bridge.address.as_str(), "h:{{ LATER }}");
+        assert_eq!(
+            bridge.spare.as_ref().map(crate::Template::as_str),
+            Some("{{ NOPE }}")
+        );
+        // Only the plain string field was rendered.
+        assert_eq!(*vars.0.borrow(), ["bridges.0.name={{ HOST }}:{{ PORT }}"]);
+        // Without rendering, and through JSON, it reads the same text.
+        let plain: Parent = spec.decode().unwrap();
+        assert_eq!(plain.bridges[0].address.as_str(), "h:{{ LATER }}");
+        let json: crate::Template = serde_json::from_str("\"{{ X }}\"").unwrap();
+        assert_eq!(json.as_str(), "{{ X }}");
+        assert_eq!(
+            Value::from_serialize(&json).unwrap(),
+            Value::from("{{ X }}")
+        );
     }
 
     #[test]
