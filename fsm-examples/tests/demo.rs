@@ -198,10 +198,12 @@ async fn the_restart_count_matches_the_restarts_the_log_reports() {
 /// Runs the demo on the embedded spec with `{{ SUBNET }}.11` misspelt (the
 /// oven of line 1 can never derive its children), stdout and stderr piped.
 fn run_unconvergeable(extra: &[&str]) -> std::process::Output {
+    // Tests run in parallel: each call gets a folder of its own.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
-        "fsm-demo-unconvergeable-{}-{}",
-        std::process::id(),
-        extra.len()
+        "fsm-demo-unconvergeable-{}-{call}",
+        std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("spec.json");
