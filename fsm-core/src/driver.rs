@@ -9,9 +9,13 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+
+use sync_wrapper::SyncWrapper;
 
 use crate::error::{Callback, CallbackError, InvalidSpec, panic_message};
 use crate::path::NodePath;
@@ -238,12 +242,57 @@ struct CollectShares<W: Worker> {
 fn owned_collect<W: Worker>(
     shares: Arc<CollectShares<W>>,
     state: &'static str,
-) -> BoxFuture<'static, Result<W::Observed, BoxError>> {
-    Box::pin(async move {
+) -> impl Future<Output = Result<W::Observed, BoxError>> + Send + 'static {
+    async move {
         let ctx =
             CollectContext::new(&shares.path, &*shares.spec).with_states(state, &shares.desired);
         shares.worker.collect(&ctx).await
-    })
+    }
+}
+
+/// A place on the heap where a node's collects run one after another. A
+/// collect that is ready at once runs there and leaves the place to the
+/// next one, so a collect costs no allocation; one that waits is handed,
+/// place and all, to the task that runs it to its end (it must not move
+/// once polled), and the next collect gets a new place.
+trait CollectSlot<W: Worker>: Send {
+    /// Puts the collect in `next` (an `Option` of the concrete future
+    /// type) in the place, dropping the one there.
+    fn put(self: Pin<&mut Self>, next: &mut dyn Any);
+
+    /// Polls the collect in the place.
+    fn poll_collect(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<W::Observed, BoxError>>;
+
+    /// Drops the collect in the place (a finished one holds its shares).
+    fn clear(self: Pin<&mut Self>);
+}
+
+impl<W: Worker, F> CollectSlot<W> for Option<F>
+where
+    F: Future<Output = Result<W::Observed, BoxError>> + Send + 'static,
+{
+    fn put(mut self: Pin<&mut Self>, next: &mut dyn Any) {
+        if let Some(next) = next.downcast_mut::<Option<F>>() {
+            self.set(next.take());
+        }
+    }
+
+    fn poll_collect(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<W::Observed, BoxError>> {
+        match self.as_pin_mut() {
+            Some(collect) => collect.poll(cx),
+            None => Poll::Ready(Err("no collect in its place".into())),
+        }
+    }
+
+    fn clear(mut self: Pin<&mut Self>) {
+        self.set(None);
+    }
 }
 
 fn collect_panicked(payload: &(dyn std::any::Any + Send)) -> CollectStart {
@@ -313,6 +362,8 @@ pub(crate) struct TypedDriver<W: Worker> {
     /// What the last collect was given, for the next ones while the spec
     /// and the desired state stay the same.
     shares: Option<Arc<CollectShares<W>>>,
+    /// Where the next collect runs (see [`CollectSlot`]).
+    slot: SyncWrapper<Option<Pin<Box<dyn CollectSlot<W>>>>>,
 }
 
 impl<W: Worker> TypedDriver<W> {
@@ -325,6 +376,7 @@ impl<W: Worker> TypedDriver<W> {
             state,
             observed: None,
             shares: None,
+            slot: SyncWrapper::new(None),
         }
     }
 }
@@ -336,8 +388,7 @@ impl<W: Worker> TypedDriver<W> {
         path: &NodePath,
         desired: &str,
         desired_version: u64,
-    ) -> Result<BoxFuture<'static, Result<W::Observed, BoxError>>, String> {
-        let state = self.state.name();
+    ) -> Result<Arc<CollectShares<W>>, String> {
         let current = self
             .shares
             .as_ref()
@@ -360,7 +411,7 @@ impl<W: Worker> TypedDriver<W> {
                 shares
             }
         };
-        Ok(owned_collect(shares, state))
+        Ok(shares)
     }
 
     /// Installs a newly decoded spec (the next collect shares it anew).
@@ -424,7 +475,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
 
     fn collect(&mut self, path: &NodePath) -> BoxFuture<'static, Result<Observation, BoxError>> {
         let future = match self.owned_collect(path, "", u64::MAX) {
-            Ok(future) => future,
+            Ok(shares) => Box::pin(owned_collect(shares, self.state.name())),
             Err(e) => return Box::pin(async move { Err(e.into()) }),
         };
         Box::pin(async move {
@@ -443,15 +494,35 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         // goes on running elsewhere as the very future that started, so the
         // code before its first `.await` runs once per observation (a
         // request sent there goes out once).
-        let mut owned = match self.owned_collect(path, desired, desired_version) {
-            Ok(owned) => owned,
+        let shares = match self.owned_collect(path, desired, desired_version) {
+            Ok(shares) => shares,
             Err(e) => return CollectStart::Done(Err(e)),
         };
+        let mut next = Some(owned_collect(shares, self.state.name()));
+        let place = self.slot.get_mut();
+        let slot = match place {
+            Some(slot) => {
+                slot.as_mut().put(&mut next);
+                slot
+            }
+            None => place.insert(Box::pin(next)),
+        };
         let mut cx = Context::from_waker(Waker::noop());
-        match catch_unwind(AssertUnwindSafe(|| owned.as_mut().poll(&mut cx))) {
-            Ok(Poll::Ready(result)) => self.collected(result),
-            Err(payload) => collect_panicked(payload.as_ref()),
-            Ok(Poll::Pending) => pending_collect(owned),
+        match catch_unwind(AssertUnwindSafe(|| slot.as_mut().poll_collect(&mut cx))) {
+            Ok(Poll::Ready(result)) => {
+                slot.as_mut().clear();
+                self.collected(result)
+            }
+            Err(payload) => {
+                slot.as_mut().clear();
+                collect_panicked(payload.as_ref())
+            }
+            Ok(Poll::Pending) => match self.slot.get_mut().take() {
+                Some(mut running) => pending_collect(Box::pin(std::future::poll_fn(move |cx| {
+                    running.as_mut().poll_collect(cx)
+                }))),
+                None => CollectStart::Done(Err("the collect lost its place".to_owned())),
+            },
         }
     }
 
