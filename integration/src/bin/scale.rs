@@ -197,6 +197,11 @@ struct Args {
     /// The longest any single wait may take, in seconds.
     #[arg(long, default_value_t = 900)]
     timeout_secs: u64,
+    /// Record the tree's metrics on an OpenTelemetry SDK meter provider
+    /// (exported to memory once a minute), as a deployment that exports
+    /// metrics does; without it they go to the global no-op provider.
+    #[arg(long)]
+    metrics: bool,
 }
 
 /// The JSON object printed under `--json`.
@@ -452,6 +457,19 @@ async fn run(args: &Args, shape: &Shape, report: &mut Report) -> Res<()> {
     match args.phase {
         Phase::Baseline => baseline(args, shape, report, timeout).await,
         Phase::Tree => {
+            // Kept for the side's whole run: dropping it stops the metrics.
+            let _provider = args.metrics.then(|| {
+                let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+                    .with_reader(
+                        opentelemetry_sdk::metrics::PeriodicReader::builder(
+                            opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+                        )
+                        .build(),
+                    )
+                    .build();
+                opentelemetry::global::set_meter_provider(provider.clone());
+                provider
+            });
             ours(args, shape, report, timeout).await?;
             actions(args, report, timeout).await
         }
