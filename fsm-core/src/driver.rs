@@ -239,6 +239,9 @@ struct CollectShares<W: Worker> {
 }
 
 /// A collect that owns what it needs, to run anywhere.
+// Not an `async fn`: its future must be declared `Send`, to run on the
+// collector task.
+#[allow(clippy::manual_async_fn)]
 fn owned_collect<W: Worker>(
     shares: Arc<CollectShares<W>>,
     state: &'static str,
