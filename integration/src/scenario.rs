@@ -9,6 +9,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use fsm_actors::{ExecutorStats, NodeSnapshot, Tree, TreeConfig};
+use fsm_core::{Backoff, ChildSpec, RestartIntensity, Strategy, Supervision};
+
+use crate::ProbeSpec;
 
 /// How often the wait helpers look again.
 const POLL: Duration = Duration::from_millis(20);
@@ -22,6 +25,25 @@ pub fn test_config() -> TreeConfig {
     c.observation_timeout = Duration::from_millis(500);
     c.stale_after = Duration::from_secs(2);
     c
+}
+
+/// `config` with a top that tolerates one restart of the root a minute
+/// (restarting after 10 ms), and the tree `root ─ leaf` of probes: once
+/// `root/leaf` crashes on every tick, the tree gives up within a few ticks.
+#[must_use]
+pub fn giving_up(mut config: TreeConfig) -> (TreeConfig, ChildSpec) {
+    config.supervision = Supervision::new(Strategy::OneForOne)
+        .with_intensity(RestartIntensity::new(1, Duration::from_secs(60)))
+        .with_backoff(Backoff {
+            base: Duration::from_millis(10),
+            max: Duration::from_millis(10),
+            jitter: 0.0,
+            reset_after: Duration::from_secs(60),
+        });
+    let root = ProbeSpec::default()
+        .with_children(vec![ProbeSpec::default().named("leaf")])
+        .named("root");
+    (config, root)
 }
 
 /// A condition did not hold within its timeout.

@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use fsm_actors::{Tree, TreeError};
-use fsm_core::{Backoff, ChildSpec, RestartIntensity, Strategy, Supervision};
 use integration::{Fault, ProbeSpec, ProbeWorld, probe_registry, test_config};
 use tokio::time::Instant;
 
@@ -19,18 +18,7 @@ const WAIT: Duration = Duration::from_secs(10);
 /// crashes on every tick: it gives up within a few ticks.
 async fn a_tree_that_gave_up() -> (ProbeWorld, Tree) {
     let world = ProbeWorld::default();
-    let mut config = test_config();
-    config.supervision = Supervision::new(Strategy::OneForOne)
-        .with_intensity(RestartIntensity::new(1, Duration::from_secs(60)))
-        .with_backoff(Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(10),
-            jitter: 0.0,
-            reset_after: Duration::from_secs(60),
-        });
-    let root: ChildSpec = ProbeSpec::default()
-        .with_children(vec![ProbeSpec::default().named("leaf")])
-        .named("root");
+    let (config, root) = integration::giving_up(test_config());
     let tree = Tree::spawn(root, probe_registry(&world), config)
         .await
         .unwrap();

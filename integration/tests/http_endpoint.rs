@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use fsm_actors::telemetry::http::{HttpServer, HttpServerBuilder};
 use fsm_actors::telemetry::prometheus::PrometheusExporter;
 use fsm_actors::{NodeSnapshot, Tree};
-use fsm_core::{Backoff, ChildSpec, RestartIntensity, Strategy, Supervision};
 use integration::exposition::{self, Kind};
 use integration::{Fault, ProbeSpec, ProbeWorld, probe_registry, small_tree, test_config};
 use opentelemetry::metrics::MeterProvider as _;
@@ -253,18 +252,7 @@ async fn a_tree_that_gave_up_is_neither_healthy_nor_ready_and_says_why() {
         .unwrap();
     let addr = server.local_addr();
     let world = ProbeWorld::default();
-    let mut config = fast_config();
-    config.supervision = Supervision::new(Strategy::OneForOne)
-        .with_intensity(RestartIntensity::new(1, Duration::from_secs(60)))
-        .with_backoff(Backoff {
-            base: Duration::from_millis(10),
-            max: Duration::from_millis(10),
-            jitter: 0.0,
-            reset_after: Duration::from_secs(60),
-        });
-    let root: ChildSpec = ProbeSpec::default()
-        .with_children(vec![ProbeSpec::default().named("leaf")])
-        .named("root");
+    let (config, root) = integration::giving_up(fast_config());
     let tree = Tree::spawn(root, probe_registry(&world), config)
         .await
         .unwrap();
