@@ -167,33 +167,27 @@ fn label_keys(
     let keys = |kvs: &mut dyn Iterator<Item = &opentelemetry::KeyValue>| {
         kvs.map(|kv| kv.key.as_str().to_owned()).collect::<Vec<_>>()
     };
+    // Each kind of point is its own type: one line each.
+    macro_rules! keys_of {
+        ($data:expr) => {
+            $data
+                .data_points()
+                .map(|p| keys(&mut p.attributes()))
+                .collect::<Vec<_>>()
+        };
+    }
     for scope in latest.scope_metrics() {
         for metric in scope.metrics() {
-            let name = metric.name().to_owned();
-            let mut push = |k: Vec<String>| out.push((name.clone(), k));
-            match metric.data() {
-                AggregatedMetrics::U64(MetricData::Sum(s)) => {
-                    s.data_points()
-                        .for_each(|p| push(keys(&mut p.attributes())));
-                }
-                AggregatedMetrics::I64(MetricData::Sum(s)) => {
-                    s.data_points()
-                        .for_each(|p| push(keys(&mut p.attributes())));
-                }
-                AggregatedMetrics::U64(MetricData::Gauge(g)) => {
-                    g.data_points()
-                        .for_each(|p| push(keys(&mut p.attributes())));
-                }
-                AggregatedMetrics::F64(MetricData::Gauge(g)) => {
-                    g.data_points()
-                        .for_each(|p| push(keys(&mut p.attributes())));
-                }
-                AggregatedMetrics::F64(MetricData::Histogram(h)) => {
-                    h.data_points()
-                        .for_each(|p| push(keys(&mut p.attributes())));
-                }
-                _ => {}
-            }
+            let points = match metric.data() {
+                AggregatedMetrics::U64(MetricData::Sum(s)) => keys_of!(s),
+                AggregatedMetrics::I64(MetricData::Sum(s)) => keys_of!(s),
+                AggregatedMetrics::U64(MetricData::Gauge(g)) => keys_of!(g),
+                AggregatedMetrics::F64(MetricData::Gauge(g)) => keys_of!(g),
+                AggregatedMetrics::F64(MetricData::Histogram(h)) => keys_of!(h),
+                _ => Vec::new(),
+            };
+            let name = metric.name();
+            out.extend(points.into_iter().map(|k| (name.to_owned(), k)));
         }
     }
     out
