@@ -50,6 +50,6 @@ pub use supervision::{
 pub use value::{Map, Template, TemplateRenderer, Value, ValueError, is_template};
 pub use worker::{
     Action, ActionContext, ActionOutcome, ActionReport, BoxError, BoxFuture, BoxedAction,
-    ChildStatus, CollectContext, DeriveContext, Signal, Snapshot, State, StopContext, Transition,
-    Worker, WorkerInit,
+    ChildStatus, CollectContext, DeriveContext, FnAction, Signal, Snapshot, State, StopContext,
+    Transition, Worker, WorkerInit, action,
 };

@@ -380,6 +380,92 @@ fn short_type_name(full: &'static str) -> &'static str {
     short
 }
 
+/// An action made from a closure: [`action`]`("switch-on", |ctx| async { .. })`.
+/// For an action that needs no type of its own.
+pub struct FnAction<F> {
+    name: &'static str,
+    timeout: Option<Duration>,
+    run: F,
+}
+
+/// An action named `name` that runs `run` with the action's context: a
+/// simple action without a type of its own. `run` is called once per run
+/// of the action; what it captures is shared by every run, so clone handles
+/// into it (`move`) and out of it (inside the closure) as the example does.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use fsm_core::{Action, Transition, action};
+///
+/// #[derive(Clone, Debug)]
+/// enum Pump { Off, Starting }
+///
+/// let motor = Arc::new(AtomicBool::new(false));
+/// let switch_on = {
+///     let motor = Arc::clone(&motor);
+///     action("switch-on", move |_ctx| {
+///         let motor = Arc::clone(&motor);
+///         async move {
+///             motor.store(true, Ordering::SeqCst); // idempotent
+///             Ok(())
+///         }
+///     })
+/// };
+/// assert_eq!(switch_on.name(), "switch-on");
+/// let t = Transition::to(Pump::Starting).with_action(switch_on);
+/// assert_eq!(t.action().map(|a| a.name()), Some("switch-on"));
+/// ```
+pub fn action<F, Fut>(name: &'static str, run: F) -> FnAction<F>
+where
+    F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    FnAction {
+        name,
+        timeout: None,
+        run,
+    }
+}
+
+impl<F> FnAction<F> {
+    /// Gives the action a timeout of its own, instead of the tree's default.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+impl<F> fmt::Debug for FnAction<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnAction")
+            .field("name", &self.name)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, Fut> Action for FnAction<F>
+where
+    F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    fn execute(&self, ctx: &ActionContext) -> impl Future<Output = Result<(), BoxError>> + Send {
+        (self.run)(ctx.clone())
+    }
+}
+
 /// Object-safe form of [`Action`], implemented for every action.
 trait DynAction: Send + Sync {
     fn timeout(&self) -> Option<Duration>;
