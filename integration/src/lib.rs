@@ -24,4 +24,6 @@ pub use probe::{
     ActionMode, CollectMode, Event, Fault, Journal, Probe, ProbeSpec, ProbeWorld, probe_registry,
     probe_spec, small_tree,
 };
-pub use scenario::{WaitError, giving_up, render, test_config, wait_for_snapshot, wait_for_stats};
+pub use scenario::{
+    WaitError, giving_up, in_memory_meter, render, test_config, wait_for_snapshot, wait_for_stats,
+};

@@ -46,6 +46,20 @@ pub fn giving_up(mut config: TreeConfig) -> (TreeConfig, ChildSpec) {
     (config, root)
 }
 
+/// A meter provider whose metrics go to an in-memory exporter, for tests
+/// that read back what a tree recorded (`provider.force_flush()` first).
+#[must_use]
+pub fn in_memory_meter() -> (
+    opentelemetry_sdk::metrics::SdkMeterProvider,
+    opentelemetry_sdk::metrics::InMemoryMetricExporter,
+) {
+    let exporter = opentelemetry_sdk::metrics::InMemoryMetricExporter::default();
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(opentelemetry_sdk::metrics::PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    (provider, exporter)
+}
+
 /// A condition did not hold within its timeout.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("waited {timeout:?} for {what}, in vain; last seen:\n{last}")]

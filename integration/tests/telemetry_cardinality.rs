@@ -13,7 +13,7 @@ use integration::{ProbeSpec, ProbeWorld, probe_registry, probe_spec, test_config
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
-use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, SdkMeterProvider};
 
 const MIDDLE: usize = 100;
 const LEAVES_EACH: usize = 100;
@@ -92,10 +92,7 @@ fn walk(node: &NodeSnapshot, visit: &mut impl FnMut(&NodeSnapshot)) {
 
 #[tokio::test(start_paused = true)]
 async fn metrics_of_ten_thousand_workers_add_up_to_the_trees_own_counts() {
-    let exporter = InMemoryMetricExporter::default();
-    let provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
+    let (provider, exporter) = integration::in_memory_meter();
     let mut config = test_config();
     config.meter = Some(provider.meter("fsmv2"));
     config.executor.concurrency = 64;

@@ -88,10 +88,7 @@ fn metric_value(
 
 #[tokio::test(start_paused = true)]
 async fn metrics_count_children_transitions_restarts_actions_and_circuits() {
-    let exporter = InMemoryMetricExporter::default();
-    let provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
+    let (provider, exporter) = integration::in_memory_meter();
     let mut config = test_config();
     config.meter = Some(provider.meter("fsmv2"));
     // Per-node series, so that each node's values can be read by path.
@@ -193,17 +190,9 @@ fn label_keys(
     out
 }
 
-fn in_memory_provider() -> (SdkMeterProvider, InMemoryMetricExporter) {
-    let exporter = InMemoryMetricExporter::default();
-    let provider = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(exporter.clone()).build())
-        .build();
-    (provider, exporter)
-}
-
 #[tokio::test(start_paused = true)]
 async fn metrics_are_summed_by_worker_type_and_carry_no_path_by_default() {
-    let (provider, exporter) = in_memory_provider();
+    let (provider, exporter) = integration::in_memory_meter();
     let mut config = test_config();
     config.meter = Some(provider.meter("fsmv2"));
     let world = ProbeWorld::default();
@@ -316,7 +305,7 @@ async fn metrics_are_summed_by_worker_type_and_carry_no_path_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn a_workers_own_counter_shows_up_with_its_worker_type() {
-    let (provider, exporter) = in_memory_provider();
+    let (provider, exporter) = integration::in_memory_meter();
     let mut config = test_config();
     config.meter = Some(provider.meter("fsmv2"));
     let world = ProbeWorld::default();
@@ -359,7 +348,7 @@ async fn a_workers_own_counter_shows_up_with_its_worker_type() {
 
 #[tokio::test(start_paused = true)]
 async fn the_executor_records_its_queue_depth_and_running_actions() {
-    let (provider, exporter) = in_memory_provider();
+    let (provider, exporter) = integration::in_memory_meter();
     let mut config = test_config();
     config.meter = Some(provider.meter("fsmv2"));
     config.executor.concurrency = 1;
