@@ -144,13 +144,15 @@ fn spec_for_child(i: u32, parent_marks_victim: bool) -> ChildSpec {
     spec(&format!("c{i}"), 0, parent_marks_victim)
 }
 
-impl State<BenchWorker> for Running {
+impl fsm_core::StateNames for Running {
     const NAMES: &'static [&'static str] = &["running"];
 
     fn name(&self) -> &'static str {
         "running"
     }
+}
 
+impl State<BenchWorker> for Running {
     fn next(&self, s: &Snapshot<'_, BenchWorker>) -> Transition<Running> {
         let probe = &s.worker().probe;
         probe.step();

@@ -679,13 +679,15 @@ mod tests {
         }
     }
 
-    impl State<Acting> for Idle {
+    impl fsm_core::StateNames for Idle {
         const NAMES: &'static [&'static str] = &["idle"];
 
         fn name(&self) -> &'static str {
             "idle"
         }
+    }
 
+    impl State<Acting> for Idle {
         /// Acts until an action succeeds.
         fn next(&self, s: &Snapshot<'_, Acting>) -> Transition<Idle> {
             let world = &s.worker().0;

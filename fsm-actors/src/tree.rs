@@ -31,18 +31,15 @@ use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
-/// # #[derive(Clone, Debug)] struct Idle;
+/// # use fsm_core::{BoxError, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # fsm_core::states! { #[derive(Clone, Debug)] enum Idle { Idle } }
 /// # struct Noop;
 /// # impl Worker for Noop {
 /// #     type Spec = (); type Observed = (); type State = Idle;
-/// #     fn initial_state(&self) -> Idle { Idle }
-/// #     async fn collect(&self, _: &CollectContext<'_, ()>) -> Result<(), BoxError> { Ok(()) }
+/// #     fn initial_state(&self) -> Idle { Idle::Idle }
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
-/// #     const NAMES: &'static [&'static str] = &["idle"];
-/// #     fn name(&self) -> &'static str { "idle" }
 /// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use std::time::Duration;
@@ -92,18 +89,15 @@ pub struct Tree {
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
-/// # #[derive(Clone, Debug)] struct Idle;
+/// # use fsm_core::{BoxError, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # fsm_core::states! { #[derive(Clone, Debug)] enum Idle { Idle } }
 /// # struct Noop;
 /// # impl Worker for Noop {
 /// #     type Spec = (); type Observed = (); type State = Idle;
-/// #     fn initial_state(&self) -> Idle { Idle }
-/// #     async fn collect(&self, _: &CollectContext<'_, ()>) -> Result<(), BoxError> { Ok(()) }
+/// #     fn initial_state(&self) -> Idle { Idle::Idle }
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
-/// #     const NAMES: &'static [&'static str] = &["idle"];
-/// #     fn name(&self) -> &'static str { "idle" }
 /// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use std::time::Duration;

@@ -56,13 +56,15 @@ impl Worker for Conn {
     }
 }
 
-impl State<Conn> for Up {
+impl fsm_core::StateNames for Up {
     const NAMES: &'static [&'static str] = &["up"];
 
     fn name(&self) -> &'static str {
         "up"
     }
+}
 
+impl State<Conn> for Up {
     fn next(&self, _s: &Snapshot<'_, Conn>) -> Transition<Up> {
         Transition::stay()
     }

@@ -22,6 +22,7 @@ use crate::path::NodePath;
 use crate::spec::DesiredState;
 use crate::supervision::Supervision;
 use crate::value::{TemplateRenderer, Value, ValueError};
+use crate::states::StateNames;
 use crate::worker::{
     ActionReport, BoxError, BoxFuture, BoxedAction, ChildStatus, CollectContext, DeriveContext,
     Signal, Snapshot, State, Worker,
@@ -445,7 +446,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
     }
 
     fn state_names(&self) -> &'static [&'static str] {
-        <W::State as State<W>>::NAMES
+        <W::State as StateNames>::NAMES
     }
 
     fn set_spec(&mut self, spec: &Value) -> Result<(), ValueError> {

@@ -25,9 +25,16 @@ mod path;
 mod reconcile;
 mod registry;
 mod spec;
+mod states;
 mod supervision;
 mod value;
 mod worker;
+
+/// What the [`states!`] macro expands to; not an API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::states::{snake_case, snake_case_len};
+}
 
 pub use driver::{CollectStart, DecodedSpec, NodeDriver, Observation, StepInput, StepOutcome};
 pub use error::{
@@ -43,6 +50,7 @@ pub use reconcile::{
 };
 pub use registry::{MakeMetrics, WorkerRegistry};
 pub use spec::{ChildSpec, DesiredState};
+pub use states::StateNames;
 pub use supervision::{
     Backoff, Circuit, CircuitChange, ExitReason, IntensityVerdict, RestartIntensity, RestartPolicy,
     RestartWindow, SplitMix64, Strategy, Supervision, affected_children,

@@ -11,7 +11,8 @@ use crate::metrics::WorkerMetrics;
 use crate::path::NodePath;
 use crate::spec::ChildSpec;
 use crate::value::Value;
-use crate::worker::{BoxError, State, Worker, WorkerInit};
+use crate::states::StateNames;
+use crate::worker::{BoxError, Worker, WorkerInit};
 
 /// The erased constructor of one worker type.
 trait Factory: Send + Sync {
@@ -55,7 +56,7 @@ where
     }
 
     fn state_names(&self) -> &'static [&'static str] {
-        <W::State as State<W>>::NAMES
+        <W::State as StateNames>::NAMES
     }
 
     fn construct(
@@ -93,18 +94,15 @@ where
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
-/// # #[derive(Clone, Debug)] struct Idle;
+/// # use fsm_core::{BoxError, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # fsm_core::states! { #[derive(Clone, Debug)] enum Idle { Idle } }
 /// # struct Noop;
 /// # impl Worker for Noop {
 /// #     type Spec = (); type Observed = (); type State = Idle;
-/// #     fn initial_state(&self) -> Idle { Idle }
-/// #     async fn collect(&self, _: &CollectContext<'_, ()>) -> Result<(), BoxError> { Ok(()) }
+/// #     fn initial_state(&self) -> Idle { Idle::Idle }
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
-/// #     const NAMES: &'static [&'static str] = &["idle"];
-/// #     fn name(&self) -> &'static str { "idle" }
 /// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use fsm_core::{RegistryError, WorkerRegistry};

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{NoMetrics, WorkerMetrics};
 use crate::path::NodePath;
 use crate::spec::DesiredState;
+use crate::states::StateNames;
 use crate::value::Value;
 
 /// The error type user callbacks return: any error, boxed.
@@ -42,8 +43,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// ```
 /// use fsm_core::{
-///     Action, ActionContext, BoxError, CollectContext, DeriveContext, DesiredState,
-///     Snapshot, State, Transition, Worker,
+///     BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition,
+///     Worker, action,
 /// };
 /// use serde::Deserialize;
 /// use std::sync::Arc;
@@ -56,16 +57,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// #[derive(Default)]
 /// struct Lamp { lit: Arc<AtomicBool> }
 ///
-/// #[derive(Clone, Debug)]
-/// enum LampState { Off, On }
-///
-/// struct SwitchOn(Arc<AtomicBool>);
-///
-/// impl Action for SwitchOn {
-///     async fn execute(&self, _ctx: &ActionContext) -> Result<(), BoxError> {
-///         self.0.store(true, Ordering::SeqCst); // idempotent
-///         Ok(())
-///     }
+/// fsm_core::states! {
+///     #[derive(Clone, Debug)]
+///     enum LampState { Off, On }
 /// }
 ///
 /// impl Worker for Lamp {
@@ -85,18 +79,21 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// }
 ///
 /// impl State<Lamp> for LampState {
-///     const NAMES: &'static [&'static str] = &["off", "on"];
-///
-///     fn name(&self) -> &'static str {
-///         match self { LampState::Off => "off", LampState::On => "on" }
-///     }
-///
 ///     fn next(&self, s: &Snapshot<'_, Lamp>) -> Transition<LampState> {
 ///         match (self, s.desired(), *s.observed()) {
 ///             (LampState::Off, "on", true) => Transition::to(LampState::On).because("lamp is lit"),
-///             (LampState::Off, "on", false) => Transition::stay()
-///                 .with_action(SwitchOn(s.worker().lit.clone()))
-///                 .because("lamp should be on"),
+///             (LampState::Off, "on", false) => {
+///                 let lit = s.worker().lit.clone();
+///                 Transition::stay()
+///                     .with_action(action("switch-on", move |_ctx| {
+///                         let lit = lit.clone();
+///                         async move {
+///                             lit.store(true, Ordering::SeqCst); // idempotent
+///                             Ok(())
+///                         }
+///                     }))
+///                     .because("lamp should be on")
+///             }
 ///             _ => Transition::stay(),
 ///         }
 ///     }
@@ -106,8 +103,10 @@ pub trait Worker: Send + Sync + Sized + 'static {
     /// The typed user spec, decoded from the node's
     /// [`ChildSpec::user_spec`](crate::ChildSpec::user_spec).
     type Spec: DeserializeOwned + Send + Sync + 'static;
-    /// What [`collect`](Worker::collect) observes.
-    type Observed: Send + Sync + 'static;
+    /// What [`collect`](Worker::collect) observes. `Default` is what a
+    /// worker that observes nothing (a pure supervisor, `Observed = ()`)
+    /// reports without writing `collect`.
+    type Observed: Default + Send + Sync + 'static;
     /// The state machine (an enum is the idiomatic fit).
     type State: State<Self>;
 
@@ -117,10 +116,17 @@ pub trait Worker: Send + Sync + Sized + 'static {
     /// Looks at the world. Runs off the node's message loop, bounded by the
     /// tree's observation timeout; a late or failed observation marks the
     /// node stale and never blocks a tick.
+    ///
+    /// Without it, a worker observes nothing: every observation is
+    /// `Observed::default()`, as fits a supervisor whose state follows its
+    /// spec and its children (`type Observed = ();`).
     fn collect(
         &self,
         ctx: &CollectContext<'_, Self::Spec>,
-    ) -> impl Future<Output = Result<Self::Observed, BoxError>> + Send;
+    ) -> impl Future<Output = Result<Self::Observed, BoxError>> + Send {
+        let _ = ctx;
+        std::future::ready(Ok(Self::Observed::default()))
+    }
 
     /// Derives the node's desired state, including the specs of its children,
     /// from its spec. Must be pure: the framework calls it only when its
@@ -154,9 +160,10 @@ pub trait Worker: Send + Sync + Sized + 'static {
 /// A worker's state machine. `next` is pure: it looks at a [`Snapshot`] and
 /// returns a [`Transition`]; the framework carries it out.
 ///
-/// The framework knows every state's name ([`NAMES`](State::NAMES)): a
-/// desired state or a state mapping that names no state of the worker is a
-/// configuration error, not a node that never converges.
+/// The states' names come from [`StateNames`], which
+/// [`states!`](crate::states) writes for an enum: the framework knows every
+/// state's name, so a desired state or a state mapping that names no state
+/// of the worker is a configuration error, not a node that never converges.
 ///
 /// A worker with a state named `"stopped"` is stopped gracefully: when its
 /// node is removed, restarted on its own request (`Signal::NeedsRestart`)
@@ -166,15 +173,7 @@ pub trait Worker: Send + Sync + Sized + 'static {
 /// `removal_timeout`; only then does the node stop and
 /// [`Worker::on_stop`] run. A worker without a `stopped` state goes
 /// straight to `on_stop`.
-pub trait State<W: Worker>: Clone + fmt::Debug + Send + Sync + 'static {
-    /// Every name [`name`](State::name) can return (the states of the
-    /// machine, in any order).
-    const NAMES: &'static [&'static str];
-
-    /// The state's name, as it appears in snapshots and is compared with the
-    /// desired state (`"running"`, `"stopped"`, ...).
-    fn name(&self) -> &'static str;
-
+pub trait State<W: Worker>: StateNames + Clone + fmt::Debug + Send + Sync + 'static {
     /// Decides what happens next, given the freshest observation.
     ///
     /// The framework calls it on every tick while the node is not stale and
@@ -385,13 +384,16 @@ fn short_type_name(full: &'static str) -> &'static str {
 pub struct FnAction<F> {
     name: &'static str,
     timeout: Option<Duration>,
-    run: F,
+    /// Taken by the one run: an action made from a closure runs once (the
+    /// runtime consumes every action it runs), so the closure may move what
+    /// it captured into its future.
+    run: std::sync::Mutex<Option<F>>,
 }
 
-/// An action named `name` that runs `run` with the action's context: a
-/// simple action without a type of its own. `run` is called once per run
-/// of the action; what it captures is shared by every run, so clone handles
-/// into it (`move`) and out of it (inside the closure) as the example does.
+/// An action named `name` that runs `run` once with the action's context: a
+/// simple action without a type of its own. `run` may move what it captured
+/// into the future it returns (it is an `FnOnce`): build the action where
+/// the transition is decided, with clones of the handles it needs.
 ///
 /// # Examples
 ///
@@ -404,29 +406,24 @@ pub struct FnAction<F> {
 /// enum Pump { Off, Starting }
 ///
 /// let motor = Arc::new(AtomicBool::new(false));
-/// let switch_on = {
-///     let motor = Arc::clone(&motor);
-///     action("switch-on", move |_ctx| {
-///         let motor = Arc::clone(&motor);
-///         async move {
-///             motor.store(true, Ordering::SeqCst); // idempotent
-///             Ok(())
-///         }
-///     })
-/// };
+/// let m = Arc::clone(&motor);
+/// let switch_on = action("switch-on", move |_ctx| async move {
+///     m.store(true, Ordering::SeqCst); // idempotent
+///     Ok(())
+/// });
 /// assert_eq!(switch_on.name(), "switch-on");
 /// let t = Transition::to(Pump::Starting).with_action(switch_on);
 /// assert_eq!(t.action().map(|a| a.name()), Some("switch-on"));
 /// ```
 pub fn action<F, Fut>(name: &'static str, run: F) -> FnAction<F>
 where
-    F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
+    F: FnOnce(ActionContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     FnAction {
         name,
         timeout: None,
-        run,
+        run: std::sync::Mutex::new(Some(run)),
     }
 }
 
@@ -450,7 +447,7 @@ impl<F> fmt::Debug for FnAction<F> {
 
 impl<F, Fut> Action for FnAction<F>
 where
-    F: Fn(ActionContext) -> Fut + Send + Sync + 'static,
+    F: FnOnce(ActionContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     fn name(&self) -> &'static str {
@@ -462,7 +459,21 @@ where
     }
 
     fn execute(&self, ctx: &ActionContext) -> impl Future<Output = Result<(), BoxError>> + Send {
-        (self.run)(ctx.clone())
+        // A poisoned lock means a run panicked while taking the closure: it
+        // is gone either way.
+        let run = self.run.lock().ok().and_then(|mut run| run.take());
+        let name = self.name;
+        let future = run.map(|run| run(ctx.clone()));
+        async move {
+            match future {
+                Some(future) => future.await,
+                None => Err(format!(
+                    "action {name:?} made by `fsm_core::action` was run a second time; \
+                     it runs once (return a new one from `next` to run it again)"
+                )
+                .into()),
+            }
+        }
     }
 }
 

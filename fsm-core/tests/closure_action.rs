@@ -1,5 +1,6 @@
 //! An action from a closure behaves as an action type does: named, with its
 //! own timeout if it sets one, and run afresh every time it is asked for.
+//! Its closure is an `FnOnce`: it moves what it captured into its future.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,13 +16,10 @@ fn a_closure_action_runs_its_closure_each_time_with_the_actions_context() {
     let runs = Arc::new(AtomicUsize::new(0));
     let make = || {
         let runs = Arc::clone(&runs);
-        action("count", move |ctx: ActionContext| {
-            let runs = Arc::clone(&runs);
-            async move {
-                assert_eq!(ctx.path().as_str(), "plant/pump");
-                runs.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
+        action("count", move |ctx: ActionContext| async move {
+            assert_eq!(ctx.path().as_str(), "plant/pump");
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
         })
         .with_timeout(Duration::from_secs(3))
     };
@@ -42,4 +40,19 @@ fn a_closure_action_reports_its_error_and_has_no_timeout_unless_given_one() {
     let ctx = ActionContext::new(NodePath::parse("p"), CancellationToken::new());
     let err = futures::executor::block_on(failing.run(ctx)).unwrap_err();
     assert_eq!(err.to_string(), "no power");
+}
+
+#[test]
+fn a_closure_action_moves_what_it_captured_and_refuses_a_second_run() {
+    use fsm_core::Action;
+    // Not `Clone`: only an `FnOnce` closure can move it into its future.
+    let owned = String::from("valve-7");
+    let act = action("open", move |_ctx| async move {
+        assert_eq!(owned, "valve-7");
+        Ok(())
+    });
+    let ctx = ActionContext::new(NodePath::parse("p"), CancellationToken::new());
+    futures::executor::block_on(act.execute(&ctx)).unwrap();
+    let again = futures::executor::block_on(act.execute(&ctx)).unwrap_err();
+    assert!(again.to_string().contains("run a second time"), "{again}");
 }

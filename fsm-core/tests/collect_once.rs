@@ -63,13 +63,15 @@ impl Worker for Chatty {
     }
 }
 
-impl State<Chatty> for Idle {
+impl fsm_core::StateNames for Idle {
     const NAMES: &'static [&'static str] = &["idle"];
 
     fn name(&self) -> &'static str {
         "idle"
     }
+}
 
+impl State<Chatty> for Idle {
     fn next(&self, _: &Snapshot<'_, Chatty>) -> Transition<Idle> {
         Transition::stay()
     }

@@ -72,7 +72,7 @@ impl Worker for Counter {
     }
 }
 
-impl State<Counter> for Count {
+impl fsm_core::StateNames for Count {
     const NAMES: &'static [&'static str] = &["below", "reached"];
 
     fn name(&self) -> &'static str {
@@ -81,7 +81,9 @@ impl State<Counter> for Count {
             Count::Reached => "reached",
         }
     }
+}
 
+impl State<Counter> for Count {
     fn next(&self, s: &Snapshot<'_, Counter>) -> Transition<Count> {
         if s.spec().panic_in.as_deref() == Some("next") {
             panic!("next blew up");
@@ -390,13 +392,15 @@ impl Worker for Other {
     }
 }
 
-impl State<Other> for Idle {
+impl fsm_core::StateNames for Idle {
     const NAMES: &'static [&'static str] = &["idle"];
 
     fn name(&self) -> &'static str {
         "idle"
     }
+}
 
+impl State<Other> for Idle {
     fn next(&self, _: &Snapshot<'_, Other>) -> Transition<Idle> {
         Transition::stay()
     }

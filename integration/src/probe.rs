@@ -532,7 +532,7 @@ impl Action for Flip {
     }
 }
 
-impl State<Probe> for ProbeState {
+impl fsm_core::StateNames for ProbeState {
     const NAMES: &'static [&'static str] = &["stopped", "starting", "running"];
 
     fn name(&self) -> &'static str {
@@ -542,7 +542,9 @@ impl State<Probe> for ProbeState {
             ProbeState::Running => "running",
         }
     }
+}
 
+impl State<Probe> for ProbeState {
     fn next(&self, s: &Snapshot<'_, Probe>) -> Transition<ProbeState> {
         let world = &s.worker().world;
         let path = s.path().as_str();

@@ -546,7 +546,7 @@ impl Action for Noop {
     }
 }
 
-impl State<ScaleWorker> for ScaleState {
+impl fsm_core::StateNames for ScaleState {
     const NAMES: &'static [&'static str] = &["running", "applying"];
 
     fn name(&self) -> &'static str {
@@ -555,7 +555,9 @@ impl State<ScaleWorker> for ScaleState {
             ScaleState::Applying { .. } => "applying",
         }
     }
+}
 
+impl State<ScaleWorker> for ScaleState {
     fn next(&self, s: &Snapshot<'_, ScaleWorker>) -> Transition<ScaleState> {
         let world = &s.worker().world;
         world.ticks.hit();

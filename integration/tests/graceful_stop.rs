@@ -161,7 +161,7 @@ impl Worker for Pump {
     }
 }
 
-impl State<Pump> for PumpState {
+impl fsm_core::StateNames for PumpState {
     const NAMES: &'static [&'static str] = &["stopped", "running"];
 
     fn name(&self) -> &'static str {
@@ -170,7 +170,9 @@ impl State<Pump> for PumpState {
             PumpState::Running => "running",
         }
     }
+}
 
+impl State<Pump> for PumpState {
     fn next(&self, s: &Snapshot<'_, Pump>) -> Transition<PumpState> {
         let world = &s.worker().world;
         let path = s.path().as_str();
@@ -228,13 +230,15 @@ impl Worker for Plain {
     }
 }
 
-impl State<Plain> for Idle {
+impl fsm_core::StateNames for Idle {
     const NAMES: &'static [&'static str] = &["idle"];
 
     fn name(&self) -> &'static str {
         "idle"
     }
+}
 
+impl State<Plain> for Idle {
     fn next(&self, _s: &Snapshot<'_, Plain>) -> Transition<Idle> {
         Transition::stay()
     }

@@ -396,15 +396,17 @@ impl<A: serde::de::DeserializeOwned + Clone + Into<String> + Send + Sync + 'stat
     }
 }
 
-impl<A: serde::de::DeserializeOwned + Clone + Into<String> + Send + Sync + 'static>
-    State<Bridges<A>> for Up
-{
+impl fsm_core::StateNames for Up {
     const NAMES: &'static [&'static str] = &["running"];
 
     fn name(&self) -> &'static str {
         "running"
     }
+}
 
+impl<A: serde::de::DeserializeOwned + Clone + Into<String> + Send + Sync + 'static>
+    State<Bridges<A>> for Up
+{
     fn next(&self, _: &Snapshot<'_, Bridges<A>>) -> Transition<Up> {
         Transition::stay()
     }

@@ -40,13 +40,15 @@ impl Worker for TopWorker {
     }
 }
 
-impl State<TopWorker> for TopRunning {
+impl fsm_core::StateNames for TopRunning {
     const NAMES: &'static [&'static str] = &[RUNNING];
 
     fn name(&self) -> &'static str {
         RUNNING
     }
+}
 
+impl State<TopWorker> for TopRunning {
     fn next(&self, _snapshot: &Snapshot<'_, TopWorker>) -> Transition<TopRunning> {
         Transition::stay()
     }

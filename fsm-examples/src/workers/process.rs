@@ -11,8 +11,8 @@
 use std::marker::PhantomData;
 
 use fsm_core::{
-    Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
-    NodePath, Snapshot, State, StopContext, Transition, Value, Worker,
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Snapshot, State, StopContext,
+    Transition, Value, Worker, action,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -61,17 +61,19 @@ impl<K> ProcessWorker<K> {
     }
 }
 
-/// The lifecycle of a process-running worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Lifecycle {
-    /// Not running.
-    Stopped,
-    /// Start (or reconfiguration) requested.
-    Starting,
-    /// Running with the wanted configuration.
-    Running,
-    /// Stop requested.
-    Stopping,
+fsm_core::states! {
+    /// The lifecycle of a process-running worker.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Lifecycle {
+        /// Not running.
+        Stopped,
+        /// Start (or reconfiguration) requested.
+        Starting,
+        /// Running with the wanted configuration.
+        Running,
+        /// Stop requested.
+        Stopping,
+    }
 }
 
 /// The stable hash of any serialisable configuration.
@@ -113,17 +115,6 @@ impl<K: Kind> Worker for ProcessWorker<K> {
 }
 
 impl<K: Kind> State<ProcessWorker<K>> for Lifecycle {
-    const NAMES: &'static [&'static str] = &["stopped", "starting", "running", "stopping"];
-
-    fn name(&self) -> &'static str {
-        match self {
-            Lifecycle::Stopped => "stopped",
-            Lifecycle::Starting => "starting",
-            Lifecycle::Running => "running",
-            Lifecycle::Stopping => "stopping",
-        }
-    }
-
     fn next(&self, s: &Snapshot<'_, ProcessWorker<K>>) -> Transition<Lifecycle> {
         let observed = s.observed();
         let wanted = K::config(s.spec());
@@ -136,18 +127,18 @@ impl<K: Kind> State<ProcessWorker<K>> for Lifecycle {
                         .because("the process runs with the wanted configuration")
                 }
             }
-            "running" => Transition::to(Lifecycle::Starting)
-                .with_action(Start {
-                    io: s.worker().io.clone(),
-                    id: s.path().clone(),
-                    device: K::device(s.spec()),
-                    config: wanted,
-                })
-                .because(if observed.running {
-                    "the configuration changed"
-                } else {
-                    "the process is not running"
-                }),
+            "running" => {
+                let (io, device) = (s.worker().io.clone(), K::device(s.spec()));
+                Transition::to(Lifecycle::Starting)
+                    .with_action(action("start", move |ctx| async move {
+                        Ok(io.start(ctx.path().as_str(), &device, wanted).await?)
+                    }))
+                    .because(if observed.running {
+                        "the configuration changed"
+                    } else {
+                        "the process is not running"
+                    })
+            }
             "stopped" if !observed.running => {
                 if *self == Lifecycle::Stopped {
                     Transition::stay()
@@ -155,51 +146,15 @@ impl<K: Kind> State<ProcessWorker<K>> for Lifecycle {
                     Transition::to(Lifecycle::Stopped).because("the process has stopped")
                 }
             }
-            "stopped" => Transition::to(Lifecycle::Stopping)
-                .with_action(Stop {
-                    io: s.worker().io.clone(),
-                    id: s.path().clone(),
-                })
-                .because("the process should not run"),
+            "stopped" => {
+                let io = s.worker().io.clone();
+                Transition::to(Lifecycle::Stopping)
+                    .with_action(action("stop", move |ctx| async move {
+                        Ok(io.stop(ctx.path().as_str()).await?)
+                    }))
+                    .because("the process should not run")
+            }
             _ => Transition::stay().because("unknown desired state; staying put"),
         }
-    }
-}
-
-/// Starts (or reconfigures) a process. Idempotent.
-pub struct Start {
-    io: SimIo,
-    id: NodePath,
-    device: String,
-    config: u64,
-}
-
-impl Action for Start {
-    fn name(&self) -> &'static str {
-        "start"
-    }
-
-    async fn execute(&self, _ctx: &ActionContext) -> Result<(), BoxError> {
-        self.io
-            .start(self.id.as_str(), &self.device, self.config)
-            .await?;
-        Ok(())
-    }
-}
-
-/// Stops a process. Idempotent.
-pub struct Stop {
-    io: SimIo,
-    id: NodePath,
-}
-
-impl Action for Stop {
-    fn name(&self) -> &'static str {
-        "stop"
-    }
-
-    async fn execute(&self, _ctx: &ActionContext) -> Result<(), BoxError> {
-        self.io.stop(self.id.as_str()).await?;
-        Ok(())
     }
 }
