@@ -20,9 +20,9 @@ use sync_wrapper::SyncWrapper;
 use crate::error::{Callback, CallbackError, InvalidSpec, panic_message};
 use crate::path::NodePath;
 use crate::spec::DesiredState;
+use crate::states::StateNames;
 use crate::supervision::Supervision;
 use crate::value::{TemplateRenderer, Value, ValueError};
-use crate::states::StateNames;
 use crate::worker::{
     ActionReport, BoxError, BoxFuture, BoxedAction, ChildStatus, CollectContext, DeriveContext,
     Signal, Snapshot, State, Worker,

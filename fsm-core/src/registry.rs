@@ -10,8 +10,8 @@ use crate::error::{RegistryError, SpecError, panic_message};
 use crate::metrics::WorkerMetrics;
 use crate::path::NodePath;
 use crate::spec::ChildSpec;
-use crate::value::Value;
 use crate::states::StateNames;
+use crate::value::Value;
 use crate::worker::{BoxError, Worker, WorkerInit};
 
 /// The erased constructor of one worker type.
