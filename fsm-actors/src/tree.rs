@@ -168,13 +168,36 @@ impl Tree {
     /// worker, then spawns the executor, the root node and (if configured)
     /// the tick timer.
     ///
+    /// What can be checked before anything runs is refused (the errors
+    /// below). What shows only once the root runs spawns the tree with an
+    /// **unhealthy root**: `healthy: false` in the snapshot, `last_error`
+    /// naming the problem and the node path, no restart, and the root heals
+    /// when [`update_root_spec`](TreeHandle::update_root_spec) fixes it:
+    ///
+    /// * a root spec with templates that do not render with the globals (an
+    ///   undefined variable), or that render to a value that does not
+    ///   decode (a spec with templates cannot be decoded before it renders);
+    /// * a `derive_desired` that returns an
+    ///   [`InvalidSpec`](fsm_core::InvalidSpec) error;
+    /// * a desired state that names no state of the root worker;
+    /// * invalid children declared by the root (duplicate, empty or
+    ///   `/`-holding names, an unknown worker type, a spec that does not
+    ///   decode, a state mapping to an unknown state): the declaration is
+    ///   refused as a whole, and the root keeps its last good one (at spawn:
+    ///   no children) until it is fixed.
+    ///
+    /// A `derive_desired` that returns any other error, or panics, is a
+    /// failure: the root is restarted under its restart policy, and the tree
+    /// gives up ([`TreeError::Fatal`] from every call) past the root's
+    /// restart intensity.
+    ///
     /// # Errors
     ///
     /// [`TreeError::Config`] for an unworkable configuration,
     /// [`TreeError::InvalidRootSpec`] when the root's name is empty or
-    /// contains `/`, its worker type is unknown, or its user spec does not
-    /// decode; [`TreeError::RootConstructor`] when the root worker's
-    /// constructor fails or panics. Nothing is spawned then.
+    /// contains `/`, its worker type is unknown, or its user spec (without
+    /// templates) does not decode; [`TreeError::RootConstructor`] when the
+    /// root worker's constructor fails or panics. Nothing is spawned then.
     pub async fn spawn(
         root: ChildSpec,
         registry: WorkerRegistry,

@@ -6,12 +6,14 @@
 //! * [`sim`]: the simulated I/O they act on;
 //! * [`demo`]: the embedded root spec, the mid-run change and the readable
 //!   tree printer used by `fsm-demo`;
+//! * [`guide`]: the application `docs/guide.md` builds, step by step;
 //! * [`trace_view`]: reading and printing the span files of the JSON-lines
 //!   trace exporter, used by `fsm-trace`.
 
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod guide;
 pub mod sim;
 pub mod trace_view;
 pub mod workers;
