@@ -37,6 +37,7 @@ mod children;
 mod drain;
 mod inputs;
 mod messages;
+mod observation;
 mod stop;
 mod supervise;
 pub(crate) mod top;
@@ -47,12 +48,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fsm_core::{
-    ActionOutcome, ActionReport, BoxedAction, ChildSpec, Circuit, CircuitChange, CollectStart,
-    DecodedSpec, DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash,
-    SplitMix64, StableHasher, StepInput, Supervision, WorkerRegistry, decode_children_hashed,
-    panic_message, plan_children_hashed,
+    ActionOutcome, ActionReport, BoxedAction, ChildSpec, Circuit, CircuitChange, DecodedSpec,
+    DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash, SplitMix64,
+    StableHasher, StepInput, Supervision, WorkerRegistry, decode_children_hashed,
+    plan_children_hashed,
 };
-use futures::FutureExt;
 use futures::future::Either;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -71,6 +71,7 @@ use children::{ChildEntry, ChildRun, ChildTable};
 pub(crate) use inputs::ParentContext;
 use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
+use observation::AbortOnDrop;
 pub(crate) use stop::StopSink;
 
 /// What every node of a tree shares: read-only configuration and handles,
@@ -206,21 +207,6 @@ impl PrebuiltChild {
 /// asks its children to answer by (see `NodeState::inspect`).
 const INSPECT_MARGIN: Duration = Duration::from_millis(2);
 
-/// How long after a good observation (or the start) a node can be neither
-/// stale nor failed.
-fn quiet_for(config: &TreeConfig) -> Duration {
-    config.stale_after.min(config.collector_restart_after)
-}
-
-/// A task that is aborted when its handle is dropped (with the node).
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// The collector side of a node.
 #[repr(C)] // what every tick reads first (see `NodeState`)
 struct Collector {
@@ -234,7 +220,7 @@ struct Collector {
     /// thresholds; `None`: beyond what an `Instant` holds. Checked on every
     /// tick and report, so that a healthy node measures no durations.
     /// (The last good observation, or the start, is this less the quiet
-    /// period: see `observed_since`.)
+    /// period: see `FreshnessLimits::observed_since`.)
     quiet_until: Option<Instant>,
     /// Collects started so far (ready at once or not): the number of the
     /// latest one.
@@ -510,7 +496,9 @@ impl Actor for NodeActor {
         let worker_type = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
         let started = Instant::now();
-        let quiet_until = started.checked_add(quiet_for(&args.shared.config));
+        let quiet_until = observation::limits(&args.shared.config)
+            .quiet_until(started.into_std())
+            .map(Instant::from_std);
         let state = NodeState {
             path: args.path,
             parent: args.parent,
@@ -1078,35 +1066,6 @@ impl NodeState {
         }
     }
 
-    /// See `Collector::quiet_until`.
-    fn quiet_from(&mut self, since: Instant) {
-        self.collector.quiet_until = since.checked_add(quiet_for(self.config()));
-    }
-
-    /// When the last good observation was made, or the node started if
-    /// none was yet: what staleness and collector failure are measured
-    /// from. (Read only once the quiet period is over, so `quiet_until` is
-    /// set.)
-    fn observed_since(&self) -> Instant {
-        self.collector
-            .quiet_until
-            .and_then(|until| until.checked_sub(quiet_for(self.config())))
-            .unwrap_or(self.cold.started)
-    }
-
-    fn collector_quiet(&self, now: Instant) -> bool {
-        self.collector.quiet_until.is_none_or(|until| now <= until)
-    }
-
-    fn collector_failed_for(&self, now: Instant) -> Option<Duration> {
-        // Nothing to observe before a spec is installed.
-        if !self.installed || self.collector_quiet(now) {
-            return None;
-        }
-        let age = now.saturating_duration_since(self.observed_since());
-        (age > self.config().collector_restart_after).then_some(age)
-    }
-
     /// Whether the circuit is open (never, for a node that never had a
     /// child; its circuit is not even read then).
     fn circuit_open(&self) -> bool {
@@ -1371,139 +1330,6 @@ impl NodeState {
 
     // ----- observation and state machine ----------------------------------
 
-    fn is_stale(&self, now: Instant) -> bool {
-        if !self.installed || self.collector_quiet(now) {
-            return false;
-        }
-        now.saturating_duration_since(self.observed_since()) > self.config().stale_after
-    }
-
-    /// Starts a collect in its own task, with a span under `parent` (the
-    /// tick's, or none between ticks).
-    fn start_collect(&mut self, myself: &ActorRef<NodeMsg>, parent: &tracing::Span, now: Instant) {
-        if self.collector.in_flight || !self.installed {
-            return;
-        }
-        let span = if self.is_top() {
-            tracing::Span::none()
-        } else {
-            tracing::info_span!(
-                target: "fsm_actors",
-                parent: parent,
-                "fsm.collect",
-                node.path = %self.path,
-                worker.type = %self.cold.spec.worker_type,
-                error = tracing::field::Empty,
-            )
-        };
-        self.collector.seq += 1;
-        // Polled once, here: a collect that is ready at once costs no task
-        // and no message.
-        let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
-        let version = self.desired_version;
-        let started = span.in_scope(|| self.driver.start_collect(&self.path, desired, version));
-        let future = match started {
-            CollectStart::Done(result) => {
-                if let Err(e) = &result {
-                    span.record("error", e.as_str());
-                }
-                self.collected(result, now);
-                return;
-            }
-            CollectStart::Pending(future) => future,
-        };
-        self.collector.in_flight = true;
-        self.collector.again = false;
-        let seq = self.collector.seq;
-        let timeout = self.config().observation_timeout;
-        let me = myself.clone();
-        self.cold.collect_task = Some(AbortOnDrop(tokio::spawn(
-            async move {
-                let guarded = std::panic::AssertUnwindSafe(future).catch_unwind();
-                let result = match tokio::time::timeout(timeout, guarded).await {
-                    Err(_) => Err(format!("collect timed out after {timeout:?}")),
-                    Ok(Err(panic)) => Err(format!(
-                        "collect panicked: {}",
-                        panic_message(panic.as_ref())
-                    )),
-                    Ok(Ok(Err(e))) => Err(format!("collect failed: {e}")),
-                    Ok(Ok(Ok(observation))) => Ok(observation),
-                };
-                if let Err(e) = &result {
-                    tracing::Span::current().record("error", e.as_str());
-                }
-                let _ = me.cast(NodeMsg::Observed { seq, result });
-            }
-            .instrument(span),
-        )));
-    }
-
-    /// Records how a collect ended (its observation is installed already).
-    fn collected(&mut self, result: Result<(), String>, now: Instant) {
-        match result {
-            Ok(()) => {
-                self.collector.observed_seq = self.collector.seq;
-                self.quiet_from(now);
-                if self.collector.failed {
-                    self.collector.failed = false;
-                    self.cold.collect_error = None;
-                }
-            }
-            Err(e) => self.collect_failed(e, now),
-        }
-    }
-
-    /// Counts a failed collect, keeps its error with its time, and logs it
-    /// (the first of a streak at once, then at most once per
-    /// `recovery_heartbeat`).
-    fn collect_failed(&mut self, error: String, now: Instant) {
-        self.collector.failed = true;
-        let cold = &mut *self.cold;
-        cold.collect_failures += 1;
-        cold.collect_failed_at = Some(now);
-        let every = self.shared.config.recovery_heartbeat;
-        let log = cold
-            .collect_logged_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= every);
-        if log {
-            cold.collect_logged_at = Some(now);
-            tracing::warn!(
-                node.path = %self.path,
-                error = %error,
-                failures = cold.collect_failures,
-                "collect failed"
-            );
-        } else {
-            tracing::trace!(node.path = %self.path, error = %error, "collect failed");
-        }
-        cold.collect_error = Some(error);
-    }
-
-    fn observed(
-        &mut self,
-        seq: u64,
-        result: Result<fsm_core::Observation, String>,
-        myself: &ActorRef<NodeMsg>,
-    ) {
-        if seq != self.collector.seq {
-            return;
-        }
-        self.collector.in_flight = false;
-        // The task has finished; dropping its handle aborts nothing.
-        self.cold.collect_task = None;
-        match result {
-            Ok(observation) => {
-                if self.driver.set_observation(observation) {
-                    self.collected(Ok(()), Instant::now());
-                }
-            }
-            Err(e) => self.collected(Err(e), Instant::now()),
-        }
-        if self.collector.again {
-            self.start_collect(myself, &tracing::Span::none(), Instant::now());
-        }
-    }
-
     /// Runs one step; returns the signal it raised, if any.
     fn run_state_machine(
         &mut self,
@@ -1645,8 +1471,7 @@ impl NodeState {
         if let Some(e) = self.problems.as_deref().and_then(Problems::first) {
             return Some(e.clone());
         }
-        if self.is_stale(now) {
-            let age = now.saturating_duration_since(self.observed_since());
+        if let Some(age) = self.stale_for(now) {
             return Some(match &self.cold.collect_error {
                 Some(e) => format!("stale: no good observation for {age:?}; last: {e}"),
                 None => format!("stale: no good observation for {age:?}"),
