@@ -33,6 +33,7 @@
 //!
 //! Failures and restarts are in [`supervise`]; ordered stopping in [`stop`].
 
+mod actions;
 mod children;
 mod drain;
 mod inputs;
@@ -48,10 +49,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fsm_core::{
-    ActionOutcome, ActionReport, BoxedAction, ChildSpec, Circuit, CircuitChange, DecodedSpec,
-    DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash, SplitMix64,
-    StableHasher, StepInput, Supervision, WorkerRegistry, decode_children_hashed,
-    plan_children_hashed,
+    ActionReport, ChildSpec, Circuit, CircuitChange, DecodedSpec, DesiredState, NodeDriver,
+    NodePath, PlanStep, RestartWindow, Signal, SpecHash, SplitMix64, StableHasher, StepInput,
+    Supervision, WorkerRegistry, decode_children_hashed, plan_children_hashed,
 };
 use futures::future::Either;
 use ractor::rpc::CallResult;
@@ -63,7 +63,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::TreeConfig;
-use crate::executor::{ActionId, ActionRequest, ExecMsg, ExecutorHandle};
+use crate::executor::{ActionId, ExecutorHandle};
 use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts, TreeStatus};
 use crate::telemetry;
 use crate::telemetry::metrics::{Labels, Metrics, NodeSeries, NodeWorkerMetrics};
@@ -1339,9 +1339,7 @@ impl NodeState {
         if self.is_stale(now) {
             return Ok(None);
         }
-        if self.collector.observed_seq <= self.collector.act_after {
-            // The last action's effect is not observed yet: acting on an
-            // older observation would ask for the same action again.
+        if self.awaiting_action_effect() {
             return Ok(None);
         }
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
@@ -1370,99 +1368,9 @@ impl NodeState {
             tracing::info!(node.path = %self.path, ?signal, reason = %outcome.reason, "signal raised");
         }
         if let Some(action) = outcome.action {
-            if self.action.is_some() {
-                tracing::trace!(node.path = %self.path, action = action.name(), "action dropped: one is already in flight");
-            } else if let Some(retry) = self.retry_wait(action.name(), now) {
-                tracing::trace!(node.path = %self.path, action = action.name(), retry_in_ms = ms(retry), "action dropped: it failed, and its retry is not due yet");
-            } else {
-                self.enqueue(action, myself);
-            }
+            self.offer_action(action, now, myself);
         }
         Ok(outcome.signal)
-    }
-
-    fn enqueue(&mut self, action: BoxedAction, myself: &ActorRef<NodeMsg>) {
-        let id = self.shared.next_action_id.fetch_add(1, Ordering::Relaxed);
-        let name = action.name();
-        let request = ActionRequest {
-            id,
-            path: self.path.clone(),
-            owner: myself.clone(),
-            action,
-            worker_type: Arc::clone(&self.cold.worker_type),
-            origin: self.cold.tick_origin.as_deref().cloned(),
-        };
-        match self.shared.executor.cast(ExecMsg::Enqueue(request.into())) {
-            Ok(()) => self.action = Some((id, name)),
-            Err(_) => {
-                self.last_action = Some(Box::new(ActionReport {
-                    action: name.to_owned(),
-                    outcome: ActionOutcome::Rejected("the executor is not running".to_owned()),
-                }));
-            }
-        }
-    }
-
-    /// How long until the failed action `name` may run again, if it is
-    /// backing off.
-    fn retry_wait(&self, name: &str, now: Instant) -> Option<Duration> {
-        let retry = self.cold.action_retry.as_ref()?;
-        (retry.action == name && now < retry.due).then(|| retry.due.saturating_duration_since(now))
-    }
-
-    fn action_done(&mut self, id: ActionId, report: ActionReport, myself: &ActorRef<NodeMsg>) {
-        if self.action.map(|(i, _)| i) != Some(id) {
-            return;
-        }
-        self.action = None;
-        // Whatever it did, the state machine next sees an observation taken
-        // after it ended (the collect now in flight, if any, started before).
-        self.collector.act_after = self.collector.seq;
-        let failure = match &report.outcome {
-            ActionOutcome::Succeeded => {
-                self.cold.action_error = None;
-                self.cold.action_retry = None;
-                None
-            }
-            ActionOutcome::Failed(e) => Some(format!("action `{}` failed: {e}", report.action)),
-            ActionOutcome::TimedOut => Some(format!("action `{}` timed out", report.action)),
-            ActionOutcome::Cancelled | ActionOutcome::Rejected(_) => None,
-        };
-        if let Some(failure) = failure {
-            self.action_failed(&report.action, failure);
-        }
-        self.last_action = Some(Box::new(report));
-        // The world just changed: look again at once.
-        if self.collector.in_flight {
-            self.collector.again = true;
-        } else {
-            self.start_collect(myself, &tracing::Span::none(), Instant::now());
-        }
-    }
-
-    /// Records a failed (or timed-out) action: logs it and holds back the
-    /// same action for an exponentially growing wait, reset by a success.
-    fn action_failed(&mut self, action: &str, failure: String) {
-        let now = Instant::now();
-        let backoff = self.shared.config.action_backoff;
-        let cold = &mut *self.cold;
-        let attempt = match &cold.action_retry {
-            Some(retry) if retry.action == action => retry.attempt.saturating_add(1),
-            _ => 0,
-        };
-        let delay = backoff.delay(attempt, cold.rng.next_f64());
-        tracing::warn!(
-            node.path = %self.path,
-            error = %failure,
-            retry_in_ms = ms(delay),
-            "action failed"
-        );
-        cold.action_retry = Some(ActionRetry {
-            action: action.to_owned(),
-            attempt,
-            due: crate::deadline::after(now, delay),
-        });
-        cold.action_error = Some(failure);
     }
 
     // ----- health and reporting -----------------------------------------
