@@ -17,11 +17,26 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fsm_core::{ActionOutcome, ActionReport, BoxedAction};
-use ractor::ActorRef;
+use ractor::{ActorId, ActorRef};
 use tokio::time::Instant;
 
 use super::{ActionRetry, NodeMsg, NodeState, ms};
-use crate::executor::{ActionId, ActionRequest, ExecMsg};
+use crate::executor::{ActionDone, ActionId, ActionRequest, ExecMsg, OutcomeSink};
+
+/// The executor hands a node its actions' outcomes as its own message.
+impl OutcomeSink for ActorRef<NodeMsg> {
+    fn owner(&self) -> ActorId {
+        self.get_id()
+    }
+
+    fn deliver(&self, done: ActionDone) {
+        // A node that is gone cannot receive its outcome.
+        let _ = self.cast(NodeMsg::ActionDone {
+            id: done.id,
+            report: done.report,
+        });
+    }
+}
 
 impl NodeState {
     /// The act-after gate: whether the last action's effect is not observed
@@ -55,7 +70,7 @@ impl NodeState {
         let request = ActionRequest {
             id,
             path: self.path.clone(),
-            owner: myself.clone(),
+            owner: Box::new(myself.clone()),
             action,
             worker_type: Arc::clone(&self.cold.worker_type),
             origin: self.cold.tick_origin.as_deref().cloned(),
