@@ -16,6 +16,10 @@
 //!   action it held ends in an outcome. A supervisor ([`ExecutorSupervisor`])
 //!   starts a new executor when one dies, and nodes reach whichever runs now
 //!   through an [`ExecutorHandle`].
+//!
+//! The executor knows nothing of nodes: an action's outcome goes to the
+//! [`OutcomeSink`] that came with it, as an [`ActionDone`] (a node turns it
+//! into its own message), so the executor can be run and tested alone.
 
 use std::collections::VecDeque;
 
@@ -29,12 +33,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 use fsm_core::{ActionContext, ActionOutcome, ActionReport, BoxedAction, NodePath, panic_message};
 use futures::FutureExt;
 use opentelemetry::KeyValue;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::ExecutorConfig;
-use crate::node::NodeMsg;
 use crate::snapshot::ExecutorStats;
 use crate::telemetry;
 use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
@@ -42,11 +45,31 @@ use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
 /// Identifies one enqueued action within a tree.
 pub(crate) type ActionId = u64;
 
+/// How an action ended, for whoever asked for it.
+#[derive(Debug)]
+pub(crate) struct ActionDone {
+    pub(crate) id: ActionId,
+    pub(crate) report: ActionReport,
+}
+
+/// Where the executor sends the outcome of an action: in a tree, the node
+/// that asked for it.
+pub(crate) trait OutcomeSink: Send + 'static {
+    /// Who the action is for: the executor runs at most one action of an
+    /// owner at a time.
+    fn owner(&self) -> ActorId;
+
+    /// Hands over how an action ended. An owner that is gone does not hear
+    /// it; the outcome is still counted.
+    fn deliver(&self, done: ActionDone);
+}
+
 /// One action handed to the executor.
 pub(crate) struct ActionRequest {
     pub(crate) id: ActionId,
     pub(crate) path: NodePath,
-    pub(crate) owner: ActorRef<NodeMsg>,
+    /// Where its outcome goes (boxed once per action, never per tick).
+    pub(crate) owner: Box<dyn OutcomeSink>,
     pub(crate) action: BoxedAction,
     /// The worker type of the node, for the action span.
     pub(crate) worker_type: Arc<str>,
@@ -72,7 +95,7 @@ impl From<ActionRequest> for Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(req) = self.0.take() {
-            let _ = req.owner.cast(NodeMsg::ActionDone {
+            req.owner.deliver(ActionDone {
                 id: req.id,
                 report: ActionReport {
                     action: req.action.name().to_owned(),
@@ -192,7 +215,7 @@ pub(crate) struct Executor;
 struct Running {
     path: NodePath,
     worker_type: Arc<str>,
-    owner: ActorRef<NodeMsg>,
+    owner: Box<dyn OutcomeSink>,
     name: &'static str,
     cancel: CancellationToken,
     started: tokio::time::Instant,
@@ -204,7 +227,7 @@ pub(crate) struct ExecutorState {
     queue: VecDeque<ActionRequest>,
     running: HashMap<ActionId, Running>,
     /// Nodes with an action running, by actor (cheaper to hash than a path).
-    busy: HashSet<ractor::ActorId>,
+    busy: HashSet<ActorId>,
     stats: Arc<Counters>,
 }
 
@@ -273,7 +296,7 @@ impl ExecutorState {
             );
             tracing::warn!(node.path = %req.path, action = req.action.name(), "action rejected: queue full");
             self.deliver(
-                &req.owner,
+                &*req.owner,
                 req.id,
                 req.action.name(),
                 ActionOutcome::Rejected(reason),
@@ -298,7 +321,7 @@ impl ExecutorState {
     fn dispatch(&mut self, myself: &ActorRef<ExecMsg>) {
         let mut i = 0;
         while self.running.len() < self.config.concurrency && i < self.queue.len() {
-            if self.busy.contains(&self.queue[i].owner.get_id()) {
+            if self.busy.contains(&self.queue[i].owner.owner()) {
                 i += 1;
                 continue;
             }
@@ -358,7 +381,7 @@ impl ExecutorState {
             .instrument(span),
         );
         bump(&self.stats.started);
-        self.busy.insert(owner.get_id());
+        self.busy.insert(owner.owner());
         self.running.insert(
             id,
             Running {
@@ -390,7 +413,7 @@ impl ExecutorState {
         let Some(run) = self.running.remove(&id) else {
             return;
         };
-        self.busy.remove(&run.owner.get_id());
+        self.busy.remove(&run.owner.owner());
         tracing::debug!(node.path = %run.path, action = run.name, id, outcome = outcome.label(), "action finished");
         let attrs = self.metrics.labels(
             Arc::clone(&run.worker_type),
@@ -409,7 +432,7 @@ impl ExecutorState {
                 .action_timeouts
                 .add(1, &attrs[..attrs.len() - 1]);
         }
-        self.deliver(&run.owner, id, run.name, outcome);
+        self.deliver(&*run.owner, id, run.name, outcome);
         self.dispatch(myself);
         self.record_load();
     }
@@ -419,7 +442,7 @@ impl ExecutorState {
         for req in std::mem::take(&mut self.queue) {
             if req.path.starts_with(prefix) {
                 self.deliver(
-                    &req.owner,
+                    &*req.owner,
                     req.id,
                     req.action.name(),
                     ActionOutcome::Cancelled,
@@ -440,7 +463,7 @@ impl ExecutorState {
 
     fn deliver(
         &mut self,
-        owner: &ActorRef<NodeMsg>,
+        owner: &dyn OutcomeSink,
         id: ActionId,
         action: &'static str,
         outcome: ActionOutcome,
@@ -453,7 +476,7 @@ impl ExecutorState {
             ActionOutcome::Rejected(_) => &self.stats.rejected,
         });
         // A node that is gone cannot receive its outcome; it is still counted.
-        let _ = owner.cast(NodeMsg::ActionDone {
+        owner.deliver(ActionDone {
             id,
             report: ActionReport {
                 action: action.to_owned(),
@@ -480,7 +503,7 @@ impl Drop for ExecutorState {
         }
         for req in queued {
             let failed = ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned());
-            self.deliver(&req.owner, req.id, req.action.name(), failed);
+            self.deliver(&*req.owner, req.id, req.action.name(), failed);
         }
         for (id, run) in running {
             let outcome = if run.cancel.is_cancelled() {
@@ -489,7 +512,7 @@ impl Drop for ExecutorState {
                 run.cancel.cancel();
                 ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned())
             };
-            self.deliver(&run.owner, id, run.name, outcome);
+            self.deliver(&*run.owner, id, run.name, outcome);
         }
     }
 }
@@ -608,7 +631,10 @@ mod tests {
         Transition, Worker, WorkerRegistry,
     };
 
+    use tokio::sync::mpsc::UnboundedReceiver;
+
     use super::*;
+    use crate::config::ExecutorConfig;
     use crate::{Tree, TreeConfig};
 
     /// What the test worker's actions do, and what they saw.
@@ -807,50 +833,98 @@ mod tests {
         an_executor_that_dies_fails_its_actions_and_is_replaced(|executor| executor.kill()).await;
     }
 
-    /// Passes on the outcomes a node would receive.
-    struct Owner(tokio::sync::mpsc::UnboundedSender<ActionOutcome>);
+    /// Passes on the outcomes the executor delivers, as a node would
+    /// receive them: the executor alone, without a node or a tree.
+    struct Sink(tokio::sync::mpsc::UnboundedSender<ActionDone>);
 
-    impl Actor for Owner {
-        type Msg = NodeMsg;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(&self, _: ActorRef<NodeMsg>, (): ()) -> Result<(), ActorProcessingErr> {
-            Ok(())
+    impl OutcomeSink for Sink {
+        fn owner(&self) -> ActorId {
+            ActorId::Local(1)
         }
 
-        async fn handle(
-            &self,
-            _: ActorRef<NodeMsg>,
-            msg: NodeMsg,
-            (): &mut (),
-        ) -> Result<(), ActorProcessingErr> {
-            if let NodeMsg::ActionDone { report, .. } = msg {
-                let _ = self.0.send(report.outcome);
-            }
-            Ok(())
+        fn deliver(&self, done: ActionDone) {
+            let _ = self.0.send(done);
         }
+    }
+
+    /// A request for `world`'s action, whose outcome goes to a channel.
+    fn request(id: ActionId, world: &Arc<World>) -> (ActionRequest, UnboundedReceiver<ActionDone>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let request = ActionRequest {
+            id,
+            path: NodePath::top().child("a"),
+            owner: Box::new(Sink(tx)),
+            action: fsm_core::BoxedAction::new(Act(Arc::clone(world))),
+            worker_type: Arc::from("w"),
+            origin: None,
+        };
+        (request, rx)
+    }
+
+    /// An executor on its own, with the default configuration.
+    async fn executor_alone() -> ActorRef<ExecMsg> {
+        let meter = opentelemetry::global::meter("test");
+        let args = ExecutorArgs {
+            config: ExecutorConfig::default(),
+            metrics: Arc::new(Metrics::new(&meter, false)),
+            counters: Arc::default(),
+        };
+        let (executor, _) = Actor::spawn(None, Executor, args).await.unwrap();
+        executor
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_action_whose_message_the_executor_never_read_still_ends_failed() {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let (owner, _) = Actor::spawn(None, Owner(tx), ()).await.unwrap();
-        let msg = ExecMsg::Enqueue(Pending::from(ActionRequest {
-            id: 7,
-            path: NodePath::top().child("a"),
-            owner: owner.clone(),
-            action: fsm_core::BoxedAction::new(Act(Arc::default())),
-            worker_type: Arc::from("w"),
-            origin: None,
-        }));
+        let (req, mut rx) = request(7, &Arc::default());
+        let msg = ExecMsg::Enqueue(Pending::from(req));
         // As when the executor dies with the message in its mailbox.
         drop(msg);
+        let done = rx.recv().await.unwrap();
+        assert_eq!(done.id, 7);
         assert_eq!(
-            rx.recv().await,
-            Some(ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned()))
+            done.report.outcome,
+            ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned())
         );
-        owner.stop(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_executor_alone_delivers_an_actions_outcome_to_its_sink() {
+        let executor = executor_alone().await;
+        let world = Arc::new(World::default());
+        let (req, mut rx) = request(3, &world);
+        executor.cast(ExecMsg::Enqueue(req.into())).unwrap();
+        let done = rx.recv().await.unwrap();
+        assert_eq!(done.id, 3);
+        assert_eq!(done.report.outcome, ActionOutcome::Succeeded);
+        let name = fsm_core::BoxedAction::new(Act(Arc::default())).name();
+        assert_eq!(done.report.action, name);
+        assert_eq!(world.calls.load(Ordering::SeqCst), 1);
+        let stats = executor.call(ExecMsg::Stats, None).await.unwrap().unwrap();
+        assert_eq!((stats.enqueued, stats.succeeded), (1, 1), "{stats:?}");
+        executor.stop(None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_executor_killed_alone_with_an_action_running_delivers_failed_and_cancels_it() {
+        let executor = executor_alone().await;
+        let world = hanging_first();
+        let (req, mut rx) = request(5, &world);
+        executor.cast(ExecMsg::Enqueue(req.into())).unwrap();
+        until("the action to start", || {
+            world.calls.load(Ordering::SeqCst) == 1
+        })
+        .await;
+        executor.kill();
+        let done = rx.recv().await.unwrap();
+        assert_eq!(done.id, 5);
+        assert_eq!(
+            done.report.outcome,
+            ActionOutcome::Failed(EXECUTOR_STOPPED.to_owned())
+        );
+        until("the running action to see its cancellation", || {
+            world.saw_cancel.load(Ordering::SeqCst)
+        })
+        .await;
     }
 
     #[tokio::test(start_paused = true)]

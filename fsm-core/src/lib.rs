@@ -19,6 +19,7 @@ pub mod codec;
 mod driver;
 mod duration_ms;
 mod error;
+pub mod freshness;
 mod hash;
 mod metrics;
 mod path;

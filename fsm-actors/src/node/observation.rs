@@ -1,0 +1,207 @@
+//! Observing: starting collects, receiving their observations, and deciding
+//! from them whether the node is stale (its state machine pauses, it
+//! reports unhealthy) or its collector is hung (the node fails, so that its
+//! parent restarts it).
+//!
+//! The maths of those decisions is pure and lives in
+//! [`fsm_core::freshness`]; this file feeds it the node's clock readings.
+//! A collect is polled once, in place, when it starts: one that is ready at
+//! once costs no task and no message. One that is not runs in its own task
+//! (aborted with the node), under `TreeConfig::observation_timeout`, and
+//! its result comes back as `NodeMsg::Observed`. Only the latest collect's
+//! result is installed.
+
+use std::time::Duration;
+
+use fsm_core::freshness::FreshnessLimits;
+use fsm_core::{CollectStart, panic_message};
+use futures::FutureExt;
+use ractor::ActorRef;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{NodeMsg, NodeState};
+use crate::config::TreeConfig;
+
+/// A task that is aborted when its handle is dropped (with the node).
+pub(super) struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The thresholds a node's observations are judged by.
+pub(super) fn limits(config: &TreeConfig) -> FreshnessLimits {
+    FreshnessLimits::new(config.stale_after, config.collector_restart_after)
+}
+
+impl NodeState {
+    /// See `Collector::quiet_until`.
+    fn quiet_from(&mut self, since: Instant) {
+        self.collector.quiet_until = limits(self.config())
+            .quiet_until(since.into_std())
+            .map(Instant::from_std);
+    }
+
+    /// How long the node has gone without a good observation (measured
+    /// from its start before the first), if it is stale now. Nothing is
+    /// measured during the quiet period, so a healthy node only compares.
+    pub(super) fn stale_for(&self, now: Instant) -> Option<Duration> {
+        // Nothing to observe before a spec is installed.
+        if !self.installed {
+            return None;
+        }
+        let quiet_until = self.collector.quiet_until.map(Instant::into_std);
+        limits(self.config()).stale_for(quiet_until, self.cold.started.into_std(), now.into_std())
+    }
+
+    pub(super) fn is_stale(&self, now: Instant) -> bool {
+        self.stale_for(now).is_some()
+    }
+
+    /// How long the collector has gone without a good observation, if
+    /// that is past `collector_restart_after`: it is hung, and the node
+    /// must fail so that its parent restarts it.
+    pub(super) fn collector_failed_for(&self, now: Instant) -> Option<Duration> {
+        // Nothing to observe before a spec is installed.
+        if !self.installed {
+            return None;
+        }
+        let quiet_until = self.collector.quiet_until.map(Instant::into_std);
+        limits(self.config()).hung_for(quiet_until, self.cold.started.into_std(), now.into_std())
+    }
+
+    /// Starts a collect in its own task, with a span under `parent` (the
+    /// tick's, or none between ticks).
+    pub(super) fn start_collect(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        parent: &tracing::Span,
+        now: Instant,
+    ) {
+        if self.collector.in_flight || !self.installed {
+            return;
+        }
+        let span = if self.is_top() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                target: "fsm_actors",
+                parent: parent,
+                "fsm.collect",
+                node.path = %self.path,
+                worker.type = %self.cold.spec.worker_type,
+                error = tracing::field::Empty,
+            )
+        };
+        self.collector.seq += 1;
+        // Polled once, here: a collect that is ready at once costs no task
+        // and no message.
+        let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
+        let version = self.desired_version;
+        let started = span.in_scope(|| self.driver.start_collect(&self.path, desired, version));
+        let future = match started {
+            CollectStart::Done(result) => {
+                if let Err(e) = &result {
+                    span.record("error", e.as_str());
+                }
+                self.collected(result, now);
+                return;
+            }
+            CollectStart::Pending(future) => future,
+        };
+        self.collector.in_flight = true;
+        self.collector.again = false;
+        let seq = self.collector.seq;
+        let timeout = self.config().observation_timeout;
+        let me = myself.clone();
+        self.cold.collect_task = Some(AbortOnDrop(tokio::spawn(
+            async move {
+                let guarded = std::panic::AssertUnwindSafe(future).catch_unwind();
+                let result = match tokio::time::timeout(timeout, guarded).await {
+                    Err(_) => Err(format!("collect timed out after {timeout:?}")),
+                    Ok(Err(panic)) => Err(format!(
+                        "collect panicked: {}",
+                        panic_message(panic.as_ref())
+                    )),
+                    Ok(Ok(Err(e))) => Err(format!("collect failed: {e}")),
+                    Ok(Ok(Ok(observation))) => Ok(observation),
+                };
+                if let Err(e) = &result {
+                    tracing::Span::current().record("error", e.as_str());
+                }
+                let _ = me.cast(NodeMsg::Observed { seq, result });
+            }
+            .instrument(span),
+        )));
+    }
+
+    /// Records how a collect ended (its observation is installed already).
+    fn collected(&mut self, result: Result<(), String>, now: Instant) {
+        match result {
+            Ok(()) => {
+                self.collector.observed_seq = self.collector.seq;
+                self.quiet_from(now);
+                if self.collector.failed {
+                    self.collector.failed = false;
+                    self.cold.collect_error = None;
+                }
+            }
+            Err(e) => self.collect_failed(e, now),
+        }
+    }
+
+    /// Counts a failed collect, keeps its error with its time, and logs it
+    /// (the first of a streak at once, then at most once per
+    /// `recovery_heartbeat`).
+    fn collect_failed(&mut self, error: String, now: Instant) {
+        self.collector.failed = true;
+        let cold = &mut *self.cold;
+        cold.collect_failures += 1;
+        cold.collect_failed_at = Some(now);
+        let every = self.shared.config.recovery_heartbeat;
+        let log = cold
+            .collect_logged_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= every);
+        if log {
+            cold.collect_logged_at = Some(now);
+            tracing::warn!(
+                node.path = %self.path,
+                error = %error,
+                failures = cold.collect_failures,
+                "collect failed"
+            );
+        } else {
+            tracing::trace!(node.path = %self.path, error = %error, "collect failed");
+        }
+        cold.collect_error = Some(error);
+    }
+
+    pub(super) fn observed(
+        &mut self,
+        seq: u64,
+        result: Result<fsm_core::Observation, String>,
+        myself: &ActorRef<NodeMsg>,
+    ) {
+        if seq != self.collector.seq {
+            return;
+        }
+        self.collector.in_flight = false;
+        // The task has finished; dropping its handle aborts nothing.
+        self.cold.collect_task = None;
+        match result {
+            Ok(observation) => {
+                if self.driver.set_observation(observation) {
+                    self.collected(Ok(()), Instant::now());
+                }
+            }
+            Err(e) => self.collected(Err(e), Instant::now()),
+        }
+        if self.collector.again {
+            self.start_collect(myself, &tracing::Span::none(), Instant::now());
+        }
+    }
+}
