@@ -31,7 +31,7 @@ use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
 /// # #[derive(Clone, Debug)] struct Idle;
 /// # struct Noop;
 /// # impl Worker for Noop {
@@ -43,7 +43,7 @@ use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
 /// # impl State<Noop> for Idle {
 /// #     const NAMES: &'static [&'static str] = &["idle"];
 /// #     fn name(&self) -> &'static str { "idle" }
-/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// #     fn next(&self, _: &TickContext<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use std::time::Duration;
 /// use fsm_actors::{Tree, TreeConfig};
@@ -92,7 +92,7 @@ pub struct Tree {
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
 /// # #[derive(Clone, Debug)] struct Idle;
 /// # struct Noop;
 /// # impl Worker for Noop {
@@ -104,7 +104,7 @@ pub struct Tree {
 /// # impl State<Noop> for Idle {
 /// #     const NAMES: &'static [&'static str] = &["idle"];
 /// #     fn name(&self) -> &'static str { "idle" }
-/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// #     fn next(&self, _: &TickContext<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use std::time::Duration;
 /// use fsm_actors::{Tree, TreeConfig, TreeError};

@@ -24,7 +24,7 @@ use crate::supervision::Supervision;
 use crate::value::{TemplateRenderer, Value, ValueError};
 use crate::worker::{
     ActionReport, BoxError, BoxFuture, BoxedAction, ChildStatus, CollectContext, DeriveContext,
-    Signal, Snapshot, State, Worker,
+    Signal, State, TickContext, Worker,
 };
 
 /// A type-erased observation, as it travels from the collector back to the
@@ -36,7 +36,7 @@ pub type Observation = Box<dyn Any + Send + Sync>;
 /// declaration before anything changes, and hands each new child its
 /// decoded spec ([`NodeDriver::set_decoded_spec`]) instead of having it
 /// decode the same data again. Made by
-/// [`WorkerRegistry::decode_child`](crate::WorkerRegistry::decode_child).
+/// [`decode_children_hashed`](crate::runtime::decode_children_hashed).
 pub struct DecodedSpec(pub(crate) Box<dyn Any + Send + Sync>);
 
 impl std::fmt::Debug for DecodedSpec {
@@ -99,10 +99,16 @@ impl<'a> StepInput<'a> {
         self
     }
 
-    /// Sets the action status.
+    /// Sets whether an action is queued or running.
     #[must_use]
-    pub fn with_action(mut self, in_flight: bool, last: Option<&'a ActionReport>) -> Self {
+    pub fn with_action_in_flight(mut self, in_flight: bool) -> Self {
         self.action_in_flight = in_flight;
+        self
+    }
+
+    /// Sets the last finished action.
+    #[must_use]
+    pub fn with_last_action(mut self, last: Option<&'a ActionReport>) -> Self {
         self.last_action = last;
         self
     }
@@ -579,9 +585,10 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         else {
             return Ok(None);
         };
-        let snapshot = Snapshot::new(input.path, worker, spec, observed, input.desired)
+        let snapshot = TickContext::new(input.path, worker, spec, observed, input.desired)
             .with_children(input.children)
-            .with_action(input.action_in_flight, input.last_action);
+            .with_action_in_flight(input.action_in_flight)
+            .with_last_action(input.last_action);
         let from = self.state.name();
         let transition =
             catch_unwind(AssertUnwindSafe(|| self.state.next(&snapshot))).map_err(|payload| {

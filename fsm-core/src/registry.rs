@@ -63,11 +63,7 @@ where
         path: &NodePath,
         metrics: Option<&MakeMetrics<'_>>,
     ) -> Result<Box<dyn NodeDriver>, SpecError> {
-        let init = WorkerInit {
-            path,
-            worker_type: &self.worker_type,
-            metrics,
-        };
+        let init = WorkerInit::new(path, &self.worker_type).with_metrics(metrics);
         let worker = catch_unwind(AssertUnwindSafe(|| (self.construct)(&init)))
             .map_err(|p| SpecError::ConstructorPanicked {
                 path: path.clone(),
@@ -93,7 +89,7 @@ where
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
 /// # #[derive(Clone, Debug)] struct Idle;
 /// # struct Noop;
 /// # impl Worker for Noop {
@@ -105,7 +101,7 @@ where
 /// # impl State<Noop> for Idle {
 /// #     const NAMES: &'static [&'static str] = &["idle"];
 /// #     fn name(&self) -> &'static str { "idle" }
-/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// #     fn next(&self, _: &TickContext<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use fsm_core::{RegistryError, WorkerRegistry};
 ///

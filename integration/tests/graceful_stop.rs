@@ -14,7 +14,7 @@ use std::time::Duration;
 use fsm_actors::{Tree, TreeConfig};
 use fsm_core::{
     Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
-    Signal, Snapshot, State, StopContext, Transition, Value, Worker, WorkerRegistry,
+    Signal, State, StopContext, TickContext, Transition, Value, Worker, WorkerRegistry,
 };
 use integration::test_config;
 use serde::{Deserialize, Serialize};
@@ -171,7 +171,7 @@ impl State<Pump> for PumpState {
         }
     }
 
-    fn next(&self, s: &Snapshot<'_, Pump>) -> Transition<PumpState> {
+    fn next(&self, s: &TickContext<'_, Pump>) -> Transition<PumpState> {
         let world = &s.worker().world;
         let path = s.path().as_str();
         if world.restart.lock().unwrap().remove(path) {
@@ -235,7 +235,7 @@ impl State<Plain> for Idle {
         "idle"
     }
 
-    fn next(&self, _s: &Snapshot<'_, Plain>) -> Transition<Idle> {
+    fn next(&self, _s: &TickContext<'_, Plain>) -> Transition<Idle> {
         Transition::stay()
     }
 }
@@ -244,7 +244,7 @@ fn registry(world: &World) -> WorkerRegistry {
     let mut r = WorkerRegistry::new();
     let w = world.clone();
     r.register("pump", move |init| {
-        w.push(format!("constructed {}", init.path));
+        w.push(format!("constructed {}", init.path()));
         Pump { world: w.clone() }
     })
     .unwrap();

@@ -47,10 +47,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fsm_core::{
-    ActionOutcome, ActionReport, BoxedAction, ChildSpec, Circuit, CircuitChange, CollectStart,
-    DecodedSpec, DesiredState, NodeDriver, NodePath, PlanStep, RestartWindow, Signal, SpecHash,
-    SplitMix64, StableHasher, StepInput, Supervision, WorkerRegistry, decode_children_hashed,
-    panic_message, plan_children_hashed,
+    ActionOutcome, ActionReport, BoxedAction, ChildSpec, DesiredState, NodePath, PlanStep, Signal,
+    SpecHash, Supervision, WorkerRegistry, runtime::CollectStart, runtime::DecodedSpec,
+    runtime::NodeDriver, runtime::SplitMix64, runtime::StableHasher, runtime::StepInput,
+    runtime::decode_children_hashed, runtime::panic_message, runtime::plan_children_hashed,
+    supervision::Circuit, supervision::CircuitChange, supervision::RestartWindow,
 };
 use futures::FutureExt;
 use futures::future::Either;
@@ -1482,7 +1483,7 @@ impl NodeState {
     fn observed(
         &mut self,
         seq: u64,
-        result: Result<fsm_core::Observation, String>,
+        result: Result<fsm_core::runtime::Observation, String>,
         myself: &ActorRef<NodeMsg>,
     ) {
         if seq != self.collector.seq {
@@ -1521,7 +1522,8 @@ impl NodeState {
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
         let input = StepInput::new(&self.path, desired)
             .with_children(self.children.statuses())
-            .with_action(self.action.is_some(), self.last_action.as_deref());
+            .with_action_in_flight(self.action.is_some())
+            .with_last_action(self.last_action.as_deref());
         let outcome = match self.driver.step(&input) {
             Ok(Some(outcome)) => outcome,
             Ok(None) => return Ok(None),

@@ -24,10 +24,9 @@ mod backoff;
 mod circuit;
 mod intensity;
 mod policy;
-mod random;
+pub(crate) mod random;
 
 pub use backoff::Backoff;
 pub use circuit::{Circuit, CircuitChange};
 pub use intensity::{IntensityVerdict, RestartIntensity, RestartWindow};
 pub use policy::{ExitReason, RestartPolicy, Strategy, Supervision, affected_children};
-pub use random::SplitMix64;

@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 
 use fsm_core::{
     Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
-    NodePath, Snapshot, State, StopContext, Transition, Value, Worker,
+    NodePath, State, StopContext, TickContext, Transition, Value, Worker,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,7 +77,7 @@ pub enum Lifecycle {
 /// The stable hash of any serialisable configuration.
 #[must_use]
 pub fn config_hash<T: Serialize + ?Sized>(config: &T) -> u64 {
-    let mut h = fsm_core::StableHasher::new();
+    let mut h = fsm_core::runtime::StableHasher::new();
     Value::from_serialize(config)
         .unwrap_or_default()
         .stable_hash(&mut h);
@@ -124,7 +124,7 @@ impl<K: Kind> State<ProcessWorker<K>> for Lifecycle {
         }
     }
 
-    fn next(&self, s: &Snapshot<'_, ProcessWorker<K>>) -> Transition<Lifecycle> {
+    fn next(&self, s: &TickContext<'_, ProcessWorker<K>>) -> Transition<Lifecycle> {
         let observed = s.observed();
         let wanted = K::config(s.spec());
         match s.desired() {
