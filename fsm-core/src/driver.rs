@@ -24,7 +24,7 @@ use crate::supervision::Supervision;
 use crate::value::{TemplateRenderer, Value, ValueError};
 use crate::worker::{
     ActionReport, BoxError, BoxFuture, BoxedAction, ChildStatus, CollectContext, DeriveContext,
-    Signal, State, TickContext, Worker,
+    Signal, State, StopContext, TickContext, Worker,
 };
 
 /// A type-erased observation, as it travels from the collector back to the
@@ -621,7 +621,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         let state = self.state.name();
         let desired = desired.to_owned();
         Box::pin(async move {
-            let ctx = CollectContext::new(&path, &*spec).with_states(state, &desired);
+            let ctx = StopContext::new(&path, &*spec).with_states(state, &desired);
             worker.on_stop(&ctx).await;
         })
     }

@@ -824,10 +824,9 @@ impl fmt::Debug for WorkerInit<'_> {
     }
 }
 
-/// Passed to [`Worker::collect`] (and, as [`StopContext`], to
-/// [`Worker::on_stop`]): the node's path, its current typed spec, its
-/// current state and its desired state (a worker may skip observing while
-/// it should be, and is, `stopped`).
+/// Passed to [`Worker::collect`]: the node's path, its current typed spec,
+/// its current state and its desired state (a worker may skip observing
+/// while it should be, and is, `stopped`).
 #[derive(Debug)]
 pub struct CollectContext<'a, S> {
     path: &'a NodePath,
@@ -998,8 +997,64 @@ impl fmt::Debug for DeriveContext<'_> {
     }
 }
 
-/// Passed to [`Worker::on_stop`].
-pub type StopContext<'a, S> = CollectContext<'a, S>;
+/// Passed to [`Worker::on_stop`]: the node's path, its last typed spec, the
+/// state it stopped in and its desired state (`"stopped"` when it was
+/// removed or shut down).
+#[derive(Debug)]
+pub struct StopContext<'a, S> {
+    path: &'a NodePath,
+    spec: &'a S,
+    state: &'static str,
+    desired: &'a str,
+}
+
+impl<'a, S> StopContext<'a, S> {
+    /// A context for `path` with `spec` (no state or desired state known:
+    /// both empty). The runtime builds these itself: this is for testing a
+    /// stop hook.
+    #[must_use]
+    pub fn new(path: &'a NodePath, spec: &'a S) -> Self {
+        Self {
+            path,
+            spec,
+            state: "",
+            desired: "",
+        }
+    }
+
+    /// Sets the state the node stopped in and its desired state.
+    #[must_use]
+    pub fn with_states(mut self, state: &'static str, desired: &'a str) -> Self {
+        self.state = state;
+        self.desired = desired;
+        self
+    }
+
+    /// The node's path.
+    #[must_use]
+    pub fn path(&self) -> &'a NodePath {
+        self.path
+    }
+
+    /// The node's last typed spec.
+    #[must_use]
+    pub fn spec(&self) -> &'a S {
+        self.spec
+    }
+
+    /// The name of the state the node stopped in (`"stopped"` after a
+    /// graceful stop).
+    #[must_use]
+    pub fn state(&self) -> &'static str {
+        self.state
+    }
+
+    /// The node's desired state when it stopped.
+    #[must_use]
+    pub fn desired(&self) -> &'a str {
+        self.desired
+    }
+}
 
 /// Passed to [`Action::execute`]: the node's path, the cancellation
 /// signal and the node's [`WorkerMetrics`].
