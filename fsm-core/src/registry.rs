@@ -245,6 +245,9 @@ impl WorkerRegistry {
     /// # Errors
     ///
     /// As [`validate`](Self::validate).
+    // Hidden: only the runtime's reconcile (`fsm-actors`) decodes specs
+    // ahead of the child; an application validates with `validate`.
+    #[doc(hidden)]
     pub fn decode_child(
         &self,
         parent: &NodePath,
@@ -306,6 +309,9 @@ impl WorkerRegistry {
     /// [`SpecError::UnknownWorkerType`],
     /// [`SpecError::ConstructorPanicked`], or
     /// [`SpecError::ConstructorFailed`].
+    // Hidden: only the runtime (`fsm-actors`) makes drivers; an application
+    // registers workers and never builds one itself.
+    #[doc(hidden)]
     pub fn construct(
         &self,
         path: &NodePath,
@@ -321,6 +327,9 @@ impl WorkerRegistry {
     /// # Errors
     ///
     /// As [`construct`](Self::construct).
+    // Hidden: only the runtime (`fsm-actors`) makes drivers; an application
+    // registers workers and never builds one itself.
+    #[doc(hidden)]
     pub fn construct_with_metrics(
         &self,
         path: &NodePath,
@@ -337,6 +346,9 @@ impl WorkerRegistry {
     /// # Errors
     ///
     /// As [`validate`](Self::validate) and [`construct`](Self::construct).
+    // Hidden: only the runtime (`fsm-actors`) makes drivers; an application
+    // registers workers and never builds one itself.
+    #[doc(hidden)]
     pub fn create(
         &self,
         path: &NodePath,

@@ -290,7 +290,7 @@ impl<S> Transition<S> {
     }
 
     /// Splits the transition into its parts.
-    pub fn into_parts(
+    pub(crate) fn into_parts(
         self,
     ) -> (
         Option<S>,
@@ -511,6 +511,9 @@ impl BoxedAction {
     }
 
     /// Turns the action into the future that performs it.
+    // Hidden: only the executor of `fsm-actors` runs actions; an
+    // application hands them over in a `Transition` and never runs one.
+    #[doc(hidden)]
     pub fn run(self, ctx: ActionContext) -> BoxFuture<'static, Result<(), BoxError>> {
         self.action.run(ctx)
     }
