@@ -27,6 +27,7 @@
 //! See `docs/architecture.md` for the tick and the messages.
 
 #![forbid(unsafe_code)]
+#![warn(unnameable_types)]
 
 mod config;
 mod deadline;
@@ -46,8 +47,8 @@ pub use error::TreeError;
 #[cfg(feature = "fault-injection")]
 pub use faults::quiet_injected_faults;
 pub use snapshot::{
-    CollectError, ExecutorStats, NodeSnapshot, ShutdownReport, StopOutcome, StopRecord,
-    SubtreeCounts, TreeStatus,
+    CollectError, ExecutorStats, FatalError, NodeSnapshot, RestartingInfo, ShutdownReport,
+    StopOutcome, StopRecord, SubtreeCounts, TreeStatus,
 };
 pub use tree::{Tree, TreeHandle};
 

@@ -20,6 +20,7 @@
 //! `fsm-actors` crate.
 
 #![forbid(unsafe_code)]
+#![warn(unnameable_types)]
 
 pub mod codec;
 mod driver;
