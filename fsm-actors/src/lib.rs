@@ -52,6 +52,12 @@ pub use snapshot::{
 };
 pub use tree::{Tree, TreeHandle};
 
+/// The OpenTelemetry API this crate is built against. A
+/// [`TreeConfig::meter`] must come from this very version of
+/// `opentelemetry` (a meter of another version is another type); making it
+/// through this re-export makes sure it does.
+pub use opentelemetry;
+
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../../README.md")]
 #[cfg(doctest)]

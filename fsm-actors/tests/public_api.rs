@@ -1,7 +1,9 @@
 //! Every type in a public signature or field of the runtime can be named by
 //! an application, from the crate root.
 
-use fsm_actors::{FatalError, NodeSnapshot, RestartingInfo, TreeError, TreeStatus};
+use std::time::Duration;
+
+use fsm_actors::{FatalError, NodeSnapshot, RestartingInfo, TreeConfig, TreeError, TreeStatus};
 use fsm_core::NodePath;
 
 /// The restart a snapshot reports: a function an application can only
@@ -53,4 +55,14 @@ fn the_restart_and_fatal_types_of_snapshots_are_named_from_the_crate_root() {
     let json = serde_json::to_string(&status).unwrap();
     let back: TreeStatus = serde_json::from_str(&json).unwrap();
     assert_eq!(gave_up(&back), Some(&fatal));
+}
+
+#[test]
+fn a_meter_made_with_the_re_exported_opentelemetry_goes_into_the_config() {
+    let meter = fsm_actors::opentelemetry::global::meter("public-api-test");
+    let config = TreeConfig::default()
+        .with_meter(Some(meter))
+        .with_inspect_timeout(Duration::from_secs(1));
+    assert!(config.meter.is_some());
+    assert_eq!(config.validate(), Ok(()));
 }
