@@ -32,7 +32,7 @@ use fsm_core::Supervision;
 #[non_exhaustive]
 pub struct TreeConfig {
     /// How often the root timer ticks the tree. `None`: no timer; the tree
-    /// ticks only when [`Tree::tick`](crate::Tree::tick) is called.
+    /// ticks only when [`Tree::tick`](crate::TreeHandle::tick) is called.
     /// Default: every 1 s.
     pub tick_interval: Option<Duration>,
     /// How long one `collect` may take before it counts as failed.
@@ -105,7 +105,7 @@ pub struct TreeConfig {
     /// reported as forced; its siblings still get their own time.
     /// Default: 5 s.
     pub stop_hook_timeout: Duration,
-    /// How long [`Tree::inspect`](crate::Tree::inspect) waits for each node.
+    /// How long [`Tree::inspect`](crate::TreeHandle::inspect) waits for each node.
     /// Default: 5 s.
     pub inspect_timeout: Duration,
     /// While a subtree starts, its nodes' first reports arrive in a burst;
