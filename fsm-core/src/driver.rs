@@ -585,13 +585,13 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         else {
             return Ok(None);
         };
-        let snapshot = TickContext::new(input.path, worker, spec, observed, input.desired)
+        let ctx = TickContext::new(input.path, worker, spec, observed, input.desired)
             .with_children(input.children)
             .with_action_in_flight(input.action_in_flight)
             .with_last_action(input.last_action);
         let from = self.state.name();
         let transition =
-            catch_unwind(AssertUnwindSafe(|| self.state.next(&snapshot))).map_err(|payload| {
+            catch_unwind(AssertUnwindSafe(|| self.state.next(&ctx))).map_err(|payload| {
                 CallbackError::Panicked {
                     callback: Callback::Next,
                     message: panic_message(payload.as_ref()),
