@@ -31,7 +31,7 @@ use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
+/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, State, TickContext, Transition, Worker};
 /// # #[derive(Clone, Debug)] struct Idle;
 /// # struct Noop;
 /// # impl Worker for Noop {
@@ -92,7 +92,7 @@ pub struct Tree {
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
+/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, State, TickContext, Transition, Worker};
 /// # #[derive(Clone, Debug)] struct Idle;
 /// # struct Noop;
 /// # impl Worker for Noop {

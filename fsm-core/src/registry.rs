@@ -89,7 +89,7 @@ where
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
+/// # use fsm_core::{BoxError, CollectContext, DeriveContext, DesiredState, State, TickContext, Transition, Worker};
 /// # #[derive(Clone, Debug)] struct Idle;
 /// # struct Noop;
 /// # impl Worker for Noop {

@@ -43,7 +43,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 /// use fsm_core::{
 ///     Action, ActionContext, BoxError, CollectContext, DeriveContext, DesiredState,
-///     TickContext, State, Transition, Worker,
+///     State, TickContext, Transition, Worker,
 /// };
 /// use serde::Deserialize;
 /// use std::sync::Arc;
