@@ -27,6 +27,7 @@
 //! See `docs/architecture.md` for the tick and the messages.
 
 #![forbid(unsafe_code)]
+#![warn(unnameable_types)]
 
 mod config;
 mod deadline;
@@ -46,10 +47,16 @@ pub use error::TreeError;
 #[cfg(feature = "fault-injection")]
 pub use faults::quiet_injected_faults;
 pub use snapshot::{
-    CollectError, ExecutorStats, NodeSnapshot, ShutdownReport, StopOutcome, StopRecord,
-    SubtreeCounts, TreeStatus,
+    CollectError, ExecutorStats, FatalError, NodeSnapshot, RestartingInfo, ShutdownReport,
+    StopOutcome, StopRecord, SubtreeCounts, TreeStatus,
 };
 pub use tree::{Tree, TreeHandle};
+
+/// The OpenTelemetry API this crate is built against. A
+/// [`TreeConfig::meter`] must come from this very version of
+/// `opentelemetry` (a meter of another version is another type); making it
+/// through this re-export makes sure it does.
+pub use opentelemetry;
 
 /// The README's example, compiled and run as a doctest.
 #[doc = include_str!("../../README.md")]

@@ -246,7 +246,7 @@ pub struct TreeStatus {
     /// Whether the root node and its subtree have converged.
     pub converged: bool,
     /// The tree generation in force: 1 at spawn, bumped by every
-    /// [`Tree::update_root_spec`](crate::Tree::update_root_spec).
+    /// [`Tree::update_root_spec`](crate::TreeHandle::update_root_spec).
     pub generation: u64,
     /// The tree generation every node has acted on (its spec applied, its
     /// children reconciled, removed children stopped). `converged` speaks

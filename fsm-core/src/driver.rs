@@ -25,7 +25,7 @@ use crate::supervision::Supervision;
 use crate::value::{TemplateRenderer, Value, ValueError};
 use crate::worker::{
     ActionReport, BoxError, BoxFuture, BoxedAction, ChildStatus, CollectContext, DeriveContext,
-    Signal, Snapshot, State, Worker,
+    Signal, State, StopContext, TickContext, Worker,
 };
 
 /// A type-erased observation, as it travels from the collector back to the
@@ -37,7 +37,7 @@ pub type Observation = Box<dyn Any + Send + Sync>;
 /// declaration before anything changes, and hands each new child its
 /// decoded spec ([`NodeDriver::set_decoded_spec`]) instead of having it
 /// decode the same data again. Made by
-/// [`WorkerRegistry::decode_child`](crate::WorkerRegistry::decode_child).
+/// [`decode_children_hashed`](crate::runtime::decode_children_hashed).
 pub struct DecodedSpec(pub(crate) Box<dyn Any + Send + Sync>);
 
 impl std::fmt::Debug for DecodedSpec {
@@ -100,10 +100,16 @@ impl<'a> StepInput<'a> {
         self
     }
 
-    /// Sets the action status.
+    /// Sets whether an action is queued or running.
     #[must_use]
-    pub fn with_action(mut self, in_flight: bool, last: Option<&'a ActionReport>) -> Self {
+    pub fn with_action_in_flight(mut self, in_flight: bool) -> Self {
         self.action_in_flight = in_flight;
+        self
+    }
+
+    /// Sets the last finished action.
+    #[must_use]
+    pub fn with_last_action(mut self, last: Option<&'a ActionReport>) -> Self {
         self.last_action = last;
         self
     }
@@ -134,7 +140,7 @@ pub trait NodeDriver: Send + Sync {
     /// The current state's name.
     fn state_name(&self) -> &'static str;
 
-    /// Every state's name ([`State::NAMES`]).
+    /// Every state's name ([`StateNames::NAMES`](crate::StateNames::NAMES)).
     fn state_names(&self) -> &'static [&'static str];
 
     /// Decodes and installs a new spec. On error the old spec stays.
@@ -580,12 +586,13 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         else {
             return Ok(None);
         };
-        let snapshot = Snapshot::new(input.path, worker, spec, observed, input.desired)
+        let ctx = TickContext::new(input.path, worker, spec, observed, input.desired)
             .with_children(input.children)
-            .with_action(input.action_in_flight, input.last_action);
+            .with_action_in_flight(input.action_in_flight)
+            .with_last_action(input.last_action);
         let from = self.state.name();
         let transition =
-            catch_unwind(AssertUnwindSafe(|| self.state.next(&snapshot))).map_err(|payload| {
+            catch_unwind(AssertUnwindSafe(|| self.state.next(&ctx))).map_err(|payload| {
                 CallbackError::Panicked {
                     callback: Callback::Next,
                     message: panic_message(payload.as_ref()),
@@ -615,7 +622,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         let state = self.state.name();
         let desired = desired.to_owned();
         Box::pin(async move {
-            let ctx = CollectContext::new(&path, &*spec).with_states(state, &desired);
+            let ctx = StopContext::new(&path, &*spec).with_states(state, &desired);
             worker.on_stop(&ctx).await;
         })
     }

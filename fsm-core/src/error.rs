@@ -68,7 +68,7 @@ pub enum SpecError {
         what: String,
         /// The unknown state.
         state: String,
-        /// The worker type's states ([`State::NAMES`](crate::State::NAMES)).
+        /// The worker type's states ([`StateNames::NAMES`](crate::StateNames::NAMES)).
         known: Vec<String>,
     },
     /// The registered constructor panicked.

@@ -3,17 +3,27 @@
 //!
 //! * [`Value`], [`ChildSpec`], [`DesiredState`]: the declarative data, with a
 //!   stable content hash ([`SpecHash`]) and a binary [`codec`].
-//! * [`Worker`], [`State`], [`Transition`], [`Action`]: what a user writes.
+//! * [`Worker`], [`State`], [`Transition`], [`Action`]: what a user writes;
+//!   [`states!`] names a state enum's states, [`action`] makes an action
+//!   from a closure.
+//! * [`TickContext`]: what a state machine's [`State::next`] looks at
+//!   (build one with [`TickContext::new`] to unit-test a state machine).
 //! * [`WorkerRegistry`]: worker-type names → typed constructors.
 //! * [`plan_children`] and [`validate_children`]: the reconcile plan.
-//! * [`RestartPolicy`], [`Strategy`], [`RestartWindow`], [`Backoff`],
-//!   [`Circuit`]: supervision decisions, with time as an argument.
-//! * [`NodeDriver`]: the type-erased worker the runtime (`fsm-actors`) drives.
+//! * [`Supervision`], [`RestartPolicy`], [`Strategy`], [`RestartIntensity`],
+//!   [`Backoff`]: how a child is supervised, as configured in its
+//!   [`ChildSpec`]. The decisions themselves (restart windows, the circuit
+//!   breaker, exit reasons), with time as an argument, are in
+//!   [`supervision`].
+//! * [`freshness`]: when an observation is fresh, stale or missing.
+//! * [`runtime`]: the interface the runtime (`fsm-actors`) drives workers
+//!   through; applications do not need it.
 //!
 //! Start with [`Worker`]; the runtime that spawns a tree of workers is in the
 //! `fsm-actors` crate.
 
 #![forbid(unsafe_code)]
+#![warn(unnameable_types)]
 
 pub mod codec;
 mod driver;
@@ -25,9 +35,10 @@ mod metrics;
 mod path;
 mod reconcile;
 mod registry;
+pub mod runtime;
 mod spec;
 mod states;
-mod supervision;
+pub mod supervision;
 mod value;
 mod worker;
 
@@ -37,28 +48,23 @@ pub mod __private {
     pub use crate::states::{snake_case, snake_case_len};
 }
 
-pub use driver::{CollectStart, DecodedSpec, NodeDriver, Observation, StepInput, StepOutcome};
 pub use error::{
     Callback, CallbackError, CodecError, DeclarationError, DeclarationProblem, InvalidSpec,
-    RegistryError, SpecError, SupervisionError, panic_message,
+    RegistryError, SpecError, SupervisionError,
 };
-pub use hash::{SpecHash, StableHasher};
+pub use hash::SpecHash;
 pub use metrics::{NoMetrics, WorkerMetrics};
 pub use path::{NodePath, PATH_SEPARATOR};
 pub use reconcile::{
-    PlanCounts, PlanStep, ReconcilePlan, RunningChild, decode_children_hashed, plan_children,
-    plan_children_hashed, validate_children, validate_children_hashed,
+    PlanCounts, PlanStep, ReconcilePlan, RunningChild, plan_children, validate_children,
 };
 pub use registry::{MakeMetrics, WorkerRegistry};
 pub use spec::{ChildSpec, DesiredState};
 pub use states::StateNames;
-pub use supervision::{
-    Backoff, Circuit, CircuitChange, ExitReason, IntensityVerdict, RestartIntensity, RestartPolicy,
-    RestartWindow, SplitMix64, Strategy, Supervision, affected_children,
-};
+pub use supervision::{Backoff, RestartIntensity, RestartPolicy, Strategy, Supervision};
 pub use value::{Map, Template, TemplateRenderer, Value, ValueError, is_template};
 pub use worker::{
     Action, ActionContext, ActionOutcome, ActionReport, BoxError, BoxFuture, BoxedAction,
-    ChildStatus, CollectContext, DeriveContext, FnAction, Signal, Snapshot, State, StopContext,
+    ChildStatus, CollectContext, DeriveContext, FnAction, Signal, State, StopContext, TickContext,
     Transition, Worker, WorkerInit, action,
 };

@@ -25,7 +25,7 @@ trait Factory: Send + Sync {
         path: &NodePath,
         metrics: Option<&MakeMetrics<'_>>,
     ) -> Result<Box<dyn NodeDriver>, SpecError>;
-    /// The worker's state names ([`State::NAMES`]).
+    /// The worker's state names ([`StateNames::NAMES`](crate::StateNames::NAMES)).
     fn state_names(&self) -> &'static [&'static str];
 }
 
@@ -64,11 +64,7 @@ where
         path: &NodePath,
         metrics: Option<&MakeMetrics<'_>>,
     ) -> Result<Box<dyn NodeDriver>, SpecError> {
-        let init = WorkerInit {
-            path,
-            worker_type: &self.worker_type,
-            metrics,
-        };
+        let init = WorkerInit::new(path, &self.worker_type).with_metrics(metrics);
         let worker = catch_unwind(AssertUnwindSafe(|| (self.construct)(&init)))
             .map_err(|p| SpecError::ConstructorPanicked {
                 path: path.clone(),
@@ -94,7 +90,7 @@ where
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # use fsm_core::{BoxError, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
 /// # fsm_core::states! { #[derive(Clone, Debug)] enum Idle { Idle } }
 /// # struct Noop;
 /// # impl Worker for Noop {
@@ -103,7 +99,7 @@ where
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
-/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// #     fn next(&self, _: &TickContext<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use fsm_core::{RegistryError, WorkerRegistry};
 ///
@@ -191,7 +187,7 @@ impl WorkerRegistry {
     }
 
     /// The state names of worker type `worker_type`
-    /// ([`State::NAMES`](crate::State::NAMES)), if it is registered.
+    /// ([`StateNames::NAMES`](crate::StateNames::NAMES)), if it is registered.
     #[must_use]
     pub fn state_names(&self, worker_type: &str) -> Option<&'static [&'static str]> {
         self.factories.get(worker_type).map(|f| f.state_names())
@@ -247,6 +243,9 @@ impl WorkerRegistry {
     /// # Errors
     ///
     /// As [`validate`](Self::validate).
+    // Hidden: only the runtime's reconcile (`fsm-actors`) decodes specs
+    // ahead of the child; an application validates with `validate`.
+    #[doc(hidden)]
     pub fn decode_child(
         &self,
         parent: &NodePath,
@@ -308,6 +307,9 @@ impl WorkerRegistry {
     /// [`SpecError::UnknownWorkerType`],
     /// [`SpecError::ConstructorPanicked`], or
     /// [`SpecError::ConstructorFailed`].
+    // Hidden: only the runtime (`fsm-actors`) makes drivers; an application
+    // registers workers and never builds one itself.
+    #[doc(hidden)]
     pub fn construct(
         &self,
         path: &NodePath,
@@ -323,6 +325,9 @@ impl WorkerRegistry {
     /// # Errors
     ///
     /// As [`construct`](Self::construct).
+    // Hidden: only the runtime (`fsm-actors`) makes drivers; an application
+    // registers workers and never builds one itself.
+    #[doc(hidden)]
     pub fn construct_with_metrics(
         &self,
         path: &NodePath,
@@ -339,6 +344,9 @@ impl WorkerRegistry {
     /// # Errors
     ///
     /// As [`validate`](Self::validate) and [`construct`](Self::construct).
+    // Hidden: only the runtime (`fsm-actors`) makes drivers; an application
+    // registers workers and never builds one itself.
+    #[doc(hidden)]
     pub fn create(
         &self,
         path: &NodePath,

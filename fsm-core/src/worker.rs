@@ -37,13 +37,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// * [`derive_desired`](Worker::derive_desired) is pure: from the typed spec
 ///   it derives the node's own target state and its children;
 /// * the [`State`] machine decides transitions and actions from a
-///   [`Snapshot`].
+///   [`TickContext`].
 ///
 /// # Examples
 ///
 /// ```
 /// use fsm_core::{
-///     BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition,
+///     BoxError, CollectContext, DeriveContext, DesiredState, TickContext, State, Transition,
 ///     Worker, action,
 /// };
 /// use serde::Deserialize;
@@ -79,7 +79,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// }
 ///
 /// impl State<Lamp> for LampState {
-///     fn next(&self, s: &Snapshot<'_, Lamp>) -> Transition<LampState> {
+///     fn next(&self, s: &TickContext<'_, Lamp>) -> Transition<LampState> {
 ///         match (self, s.desired(), *s.observed()) {
 ///             (LampState::Off, "on", true) => Transition::to(LampState::On).because("lamp is lit"),
 ///             (LampState::Off, "on", false) => {
@@ -157,8 +157,8 @@ pub trait Worker: Send + Sync + Sized + 'static {
     }
 }
 
-/// A worker's state machine. `next` is pure: it looks at a [`Snapshot`] and
-/// returns a [`Transition`]; the framework carries it out.
+/// A worker's state machine. `next` is pure: it looks at a [`TickContext`]
+/// and returns a [`Transition`]; the framework carries it out.
 ///
 /// The states' names come from [`StateNames`], which
 /// [`states!`](crate::states) writes for an enum: the framework knows every
@@ -184,7 +184,7 @@ pub trait State<W: Worker>: StateNames + Clone + fmt::Debug + Send + Sync + 'sta
     /// against asking for the same action twice. An action that failed and
     /// is asked for again is held back with backoff (`TreeConfig`'s
     /// `action_backoff` in `fsm-actors`).
-    fn next(&self, snapshot: &Snapshot<'_, W>) -> Transition<Self>;
+    fn next(&self, ctx: &TickContext<'_, W>) -> Transition<Self>;
 }
 
 /// Signals a state machine can raise to its supervisor.
@@ -289,7 +289,7 @@ impl<S> Transition<S> {
     }
 
     /// Splits the transition into its parts.
-    pub fn into_parts(
+    pub(crate) fn into_parts(
         self,
     ) -> (
         Option<S>,
@@ -522,6 +522,9 @@ impl BoxedAction {
     }
 
     /// Turns the action into the future that performs it.
+    // Hidden: only the executor of `fsm-actors` runs actions; an
+    // application hands them over in a `Transition` and never runs one.
+    #[doc(hidden)]
     pub fn run(self, ctx: ActionContext) -> BoxFuture<'static, Result<(), BoxError>> {
         self.action.run(ctx)
     }
@@ -592,9 +595,65 @@ pub struct ChildStatus {
     pub converged: bool,
 }
 
-/// Everything a state machine may look at: the spec, the freshest
+/// Everything a state machine may look at on a tick: the spec, the freshest
 /// observation, the desired state, the children, and the action in flight.
-pub struct Snapshot<'a, W: Worker> {
+///
+/// The framework builds one for every call of [`State::next`]. To unit-test
+/// a state machine, build one with [`TickContext::new`] and call `next`
+/// yourself:
+///
+/// ```
+/// use fsm_core::{
+///     ActionOutcome, ActionReport, BoxError, CollectContext, DeriveContext, DesiredState,
+///     NodePath, State, TickContext, Transition, Worker,
+/// };
+///
+/// struct Valve;
+///
+/// fsm_core::states! {
+///     #[derive(Clone, Debug, PartialEq)]
+///     enum ValveState { Closed, Open }
+/// }
+///
+/// impl Worker for Valve {
+///     type Spec = ();
+///     type Observed = bool; // whether the valve reports open
+///     type State = ValveState;
+///
+///     fn initial_state(&self) -> ValveState { ValveState::Closed }
+///
+///     async fn collect(&self, _: &CollectContext<'_, ()>) -> Result<bool, BoxError> { Ok(false) }
+///
+///     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> {
+///         Ok(DesiredState::new("open"))
+///     }
+/// }
+///
+/// impl State<Valve> for ValveState {
+///     fn next(&self, ctx: &TickContext<'_, Valve>) -> Transition<ValveState> {
+///         match (self, ctx.desired(), *ctx.observed()) {
+///             (ValveState::Closed, "open", true) => Transition::to(ValveState::Open),
+///             (ValveState::Closed, "open", false) if ctx.last_action().is_some() => {
+///                 Transition::stay().because("waiting for the valve to report open")
+///             }
+///             _ => Transition::stay(),
+///         }
+///     }
+/// }
+///
+/// let path = NodePath::top().child("valve");
+/// let opened = TickContext::new(&path, &Valve, &(), &true, "open");
+/// assert_eq!(ValveState::Closed.next(&opened).next_state(), Some(&ValveState::Open));
+///
+/// let report = ActionReport { action: "Open".into(), outcome: ActionOutcome::Succeeded };
+/// let waiting = TickContext::new(&path, &Valve, &(), &false, "open")
+///     .with_action_in_flight(false)
+///     .with_last_action(Some(&report));
+/// let t = ValveState::Closed.next(&waiting);
+/// assert_eq!(t.next_state(), None);
+/// assert_eq!(t.reason(), "waiting for the valve to report open");
+/// ```
+pub struct TickContext<'a, W: Worker> {
     path: &'a NodePath,
     worker: &'a W,
     spec: &'a W::Spec,
@@ -605,9 +664,13 @@ pub struct Snapshot<'a, W: Worker> {
     last_action: Option<&'a ActionReport>,
 }
 
-impl<'a, W: Worker> Snapshot<'a, W> {
-    /// A snapshot with no children and no action history. The framework
-    /// builds snapshots; this constructor is for testing state machines.
+impl<'a, W: Worker> TickContext<'a, W> {
+    /// A context for the node at `path`, with its worker, typed spec,
+    /// freshest observation and desired state; no children, no action in
+    /// flight and no action history (set them with the `with_*` methods).
+    /// The framework builds these itself: this constructor is how a test
+    /// calls a state machine's [`State::next`] (see the example on
+    /// [`TickContext`]).
     #[must_use]
     pub fn new(
         path: &'a NodePath,
@@ -635,10 +698,18 @@ impl<'a, W: Worker> Snapshot<'a, W> {
         self
     }
 
-    /// Sets the action status.
+    /// Sets whether an action of this node is queued or running
+    /// ([`action_in_flight`](Self::action_in_flight)).
     #[must_use]
-    pub fn with_action(mut self, in_flight: bool, last: Option<&'a ActionReport>) -> Self {
+    pub fn with_action_in_flight(mut self, in_flight: bool) -> Self {
         self.action_in_flight = in_flight;
+        self
+    }
+
+    /// Sets the node's last finished action
+    /// ([`last_action`](Self::last_action)).
+    #[must_use]
+    pub fn with_last_action(mut self, last: Option<&'a ActionReport>) -> Self {
         self.last_action = last;
         self
     }
@@ -701,16 +772,46 @@ impl<'a, W: Worker> Snapshot<'a, W> {
 }
 
 /// Passed to a worker's constructor in the registry.
-#[non_exhaustive]
 pub struct WorkerInit<'a> {
-    /// The node's path.
-    pub path: &'a NodePath,
-    /// The registered worker type.
-    pub worker_type: &'a str,
-    pub(crate) metrics: Option<&'a crate::registry::MakeMetrics<'a>>,
+    path: &'a NodePath,
+    worker_type: &'a str,
+    metrics: Option<&'a crate::registry::MakeMetrics<'a>>,
 }
 
-impl WorkerInit<'_> {
+impl<'a> WorkerInit<'a> {
+    /// What the constructor of a node at `path` of type `worker_type` is
+    /// given; its [`metrics`](Self::metrics) record nothing. The registry
+    /// builds these itself: this is for testing a constructor.
+    #[must_use]
+    pub fn new(path: &'a NodePath, worker_type: &'a str) -> Self {
+        Self {
+            path,
+            worker_type,
+            metrics: None,
+        }
+    }
+
+    /// Makes [`metrics`](Self::metrics) come from `metrics`.
+    pub(crate) fn with_metrics(
+        mut self,
+        metrics: Option<&'a crate::registry::MakeMetrics<'a>>,
+    ) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The node's path.
+    #[must_use]
+    pub fn path(&self) -> &'a NodePath {
+        self.path
+    }
+
+    /// The registered worker type.
+    #[must_use]
+    pub fn worker_type(&self) -> &'a str {
+        self.worker_type
+    }
+
     /// The node's [`WorkerMetrics`], for a worker that records metrics of
     /// its own outside actions (in `collect`, say): keep the handle in the
     /// worker. Made on each call; without a runtime behind the registry it
@@ -733,10 +834,9 @@ impl fmt::Debug for WorkerInit<'_> {
     }
 }
 
-/// Passed to [`Worker::collect`] (and, as [`StopContext`], to
-/// [`Worker::on_stop`]): the node's path, its current typed spec, its
-/// current state and its desired state (a worker may skip observing while
-/// it should be, and is, `stopped`).
+/// Passed to [`Worker::collect`]: the node's path, its current typed spec,
+/// its current state and its desired state (a worker may skip observing
+/// while it should be, and is, `stopped`).
 #[derive(Debug)]
 pub struct CollectContext<'a, S> {
     path: &'a NodePath,
@@ -811,12 +911,9 @@ impl<'a, S> CollectContext<'a, S> {
 /// assert_eq!(lazy.variable("PORT"), Some(&Value::from(502)));
 /// assert_eq!(lazy.variable("nope"), None);
 /// ```
-#[non_exhaustive]
 pub struct DeriveContext<'a> {
-    /// The node's path.
-    pub path: &'a NodePath,
-    /// The node's ISA-95 location as a dotted path (empty when unset).
-    pub location_path: &'a str,
+    path: &'a NodePath,
+    location_path: &'a str,
     variables: Variables<'a>,
 }
 
@@ -866,6 +963,19 @@ impl<'a> DeriveContext<'a> {
         self
     }
 
+    /// The node's path.
+    #[must_use]
+    pub fn path(&self) -> &'a NodePath {
+        self.path
+    }
+
+    /// The node's ISA-95 location as a dotted path
+    /// (`acme.plant-a.packaging.line-1`; empty when unset).
+    #[must_use]
+    pub fn location_path(&self) -> &'a str {
+        self.location_path
+    }
+
     /// The node's variables, as templates see them: `user` variables at the
     /// top level, `global` and `internal` as maps (`Null` when there are
     /// none).
@@ -897,8 +1007,64 @@ impl fmt::Debug for DeriveContext<'_> {
     }
 }
 
-/// Passed to [`Worker::on_stop`].
-pub type StopContext<'a, S> = CollectContext<'a, S>;
+/// Passed to [`Worker::on_stop`]: the node's path, its last typed spec, the
+/// state it stopped in and its desired state (`"stopped"` when it was
+/// removed or shut down).
+#[derive(Debug)]
+pub struct StopContext<'a, S> {
+    path: &'a NodePath,
+    spec: &'a S,
+    state: &'static str,
+    desired: &'a str,
+}
+
+impl<'a, S> StopContext<'a, S> {
+    /// A context for `path` with `spec` (no state or desired state known:
+    /// both empty). The runtime builds these itself: this is for testing a
+    /// stop hook.
+    #[must_use]
+    pub fn new(path: &'a NodePath, spec: &'a S) -> Self {
+        Self {
+            path,
+            spec,
+            state: "",
+            desired: "",
+        }
+    }
+
+    /// Sets the state the node stopped in and its desired state.
+    #[must_use]
+    pub fn with_states(mut self, state: &'static str, desired: &'a str) -> Self {
+        self.state = state;
+        self.desired = desired;
+        self
+    }
+
+    /// The node's path.
+    #[must_use]
+    pub fn path(&self) -> &'a NodePath {
+        self.path
+    }
+
+    /// The node's last typed spec.
+    #[must_use]
+    pub fn spec(&self) -> &'a S {
+        self.spec
+    }
+
+    /// The name of the state the node stopped in (`"stopped"` after a
+    /// graceful stop).
+    #[must_use]
+    pub fn state(&self) -> &'static str {
+        self.state
+    }
+
+    /// The node's desired state when it stopped.
+    #[must_use]
+    pub fn desired(&self) -> &'a str {
+        self.desired
+    }
+}
 
 /// Passed to [`Action::execute`]: the node's path, the cancellation
 /// signal and the node's [`WorkerMetrics`].

@@ -37,7 +37,7 @@ pub struct DemoRun {
     /// Whether the halfway change was applied.
     pub changed: bool,
     /// Restarts over the whole run, as the restart warnings count them
-    /// (nodes removed since included; see [`Tree::restarts`]).
+    /// (nodes removed since included; see [`Tree::restarts`](fsm_actors::TreeHandle::restarts)).
     pub restarts: u64,
 }
 

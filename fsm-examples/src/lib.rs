@@ -11,6 +11,7 @@
 //!   trace exporter, used by `fsm-trace`.
 
 #![forbid(unsafe_code)]
+#![warn(unnameable_types)]
 
 pub mod demo;
 pub mod guide;

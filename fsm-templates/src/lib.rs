@@ -16,6 +16,7 @@
 //!   (`acme.plant-a.packaging.line-1`).
 
 #![forbid(unsafe_code)]
+#![warn(unnameable_types)]
 
 mod bundle;
 mod error;

@@ -19,15 +19,19 @@
 //! Unlike OTP, restarts are spaced out by exponential backoff with jitter,
 //! and a child stopped on purpose (removed from the declaration, shut down)
 //! is never restarted.
+//!
+//! What a user configures ([`Supervision`], [`RestartPolicy`], [`Strategy`],
+//! [`RestartIntensity`], [`Backoff`]) is also exported at the crate root;
+//! the decisions ([`RestartWindow`], [`Circuit`], [`ExitReason`],
+//! [`affected_children`]) are used by the runtime and named from here.
 
 mod backoff;
 mod circuit;
 mod intensity;
 mod policy;
-mod random;
+pub(crate) mod random;
 
 pub use backoff::Backoff;
 pub use circuit::{Circuit, CircuitChange};
 pub use intensity::{IntensityVerdict, RestartIntensity, RestartWindow};
 pub use policy::{ExitReason, RestartPolicy, Strategy, Supervision, affected_children};
-pub use random::SplitMix64;
