@@ -94,40 +94,71 @@ impl Default for StableHasher {
 ///
 /// The value is persisted and compared across runs: for the same input it
 /// is the same on every platform and in every release.
+///
+/// Held as two `u64` halves (high first, so the order is the number's):
+/// a `u128` would make every struct that holds one 16-byte aligned, and
+/// nodes hold several. Serialised as the `u128`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SpecHash(pub u128);
+#[serde(from = "u128", into = "u128")]
+pub struct SpecHash([u64; 2]);
 
 impl SpecHash {
+    /// The hash whose value is `value`.
+    #[must_use]
+    pub const fn from_u128(value: u128) -> Self {
+        // Truncation intended: the two halves.
+        #[allow(clippy::cast_possible_truncation)]
+        Self([(value >> 64) as u64, value as u64])
+    }
+
+    /// The hash's value.
+    #[must_use]
+    pub const fn as_u128(self) -> u128 {
+        ((self.0[0] as u128) << 64) | self.0[1] as u128
+    }
+
     /// The hash of a sequence of hashes (its length and each in order), for
     /// a list whose items are hashed already.
     ///
     /// ```
     /// use fsm_core::SpecHash;
     ///
-    /// let (a, b) = (SpecHash(1), SpecHash(2));
+    /// let (a, b) = (SpecHash::from_u128(1), SpecHash::from_u128(2));
     /// assert_ne!(SpecHash::of_list(&[a, b]), SpecHash::of_list(&[b, a]));
-    /// assert_ne!(SpecHash::of_list(&[]), SpecHash::of_list(&[SpecHash(0)]));
+    /// assert_ne!(SpecHash::of_list(&[]), SpecHash::of_list(&[SpecHash::from_u128(0)]));
     /// ```
     #[must_use]
     pub fn of_list(hashes: &[SpecHash]) -> SpecHash {
         let mut h = StableHasher::new();
         h.write_u64(hashes.len() as u64);
         for x in hashes {
-            h.write_u128(x.0);
+            h.write_u128(x.as_u128());
         }
-        SpecHash(h.finish())
+        SpecHash::from_u128(h.finish())
+    }
+}
+
+impl From<u128> for SpecHash {
+    fn from(value: u128) -> Self {
+        Self::from_u128(value)
+    }
+}
+
+impl From<SpecHash> for u128 {
+    fn from(hash: SpecHash) -> Self {
+        hash.as_u128()
     }
 }
 
 impl fmt::Debug for SpecHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SpecHash({:032x})", self.0)
+        write!(f, "SpecHash({:032x})", self.as_u128())
     }
 }
 
 impl fmt::Display for SpecHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        write!(f, "{:032x}", self.as_u128())
     }
 }
 
@@ -168,12 +199,13 @@ mod tests {
             let mut h = StableHasher::new();
             h.write_str("plant/line-1/pump");
             h.write_u64(port as u64);
-            SpecHash(h.finish())
+            SpecHash::from_u128(h.finish())
         };
         assert_eq!(std::mem::size_of::<SpecHash>(), 16);
+        assert_eq!(std::mem::align_of::<SpecHash>(), 8);
         let (a, b) = (spec(502), spec(503));
-        assert_ne!(a.0 as u64, b.0 as u64, "low halves");
-        assert_ne!(a.0 >> 64, b.0 >> 64, "high halves");
+        assert_ne!(a.as_u128() as u64, b.as_u128() as u64, "low halves");
+        assert_ne!(a.as_u128() >> 64, b.as_u128() >> 64, "high halves");
         assert_eq!(a.to_string().len(), 32);
         // A long input (past XXH3's internal buffer) stays stable too.
         let mut long = StableHasher::new();
@@ -208,5 +240,27 @@ mod tests {
         b.write_str("a");
         b.write_str("bc");
         assert_ne!(a.finish(), b.finish());
+    }
+}
+
+#[cfg(test)]
+mod repr_tests {
+    use super::SpecHash;
+
+    #[test]
+    fn a_hash_orders_serialises_and_prints_as_its_u128() {
+        let values = [0, 1, u128::from(u64::MAX), u128::from(u64::MAX) + 1, u128::MAX];
+        for pair in values.windows(2) {
+            let (a, b) = (SpecHash::from_u128(pair[0]), SpecHash::from_u128(pair[1]));
+            assert!(a < b, "{a:?} < {b:?}");
+            assert_eq!(a.as_u128(), pair[0]);
+        }
+        let hash = SpecHash::from_u128(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        assert_eq!(hash.to_string(), "0123456789abcdeffedcba9876543210");
+        let json = serde_json::to_string(&hash).unwrap_or_default();
+        let as_number = serde_json::to_string(&hash.as_u128()).unwrap_or_default();
+        assert_eq!(json, as_number);
+        let back: SpecHash = serde_json::from_str(&json).unwrap_or(SpecHash::from_u128(0));
+        assert_eq!(back, hash);
     }
 }

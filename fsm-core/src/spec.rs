@@ -142,7 +142,7 @@ impl ChildSpec {
     pub fn hash(&self) -> SpecHash {
         let mut h = StableHasher::new();
         self.stable_hash(&mut h);
-        SpecHash(h.finish())
+        SpecHash::from_u128(h.finish())
     }
 
     /// Feeds the declaration into a hasher (see [`ChildSpec::hash`]).

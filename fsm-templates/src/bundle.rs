@@ -176,7 +176,7 @@ impl VariableBundle {
         let mut h = StableHasher::new();
         Value::Map(self.user.clone()).stable_hash(&mut h);
         Value::Map(self.global.clone()).stable_hash(&mut h);
-        SpecHash(h.finish())
+        SpecHash::from_u128(h.finish())
     }
 }
 

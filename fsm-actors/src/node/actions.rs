@@ -145,11 +145,11 @@ impl NodeState {
             retry_in_ms = ms(delay),
             "action failed"
         );
-        cold.action_retry = Some(ActionRetry {
+        cold.action_retry = Some(Box::new(ActionRetry {
             action: action.to_owned(),
             attempt,
             due: crate::deadline::after(now, delay),
-        });
+        }));
         cold.action_error = Some(failure);
     }
 }

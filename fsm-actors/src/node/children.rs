@@ -86,7 +86,7 @@ impl ChildEntry {
             },
             subtree: SubtreeCounts::default(),
             sent_parent_state: None,
-            sent_context: SpecHash(0),
+            sent_context: SpecHash::from_u128(0),
             restarts: 0,
             attempt: 0,
             started_in_tick: u64::MAX,

@@ -57,7 +57,7 @@ impl ParentContext {
             user,
             location,
             location_path,
-            hash: SpecHash(h.finish()),
+            hash: SpecHash::from_u128(h.finish()),
         }
     }
 }
@@ -160,9 +160,9 @@ impl NodeState {
             Arc::new(ParentContext::new(user, location))
         };
         let mut h = StableHasher::new();
-        h.write_u128(self.cold.spec_hash.0);
-        h.write_u128(own.hash.0);
-        Ok((own, SpecHash(h.finish())))
+        h.write_u128(self.cold.spec_hash.as_u128());
+        h.write_u128(own.hash.as_u128());
+        Ok((own, SpecHash::from_u128(h.finish())))
     }
 
     /// Step 3: the decoded spec, its templates rendered. The variables are

@@ -398,23 +398,37 @@ struct Cold {
     decoded: Option<(SpecHash, DecodedSpec)>,
     /// The collector task running now, if any (aborted with the node).
     collect_task: Option<AbortOnDrop>,
-    /// Why the last collect failed, if it did.
-    collect_error: Option<String>,
+    /// Failed collects, once there was one (boxed: most nodes never have
+    /// one, and this part is written whole when a node starts).
+    collect_trouble: Option<Box<CollectTrouble>>,
     /// At the top, once the tree gave up: the records of the ordered stop
     /// of its nodes, for the tree's shutdown.
-    gave_up: Option<Vec<crate::snapshot::StopRecord>>,
+    gave_up: Option<Box<[crate::snapshot::StopRecord]>>,
     /// While the node drives itself to `stopped` before it stops.
     drain: Option<Box<drain::Drain>>,
-    /// Collects that failed or timed out, in this incarnation.
-    collect_failures: u64,
-    /// When the last collect failed.
-    collect_failed_at: Option<Instant>,
-    /// When a failed collect was last logged (see `collect_failed`).
-    collect_logged_at: Option<Instant>,
     /// Why the state machine last changed state.
     transition_reason: std::borrow::Cow<'static, str>,
-    /// The last failed action, while its retry backs off.
-    action_retry: Option<ActionRetry>,
+    /// The last failed action, while its retry backs off (boxed: rare).
+    action_retry: Option<Box<ActionRetry>>,
+}
+
+/// A node's failed collects, in this incarnation.
+struct CollectTrouble {
+    /// How many failed or timed out.
+    failures: u64,
+    /// Why the last one failed, until a collect succeeds.
+    error: Option<String>,
+    /// When the last one failed.
+    failed_at: Instant,
+    /// When a failure was last logged (see `collect_failed`).
+    logged_at: Instant,
+}
+
+impl Cold {
+    /// Why the last collect failed, while no collect has succeeded since.
+    fn collect_error(&self) -> Option<&String> {
+        self.collect_trouble.as_ref()?.error.as_ref()
+    }
 }
 
 /// A failed action held back until `due`.
@@ -540,10 +554,7 @@ impl Actor for NodeActor {
                 started,
                 decoded: args.decoded.map(|d| (spec_hash, d)),
                 collect_task: None,
-                collect_error: None,
-                collect_failures: 0,
-                collect_failed_at: None,
-                collect_logged_at: None,
+                collect_trouble: None,
                 transition_reason: std::borrow::Cow::Borrowed(""),
                 action_retry: None,
                 gave_up: None,

@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{NodeMsg, NodeState};
+use super::{CollectTrouble, NodeMsg, NodeState};
 use crate::config::TreeConfig;
 
 /// A task that is aborted when its handle is dropped (with the node).
@@ -147,7 +147,9 @@ impl NodeState {
                 self.quiet_from(now);
                 if self.collector.failed {
                     self.collector.failed = false;
-                    self.cold.collect_error = None;
+                    if let Some(trouble) = &mut self.cold.collect_trouble {
+                        trouble.error = None;
+                    }
                 }
             }
             Err(e) => self.collect_failed(e, now),
@@ -159,25 +161,36 @@ impl NodeState {
     /// `recovery_heartbeat`).
     fn collect_failed(&mut self, error: String, now: Instant) {
         self.collector.failed = true;
-        let cold = &mut *self.cold;
-        cold.collect_failures += 1;
-        cold.collect_failed_at = Some(now);
         let every = self.shared.config.recovery_heartbeat;
-        let log = cold
-            .collect_logged_at
-            .is_none_or(|at| now.saturating_duration_since(at) >= every);
+        let (trouble, log) = match &mut self.cold.collect_trouble {
+            Some(trouble) => {
+                let log = now.saturating_duration_since(trouble.logged_at) >= every;
+                (trouble, log)
+            }
+            slot @ None => (
+                slot.insert(Box::new(CollectTrouble {
+                    failures: 0,
+                    error: None,
+                    failed_at: now,
+                    logged_at: now,
+                })),
+                true,
+            ),
+        };
+        trouble.failures += 1;
+        trouble.failed_at = now;
         if log {
-            cold.collect_logged_at = Some(now);
+            trouble.logged_at = now;
             tracing::warn!(
                 node.path = %self.path,
                 error = %error,
-                failures = cold.collect_failures,
+                failures = trouble.failures,
                 "collect failed"
             );
         } else {
             tracing::trace!(node.path = %self.path, error = %error, "collect failed");
         }
-        cold.collect_error = Some(error);
+        trouble.error = Some(error);
     }
 
     pub(super) fn observed(

@@ -99,7 +99,7 @@ impl NodeState {
             return Some(e.clone());
         }
         if let Some(age) = self.stale_for(now) {
-            return Some(match &self.cold.collect_error {
+            return Some(match self.cold.collect_error() {
                 Some(e) => format!("stale: no good observation for {age:?}; last: {e}"),
                 None => format!("stale: no good observation for {age:?}"),
             });
@@ -258,15 +258,13 @@ impl NodeState {
             stale: self.is_stale(now),
             state_reason: self.cold.transition_reason.to_string(),
             ticks: self.ticks,
-            collect_failures: self.cold.collect_failures,
-            last_collect_error: self.cold.collect_error.as_ref().map(|error| {
-                crate::snapshot::CollectError {
+            collect_failures: self.cold.collect_trouble.as_ref().map_or(0, |t| t.failures),
+            last_collect_error: self.cold.collect_trouble.as_ref().and_then(|trouble| {
+                let error = trouble.error.as_ref()?;
+                Some(crate::snapshot::CollectError {
                     error: error.clone(),
-                    ago_ms: self
-                        .cold
-                        .collect_failed_at
-                        .map_or(0, |at| ms(now.saturating_duration_since(at))),
-                }
+                    ago_ms: ms(now.saturating_duration_since(trouble.failed_at)),
+                })
             }),
             action_in_flight: self.action.map(|(_, name)| name.to_owned()),
             last_action: self.last_action.as_deref().cloned(),

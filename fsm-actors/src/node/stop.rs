@@ -196,7 +196,7 @@ impl NodeState {
             }
             NodeMsg::Shutdown { reply, .. } => {
                 if let Some(records) = self.cold.gave_up.take() {
-                    let _ = reply.send(records);
+                    let _ = reply.send(records.into_vec());
                     myself.stop(Some(EXIT_SHUTDOWN.to_owned()));
                 }
             }

@@ -390,7 +390,7 @@ impl NodeState {
             .cast(ExecMsg::CancelSubtree(self.path.clone()));
         if self.is_top() {
             // What the tree's shutdown will answer: every node has stopped.
-            self.cold.gave_up = Some(records);
+            self.cold.gave_up = Some(records.into_boxed_slice());
             let fatal = FatalError {
                 path: root,
                 restarts,

@@ -186,7 +186,7 @@ impl NodeState {
             return Ok(Prepared::CollectorFailed(format!(
                 "the collector has produced no good observation for {age:?} (restart threshold {:?}); last: {}",
                 self.config().collector_restart_after,
-                self.cold.collect_error.as_deref().unwrap_or("none"),
+                self.cold.collect_error().map_or("none", String::as_str),
             )));
         }
         // (Inputs are applied when they arrive: at start, `UpdateSpec`,
