@@ -78,6 +78,9 @@ pub struct StepInput<'a> {
     pub action_in_flight: bool,
     /// The last finished action.
     pub last_action: Option<&'a ActionReport>,
+    /// The children the worker declared from its state (see
+    /// [`Transition::with_children`](crate::Transition::with_children)).
+    pub from_state: &'a [crate::spec::ChildSpec],
 }
 
 impl<'a> StepInput<'a> {
@@ -90,7 +93,15 @@ impl<'a> StepInput<'a> {
             children: &[],
             action_in_flight: false,
             last_action: None,
+            from_state: &[],
         }
+    }
+
+    /// Sets the children declared from state.
+    #[must_use]
+    pub fn with_children_from_state(mut self, declared: &'a [crate::spec::ChildSpec]) -> Self {
+        self.from_state = declared;
+        self
     }
 
     /// Sets the children.
@@ -123,6 +134,9 @@ pub struct StepOutcome {
     pub signal: Option<Signal>,
     /// Why.
     pub reason: Cow<'static, str>,
+    /// `Some`: the transition replaced the children declared from state
+    /// (see [`Transition::with_children`](crate::Transition::with_children)).
+    pub children: Option<Vec<crate::spec::ChildSpec>>,
 }
 
 /// A worker with its spec, state and latest observation, behind a trait
@@ -582,7 +596,8 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         };
         let snapshot = Snapshot::new(input.path, worker, spec, observed, input.desired)
             .with_children(input.children)
-            .with_action(input.action_in_flight, input.last_action);
+            .with_action(input.action_in_flight, input.last_action)
+            .with_children_from_state(input.from_state);
         let from = self.state.name();
         let transition =
             catch_unwind(AssertUnwindSafe(|| self.state.next(&snapshot))).map_err(|payload| {
@@ -591,6 +606,8 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
                     message: panic_message(payload.as_ref()),
                 }
             })?;
+        let mut transition = transition;
+        let children = transition.take_children();
         let (next, action, signal, reason) = transition.into_parts();
         let to = next.map(|s| {
             let name = s.name();
@@ -603,6 +620,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
             action,
             signal,
             reason,
+            children,
         }))
     }
 

@@ -218,6 +218,23 @@ impl NodeState {
     /// Step 4. An `InvalidSpec` error keeps the last good desired state; any
     /// other error, or a panic, is a failure.
     fn derive(&mut self) -> Result<(), ActorProcessingErr> {
+        match self.derive_again() {
+            Ok(desired) => {
+                self.derived(desired);
+                Ok(())
+            }
+            Err(e) if e.is_invalid_spec() => {
+                tracing::warn!(node.path = %self.path, error = %e, "invalid spec; keeping the last good desired state");
+                self.set_problem(Problem::Derive, Some(e.to_string()));
+                Ok(())
+            }
+            Err(e) => Err(Box::new(e)),
+        }
+    }
+
+    /// Runs `derive_desired` on the installed spec, with the node's
+    /// variables and location, and changes nothing.
+    pub(super) fn derive_again(&self) -> Result<fsm_core::DesiredState, fsm_core::CallbackError> {
         let inputs = &self.cold.inputs;
         let globals = &self.shared.config.globals;
         let (path, worker_type) = (&self.path, &*self.cold.worker_type);
@@ -228,36 +245,40 @@ impl NodeState {
         let ctx = DeriveContext::new(&self.path)
             .with_variables_from(&variables)
             .with_location(&inputs.location_path);
-        match self.driver.derive_with(&ctx) {
-            Ok(mut desired) => {
-                let mut hashes = desired.child_hashes();
-                let declared = SpecHash::of_list(&hashes);
-                self.desired_children = declared;
+        self.driver.derive_with(&ctx)
+    }
+
+    /// Installs a good derivation.
+    fn derived(&mut self, mut desired: fsm_core::DesiredState) {
+        let mut hashes = desired.child_hashes();
+        let declared = match self.cold.from_state.as_deref_mut() {
+            None => {
                 self.declared_count = desired.children.len();
-                if self.applied_children == Some(declared)
-                    || self.rejected_children == Some(declared)
-                {
-                    // Nothing to reconcile: the table has these specs already
-                    // (or they were rejected as they are).
-                    desired.children = Vec::new();
-                    hashes = Vec::new();
-                }
-                self.cold.child_hashes = hashes;
-                self.cold.declared = desired.children;
-                self.cold.supervision = desired.supervision.map(Box::new);
-                self.desired_state = desired.state;
-                self.desired_version += 1;
-                self.set_problem(Problem::Derive, None);
-                self.check_desired_state();
-                Ok(())
+                SpecHash::of_list(&hashes)
             }
-            Err(e) if e.is_invalid_spec() => {
-                tracing::warn!(node.path = %self.path, error = %e, "invalid spec; keeping the last good desired state");
-                self.set_problem(Problem::Derive, Some(e.to_string()));
-                Ok(())
+            Some(from_state) => {
+                // Kept whole, to be combined with the children from
+                // state whenever either changes.
+                from_state.derived = std::mem::take(&mut desired.children);
+                from_state.derived_hashes = std::mem::take(&mut hashes);
+                self.declared_count = from_state.len();
+                from_state.combined_hash()
             }
-            Err(e) => Err(Box::new(e)),
+        };
+        self.desired_children = declared;
+        if self.applied_children == Some(declared) || self.rejected_children == Some(declared) {
+            // Nothing to reconcile: the table has these specs already
+            // (or they were rejected as they are).
+            desired.children = Vec::new();
+            hashes = Vec::new();
         }
+        self.cold.child_hashes = hashes;
+        self.cold.declared = desired.children;
+        self.cold.supervision = desired.supervision.map(Box::new);
+        self.desired_state = desired.state;
+        self.desired_version += 1;
+        self.set_problem(Problem::Derive, None);
+        self.check_desired_state();
     }
 
     /// A desired state that is none of the worker's states is a

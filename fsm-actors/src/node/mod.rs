@@ -234,6 +234,9 @@ pub(crate) struct NodeState {
     flush_scheduled: bool,
     /// The node's spec generation changed and it has not acted on it yet.
     generation_pending: bool,
+    /// The worker has declared children from its state (`cold.from_state`
+    /// is set): a bool here, so that other nodes' ticks do not read `cold`.
+    has_state_children: bool,
     ticks: u64,
     /// The tree generation this node has applied: the one its last tick
     /// carried (at the top: the tree's own).
@@ -345,6 +348,10 @@ struct Cold {
     /// The children the last good derivation declared, until the reconcile
     /// that follows consumes them.
     declared: Vec<ChildSpec>,
+    /// The children the worker declared from its state, with the derived
+    /// declaration kept to combine them with (see `reconcile::FromState`);
+    /// `None` until a transition first declares some.
+    from_state: Option<Box<reconcile::FromState>>,
     /// How the node supervises its children, if the derivation said.
     /// (Boxed: most nodes never say, and this part is written whole when
     /// a node starts.)
@@ -482,6 +489,7 @@ impl Actor for NodeActor {
             ticks: 0,
             tree_generation: args.tree_generation,
             generation_pending: true,
+            has_state_children: false,
             parent_state: args.parent_state,
             desired_state: String::new(),
             desired_children: DesiredState::new("").children_hash(),
@@ -513,6 +521,7 @@ impl Actor for NodeActor {
                 spec: args.spec,
                 prebuilt_child: args.prebuilt_child,
                 declared: Vec::new(),
+                from_state: None,
                 supervision: None,
                 child_hashes: Vec::new(),
                 restarts: args.restarts,

@@ -332,7 +332,16 @@ impl NodeState {
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
         let input = StepInput::new(&self.path, desired)
             .with_children(self.children.statuses())
-            .with_action(self.action.is_some(), self.last_action.as_deref());
+            .with_action(self.action.is_some(), self.last_action.as_deref())
+            .with_children_from_state(if self.has_state_children {
+                self.cold
+                    .from_state
+                    .as_deref()
+                    .map_or(&[], |f| f.state.specs())
+            } else {
+                // (Other nodes do not read `cold` here.)
+                &[]
+            });
         let outcome = match self.driver.step(&input) {
             Ok(Some(outcome)) => outcome,
             Ok(None) => return Ok(None),
@@ -350,6 +359,9 @@ impl NodeState {
             let in_state = now.saturating_duration_since(self.cold.state_since);
             self.series().transition(outcome.from, to, in_state);
             self.cold.state_since = now;
+        }
+        if let Some(children) = outcome.children {
+            self.declare_from_state(children);
         }
         if let Some(signal) = outcome.signal {
             tracing::info!(node.path = %self.path, ?signal, reason = %outcome.reason, "signal raised");
