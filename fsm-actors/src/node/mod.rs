@@ -204,6 +204,9 @@ struct Collector {
     /// The state machine waits for an observation from a collect numbered
     /// above this: one started after the node's last action ended.
     act_after: u64,
+    /// `Some` for a worker type observed only every so often
+    /// (`TreeConfig::observation_intervals`; boxed: most are not).
+    interval: Option<Box<observation::Interval>>,
 }
 
 /// What the node last reported upward, to send only changes.
@@ -477,7 +480,8 @@ impl Actor for NodeActor {
         let worker_type = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
         let started = Instant::now();
-        let quiet_until = observation::limits(&args.shared.config)
+        let interval = observation::Interval::of(&args.shared.config, &args.spec.worker_type);
+        let quiet_until = observation::limits(&args.shared.config, interval.as_deref())
             .quiet_until(started.into_std())
             .map(Instant::from_std);
         let state = NodeState {
@@ -508,6 +512,7 @@ impl Actor for NodeActor {
                 again: false,
                 failed: false,
                 quiet_until,
+                interval,
             },
             action: None,
             last_action: None,

@@ -33,8 +33,9 @@
 //!    effect is observed; hand any action to the executor, at most one in
 //!    flight (see `actions`). A signal ends the tick here: `NeedsRestart`
 //!    restarts the node gracefully, `NeedsRemoval` finishes it.
-//! 9. **Collect**: start the next collect, unless one is running (see
-//!    `observation`).
+//! 9. **Collect**: start the next collect, unless one is running or the
+//!    node's worker type is observed only every so often and that is not
+//!    due (see `observation`).
 //! 10. **Report** upward, if anything changed — after every message, not
 //!     only ticks (see `reports`).
 //!
@@ -253,7 +254,9 @@ impl NodeState {
         {
             return Ok(Some(signal));
         }
-        self.start_collect(myself, span, now);
+        if self.collect_due(now) {
+            self.start_collect(myself, span, now);
+        }
         Ok(None)
     }
 
