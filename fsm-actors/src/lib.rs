@@ -34,6 +34,7 @@ mod error;
 mod executor;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod latest;
 mod node;
 mod runbook;
 mod snapshot;
@@ -45,6 +46,7 @@ pub use config::{ConfigError, ExecutorConfig, TreeConfig};
 pub use error::TreeError;
 #[cfg(feature = "fault-injection")]
 pub use faults::quiet_injected_faults;
+pub use latest::LatestObservation;
 pub use snapshot::{
     CollectError, ExecutorStats, NodeSnapshot, ShutdownReport, StopOutcome, StopRecord,
     SubtreeCounts, TreeStatus,

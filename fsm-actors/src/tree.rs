@@ -667,6 +667,84 @@ impl TreeHandle {
         }
     }
 
+    /// The latest observation of the node at `path` (`plant/line-1`), as
+    /// its worker's `Observed` type `T`, with how fresh it is: for the
+    /// application around the tree (a dashboard, an API) to read what a
+    /// worker sees without a second connection to the world.
+    ///
+    /// The request travels down the tree as messages, from parent to child
+    /// by name, and the node clones its observation to answer; nodes keep
+    /// nothing for it between reads. A node that is declared but not
+    /// running (starting, restarting) answers
+    /// [`LatestObservation::NeverObserved`](crate::LatestObservation::NeverObserved).
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::NoSuchNode`] when no node has that path,
+    /// [`TreeError::ObservationType`] when `T` is not the worker's
+    /// `Observed` type (naming both), [`TreeError::Fatal`] once the tree has
+    /// given up, [`TreeError::Timeout`] after the configured
+    /// `inspect_timeout`, or [`TreeError::NotRunning`].
+    pub async fn observation<T: Clone + Send + 'static>(
+        &self,
+        path: &str,
+    ) -> Result<crate::LatestObservation<T>, TreeError> {
+        use crate::latest::{ObservationReply, ObservationRequest};
+        self.check_running()?;
+        self.check_not_fatal()?;
+        let target = fsm_core::NodePath::parse(path);
+        if target.is_top() {
+            return Err(TreeError::NoSuchNode {
+                path: path.to_owned(),
+            });
+        }
+        let timeout = self.inner.shared.config.inspect_timeout;
+        let answer = self
+            .while_running(async {
+                self.inner
+                    .top
+                    .call(
+                        |reply| {
+                            NodeMsg::ReadObservation(Box::new(ObservationRequest {
+                                path: target.clone(),
+                                asked: std::any::TypeId::of::<T>(),
+                                read: Box::new(|observed| {
+                                    observed.downcast_ref::<T>().map(|t| {
+                                        Box::new(t.clone()) as Box<dyn std::any::Any + Send>
+                                    })
+                                }),
+                                reply,
+                            }))
+                        },
+                        Some(timeout),
+                    )
+                    .await
+                    .map_err(|_| TreeError::NotRunning)
+            })
+            .await?;
+        match answer {
+            CallResult::Success(ObservationReply::Found { value, freshness }) => {
+                let value = value.and_then(|v| v.downcast::<T>().ok()).map(|v| *v);
+                Ok(crate::LatestObservation::from_parts(value, freshness))
+            }
+            CallResult::Success(ObservationReply::NoSuchNode) => Err(TreeError::NoSuchNode {
+                path: target.as_str().to_owned(),
+            }),
+            CallResult::Success(ObservationReply::WrongType { observed }) => {
+                Err(TreeError::ObservationType {
+                    path: target.as_str().to_owned(),
+                    asked: std::any::type_name::<T>(),
+                    observed,
+                })
+            }
+            CallResult::Timeout => Err(TreeError::Timeout {
+                what: "observation",
+                timeout,
+            }),
+            CallResult::SenderError => Err(TreeError::NotRunning),
+        }
+    }
+
     /// Replaces the root spec and returns the new tree generation. The tree
     /// reconciles towards it on the next tick: children are added, updated,
     /// replaced and removed as the derived specs say. A changed root name or

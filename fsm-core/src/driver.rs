@@ -208,6 +208,21 @@ pub trait NodeDriver: Send + Sync {
     /// Whether an observation has been installed.
     fn has_observation(&self) -> bool;
 
+    /// The latest installed observation, borrowed, for a typed read on
+    /// request (the runtime clones it only then). `None` before the first,
+    /// and from drivers that do not offer it.
+    fn latest_observation(&self) -> Option<&(dyn Any + Send + Sync)> {
+        None
+    }
+
+    /// The type of the worker's observations
+    /// ([`Worker::Observed`](crate::Worker::Observed)) and its name
+    /// ([`std::any::type_name`]), to check a typed read against; `None` from
+    /// drivers that do not say.
+    fn observed_type(&self) -> Option<(std::any::TypeId, &'static str)> {
+        None
+    }
+
     /// Runs `derive_desired` on the current spec, without variables.
     ///
     /// # Errors
@@ -556,6 +571,19 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
 
     fn has_observation(&self) -> bool {
         self.observed.is_some()
+    }
+
+    fn latest_observation(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.observed
+            .as_ref()
+            .map(|o| o as &(dyn Any + Send + Sync))
+    }
+
+    fn observed_type(&self) -> Option<(std::any::TypeId, &'static str)> {
+        Some((
+            std::any::TypeId::of::<W::Observed>(),
+            std::any::type_name::<W::Observed>(),
+        ))
     }
 
     fn derive_with(&self, ctx: &DeriveContext<'_>) -> Result<DesiredState, CallbackError> {

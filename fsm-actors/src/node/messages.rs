@@ -43,6 +43,9 @@ pub(crate) enum NodeMsg {
         deadline: Instant,
         reply: RpcReplyPort<NodeSnapshot>,
     },
+    /// Answer with the latest observation of the node the request names,
+    /// or pass the request on to the child on its path.
+    ReadObservation(Box<crate::latest::ObservationRequest>),
     /// Stop this subtree in order (children first, in reverse start order),
     /// run the stop hook, reply with the stop records, and exit.
     Shutdown {

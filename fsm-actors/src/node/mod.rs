@@ -34,6 +34,7 @@ mod actions;
 mod children;
 mod drain;
 mod inputs;
+mod latest;
 mod messages;
 mod observation;
 mod reconcile;
@@ -700,6 +701,10 @@ impl NodeState {
             }
             NodeMsg::Inspect { deadline, reply } => {
                 self.inspect(deadline, reply);
+                return Ok(None);
+            }
+            NodeMsg::ReadObservation(request) => {
+                self.read_observation(request, now);
                 return Ok(None);
             }
             NodeMsg::Shutdown { deadline, reply } => Some(Waiting::Shutdown { deadline, reply }),

@@ -84,6 +84,11 @@ impl NodeState {
         }
     }
 
+    /// The thresholds this node's observations are judged by.
+    pub(super) fn freshness_limits(&self) -> FreshnessLimits {
+        limits(self.config(), self.collector.interval.as_deref())
+    }
+
     /// See `Collector::quiet_until`.
     fn quiet_from(&mut self, since: Instant) {
         self.collector.quiet_until = limits(self.config(), self.collector.interval.as_deref())
