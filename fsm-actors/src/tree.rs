@@ -269,6 +269,7 @@ impl Tree {
             parent: None,
             parent_state: None,
             context: Arc::new(crate::node::ParentContext::default()),
+            globals: Arc::new(crate::node::Globals::new(shared.config.globals.clone(), 0)),
             shared: Arc::clone(&shared),
             driver: Some(driver),
             decoded: None,
@@ -775,6 +776,42 @@ impl TreeHandle {
         self.inner
             .top
             .cast(NodeMsg::UpdateSpec(Arc::new(spec), hash, generation))
+            .map_err(|_| TreeError::NotRunning)?;
+        Ok(generation)
+    }
+
+    /// Replaces the tree's global variables (`{{ global.* }}` in templates,
+    /// `global.*` among a derivation's variables) and returns the new tree
+    /// generation, as [`update_root_spec`](Self::update_root_spec) does:
+    /// [`wait_generation`](Self::wait_generation) with it waits for every
+    /// node to have acted on them.
+    ///
+    /// The globals travel down the tree as messages. Only nodes that depend
+    /// on them apply them again — those whose spec has templates, or whose
+    /// worker's `derive_desired` read its variables — and of those, a node
+    /// derives again only if what its templates rendered changed or its
+    /// derivation reads variables. A template that no longer renders (a
+    /// global it reads was removed) is a configuration error of that node,
+    /// naming the variable: the node keeps its last good spec, is unhealthy,
+    /// and heals when globals that render arrive.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::Fatal`] once the tree has given up, or
+    /// [`TreeError::NotRunning`].
+    pub fn update_globals(&self, globals: fsm_core::Map) -> Result<u64, TreeError> {
+        self.check_running()?;
+        self.check_not_fatal()?;
+        // Bumped and sent together, so generations reach the top in order.
+        let generation = self
+            .inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let globals = Arc::new(crate::node::Globals::new(globals, generation));
+        self.inner
+            .top
+            .cast(NodeMsg::Globals(globals))
             .map_err(|_| TreeError::NotRunning)?;
         Ok(generation)
     }

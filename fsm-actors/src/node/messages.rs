@@ -29,6 +29,9 @@ pub(crate) enum NodeMsg {
     ParentState(Option<String>),
     /// The variables and location the node inherits changed.
     ParentContext(Arc<super::ParentContext>),
+    /// The tree's globals changed (from the handle to the top, then from
+    /// each parent to its children).
+    Globals(Arc<super::Globals>),
     /// A child's status and subtree counts changed.
     ChildReport(ChildReport),
     /// A collect finished (or failed, or timed out).

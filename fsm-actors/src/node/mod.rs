@@ -64,7 +64,7 @@ use crate::executor::{ActionId, ExecutorHandle};
 use crate::snapshot::{SubtreeCounts, TreeStatus};
 use crate::telemetry::metrics::{Labels, Metrics, NodeSeries, NodeWorkerMetrics};
 use children::ChildTable;
-pub(crate) use inputs::ParentContext;
+pub(crate) use inputs::{Globals, ParentContext};
 use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
 use observation::AbortOnDrop;
@@ -146,6 +146,8 @@ pub(crate) struct NodeArgs {
     pub(crate) parent_state: Option<String>,
     /// The variables and location inherited from the parent.
     pub(crate) context: Arc<ParentContext>,
+    /// The tree's globals, as the parent has them.
+    pub(crate) globals: Arc<Globals>,
     pub(crate) shared: Arc<Shared>,
     /// A ready driver (the top node); otherwise the registry builds one.
     pub(crate) driver: Option<Box<dyn NodeDriver>>,
@@ -368,6 +370,8 @@ struct Cold {
     live: stop::LiveGuard,
     /// Spec, variables and location, and what became of them.
     inputs: Inputs,
+    /// The tree's globals, as this node last received them.
+    globals: Arc<Globals>,
     next_incarnation: u64,
     /// The generation of the node's declared spec: 1 when first declared,
     /// bumped by every change its parent (or, at the top, the tree's
@@ -534,6 +538,7 @@ impl Actor for NodeActor {
                 rng: SplitMix64::new(seed.finish_u64()),
                 live,
                 inputs: Inputs::new(args.context, incarnation),
+                globals: args.globals,
                 next_incarnation: 0,
                 generation: args.spec_generation,
                 observed_generation: 0,
@@ -663,6 +668,15 @@ impl NodeState {
             }
             NodeMsg::ParentContext(context) => {
                 self.update_context(context)?;
+                None
+            }
+            NodeMsg::Globals(globals) => {
+                if self.is_top() && globals.generation > self.cold.generation {
+                    // A tree generation of its own, as a root spec update.
+                    self.cold.generation = globals.generation;
+                    self.generation_pending = true;
+                }
+                self.update_globals(globals)?;
                 None
             }
             NodeMsg::ParentState(mapped) => {
