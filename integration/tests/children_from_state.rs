@@ -340,3 +340,25 @@ async fn a_restarted_worker_starts_with_no_children_from_state() {
     wait_children(&tree, &["dev-b"]).await;
     tree.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_spec_update_changes_the_derived_children_and_keeps_those_from_state() {
+    let (tree, world, seen) = spawn("scanner", &["hub"]).await;
+    seen.set_devices(&["dev-a"]);
+    wait_children(&tree, &["hub", "dev-a"]).await;
+
+    let generation = tree
+        .update_root_spec(gateway("scanner", &["hub", "relay"]))
+        .unwrap();
+    tree.wait_generation(generation, WAIT).await.unwrap();
+    // A new derived child is started after those already running.
+    let snap = wait_children(&tree, &["hub", "dev-a", "relay"]).await;
+    assert!(snap.healthy, "{}", render(&snap));
+    assert!(world.is_up("gw/relay") && world.is_up("gw/dev-a"));
+
+    let generation = tree.update_root_spec(gateway("scanner", &[])).unwrap();
+    tree.wait_generation(generation, WAIT).await.unwrap();
+    wait_children(&tree, &["dev-a"]).await;
+    assert!(!world.is_up("gw/hub") && !world.is_up("gw/relay"));
+    tree.shutdown(Duration::from_secs(5)).await;
+}
