@@ -31,7 +31,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use fsm_actors::{Tree, TreeConfig};
 use fsm_core::{
     Action, ActionContext, Backoff, BoxError, ChildSpec, CollectContext, DeriveContext,
-    DesiredState, RestartIntensity, Snapshot, State, Supervision, Transition, Value, Worker,
+    DesiredState, RestartIntensity, State, Supervision, TickContext, Transition, Value, Worker,
     WorkerRegistry,
 };
 use serde::Deserialize;
@@ -153,7 +153,7 @@ impl fsm_core::StateNames for Running {
 }
 
 impl State<BenchWorker> for Running {
-    fn next(&self, s: &Snapshot<'_, BenchWorker>) -> Transition<Running> {
+    fn next(&self, s: &TickContext<'_, BenchWorker>) -> Transition<Running> {
         let probe = &s.worker().probe;
         probe.step();
         let is_leaf = s.spec().children == 0;

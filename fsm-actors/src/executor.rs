@@ -30,7 +30,9 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use fsm_core::{ActionContext, ActionOutcome, ActionReport, BoxedAction, NodePath, panic_message};
+use fsm_core::{
+    ActionContext, ActionOutcome, ActionReport, BoxedAction, NodePath, runtime::panic_message,
+};
 use futures::FutureExt;
 use opentelemetry::KeyValue;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -627,8 +629,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU32};
 
     use fsm_core::{
-        Action, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Snapshot, State,
-        Transition, Worker, WorkerRegistry,
+        Action, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, State,
+        TickContext, Transition, Worker, WorkerRegistry,
     };
 
     use tokio::sync::mpsc::UnboundedReceiver;
@@ -715,7 +717,7 @@ mod tests {
 
     impl State<Acting> for Idle {
         /// Acts until an action succeeds.
-        fn next(&self, s: &Snapshot<'_, Acting>) -> Transition<Idle> {
+        fn next(&self, s: &TickContext<'_, Acting>) -> Transition<Idle> {
             let world = &s.worker().0;
             let last = s.last_action().map(|r| &r.outcome);
             if let Some(outcome) = last {

@@ -31,7 +31,7 @@ use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # use fsm_core::{BoxError, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
 /// # fsm_core::states! { #[derive(Clone, Debug)] enum Idle { Idle } }
 /// # struct Noop;
 /// # impl Worker for Noop {
@@ -40,7 +40,7 @@ use crate::telemetry::metrics::{Metrics, NodeWorkerMetrics};
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
-/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// #     fn next(&self, _: &TickContext<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use std::time::Duration;
 /// use fsm_actors::{Tree, TreeConfig};
@@ -89,7 +89,7 @@ pub struct Tree {
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # use fsm_core::{BoxError, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
 /// # fsm_core::states! { #[derive(Clone, Debug)] enum Idle { Idle } }
 /// # struct Noop;
 /// # impl Worker for Noop {
@@ -98,7 +98,7 @@ pub struct Tree {
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
-/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// #     fn next(&self, _: &TickContext<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use std::time::Duration;
 /// use fsm_actors::{Tree, TreeConfig, TreeError};

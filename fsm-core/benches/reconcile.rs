@@ -13,8 +13,8 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fsm_core::{
     BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, NodePath, RunningChild,
-    Snapshot, SpecHash, State, Transition, Value, Worker, WorkerRegistry, plan_children_hashed,
-    validate_children_hashed,
+    SpecHash, State, TickContext, Transition, Value, Worker, WorkerRegistry,
+    runtime::plan_children_hashed, runtime::validate_children_hashed,
 };
 use serde::Deserialize;
 
@@ -65,7 +65,7 @@ impl fsm_core::StateNames for Up {
 }
 
 impl State<Conn> for Up {
-    fn next(&self, _s: &Snapshot<'_, Conn>) -> Transition<Up> {
+    fn next(&self, _s: &TickContext<'_, Conn>) -> Transition<Up> {
         Transition::stay()
     }
 }

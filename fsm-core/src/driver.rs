@@ -25,7 +25,7 @@ use crate::supervision::Supervision;
 use crate::value::{TemplateRenderer, Value, ValueError};
 use crate::worker::{
     ActionReport, BoxError, BoxFuture, BoxedAction, ChildStatus, CollectContext, DeriveContext,
-    Signal, Snapshot, State, Worker,
+    Signal, State, TickContext, Worker,
 };
 
 /// A type-erased observation, as it travels from the collector back to the
@@ -622,9 +622,10 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         else {
             return Ok(None);
         };
-        let snapshot = Snapshot::new(input.path, worker, spec, observed, input.desired)
+        let snapshot = TickContext::new(input.path, worker, spec, observed, input.desired)
             .with_children(input.children)
-            .with_action(input.action_in_flight, input.last_action)
+            .with_action_in_flight(input.action_in_flight)
+            .with_last_action(input.last_action)
             .with_children_from_state(input.from_state);
         let from = self.state.name();
         let transition =

@@ -60,6 +60,6 @@ pub use supervision::{
 pub use value::{Map, Template, TemplateRenderer, Value, ValueError, is_template};
 pub use worker::{
     Action, ActionContext, ActionOutcome, ActionReport, BoxError, BoxFuture, BoxedAction,
-    ChildStatus, CollectContext, DeriveContext, FnAction, Signal, Snapshot, State, StopContext,
+    ChildStatus, CollectContext, DeriveContext, FnAction, Signal, State, StopContext, TickContext,
     Transition, Worker, WorkerInit, action,
 };

@@ -94,7 +94,7 @@ where
 /// # Examples
 ///
 /// ```
-/// # use fsm_core::{BoxError, DeriveContext, DesiredState, Snapshot, State, Transition, Worker};
+/// # use fsm_core::{BoxError, DeriveContext, DesiredState, TickContext, State, Transition, Worker};
 /// # fsm_core::states! { #[derive(Clone, Debug)] enum Idle { Idle } }
 /// # struct Noop;
 /// # impl Worker for Noop {
@@ -103,7 +103,7 @@ where
 /// #     fn derive_desired(&self, _: &(), _: &DeriveContext<'_>) -> Result<DesiredState, BoxError> { Ok(DesiredState::new("idle")) }
 /// # }
 /// # impl State<Noop> for Idle {
-/// #     fn next(&self, _: &Snapshot<'_, Noop>) -> Transition<Idle> { Transition::stay() }
+/// #     fn next(&self, _: &TickContext<'_, Noop>) -> Transition<Idle> { Transition::stay() }
 /// # }
 /// use fsm_core::{RegistryError, WorkerRegistry};
 ///

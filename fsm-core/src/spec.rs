@@ -239,9 +239,9 @@ impl DesiredState {
 
     /// Each child declaration's [`ChildSpec::hash`], in order. Computed once
     /// per derivation, they serve the reconcile
-    /// ([`validate_children_hashed`](crate::validate_children_hashed) or
-    /// [`decode_children_hashed`](crate::decode_children_hashed),
-    /// [`plan_children_hashed`](crate::plan_children_hashed)) and, combined
+    /// ([`validate_children_hashed`](crate::runtime::validate_children_hashed) or
+    /// [`decode_children_hashed`](crate::runtime::decode_children_hashed),
+    /// [`plan_children_hashed`](crate::runtime::plan_children_hashed)) and, combined
     /// with [`SpecHash::of_list`], equal [`DesiredState::children_hash`].
     #[must_use]
     pub fn child_hashes(&self) -> Vec<SpecHash> {

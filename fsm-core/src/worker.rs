@@ -37,13 +37,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// * [`derive_desired`](Worker::derive_desired) is pure: from the typed spec
 ///   it derives the node's own target state and its children;
 /// * the [`State`] machine decides transitions and actions from a
-///   [`Snapshot`].
+///   [`TickContext`].
 ///
 /// # Examples
 ///
 /// ```
 /// use fsm_core::{
-///     BoxError, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition,
+///     BoxError, CollectContext, DeriveContext, DesiredState, TickContext, State, Transition,
 ///     Worker, action,
 /// };
 /// use serde::Deserialize;
@@ -79,7 +79,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// }
 ///
 /// impl State<Lamp> for LampState {
-///     fn next(&self, s: &Snapshot<'_, Lamp>) -> Transition<LampState> {
+///     fn next(&self, s: &TickContext<'_, Lamp>) -> Transition<LampState> {
 ///         match (self, s.desired(), *s.observed()) {
 ///             (LampState::Off, "on", true) => Transition::to(LampState::On).because("lamp is lit"),
 ///             (LampState::Off, "on", false) => {
@@ -157,7 +157,7 @@ pub trait Worker: Send + Sync + Sized + 'static {
     }
 }
 
-/// A worker's state machine. `next` is pure: it looks at a [`Snapshot`] and
+/// A worker's state machine. `next` is pure: it looks at a [`TickContext`] and
 /// returns a [`Transition`]; the framework carries it out.
 ///
 /// The states' names come from [`StateNames`], which
@@ -184,7 +184,7 @@ pub trait State<W: Worker>: StateNames + Clone + fmt::Debug + Send + Sync + 'sta
     /// against asking for the same action twice. An action that failed and
     /// is asked for again is held back with backoff (`TreeConfig`'s
     /// `action_backoff` in `fsm-actors`).
-    fn next(&self, snapshot: &Snapshot<'_, W>) -> Transition<Self>;
+    fn next(&self, snapshot: &TickContext<'_, W>) -> Transition<Self>;
 }
 
 /// Signals a state machine can raise to its supervisor.
@@ -274,8 +274,8 @@ impl<S> Transition<S> {
     /// declared by both is a problem, and an invalid declaration is refused
     /// as a whole, keeping the last good children — and each child's
     /// `state_mapping` applies as to any child. The running children are in
-    /// [`Snapshot::children`], these declarations in
-    /// [`Snapshot::children_from_state`].
+    /// [`TickContext::children`], these declarations in
+    /// [`TickContext::children_from_state`].
     pub fn with_children(
         mut self,
         children: impl IntoIterator<Item = crate::spec::ChildSpec>,
@@ -633,7 +633,7 @@ pub struct ChildStatus {
 
 /// Everything a state machine may look at: the spec, the freshest
 /// observation, the desired state, the children, and the action in flight.
-pub struct Snapshot<'a, W: Worker> {
+pub struct TickContext<'a, W: Worker> {
     path: &'a NodePath,
     worker: &'a W,
     spec: &'a W::Spec,
@@ -645,7 +645,7 @@ pub struct Snapshot<'a, W: Worker> {
     last_action: Option<&'a ActionReport>,
 }
 
-impl<'a, W: Worker> Snapshot<'a, W> {
+impl<'a, W: Worker> TickContext<'a, W> {
     /// A snapshot with no children and no action history. The framework
     /// builds snapshots; this constructor is for testing state machines.
     #[must_use]

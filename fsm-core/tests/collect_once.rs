@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use fsm_core::{
-    BoxError, ChildSpec, CollectContext, CollectStart, DeriveContext, DesiredState, NodePath,
-    Snapshot, State, Transition, Worker, WorkerRegistry,
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, NodePath, State, TickContext,
+    Transition, Worker, WorkerRegistry, runtime::CollectStart,
 };
 
 /// Pending on its first poll, ready on the next.
@@ -72,7 +72,7 @@ impl fsm_core::StateNames for Idle {
 }
 
 impl State<Chatty> for Idle {
-    fn next(&self, _: &Snapshot<'_, Chatty>) -> Transition<Idle> {
+    fn next(&self, _: &TickContext<'_, Chatty>) -> Transition<Idle> {
         Transition::stay()
     }
 }

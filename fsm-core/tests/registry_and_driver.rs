@@ -6,8 +6,8 @@
 use fsm_core::{Backoff, Supervision};
 use fsm_core::{
     BoxError, ChildSpec, CollectContext, DeclarationProblem, DeriveContext, DesiredState, NodePath,
-    RunningChild, Signal, Snapshot, SpecError, SpecHash, State, StepInput, Transition, Value,
-    Worker, WorkerRegistry, decode_children_hashed, validate_children,
+    RunningChild, Signal, SpecError, SpecHash, State, TickContext, Transition, Value, Worker,
+    WorkerRegistry, runtime::StepInput, runtime::decode_children_hashed, validate_children,
 };
 use serde::Deserialize;
 
@@ -84,7 +84,7 @@ impl fsm_core::StateNames for Count {
 }
 
 impl State<Counter> for Count {
-    fn next(&self, s: &Snapshot<'_, Counter>) -> Transition<Count> {
+    fn next(&self, s: &TickContext<'_, Counter>) -> Transition<Count> {
         if s.spec().panic_in.as_deref() == Some("next") {
             panic!("next blew up");
         }
@@ -249,7 +249,7 @@ fn unchanged_running_children_are_not_decoded_again() {
 fn a_constructor_error_is_a_typed_error_naming_the_node_and_the_worker_type() {
     let mut r = WorkerRegistry::new();
     r.try_register("counter", |init| {
-        if init.path.as_str().ends_with("bad") {
+        if init.path().as_str().ends_with("bad") {
             Err("no licence file at /etc/counter.lic".into())
         } else {
             Ok(Counter)
@@ -401,7 +401,7 @@ impl fsm_core::StateNames for Idle {
 }
 
 impl State<Other> for Idle {
-    fn next(&self, _: &Snapshot<'_, Other>) -> Transition<Idle> {
+    fn next(&self, _: &TickContext<'_, Other>) -> Transition<Idle> {
         Transition::stay()
     }
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use fsm_actors::telemetry::{Telemetry, TelemetryError, TelemetryGuard};
 use fsm_actors::{NodeSnapshot, ShutdownReport, Tree, TreeConfig, TreeHandle};
 use fsm_core::{
-    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, RegistryError, Snapshot,
-    State, Transition, Value, Worker, WorkerRegistry, action,
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, RegistryError, State,
+    TickContext, Transition, Value, Worker, WorkerRegistry, action,
 };
 use serde::{Deserialize, Serialize};
 
@@ -134,7 +134,7 @@ impl Worker for Sensor {
 }
 
 impl State<Sensor> for SensorState {
-    fn next(&self, s: &Snapshot<'_, Sensor>) -> Transition<SensorState> {
+    fn next(&self, s: &TickContext<'_, Sensor>) -> Transition<SensorState> {
         let now = match (s.desired(), *s.observed()) {
             ("stopped", _) => SensorState::Stopped,
             (_, None) => SensorState::NoSignal,
@@ -237,7 +237,7 @@ impl Worker for Pump {
 
 // ANCHOR: pump_next
 impl State<Pump> for PumpState {
-    fn next(&self, s: &Snapshot<'_, Pump>) -> Transition<PumpState> {
+    fn next(&self, s: &TickContext<'_, Pump>) -> Transition<PumpState> {
         let turning = *s.observed();
         match (s.desired(), turning, self) {
             ("running", true, PumpState::Running) | ("stopped", false, PumpState::Stopped) => {
@@ -329,7 +329,7 @@ impl Worker for Site {
 }
 
 impl State<Site> for SiteState {
-    fn next(&self, _: &Snapshot<'_, Site>) -> Transition<SiteState> {
+    fn next(&self, _: &TickContext<'_, Site>) -> Transition<SiteState> {
         Transition::stay()
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fsm_core::StableHasher;
+use fsm_core::runtime::StableHasher;
 
 /// The status of one simulated process.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! [`VariableBundle`]: the variables a node renders its templates with.
 
-use fsm_core::{Map, NodePath, SpecHash, StableHasher, Value};
+use fsm_core::{Map, NodePath, SpecHash, Value, runtime::StableHasher};
 use serde::{Deserialize, Serialize};
 
 use crate::error::VariableError;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use fsm_core::{
     Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
-    NodePath, Signal, Snapshot, State, StopContext, Supervision, Transition, Value, Worker,
+    NodePath, Signal, State, StopContext, Supervision, TickContext, Transition, Value, Worker,
     WorkerMetrics, WorkerRegistry,
 };
 use serde::{Deserialize, Serialize};
@@ -382,7 +382,7 @@ pub fn probe_registry(world: &ProbeWorld) -> WorkerRegistry {
         let world = world.clone();
         registry
             .try_register(name, move |init| {
-                let path = init.path.as_str();
+                let path = init.path().as_str();
                 world.journal.push(Event::Constructed(path.to_owned()));
                 if world.fire(path, Fault::FailStart) {
                     panic!("probe `{path}` configured to fail its start");
@@ -455,7 +455,7 @@ impl Worker for Probe {
         ctx: &DeriveContext<'_>,
     ) -> Result<DesiredState, BoxError> {
         self.world.journal.push(Event::Derived(
-            ctx.path.as_str().to_owned(),
+            ctx.path().as_str().to_owned(),
             spec.label.clone(),
         ));
         for name in &spec.read_variables {
@@ -465,7 +465,7 @@ impl Worker for Probe {
             };
             self.world
                 .journal
-                .push(Event::ReadVariable(ctx.path.as_str().to_owned(), read));
+                .push(Event::ReadVariable(ctx.path().as_str().to_owned(), read));
         }
         let target = if spec.target.is_empty() {
             "running"
@@ -545,7 +545,7 @@ impl fsm_core::StateNames for ProbeState {
 }
 
 impl State<Probe> for ProbeState {
-    fn next(&self, s: &Snapshot<'_, Probe>) -> Transition<ProbeState> {
+    fn next(&self, s: &TickContext<'_, Probe>) -> Transition<ProbeState> {
         let world = &s.worker().world;
         let path = s.path().as_str();
         if world.fire(path, Fault::Crash) {

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use fsm_core::{
     Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
-    RegistryError, Snapshot, State, Transition, Value, Worker, WorkerRegistry,
+    RegistryError, State, TickContext, Transition, Value, Worker, WorkerRegistry,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -558,7 +558,7 @@ impl fsm_core::StateNames for ScaleState {
 }
 
 impl State<ScaleWorker> for ScaleState {
-    fn next(&self, s: &Snapshot<'_, ScaleWorker>) -> Transition<ScaleState> {
+    fn next(&self, s: &TickContext<'_, ScaleWorker>) -> Transition<ScaleState> {
         let world = &s.worker().world;
         world.ticks.hit();
         let spec = s.spec();

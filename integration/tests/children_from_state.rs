@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use fsm_actors::{NodeSnapshot, Tree};
 use fsm_core::{
-    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Signal, Snapshot, State,
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Signal, State, TickContext,
     Transition, Worker, WorkerRegistry,
 };
 use integration::{ProbeWorld, probe_registry, probe_spec, render, test_config, wait_for_snapshot};
@@ -94,7 +94,7 @@ impl Worker for Scanner {
 }
 
 impl State<Scanner> for ScannerState {
-    fn next(&self, s: &Snapshot<'_, Scanner>) -> Transition<ScannerState> {
+    fn next(&self, s: &TickContext<'_, Scanner>) -> Transition<ScannerState> {
         let declared: Vec<&str> = s
             .children_from_state()
             .iter()
@@ -158,7 +158,7 @@ impl Worker for Session {
 }
 
 impl State<Session> for SessionState {
-    fn next(&self, s: &Snapshot<'_, Session>) -> Transition<SessionState> {
+    fn next(&self, s: &TickContext<'_, Session>) -> Transition<SessionState> {
         match (self, s.observed().authenticated) {
             (SessionState::Connecting, true) => Transition::to(SessionState::Authenticated)
                 .with_children([probe_spec("tx", vec![]), probe_spec("rx", vec![])])

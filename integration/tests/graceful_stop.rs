@@ -14,7 +14,7 @@ use std::time::Duration;
 use fsm_actors::{Tree, TreeConfig};
 use fsm_core::{
     Action, ActionContext, BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState,
-    Signal, Snapshot, State, StopContext, Transition, Value, Worker, WorkerRegistry,
+    Signal, State, StopContext, TickContext, Transition, Value, Worker, WorkerRegistry,
 };
 use integration::test_config;
 use serde::{Deserialize, Serialize};
@@ -173,7 +173,7 @@ impl fsm_core::StateNames for PumpState {
 }
 
 impl State<Pump> for PumpState {
-    fn next(&self, s: &Snapshot<'_, Pump>) -> Transition<PumpState> {
+    fn next(&self, s: &TickContext<'_, Pump>) -> Transition<PumpState> {
         let world = &s.worker().world;
         let path = s.path().as_str();
         if world.restart.lock().unwrap().remove(path) {
@@ -239,7 +239,7 @@ impl fsm_core::StateNames for Idle {
 }
 
 impl State<Plain> for Idle {
-    fn next(&self, _s: &Snapshot<'_, Plain>) -> Transition<Idle> {
+    fn next(&self, _s: &TickContext<'_, Plain>) -> Transition<Idle> {
         Transition::stay()
     }
 }
@@ -248,7 +248,7 @@ fn registry(world: &World) -> WorkerRegistry {
     let mut r = WorkerRegistry::new();
     let w = world.clone();
     r.register("pump", move |init| {
-        w.push(format!("constructed {}", init.path));
+        w.push(format!("constructed {}", init.path()));
         Pump { world: w.clone() }
     })
     .unwrap();

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use fsm_actors::{LatestObservation, Tree, TreeError};
 use fsm_core::{
-    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition,
-    Worker, WorkerRegistry,
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, State, TickContext,
+    Transition, Worker, WorkerRegistry,
 };
 use integration::{ProbeSpec, ProbeWorld, probe_registry, test_config};
 
@@ -62,7 +62,7 @@ impl Worker for Meter {
 }
 
 impl State<Meter> for MeterState {
-    fn next(&self, _: &Snapshot<'_, Meter>) -> Transition<MeterState> {
+    fn next(&self, _: &TickContext<'_, Meter>) -> Transition<MeterState> {
         Transition::stay()
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fsm_actors::{Tree, TreeConfig};
 use fsm_core::{
-    BoxError, ChildSpec, DeriveContext, DesiredState, Snapshot, State, Transition, Worker,
+    BoxError, ChildSpec, DeriveContext, DesiredState, State, TickContext, Transition, Worker,
     WorkerRegistry, action,
 };
 use integration::{ProbeWorld, probe_registry, probe_spec};
@@ -40,7 +40,7 @@ impl Worker for Site {
 }
 
 impl State<Site> for SiteState {
-    fn next(&self, s: &Snapshot<'_, Site>) -> Transition<SiteState> {
+    fn next(&self, s: &TickContext<'_, Site>) -> Transition<SiteState> {
         match self {
             SiteState::Starting if s.children_converged() && !s.children().is_empty() => {
                 // Not `Clone`: the closure moves it into its future.

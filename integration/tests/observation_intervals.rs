@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use fsm_actors::{ConfigError, Tree};
 use fsm_core::{
-    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Snapshot, State, Transition,
-    Worker, WorkerRegistry,
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, State, TickContext,
+    Transition, Worker, WorkerRegistry,
 };
 use integration::{ProbeSpec, ProbeWorld, probe_registry, render, test_config};
 
@@ -48,7 +48,7 @@ impl Worker for Counted {
 }
 
 impl State<Counted> for CountedState {
-    fn next(&self, _: &Snapshot<'_, Counted>) -> Transition<CountedState> {
+    fn next(&self, _: &TickContext<'_, Counted>) -> Transition<CountedState> {
         Transition::stay()
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fsm_actors::{NodeSnapshot, Tree, TreeConfig};
 use fsm_core::{
-    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Map, Snapshot, State,
-    Template, Transition, Value, Worker,
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Map, State, Template,
+    TickContext, Transition, Value, Worker,
 };
 use integration::{ProbeSpec, ProbeWorld, probe_registry, test_config, wait_for_snapshot};
 use serde::Deserialize;
@@ -407,7 +407,7 @@ impl fsm_core::StateNames for Up {
 impl<A: serde::de::DeserializeOwned + Clone + Into<String> + Send + Sync + 'static>
     State<Bridges<A>> for Up
 {
-    fn next(&self, _: &Snapshot<'_, Bridges<A>>) -> Transition<Up> {
+    fn next(&self, _: &TickContext<'_, Bridges<A>>) -> Transition<Up> {
         Transition::stay()
     }
 }

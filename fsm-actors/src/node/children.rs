@@ -16,7 +16,7 @@ use foldhash::HashMap;
 use hashbrown::HashTable;
 use std::sync::Arc;
 
-use fsm_core::{ChildSpec, ChildStatus, DecodedSpec, NodePath, RunningChild, SpecHash};
+use fsm_core::{ChildSpec, ChildStatus, NodePath, RunningChild, SpecHash, runtime::DecodedSpec};
 use ractor::{ActorId, ActorRef};
 use tokio::time::Instant;
 

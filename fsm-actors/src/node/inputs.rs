@@ -28,7 +28,9 @@
 
 use std::sync::Arc;
 
-use fsm_core::{ChildSpec, DeriveContext, Map, NodePath, SpecError, SpecHash, StableHasher, Value};
+use fsm_core::{
+    ChildSpec, DeriveContext, Map, NodePath, SpecError, SpecHash, Value, runtime::StableHasher,
+};
 use fsm_templates::{InternalVars, Location, SpecRenderer, VariableBundle};
 use ractor::{ActorId, ActorProcessingErr};
 

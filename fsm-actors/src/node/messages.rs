@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use fsm_core::{ActionReport, ChildSpec, Observation, SpecHash};
+use fsm_core::{ActionReport, ChildSpec, SpecHash, runtime::Observation};
 use ractor::{ActorId, RpcReplyPort};
 use tokio::time::Instant;
 

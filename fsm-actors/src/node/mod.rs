@@ -50,8 +50,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fsm_core::{
-    ActionReport, ChildSpec, Circuit, DecodedSpec, DesiredState, NodeDriver, NodePath,
-    RestartWindow, SpecHash, SplitMix64, StableHasher, Supervision, WorkerRegistry,
+    ActionReport, ChildSpec, DesiredState, NodePath, SpecHash, Supervision, WorkerRegistry,
+    runtime::DecodedSpec, runtime::NodeDriver, runtime::SplitMix64, runtime::StableHasher,
+    supervision::Circuit, supervision::RestartWindow,
 };
 use futures::future::Either;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};

@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use fsm_core::freshness::FreshnessLimits;
-use fsm_core::{CollectStart, panic_message};
+use fsm_core::{runtime::CollectStart, runtime::panic_message};
 use futures::FutureExt;
 use ractor::ActorRef;
 use tokio::task::JoinHandle;
@@ -244,7 +244,7 @@ impl NodeState {
     pub(super) fn observed(
         &mut self,
         seq: u64,
-        result: Result<fsm_core::Observation, String>,
+        result: Result<fsm_core::runtime::Observation, String>,
         myself: &ActorRef<NodeMsg>,
     ) {
         if seq != self.collector.seq {

@@ -20,7 +20,9 @@
 use std::sync::Arc;
 
 use fsm_core::from_state::{self, StateChildren};
-use fsm_core::{ChildSpec, PlanStep, SpecHash, decode_children_hashed, plan_children_hashed};
+use fsm_core::{
+    ChildSpec, PlanStep, SpecHash, runtime::decode_children_hashed, runtime::plan_children_hashed,
+};
 use ractor::{ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use tracing::Instrument;

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fsm_core::{ExitReason, NodePath};
+use fsm_core::{NodePath, supervision::ExitReason};
 use ractor::rpc::CallResult;
 use ractor::{ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;

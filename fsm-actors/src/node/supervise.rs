@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fsm_core::{ExitReason, IntensityVerdict, NodePath, affected_children};
+use fsm_core::{
+    NodePath, supervision::ExitReason, supervision::IntensityVerdict,
+    supervision::affected_children,
+};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 

@@ -46,7 +46,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fsm_core::{CircuitChange, Signal, StepInput};
+use fsm_core::{Signal, runtime::StepInput, supervision::CircuitChange};
 use ractor::{ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -335,7 +335,8 @@ impl NodeState {
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);
         let input = StepInput::new(&self.path, desired)
             .with_children(self.children.statuses())
-            .with_action(self.action.is_some(), self.last_action.as_deref())
+            .with_action_in_flight(self.action.is_some())
+            .with_last_action(self.last_action.as_deref())
             .with_children_from_state(if self.has_state_children {
                 self.cold
                     .from_state

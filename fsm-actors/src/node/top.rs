@@ -4,8 +4,8 @@
 //! reuse the same code as every other node.
 
 use fsm_core::{
-    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, NodeDriver, NodePath,
-    Snapshot, State, Transition, Value, Worker, WorkerRegistry,
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, NodePath, State, TickContext,
+    Transition, Value, Worker, WorkerRegistry, runtime::NodeDriver,
 };
 
 /// The worker type of the top node. Not registrable by users (the registry
@@ -49,7 +49,7 @@ impl fsm_core::StateNames for TopRunning {
 }
 
 impl State<TopWorker> for TopRunning {
-    fn next(&self, _snapshot: &Snapshot<'_, TopWorker>) -> Transition<TopRunning> {
+    fn next(&self, _snapshot: &TickContext<'_, TopWorker>) -> Transition<TopRunning> {
         Transition::stay()
     }
 }

@@ -52,7 +52,7 @@ impl Circuit {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use fsm_core::{Circuit, CircuitChange};
+    /// use fsm_core::{supervision::Circuit, supervision::CircuitChange};
     ///
     /// let mut c = Circuit::new();
     /// let t0 = Instant::now();

@@ -94,7 +94,7 @@ impl RestartWindow {
     ///
     /// ```
     /// use std::time::{Duration, Instant};
-    /// use fsm_core::{IntensityVerdict, RestartIntensity, RestartWindow};
+    /// use fsm_core::{supervision::IntensityVerdict, RestartIntensity, supervision::RestartWindow};
     ///
     /// let limit = RestartIntensity::new(2, Duration::from_secs(10));
     /// let mut window = RestartWindow::new();

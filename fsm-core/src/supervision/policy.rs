@@ -53,7 +53,7 @@ impl RestartPolicy {
     /// # Examples
     ///
     /// ```
-    /// use fsm_core::{ExitReason, RestartPolicy};
+    /// use fsm_core::{supervision::ExitReason, RestartPolicy};
     ///
     /// let crash = ExitReason::Abnormal("panicked".into());
     /// assert!(RestartPolicy::Permanent.restarts_after(&ExitReason::Normal));
@@ -99,7 +99,7 @@ pub enum Strategy {
 /// # Examples
 ///
 /// ```
-/// use fsm_core::{Strategy, affected_children};
+/// use fsm_core::{Strategy, supervision::affected_children};
 ///
 /// assert_eq!(affected_children(Strategy::OneForOne, 2, 5), 2..3);
 /// assert_eq!(affected_children(Strategy::OneForAll, 2, 5), 0..5);

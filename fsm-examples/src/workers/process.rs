@@ -11,8 +11,8 @@
 use std::marker::PhantomData;
 
 use fsm_core::{
-    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, Snapshot, State, StopContext,
-    Transition, Value, Worker, action,
+    BoxError, ChildSpec, CollectContext, DeriveContext, DesiredState, State, StopContext,
+    TickContext, Transition, Value, Worker, action,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -79,7 +79,7 @@ fsm_core::states! {
 /// The stable hash of any serialisable configuration.
 #[must_use]
 pub fn config_hash<T: Serialize + ?Sized>(config: &T) -> u64 {
-    let mut h = fsm_core::StableHasher::new();
+    let mut h = fsm_core::runtime::StableHasher::new();
     Value::from_serialize(config)
         .unwrap_or_default()
         .stable_hash(&mut h);
@@ -115,7 +115,7 @@ impl<K: Kind> Worker for ProcessWorker<K> {
 }
 
 impl<K: Kind> State<ProcessWorker<K>> for Lifecycle {
-    fn next(&self, s: &Snapshot<'_, ProcessWorker<K>>) -> Transition<Lifecycle> {
+    fn next(&self, s: &TickContext<'_, ProcessWorker<K>>) -> Transition<Lifecycle> {
         let observed = s.observed();
         let wanted = K::config(s.spec());
         match s.desired() {
