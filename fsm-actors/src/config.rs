@@ -59,6 +59,10 @@ pub struct TreeConfig {
     /// Fleet-wide variables, `{{ global.* }}` in every node's templates.
     /// Default: none.
     pub globals: fsm_core::Map,
+    /// How often nodes of a worker type are observed, by worker type (see
+    /// [`with_observation_interval`](Self::with_observation_interval)).
+    /// Default: empty, every node is observed on every tick.
+    pub observation_intervals: std::collections::BTreeMap<String, Duration>,
     /// The meter the tree records its metrics on; `None` (the default): the
     /// global meter provider's (install
     /// [`Telemetry`](crate::telemetry::Telemetry) before spawning the tree).
@@ -126,6 +130,7 @@ impl Default for TreeConfig {
             supervision: Supervision::default(),
             recovery_heartbeat: Duration::from_secs(10),
             globals: fsm_core::Map::new(),
+            observation_intervals: std::collections::BTreeMap::new(),
             meter: None,
             per_node_metrics: false,
             seed: 0x5eed_f5a2,
@@ -277,9 +282,45 @@ pub enum ConfigError {
     /// The executor runs nothing.
     #[error("`executor.concurrency` is zero; at least one action must be able to run")]
     NoConcurrency,
+    /// A worker type's observation interval is zero.
+    #[error(
+        "the observation interval of worker type `{worker_type}` is zero; give it a positive duration, or remove it to observe on every tick"
+    )]
+    ZeroObservationInterval {
+        /// The worker type.
+        worker_type: String,
+    },
 }
 
 impl TreeConfig {
+    /// Observes nodes of `worker_type` only every `interval`, not on every
+    /// tick: a node of that type starts a collect only once `interval` has
+    /// passed since its last collect started (and at once when an action
+    /// of it ends), and its observation counts as stale only once older
+    /// than `interval + stale_after` (its collector as hung only past
+    /// `interval + collector_restart_after`). For workers whose collect is
+    /// costly or whose world changes slowly.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use fsm_actors::TreeConfig;
+    ///
+    /// let config = TreeConfig::default()
+    ///     .with_observation_interval("inventory", Duration::from_secs(60));
+    /// config.validate()?;
+    /// # Ok::<(), fsm_actors::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn with_observation_interval(
+        mut self,
+        worker_type: impl Into<String>,
+        interval: Duration,
+    ) -> Self {
+        self.observation_intervals
+            .insert(worker_type.into(), interval);
+        self
+    }
+
     /// Checks that the settings can work together.
     ///
     /// # Errors
@@ -328,6 +369,15 @@ impl TreeConfig {
         }
         if self.executor.concurrency == 0 {
             return Err(ConfigError::NoConcurrency);
+        }
+        if let Some((worker_type, _)) = self
+            .observation_intervals
+            .iter()
+            .find(|(_, interval)| interval.is_zero())
+        {
+            return Err(ConfigError::ZeroObservationInterval {
+                worker_type: worker_type.clone(),
+            });
         }
         Ok(())
     }
@@ -407,6 +457,23 @@ mod tests {
     fn a_config_prints_with_debug() {
         let printed = format!("{:?}", TreeConfig::default().with_seed(42));
         assert!(printed.contains("seed: 42"), "{printed}");
+    }
+
+    #[test]
+    fn a_zero_observation_interval_is_refused_naming_the_worker_type() {
+        let c = TreeConfig::default()
+            .with_observation_interval("fast", Duration::from_secs(1))
+            .with_observation_interval("inventory", Duration::ZERO);
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::ZeroObservationInterval {
+                worker_type: "inventory".into()
+            }
+        );
+        assert!(e.to_string().contains("`inventory`"), "{e}");
+        let c = TreeConfig::default().with_observation_interval("fast", Duration::from_secs(1));
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -41,6 +41,25 @@ pub enum TreeError {
         /// How long was waited.
         timeout: Duration,
     },
+    /// No node has this path (now): none was declared there, or it was
+    /// removed.
+    #[error("no node has the path `{path}`; inspect() lists the nodes")]
+    NoSuchNode {
+        /// The path asked for.
+        path: String,
+    },
+    /// A typed read asked for another type than the node's worker observes.
+    #[error(
+        "node `{path}` observes `{observed}`, not `{asked}`; read it as its worker's `Observed` type"
+    )]
+    ObservationType {
+        /// The node.
+        path: String,
+        /// The type asked for.
+        asked: &'static str,
+        /// The worker's `Observed` type.
+        observed: &'static str,
+    },
     /// The tree did not converge in time.
     #[error("the tree did not converge within {timeout:?}: {} of {} nodes converged, {} unhealthy; inspect() shows which", counts.converged, counts.nodes, counts.unhealthy)]
     NotConverged {

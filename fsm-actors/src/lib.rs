@@ -35,6 +35,7 @@ mod error;
 mod executor;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod latest;
 mod node;
 mod runbook;
 mod snapshot;
@@ -46,6 +47,7 @@ pub use config::{ConfigError, ExecutorConfig, TreeConfig};
 pub use error::TreeError;
 #[cfg(feature = "fault-injection")]
 pub use faults::quiet_injected_faults;
+pub use latest::LatestObservation;
 pub use snapshot::{
     CollectError, ExecutorStats, FatalError, NodeSnapshot, RestartingInfo, ShutdownReport,
     StopOutcome, StopRecord, SubtreeCounts, TreeStatus,

@@ -269,6 +269,7 @@ impl Tree {
             parent: None,
             parent_state: None,
             context: Arc::new(crate::node::ParentContext::default()),
+            globals: Arc::new(crate::node::Globals::new(shared.config.globals.clone(), 0)),
             shared: Arc::clone(&shared),
             driver: Some(driver),
             decoded: None,
@@ -667,6 +668,84 @@ impl TreeHandle {
         }
     }
 
+    /// The latest observation of the node at `path` (`plant/line-1`), as
+    /// its worker's `Observed` type `T`, with how fresh it is: for the
+    /// application around the tree (a dashboard, an API) to read what a
+    /// worker sees without a second connection to the world.
+    ///
+    /// The request travels down the tree as messages, from parent to child
+    /// by name, and the node clones its observation to answer; nodes keep
+    /// nothing for it between reads. A node that is declared but not
+    /// running (starting, restarting) answers
+    /// [`LatestObservation::NeverObserved`](crate::LatestObservation::NeverObserved).
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::NoSuchNode`] when no node has that path,
+    /// [`TreeError::ObservationType`] when `T` is not the worker's
+    /// `Observed` type (naming both), [`TreeError::Fatal`] once the tree has
+    /// given up, [`TreeError::Timeout`] after the configured
+    /// `inspect_timeout`, or [`TreeError::NotRunning`].
+    pub async fn observation<T: Clone + Send + 'static>(
+        &self,
+        path: &str,
+    ) -> Result<crate::LatestObservation<T>, TreeError> {
+        use crate::latest::{ObservationReply, ObservationRequest};
+        self.check_running()?;
+        self.check_not_fatal()?;
+        let target = fsm_core::NodePath::parse(path);
+        if target.is_top() {
+            return Err(TreeError::NoSuchNode {
+                path: path.to_owned(),
+            });
+        }
+        let timeout = self.inner.shared.config.inspect_timeout;
+        let answer = self
+            .while_running(async {
+                self.inner
+                    .top
+                    .call(
+                        |reply| {
+                            NodeMsg::ReadObservation(Box::new(ObservationRequest {
+                                path: target.clone(),
+                                asked: std::any::TypeId::of::<T>(),
+                                read: Box::new(|observed| {
+                                    observed.downcast_ref::<T>().map(|t| {
+                                        Box::new(t.clone()) as Box<dyn std::any::Any + Send>
+                                    })
+                                }),
+                                reply,
+                            }))
+                        },
+                        Some(timeout),
+                    )
+                    .await
+                    .map_err(|_| TreeError::NotRunning)
+            })
+            .await?;
+        match answer {
+            CallResult::Success(ObservationReply::Found { value, freshness }) => {
+                let value = value.and_then(|v| v.downcast::<T>().ok()).map(|v| *v);
+                Ok(crate::LatestObservation::from_parts(value, freshness))
+            }
+            CallResult::Success(ObservationReply::NoSuchNode) => Err(TreeError::NoSuchNode {
+                path: target.as_str().to_owned(),
+            }),
+            CallResult::Success(ObservationReply::WrongType { observed }) => {
+                Err(TreeError::ObservationType {
+                    path: target.as_str().to_owned(),
+                    asked: std::any::type_name::<T>(),
+                    observed,
+                })
+            }
+            CallResult::Timeout => Err(TreeError::Timeout {
+                what: "observation",
+                timeout,
+            }),
+            CallResult::SenderError => Err(TreeError::NotRunning),
+        }
+    }
+
     /// Replaces the root spec and returns the new tree generation. The tree
     /// reconciles towards it on the next tick: children are added, updated,
     /// replaced and removed as the derived specs say. A changed root name or
@@ -697,6 +776,42 @@ impl TreeHandle {
         self.inner
             .top
             .cast(NodeMsg::UpdateSpec(Arc::new(spec), hash, generation))
+            .map_err(|_| TreeError::NotRunning)?;
+        Ok(generation)
+    }
+
+    /// Replaces the tree's global variables (`{{ global.* }}` in templates,
+    /// `global.*` among a derivation's variables) and returns the new tree
+    /// generation, as [`update_root_spec`](Self::update_root_spec) does:
+    /// [`wait_generation`](Self::wait_generation) with it waits for every
+    /// node to have acted on them.
+    ///
+    /// The globals travel down the tree as messages. Only nodes that depend
+    /// on them apply them again — those whose spec has templates, or whose
+    /// worker's `derive_desired` read its variables — and of those, a node
+    /// derives again only if what its templates rendered changed or its
+    /// derivation reads variables. A template that no longer renders (a
+    /// global it reads was removed) is a configuration error of that node,
+    /// naming the variable: the node keeps its last good spec, is unhealthy,
+    /// and heals when globals that render arrive.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::Fatal`] once the tree has given up, or
+    /// [`TreeError::NotRunning`].
+    pub fn update_globals(&self, globals: fsm_core::Map) -> Result<u64, TreeError> {
+        self.check_running()?;
+        self.check_not_fatal()?;
+        // Bumped and sent together, so generations reach the top in order.
+        let generation = self
+            .inner
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let globals = Arc::new(crate::node::Globals::new(globals, generation));
+        self.inner
+            .top
+            .cast(NodeMsg::Globals(globals))
             .map_err(|_| TreeError::NotRunning)?;
         Ok(generation)
     }

@@ -78,6 +78,9 @@ pub struct StepInput<'a> {
     pub action_in_flight: bool,
     /// The last finished action.
     pub last_action: Option<&'a ActionReport>,
+    /// The children the worker declared from its state (see
+    /// [`Transition::with_children`](crate::Transition::with_children)).
+    pub from_state: &'a [crate::spec::ChildSpec],
 }
 
 impl<'a> StepInput<'a> {
@@ -90,7 +93,15 @@ impl<'a> StepInput<'a> {
             children: &[],
             action_in_flight: false,
             last_action: None,
+            from_state: &[],
         }
+    }
+
+    /// Sets the children declared from state.
+    #[must_use]
+    pub fn with_children_from_state(mut self, declared: &'a [crate::spec::ChildSpec]) -> Self {
+        self.from_state = declared;
+        self
     }
 
     /// Sets the children.
@@ -129,6 +140,9 @@ pub struct StepOutcome {
     pub signal: Option<Signal>,
     /// Why.
     pub reason: Cow<'static, str>,
+    /// `Some`: the transition replaced the children declared from state
+    /// (see [`Transition::with_children`](crate::Transition::with_children)).
+    pub children: Option<Vec<crate::spec::ChildSpec>>,
 }
 
 /// A worker with its spec, state and latest observation, behind a trait
@@ -199,6 +213,21 @@ pub trait NodeDriver: Send + Sync {
 
     /// Whether an observation has been installed.
     fn has_observation(&self) -> bool;
+
+    /// The latest installed observation, borrowed, for a typed read on
+    /// request (the runtime clones it only then). `None` before the first,
+    /// and from drivers that do not offer it.
+    fn latest_observation(&self) -> Option<&(dyn Any + Send + Sync)> {
+        None
+    }
+
+    /// The type of the worker's observations
+    /// ([`Worker::Observed`](crate::Worker::Observed)) and its name
+    /// ([`std::any::type_name`]), to check a typed read against; `None` from
+    /// drivers that do not say.
+    fn observed_type(&self) -> Option<(std::any::TypeId, &'static str)> {
+        None
+    }
 
     /// Runs `derive_desired` on the current spec, without variables.
     ///
@@ -550,6 +579,19 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         self.observed.is_some()
     }
 
+    fn latest_observation(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.observed
+            .as_ref()
+            .map(|o| o as &(dyn Any + Send + Sync))
+    }
+
+    fn observed_type(&self) -> Option<(std::any::TypeId, &'static str)> {
+        Some((
+            std::any::TypeId::of::<W::Observed>(),
+            std::any::type_name::<W::Observed>(),
+        ))
+    }
+
     fn derive_with(&self, ctx: &DeriveContext<'_>) -> Result<DesiredState, CallbackError> {
         let (Some(worker), Some(spec)) = (self.worker.get(), self.spec.get()) else {
             return Err(CallbackError::Failed {
@@ -589,7 +631,8 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
         let ctx = TickContext::new(input.path, worker, spec, observed, input.desired)
             .with_children(input.children)
             .with_action_in_flight(input.action_in_flight)
-            .with_last_action(input.last_action);
+            .with_last_action(input.last_action)
+            .with_children_from_state(input.from_state);
         let from = self.state.name();
         let transition =
             catch_unwind(AssertUnwindSafe(|| self.state.next(&ctx))).map_err(|payload| {
@@ -598,6 +641,8 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
                     message: panic_message(payload.as_ref()),
                 }
             })?;
+        let mut transition = transition;
+        let children = transition.take_children();
         let (next, action, signal, reason) = transition.into_parts();
         let to = next.map(|s| {
             let name = s.name();
@@ -610,6 +655,7 @@ impl<W: Worker> NodeDriver for TypedDriver<W> {
             action,
             signal,
             reason,
+            children,
         }))
     }
 

@@ -310,6 +310,19 @@ pub enum DeclarationProblem {
     /// A child's spec cannot become a worker (unknown type, undecodable spec).
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A name is declared both by the spec (`derive_desired`) and by the
+    /// worker's state (`Transition::with_children`).
+    #[error(
+        "child name `{name}` is declared both by derive_desired (#{derived_index}) and from the worker's state by Transition::with_children (#{state_index}); names must be unique among siblings, rename one"
+    )]
+    DeclaredByBoth {
+        /// The name.
+        name: String,
+        /// Its position among the derived children.
+        derived_index: usize,
+        /// Its position among the children declared from state.
+        state_index: usize,
+    },
 }
 
 /// A node's declared children are invalid. Nothing was changed: the running

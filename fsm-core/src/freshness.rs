@@ -108,6 +108,20 @@ impl FreshnessLimits {
         }
     }
 
+    /// The limits of a node that is observed only every `interval` (see
+    /// [`collect_due`]): both thresholds allow for the interval, so that
+    /// an observation is stale only once older than `interval +
+    /// stale_after`, and the collector hung only past `interval +
+    /// collector_restart_after`. Saturates at `Duration::MAX`.
+    #[must_use]
+    #[inline]
+    pub fn with_interval(self, interval: Duration) -> Self {
+        Self {
+            stale_after: self.stale_after.saturating_add(interval),
+            collector_restart_after: self.collector_restart_after.saturating_add(interval),
+        }
+    }
+
     /// How long after a good observation (or the start) a node can be
     /// neither stale nor hung: the smaller of the two thresholds.
     #[must_use]
@@ -184,9 +198,48 @@ pub fn is_quiet(quiet_until: Option<Instant>, now: Instant) -> bool {
     quiet_until.is_none_or(|until| now <= until)
 }
 
+/// Whether a node observed every `interval` may start a collect at `now`,
+/// its last collect having started at `last_started` (`None`: it never
+/// collected, so it may).
+#[must_use]
+#[inline]
+pub fn collect_due(last_started: Option<Instant>, interval: Duration, now: Instant) -> bool {
+    last_started.is_none_or(|at| now.saturating_duration_since(at) >= interval)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_collect_is_due_first_and_then_once_the_interval_has_passed_since_the_last_started() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(10);
+        assert!(collect_due(None, every, t0));
+        assert!(!collect_due(Some(t0), every, t0));
+        assert!(!collect_due(Some(t0), every, t0 + 9 * S));
+        assert!(collect_due(Some(t0), every, t0 + 10 * S));
+        assert!(collect_due(Some(t0), every, t0 + 11 * S));
+        // A clock reading before the last start is never due early.
+        assert!(!collect_due(Some(t0 + S), every, t0));
+    }
+
+    #[test]
+    fn an_interval_is_allowed_for_by_both_thresholds() {
+        let l = limits(2, 30).with_interval(Duration::from_secs(10));
+        assert_eq!(l, limits(12, 40));
+        let t0 = Instant::now();
+        let quiet = l.quiet_until(t0);
+        // Not stale between collects of a node observed every 10 s...
+        assert_eq!(l.stale_for(quiet, t0, t0 + 11 * S), None);
+        assert_eq!(l.stale_for(quiet, t0, t0 + 12 * S), None);
+        // ...only once older than interval + stale_after.
+        assert_eq!(l.stale_for(quiet, t0, t0 + 13 * S), Some(13 * S));
+        assert_eq!(l.hung_for(quiet, t0, t0 + 40 * S), None);
+        assert_eq!(l.hung_for(quiet, t0, t0 + 41 * S), Some(41 * S));
+        let max = limits(2, 30).with_interval(Duration::MAX);
+        assert_eq!(max.stale_after, Duration::MAX);
+    }
 
     const S: Duration = Duration::from_secs(1);
 

@@ -249,7 +249,13 @@ mod repr_tests {
 
     #[test]
     fn a_hash_orders_serialises_and_prints_as_its_u128() {
-        let values = [0, 1, u128::from(u64::MAX), u128::from(u64::MAX) + 1, u128::MAX];
+        let values = [
+            0,
+            1,
+            u128::from(u64::MAX),
+            u128::from(u64::MAX) + 1,
+            u128::MAX,
+        ];
         for pair in values.windows(2) {
             let (a, b) = (SpecHash::from_u128(pair[0]), SpecHash::from_u128(pair[1]));
             assert!(a < b, "{a:?} < {b:?}");

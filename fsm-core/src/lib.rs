@@ -30,6 +30,7 @@ mod driver;
 mod duration_ms;
 mod error;
 pub mod freshness;
+pub mod from_state;
 mod hash;
 mod metrics;
 mod path;

@@ -221,6 +221,8 @@ pub struct Transition<S> {
     action: Option<BoxedAction>,
     signal: Option<Signal>,
     reason: Cow<'static, str>,
+    /// `Some`: replaces the children declared from state.
+    children: Option<Vec<crate::spec::ChildSpec>>,
 }
 
 impl<S> Transition<S> {
@@ -231,6 +233,7 @@ impl<S> Transition<S> {
             action: None,
             signal: None,
             reason: Cow::Borrowed(""),
+            children: None,
         }
     }
 
@@ -256,6 +259,41 @@ impl<S> Transition<S> {
     pub fn with_action(mut self, action: impl Action) -> Self {
         self.action = Some(BoxedAction::new(action));
         self
+    }
+
+    /// Declares the children this worker wants from its state: one per
+    /// device it discovered, its transport children once it has
+    /// authenticated. They **replace** the children it declared from state
+    /// before, and are kept across later transitions that do not call this;
+    /// `with_children([])` clears them. A restarted worker starts with none.
+    ///
+    /// The node reconciles them together with the children of
+    /// [`Worker::derive_desired`], as one declaration: the derived children
+    /// first, then these, in order (the start order; stops run in
+    /// reverse). They are validated as derived children are — a name
+    /// declared by both is a problem, and an invalid declaration is refused
+    /// as a whole, keeping the last good children — and each child's
+    /// `state_mapping` applies as to any child. The running children are in
+    /// [`TickContext::children`], these declarations in
+    /// [`TickContext::children_from_state`].
+    pub fn with_children(
+        mut self,
+        children: impl IntoIterator<Item = crate::spec::ChildSpec>,
+    ) -> Self {
+        self.children = Some(children.into_iter().collect());
+        self
+    }
+
+    /// The children this transition declares from state, if it does (see
+    /// [`with_children`](Self::with_children)).
+    #[must_use]
+    pub fn declared_children(&self) -> Option<&[crate::spec::ChildSpec]> {
+        self.children.as_deref()
+    }
+
+    /// Takes the children declared from state out of the transition.
+    pub(crate) fn take_children(&mut self) -> Option<Vec<crate::spec::ChildSpec>> {
+        self.children.take()
     }
 
     /// Says why (shows up in logs and traces).
@@ -308,6 +346,7 @@ impl<S: fmt::Debug> fmt::Debug for Transition<S> {
             .field("action", &self.action.as_ref().map(BoxedAction::name))
             .field("signal", &self.signal)
             .field("reason", &self.reason)
+            .field("children", &self.children.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -660,6 +699,7 @@ pub struct TickContext<'a, W: Worker> {
     observed: &'a W::Observed,
     desired: &'a str,
     children: &'a [ChildStatus],
+    from_state: &'a [crate::spec::ChildSpec],
     action_in_flight: bool,
     last_action: Option<&'a ActionReport>,
 }
@@ -686,9 +726,27 @@ impl<'a, W: Worker> TickContext<'a, W> {
             observed,
             desired,
             children: &[],
+            from_state: &[],
             action_in_flight: false,
             last_action: None,
         }
+    }
+
+    /// Sets the children declared from state (see
+    /// [`Transition::with_children`]).
+    #[must_use]
+    pub fn with_children_from_state(mut self, declared: &'a [crate::spec::ChildSpec]) -> Self {
+        self.from_state = declared;
+        self
+    }
+
+    /// The children this worker declares from its state, as its last
+    /// [`Transition::with_children`] left them (empty if it never did, and
+    /// after a restart). Those running are among [`children`](Self::children)
+    /// with the derived ones, by name.
+    #[must_use]
+    pub fn children_from_state(&self) -> &'a [crate::spec::ChildSpec] {
+        self.from_state
     }
 
     /// Sets the children's statuses.

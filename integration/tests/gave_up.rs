@@ -51,6 +51,8 @@ async fn every_call_on_a_tree_that_gave_up_says_so_at_once() {
     ));
     assert!(is_fatal(tree.wait_converged(WAIT).await));
     assert!(is_fatal(tree.inspect().await));
+    assert!(is_fatal(tree.update_globals(fsm_core::Map::new())));
+    assert!(is_fatal(tree.observation::<bool>("root").await));
     assert_eq!(t0.elapsed(), Duration::ZERO, "every answer came at once");
 }
 

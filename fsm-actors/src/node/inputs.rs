@@ -13,6 +13,13 @@
 //!    children, is rendered by the node it is meant for);
 //! 4. derives its desired state with those variables and location.
 //!
+//! The tree's globals can change at runtime (`TreeHandle::update_globals`):
+//! they travel down the tree as a message, and a node applies them again
+//! only if it depends on them — its spec has templates, or its last
+//! derivation read its variables. Even then it derives again only if
+//! what its templates rendered changed (by hash), or its derivation reads
+//! variables.
+//!
 //! A problem in steps 1–3 is a configuration error: the node keeps its last
 //! good spec and desired state, is unhealthy with the error, and tries again
 //! when an input changes. Its children inherit the new variables and
@@ -62,6 +69,45 @@ impl ParentContext {
     }
 }
 
+/// The tree's global variables, as a node last received them.
+#[derive(Debug)]
+pub(crate) struct Globals {
+    pub(crate) map: Map,
+    pub(crate) hash: SpecHash,
+    /// The tree generation that set them (0: at spawn); a node never takes
+    /// older ones than it has.
+    pub(crate) generation: u64,
+}
+
+impl Globals {
+    pub(crate) fn new(map: Map, generation: u64) -> Self {
+        let mut h = StableHasher::new();
+        Value::stable_hash_map(&map, &mut h);
+        Self {
+            map,
+            hash: SpecHash::from_u128(h.finish()),
+            generation,
+        }
+    }
+}
+
+/// A renderer that hashes what it renders (field and result), so that a
+/// node can tell whether new variables change anything it reads.
+struct HashingRenderer<'a> {
+    inner: &'a dyn fsm_core::TemplateRenderer,
+    hash: std::cell::RefCell<StableHasher>,
+}
+
+impl fsm_core::TemplateRenderer for HashingRenderer<'_> {
+    fn render(&self, template: &str, field: &str) -> Result<Value, String> {
+        let rendered = self.inner.render(template, field)?;
+        let mut h = self.hash.borrow_mut();
+        h.write_str(field);
+        rendered.stable_hash(&mut h);
+        Ok(rendered)
+    }
+}
+
 /// A node's derivation inputs and what it made of them.
 pub(crate) struct Inputs {
     /// Inherited from the parent.
@@ -77,6 +123,12 @@ pub(crate) struct Inputs {
     pub(crate) applied: Option<SpecHash>,
     /// The effective inputs last tried (successfully or not).
     pub(crate) attempted: Option<SpecHash>,
+    /// The last derivation read the node's variables.
+    pub(crate) reads_variables: bool,
+    /// What the last derivation was made from: the spec, the node's own
+    /// context, and the hash of what its templates rendered (`None`: no
+    /// templates).
+    pub(crate) derived_from: Option<(SpecHash, SpecHash, Option<SpecHash>)>,
 }
 
 impl Inputs {
@@ -89,6 +141,8 @@ impl Inputs {
             incarnation,
             applied: None,
             attempted: None,
+            reads_variables: false,
+            derived_from: None,
         }
     }
 }
@@ -121,15 +175,53 @@ impl NodeState {
             return Ok(());
         }
         self.cold.inputs.attempted = Some(hash);
+        let own_hash = own.hash;
         match self.install_spec(own) {
             Err(why) => self.configuration_error(why),
-            Ok(()) => {
+            Ok(rendered) => {
                 self.cold.inputs.applied = Some(hash);
                 self.set_problem(Problem::Input, None);
                 self.installed = true;
+                let from = Some((self.cold.spec_hash, own_hash, rendered));
+                if self.cold.inputs.derived_from == from && !self.cold.inputs.reads_variables {
+                    // Only the globals changed, and nothing this node
+                    // rendered or derived from: the derivation stands.
+                    return Ok(());
+                }
+                self.cold.inputs.derived_from = from;
                 self.derive()
             }
         }
+    }
+
+    /// Whether the tree's globals can change what this node derives: its
+    /// spec has templates, or its last derivation read its variables.
+    fn depends_on_globals(&self) -> bool {
+        self.cold.inputs.reads_variables || self.cold.spec.user_spec.has_templates()
+    }
+
+    /// New globals from the parent (or, at the top, the tree's handle):
+    /// kept for the node and its future children, passed on to the running
+    /// children, and applied if the node depends on them.
+    pub(super) fn update_globals(
+        &mut self,
+        globals: Arc<Globals>,
+    ) -> Result<(), ActorProcessingErr> {
+        let current = &self.cold.globals;
+        if globals.generation < current.generation || globals.hash == current.hash {
+            return Ok(());
+        }
+        self.cold.globals = Arc::clone(&globals);
+        for child in self.children.entries() {
+            if let Some(actor) = child.actor() {
+                let _ = actor.cast(super::NodeMsg::Globals(Arc::clone(&globals)));
+            }
+        }
+        if self.depends_on_globals() {
+            self.cold.inputs_seen = None;
+            self.apply_inputs()?;
+        }
+        Ok(())
     }
 
     fn configuration_error(&mut self, why: String) -> Result<(), ActorProcessingErr> {
@@ -162,13 +254,17 @@ impl NodeState {
         let mut h = StableHasher::new();
         h.write_u128(self.cold.spec_hash.as_u128());
         h.write_u128(own.hash.as_u128());
+        if self.depends_on_globals() {
+            h.write_u128(self.cold.globals.hash.as_u128());
+        }
         Ok((own, SpecHash::from_u128(h.finish())))
     }
 
     /// Step 3: the decoded spec, its templates rendered. The variables are
     /// built only if the spec has templates (and, for the derivation, only
-    /// if the worker reads them).
-    fn install_spec(&mut self, own: Arc<ParentContext>) -> Result<(), String> {
+    /// if the worker reads them). Returns the hash of what the templates
+    /// rendered, if there were any.
+    fn install_spec(&mut self, own: Arc<ParentContext>) -> Result<Option<SpecHash>, String> {
         // The location is known even if the spec does not render.
         self.cold.inputs.location_path = Arc::clone(&own.location_path);
         let spec_hash = self.cold.spec_hash;
@@ -181,6 +277,7 @@ impl NodeState {
             .filter(|(hash, _)| *hash == spec_hash)
             .is_some_and(|(_, decoded)| self.driver.set_decoded_spec(decoded).is_ok());
         let spec = &self.cold.spec.user_spec;
+        let mut rendered = None;
         let installed = if from_parent {
             Ok(())
         } else if spec.has_templates() {
@@ -189,10 +286,15 @@ impl NodeState {
                 .inputs
                 .internal_vars(&self.path, &self.cold.worker_type);
             let variables =
-                VariableBundle::flatten_parts(&own.user, &self.shared.config.globals, &internal);
+                VariableBundle::flatten_parts(&own.user, &self.cold.globals.map, &internal);
             let renderer = SpecRenderer::new(&self.shared.templates, &variables, &self.path);
+            let hashing = HashingRenderer {
+                inner: &renderer,
+                hash: std::cell::RefCell::new(StableHasher::new()),
+            };
             let started = std::time::Instant::now();
-            let installed = self.driver.set_spec_rendered(spec, &renderer);
+            let installed = self.driver.set_spec_rendered(spec, &hashing);
+            rendered = Some(SpecHash::from_u128(hashing.hash.into_inner().finish()));
             let attrs = &self.metric_attr();
             self.shared
                 .metrics
@@ -214,43 +316,18 @@ impl NodeState {
         if own.hash != self.cold.inputs.own.hash {
             self.cold.inputs.own = own;
         }
-        Ok(())
+        Ok(rendered)
     }
 
     /// Step 4. An `InvalidSpec` error keeps the last good desired state; any
     /// other error, or a panic, is a failure.
     fn derive(&mut self) -> Result<(), ActorProcessingErr> {
-        let inputs = &self.cold.inputs;
-        let globals = &self.shared.config.globals;
-        let (path, worker_type) = (&self.path, &*self.cold.worker_type);
-        let variables = || {
-            let internal = inputs.internal_vars(path, worker_type);
-            VariableBundle::flatten_parts(&inputs.own.user, globals, &internal)
-        };
-        let ctx = DeriveContext::new(&self.path)
-            .with_variables_from(&variables)
-            .with_location(&inputs.location_path);
-        match self.driver.derive_with(&ctx) {
-            Ok(mut desired) => {
-                let mut hashes = desired.child_hashes();
-                let declared = SpecHash::of_list(&hashes);
-                self.desired_children = declared;
-                self.declared_count = desired.children.len();
-                if self.applied_children == Some(declared)
-                    || self.rejected_children == Some(declared)
-                {
-                    // Nothing to reconcile: the table has these specs already
-                    // (or they were rejected as they are).
-                    desired.children = Vec::new();
-                    hashes = Vec::new();
-                }
-                self.cold.child_hashes = hashes;
-                self.cold.declared = desired.children;
-                self.cold.supervision = desired.supervision.map(Box::new);
-                self.desired_state = desired.state;
-                self.desired_version += 1;
-                self.set_problem(Problem::Derive, None);
-                self.check_desired_state();
+        let read = std::sync::atomic::AtomicBool::new(false);
+        let result = self.derive_reading(&read);
+        self.cold.inputs.reads_variables = read.into_inner();
+        match result {
+            Ok(desired) => {
+                self.derived(desired);
                 Ok(())
             }
             Err(e) if e.is_invalid_spec() => {
@@ -260,6 +337,65 @@ impl NodeState {
             }
             Err(e) => Err(Box::new(e)),
         }
+    }
+
+    /// Runs `derive_desired` on the installed spec, with the node's
+    /// variables and location, and changes nothing.
+    pub(super) fn derive_again(&self) -> Result<fsm_core::DesiredState, fsm_core::CallbackError> {
+        self.derive_reading(&std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// As `derive_again`, setting `read` if the derivation reads the
+    /// node's variables.
+    fn derive_reading(
+        &self,
+        read: &std::sync::atomic::AtomicBool,
+    ) -> Result<fsm_core::DesiredState, fsm_core::CallbackError> {
+        let inputs = &self.cold.inputs;
+        let globals = &self.cold.globals.map;
+        let (path, worker_type) = (&self.path, &*self.cold.worker_type);
+        let variables = || {
+            read.store(true, std::sync::atomic::Ordering::Relaxed);
+            let internal = inputs.internal_vars(path, worker_type);
+            VariableBundle::flatten_parts(&inputs.own.user, globals, &internal)
+        };
+        let ctx = DeriveContext::new(&self.path)
+            .with_variables_from(&variables)
+            .with_location(&inputs.location_path);
+        self.driver.derive_with(&ctx)
+    }
+
+    /// Installs a good derivation.
+    fn derived(&mut self, mut desired: fsm_core::DesiredState) {
+        let mut hashes = desired.child_hashes();
+        let declared = match self.cold.from_state.as_deref_mut() {
+            None => {
+                self.declared_count = desired.children.len();
+                SpecHash::of_list(&hashes)
+            }
+            Some(from_state) => {
+                // Kept whole, to be combined with the children from
+                // state whenever either changes.
+                from_state.derived = std::mem::take(&mut desired.children);
+                from_state.derived_hashes = std::mem::take(&mut hashes);
+                self.declared_count = from_state.len();
+                from_state.combined_hash()
+            }
+        };
+        self.desired_children = declared;
+        if self.applied_children == Some(declared) || self.rejected_children == Some(declared) {
+            // Nothing to reconcile: the table has these specs already
+            // (or they were rejected as they are).
+            desired.children = Vec::new();
+            hashes = Vec::new();
+        }
+        self.cold.child_hashes = hashes;
+        self.cold.declared = desired.children;
+        self.cold.supervision = desired.supervision.map(Box::new);
+        self.desired_state = desired.state;
+        self.desired_version += 1;
+        self.set_problem(Problem::Derive, None);
+        self.check_desired_state();
     }
 
     /// A desired state that is none of the worker's states is a

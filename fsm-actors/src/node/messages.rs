@@ -29,6 +29,9 @@ pub(crate) enum NodeMsg {
     ParentState(Option<String>),
     /// The variables and location the node inherits changed.
     ParentContext(Arc<super::ParentContext>),
+    /// The tree's globals changed (from the handle to the top, then from
+    /// each parent to its children).
+    Globals(Arc<super::Globals>),
     /// A child's status and subtree counts changed.
     ChildReport(ChildReport),
     /// A collect finished (or failed, or timed out).
@@ -43,6 +46,9 @@ pub(crate) enum NodeMsg {
         deadline: Instant,
         reply: RpcReplyPort<NodeSnapshot>,
     },
+    /// Answer with the latest observation of the node the request names,
+    /// or pass the request on to the child on its path.
+    ReadObservation(Box<crate::latest::ObservationRequest>),
     /// Stop this subtree in order (children first, in reverse start order),
     /// run the stop hook, reply with the stop records, and exit.
     Shutdown {

@@ -34,6 +34,7 @@ mod actions;
 mod children;
 mod drain;
 mod inputs;
+mod latest;
 mod messages;
 mod observation;
 mod reconcile;
@@ -64,7 +65,7 @@ use crate::executor::{ActionId, ExecutorHandle};
 use crate::snapshot::{SubtreeCounts, TreeStatus};
 use crate::telemetry::metrics::{Labels, Metrics, NodeSeries, NodeWorkerMetrics};
 use children::ChildTable;
-pub(crate) use inputs::ParentContext;
+pub(crate) use inputs::{Globals, ParentContext};
 use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
 use observation::AbortOnDrop;
@@ -146,6 +147,8 @@ pub(crate) struct NodeArgs {
     pub(crate) parent_state: Option<String>,
     /// The variables and location inherited from the parent.
     pub(crate) context: Arc<ParentContext>,
+    /// The tree's globals, as the parent has them.
+    pub(crate) globals: Arc<Globals>,
     pub(crate) shared: Arc<Shared>,
     /// A ready driver (the top node); otherwise the registry builds one.
     pub(crate) driver: Option<Box<dyn NodeDriver>>,
@@ -205,6 +208,9 @@ struct Collector {
     /// The state machine waits for an observation from a collect numbered
     /// above this: one started after the node's last action ended.
     act_after: u64,
+    /// `Some` for a worker type observed only every so often
+    /// (`TreeConfig::observation_intervals`; boxed: most are not).
+    interval: Option<Box<observation::Interval>>,
 }
 
 /// What the node last reported upward, to send only changes.
@@ -235,6 +241,9 @@ pub(crate) struct NodeState {
     flush_scheduled: bool,
     /// The node's spec generation changed and it has not acted on it yet.
     generation_pending: bool,
+    /// The worker has declared children from its state (`cold.from_state`
+    /// is set): a bool here, so that other nodes' ticks do not read `cold`.
+    has_state_children: bool,
     ticks: u64,
     /// The tree generation this node has applied: the one its last tick
     /// carried (at the top: the tree's own).
@@ -346,6 +355,10 @@ struct Cold {
     /// The children the last good derivation declared, until the reconcile
     /// that follows consumes them.
     declared: Vec<ChildSpec>,
+    /// The children the worker declared from its state, with the derived
+    /// declaration kept to combine them with (see `reconcile::FromState`);
+    /// `None` until a transition first declares some.
+    from_state: Option<Box<reconcile::FromState>>,
     /// How the node supervises its children, if the derivation said.
     /// (Boxed: most nodes never say, and this part is written whole when
     /// a node starts.)
@@ -358,6 +371,8 @@ struct Cold {
     live: stop::LiveGuard,
     /// Spec, variables and location, and what became of them.
     inputs: Inputs,
+    /// The tree's globals, as this node last received them.
+    globals: Arc<Globals>,
     next_incarnation: u64,
     /// The generation of the node's declared spec: 1 when first declared,
     /// bumped by every change its parent (or, at the top, the tree's
@@ -485,7 +500,8 @@ impl Actor for NodeActor {
         let worker_type = Arc::from(args.spec.worker_type.as_str());
         let context_hash = args.context.hash;
         let started = Instant::now();
-        let quiet_until = observation::limits(&args.shared.config)
+        let interval = observation::Interval::of(&args.shared.config, &args.spec.worker_type);
+        let quiet_until = observation::limits(&args.shared.config, interval.as_deref())
             .quiet_until(started.into_std())
             .map(Instant::from_std);
         let state = NodeState {
@@ -497,6 +513,7 @@ impl Actor for NodeActor {
             ticks: 0,
             tree_generation: args.tree_generation,
             generation_pending: true,
+            has_state_children: false,
             parent_state: args.parent_state,
             desired_state: String::new(),
             desired_children: DesiredState::new("").children_hash(),
@@ -515,6 +532,7 @@ impl Actor for NodeActor {
                 again: false,
                 failed: false,
                 quiet_until,
+                interval,
             },
             action: None,
             last_action: None,
@@ -528,12 +546,14 @@ impl Actor for NodeActor {
                 spec: args.spec,
                 prebuilt_child: args.prebuilt_child,
                 declared: Vec::new(),
+                from_state: None,
                 supervision: None,
                 child_hashes: Vec::new(),
                 restarts: args.restarts,
                 rng: SplitMix64::new(seed.finish_u64()),
                 live,
                 inputs: Inputs::new(args.context, incarnation),
+                globals: args.globals,
                 next_incarnation: 0,
                 generation: args.spec_generation,
                 observed_generation: 0,
@@ -662,6 +682,15 @@ impl NodeState {
                 self.update_context(context)?;
                 None
             }
+            NodeMsg::Globals(globals) => {
+                if self.is_top() && globals.generation > self.cold.generation {
+                    // A tree generation of its own, as a root spec update.
+                    self.cold.generation = globals.generation;
+                    self.generation_pending = true;
+                }
+                self.update_globals(globals)?;
+                None
+            }
             NodeMsg::ParentState(mapped) => {
                 self.set_parent_state(mapped);
                 None
@@ -698,6 +727,10 @@ impl NodeState {
             }
             NodeMsg::Inspect { deadline, reply } => {
                 self.inspect(deadline, reply);
+                return Ok(None);
+            }
+            NodeMsg::ReadObservation(request) => {
+                self.read_observation(request, now);
                 return Ok(None);
             }
             NodeMsg::Shutdown { deadline, reply } => Some(Waiting::Shutdown { deadline, reply }),

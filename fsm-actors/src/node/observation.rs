@@ -10,6 +10,12 @@
 //! (aborted with the node), under `TreeConfig::observation_timeout`, and
 //! its result comes back as `NodeMsg::Observed`. Only the latest collect's
 //! result is installed.
+//!
+//! A node of a worker type with an observation interval
+//! (`TreeConfig::observation_intervals`) starts a collect on a tick only
+//! once the interval has passed since its last collect started, and its
+//! freshness thresholds allow for the interval
+//! ([`FreshnessLimits::with_interval`]). Other nodes pay one branch.
 
 use std::time::Duration;
 
@@ -33,15 +39,59 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The thresholds a node's observations are judged by.
-pub(super) fn limits(config: &TreeConfig) -> FreshnessLimits {
-    FreshnessLimits::new(config.stale_after, config.collector_restart_after)
+/// The thresholds a node's observations are judged by, allowing for its
+/// observation interval if it has one.
+pub(super) fn limits(config: &TreeConfig, interval: Option<&Interval>) -> FreshnessLimits {
+    let limits = FreshnessLimits::new(config.stale_after, config.collector_restart_after);
+    match interval {
+        None => limits,
+        Some(interval) => limits.with_interval(interval.every),
+    }
+}
+
+/// How often a node whose worker type has an observation interval is
+/// observed, and when it last started a collect.
+pub(crate) struct Interval {
+    every: Duration,
+    last_started: Option<std::time::Instant>,
+}
+
+impl Interval {
+    /// The interval of nodes of `worker_type`, if it has one.
+    pub(super) fn of(config: &TreeConfig, worker_type: &str) -> Option<Box<Self>> {
+        if config.observation_intervals.is_empty() {
+            return None;
+        }
+        let every = *config.observation_intervals.get(worker_type)?;
+        Some(Box::new(Self {
+            every,
+            last_started: None,
+        }))
+    }
 }
 
 impl NodeState {
+    /// Whether the tick should start a collect: always, unless the node's
+    /// worker type is observed only every so often and that is not due.
+    pub(super) fn collect_due(&self, now: Instant) -> bool {
+        match &self.collector.interval {
+            None => true,
+            Some(interval) => fsm_core::freshness::collect_due(
+                interval.last_started,
+                interval.every,
+                now.into_std(),
+            ),
+        }
+    }
+
+    /// The thresholds this node's observations are judged by.
+    pub(super) fn freshness_limits(&self) -> FreshnessLimits {
+        limits(self.config(), self.collector.interval.as_deref())
+    }
+
     /// See `Collector::quiet_until`.
     fn quiet_from(&mut self, since: Instant) {
-        self.collector.quiet_until = limits(self.config())
+        self.collector.quiet_until = limits(self.config(), self.collector.interval.as_deref())
             .quiet_until(since.into_std())
             .map(Instant::from_std);
     }
@@ -55,7 +105,11 @@ impl NodeState {
             return None;
         }
         let quiet_until = self.collector.quiet_until.map(Instant::into_std);
-        limits(self.config()).stale_for(quiet_until, self.cold.started.into_std(), now.into_std())
+        limits(self.config(), self.collector.interval.as_deref()).stale_for(
+            quiet_until,
+            self.cold.started.into_std(),
+            now.into_std(),
+        )
     }
 
     pub(super) fn is_stale(&self, now: Instant) -> bool {
@@ -71,7 +125,11 @@ impl NodeState {
             return None;
         }
         let quiet_until = self.collector.quiet_until.map(Instant::into_std);
-        limits(self.config()).hung_for(quiet_until, self.cold.started.into_std(), now.into_std())
+        limits(self.config(), self.collector.interval.as_deref()).hung_for(
+            quiet_until,
+            self.cold.started.into_std(),
+            now.into_std(),
+        )
     }
 
     /// Starts a collect in its own task, with a span under `parent` (the
@@ -98,6 +156,9 @@ impl NodeState {
             )
         };
         self.collector.seq += 1;
+        if let Some(interval) = &mut self.collector.interval {
+            interval.last_started = Some(now.into_std());
+        }
         // Polled once, here: a collect that is ready at once costs no task
         // and no message.
         let desired = self.parent_state.as_deref().unwrap_or(&self.desired_state);

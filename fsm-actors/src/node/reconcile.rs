@@ -7,6 +7,11 @@
 //! each child its mapped desired state and inherited context when they
 //! changed.
 //!
+//! The declaration is the derived children followed by those the worker
+//! declared from its state (`Transition::with_children`), if it ever did
+//! (see [`FromState`]); a node that never did reconciles its derived
+//! children exactly as before, without copying them.
+//!
 //! An invalid declaration changes nothing: the running children keep
 //! running, and the problem is shown on the node until the declaration
 //! changes. Children that ended for good under their restart policy stay
@@ -14,6 +19,7 @@
 
 use std::sync::Arc;
 
+use fsm_core::from_state::{self, StateChildren};
 use fsm_core::{
     ChildSpec, PlanStep, SpecHash, runtime::decode_children_hashed, runtime::plan_children_hashed,
 };
@@ -24,7 +30,88 @@ use tracing::Instrument;
 use super::children::ChildEntry;
 use super::{NodeMsg, NodeState, Problem};
 
+/// The children a worker declared from its state, and the derived
+/// declaration they are combined with. Only a node whose worker ever
+/// declared children from state has one: it keeps its derived children
+/// here (instead of handing them to the reconcile that follows their
+/// derivation), since either source changing means reconciling both.
+pub(crate) struct FromState {
+    pub(super) state: StateChildren,
+    /// The last good derived children, and their hashes.
+    pub(super) derived: Vec<ChildSpec>,
+    pub(super) derived_hashes: Vec<SpecHash>,
+}
+
+impl FromState {
+    /// How many children the two sources declare.
+    pub(super) fn len(&self) -> usize {
+        self.derived.len() + self.state.len()
+    }
+
+    /// The hash of the union (see [`from_state::combined_hash`]).
+    pub(super) fn combined_hash(&self) -> SpecHash {
+        from_state::combined_hash(&self.derived_hashes, Some(&self.state))
+    }
+}
+
 impl NodeState {
+    /// A transition declared the children it wants from its state
+    /// (replacing the ones before). Hashed here, once; the next tick
+    /// reconciles if the combined declaration changed.
+    pub(super) fn declare_from_state(&mut self, specs: Vec<ChildSpec>) {
+        let state = StateChildren::new(specs);
+        if let Some(from_state) = self.cold.from_state.as_deref_mut() {
+            if from_state.state.hash() == state.hash() {
+                return;
+            }
+            from_state.state = state;
+        } else {
+            let (derived, derived_hashes) = self.derived_declaration();
+            self.cold.from_state = Some(Box::new(FromState {
+                state,
+                derived,
+                derived_hashes,
+            }));
+            self.has_state_children = true;
+        }
+        if let Some(from_state) = self.cold.from_state.as_deref() {
+            self.desired_children = from_state.combined_hash();
+            self.declared_count = from_state.len();
+        }
+    }
+
+    /// The derived children, the first time the worker declares some from
+    /// state. Usually at hand (none, or not yet reconciled); otherwise the
+    /// reconcile has handed them to the child table, and the spec is
+    /// derived again to get them (once in the node's life), or, should
+    /// that fail now, taken from the table.
+    fn derived_declaration(&mut self) -> (Vec<ChildSpec>, Vec<SpecHash>) {
+        if self.declared_count == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        if self.cold.declared.len() == self.declared_count {
+            let declared = std::mem::take(&mut self.cold.declared);
+            let mut hashes = std::mem::take(&mut self.cold.child_hashes);
+            if hashes.len() != declared.len() {
+                hashes = declared.iter().map(ChildSpec::hash).collect();
+            }
+            return (declared, hashes);
+        }
+        let declared = match self.derive_again() {
+            Ok(desired) => desired.children,
+            Err(e) => {
+                tracing::warn!(node.path = %self.path, error = %e, "could not derive again; combining the children from state with the running ones");
+                self.children
+                    .entries()
+                    .iter()
+                    .map(|c| ChildSpec::clone(&c.spec))
+                    .collect()
+            }
+        };
+        let hashes = declared.iter().map(ChildSpec::hash).collect();
+        (declared, hashes)
+    }
+
     pub(super) async fn reconcile(
         &mut self,
         myself: &ActorRef<NodeMsg>,
@@ -40,13 +127,29 @@ impl NodeState {
         if self.rejected_children == Some(declared_hash) {
             return Ok(());
         }
-        let declared = std::mem::take(&mut self.cold.declared);
-        let mut hashes = std::mem::take(&mut self.cold.child_hashes);
-        if hashes.len() != declared.len() {
-            // Kept beside the declaration by `derive`; recomputed rather
-            // than trusted should the two ever disagree.
-            hashes = declared.iter().map(ChildSpec::hash).collect();
-        }
+        let (declared, hashes) = match self.cold.from_state.as_deref() {
+            None => {
+                let declared = std::mem::take(&mut self.cold.declared);
+                let mut hashes = std::mem::take(&mut self.cold.child_hashes);
+                if hashes.len() != declared.len() {
+                    // Kept beside the declaration by `derive`; recomputed
+                    // rather than trusted should the two ever disagree.
+                    hashes = declared.iter().map(ChildSpec::hash).collect();
+                }
+                (declared, hashes)
+            }
+            Some(f) => {
+                match from_state::combine(&self.path, &f.derived, &f.derived_hashes, &f.state) {
+                    Ok(union) => union,
+                    Err(e) => {
+                        tracing::warn!(node.path = %self.path, error = %e, "invalid children declaration; running children left as they are");
+                        self.set_problem(Problem::Declaration, Some(e.to_string()));
+                        self.rejected_children = Some(declared_hash);
+                        return Ok(());
+                    }
+                }
+            }
+        };
         let result = decode_children_hashed(
             &self.path,
             &declared,

@@ -309,6 +309,7 @@ impl NodeState {
             parent: Some(myself.clone()),
             parent_state: mapped.clone(),
             context: Arc::clone(self.children_context()),
+            globals: Arc::clone(&self.cold.globals),
             shared: Arc::clone(&self.shared),
             driver,
             decoded,

@@ -33,8 +33,9 @@
 //!    effect is observed; hand any action to the executor, at most one in
 //!    flight (see `actions`). A signal ends the tick here: `NeedsRestart`
 //!    restarts the node gracefully, `NeedsRemoval` finishes it.
-//! 9. **Collect**: start the next collect, unless one is running (see
-//!    `observation`).
+//! 9. **Collect**: start the next collect, unless one is running or the
+//!    node's worker type is observed only every so often and that is not
+//!    due (see `observation`).
 //! 10. **Report** upward, if anything changed — after every message, not
 //!     only ticks (see `reports`).
 //!
@@ -253,7 +254,9 @@ impl NodeState {
         {
             return Ok(Some(signal));
         }
-        self.start_collect(myself, span, now);
+        if self.collect_due(now) {
+            self.start_collect(myself, span, now);
+        }
         Ok(None)
     }
 
@@ -333,7 +336,16 @@ impl NodeState {
         let input = StepInput::new(&self.path, desired)
             .with_children(self.children.statuses())
             .with_action_in_flight(self.action.is_some())
-            .with_last_action(self.last_action.as_deref());
+            .with_last_action(self.last_action.as_deref())
+            .with_children_from_state(if self.has_state_children {
+                self.cold
+                    .from_state
+                    .as_deref()
+                    .map_or(&[], |f| f.state.specs())
+            } else {
+                // (Other nodes do not read `cold` here.)
+                &[]
+            });
         let outcome = match self.driver.step(&input) {
             Ok(Some(outcome)) => outcome,
             Ok(None) => return Ok(None),
@@ -351,6 +363,9 @@ impl NodeState {
             let in_state = now.saturating_duration_since(self.cold.state_since);
             self.series().transition(outcome.from, to, in_state);
             self.cold.state_since = now;
+        }
+        if let Some(children) = outcome.children {
+            self.declare_from_state(children);
         }
         if let Some(signal) = outcome.signal {
             tracing::info!(node.path = %self.path, ?signal, reason = %outcome.reason, "signal raised");
