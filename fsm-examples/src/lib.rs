@@ -7,6 +7,7 @@
 //! * [`demo`]: the embedded root spec, the mid-run change and the readable
 //!   tree printer used by `fsm-demo`;
 //! * [`guide`]: the application `docs/guide.md` builds, step by step;
+//! * [`protocol`]: the management relay's wire protocol;
 //! * [`trace_view`]: reading and printing the span files of the JSON-lines
 //!   trace exporter, used by `fsm-trace`.
 
@@ -15,6 +16,7 @@
 
 pub mod demo;
 pub mod guide;
+pub mod protocol;
 pub mod sim;
 pub mod trace_view;
 pub mod workers;
