@@ -15,6 +15,8 @@
 //!   [`ChildSpec`]. The decisions themselves (restart windows, the circuit
 //!   breaker, exit reasons), with time as an argument, are in
 //!   [`supervision`].
+//! * [`Secret`]: a spec field (a token, a password) that is stored but
+//!   prints `<redacted>`.
 //! * [`freshness`]: when an observation is fresh, stale or missing.
 //! * [`runtime`]: the interface the runtime (`fsm-actors`) drives workers
 //!   through; applications do not need it.
@@ -37,6 +39,7 @@ mod path;
 mod reconcile;
 mod registry;
 pub mod runtime;
+mod secret;
 mod spec;
 mod states;
 pub mod supervision;
@@ -60,6 +63,7 @@ pub use reconcile::{
     PlanCounts, PlanStep, ReconcilePlan, RunningChild, plan_children, validate_children,
 };
 pub use registry::{MakeMetrics, WorkerRegistry};
+pub use secret::Secret;
 pub use spec::{ChildSpec, DesiredState};
 pub use states::StateNames;
 pub use supervision::{Backoff, RestartIntensity, RestartPolicy, Strategy, Supervision};
