@@ -7,6 +7,8 @@
 //! * [`demo`]: the embedded root spec, the mid-run change and the readable
 //!   tree printer used by `fsm-demo`;
 //! * [`guide`]: the application `docs/guide.md` builds, step by step;
+//! * [`communicator`]: the Communicator, connecting an instance to its
+//!   management relay over HTTP (workers, client, channels);
 //! * [`protocol`]: the management relay's wire protocol;
 //! * [`trace_view`]: reading and printing the span files of the JSON-lines
 //!   trace exporter, used by `fsm-trace`.
@@ -14,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(unnameable_types)]
 
+pub mod communicator;
 pub mod demo;
 pub mod guide;
 pub mod protocol;

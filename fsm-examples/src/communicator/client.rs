@@ -235,7 +235,7 @@ impl Delays {
             transient: Backoff {
                 base: self.transient.base / f,
                 max: self.transient.max / f,
-                ..self.transient.clone()
+                ..self.transient
             },
             invalid_token: self.invalid_token / f,
             instance_deleted: self.instance_deleted / f,

@@ -1,0 +1,339 @@
+//! What the communicator and its children share: the session, the
+//! channels' worker-side ends, the transport state and the counters.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use fsm_core::{Secret, WorkerMetrics};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::CommunicatorConfig;
+use super::client::{RelayClient, RelayError, Session};
+use crate::protocol::UmhMessage;
+
+/// The communicator's counters, as the application reads them (also
+/// recorded as metrics `fsmv2_worker_communicator_<name>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommunicatorStats {
+    /// Messages taken from the outbound channel.
+    pub pushed: u64,
+    /// Messages the relay acknowledged (a push answered 2xx).
+    pub acknowledged: u64,
+    /// Messages sent again after a failed push.
+    pub retried: u64,
+    /// Acknowledged messages an earlier, failed push may have delivered
+    /// already (the relay may hold them twice).
+    pub duplicates_sent: u64,
+    /// Messages dropped because the pending buffer was full (the oldest).
+    pub dropped_full: u64,
+    /// Messages the relay rejected for good, dropped.
+    pub dropped_rejected: u64,
+    /// Messages received in pull answers.
+    pub pulled: u64,
+    /// Pulled messages handed to the inbound channel.
+    pub delivered: u64,
+    /// Successful logins.
+    pub logins: u64,
+    /// Logins after a 401/403 from pull or push.
+    pub reauth_on_401: u64,
+    /// Logins because the JWT was about to expire.
+    pub reauth_on_expiry: u64,
+    /// Times the communicator or a transport child turned degraded.
+    pub degraded_entries: u64,
+    /// Messages waiting to be pushed now (not a counter).
+    pub pending_outbound: u64,
+    /// Pulled messages waiting for room in the inbound channel now (not a
+    /// counter).
+    pub pending_inbound: u64,
+}
+
+/// One counter of [`CommunicatorStats`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Counter {
+    Pushed,
+    Acknowledged,
+    Retried,
+    DuplicatesSent,
+    DroppedFull,
+    DroppedRejected,
+    Pulled,
+    Delivered,
+    Logins,
+    ReauthOn401,
+    ReauthOnExpiry,
+    DegradedEntries,
+}
+
+const COUNTERS: usize = 12;
+
+impl Counter {
+    fn metric(self) -> &'static str {
+        match self {
+            Self::Pushed => "communicator_pushed",
+            Self::Acknowledged => "communicator_acknowledged",
+            Self::Retried => "communicator_retried",
+            Self::DuplicatesSent => "communicator_duplicates_sent",
+            Self::DroppedFull => "communicator_dropped_full",
+            Self::DroppedRejected => "communicator_dropped_rejected",
+            Self::Pulled => "communicator_pulled",
+            Self::Delivered => "communicator_delivered",
+            Self::Logins => "communicator_logins",
+            Self::ReauthOn401 => "communicator_reauth_on_401",
+            Self::ReauthOnExpiry => "communicator_reauth_on_expiry",
+            Self::DegradedEntries => "communicator_degraded_entries",
+        }
+    }
+}
+
+/// The relay, the auth token, the uuid a session was made for: a change of
+/// any logs in again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub(crate) relay_url: String,
+    pub(crate) auth_token: Secret,
+    pub(crate) instance_uuid: Option<String>,
+}
+
+/// The current session and what it was made with.
+#[derive(Clone, Debug)]
+pub(crate) struct SessionEntry {
+    pub(crate) session: Arc<Session>,
+    pub(crate) client: RelayClient,
+    /// Counts logins; a child's 401 names the generation it saw.
+    pub(crate) generation: u64,
+}
+
+/// The login side.
+#[derive(Debug, Default)]
+pub(crate) struct AuthState {
+    pub(crate) entry: Option<SessionEntry>,
+    pub(crate) origin: Option<Origin>,
+    pub(crate) refresh_at: Option<Instant>,
+    /// The session generation a child got a 401 with (0: none).
+    pub(crate) unauthorized_generation: u64,
+    pub(crate) generation: u64,
+    /// The client for the current URL and timeout.
+    pub(crate) client: Option<(String, Duration, RelayClient)>,
+    /// Failed logins in a row.
+    pub(crate) attempt: u32,
+    pub(crate) retry_at: Option<Instant>,
+    pub(crate) last_error: Option<RelayError>,
+}
+
+/// A message waiting to be pushed.
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    pub(crate) message: UmhMessage,
+    /// Sent before, in a push that failed.
+    pub(crate) sent: bool,
+    /// A failed push that held it may have reached the relay.
+    pub(crate) may_have_arrived: bool,
+}
+
+/// One transport child's retry state.
+#[derive(Debug, Default)]
+pub(crate) struct Retry {
+    pub(crate) consecutive_errors: u32,
+    pub(crate) retry_at: Option<Instant>,
+    pub(crate) last_error: Option<RelayError>,
+}
+
+/// The pull side.
+#[derive(Debug, Default)]
+pub(crate) struct PullSide {
+    pub(crate) retry: Retry,
+    /// Pulled, not yet in the inbound channel.
+    pub(crate) buffer: VecDeque<UmhMessage>,
+    pub(crate) paused: bool,
+}
+
+/// The push side.
+#[derive(Debug)]
+pub(crate) struct PushSide {
+    pub(crate) retry: Retry,
+    pub(crate) pending: VecDeque<Pending>,
+    pub(crate) outbound: mpsc::Receiver<UmhMessage>,
+    /// Send one message at a time for this many sends (after a batch was
+    /// rejected, to find the message the relay refuses).
+    pub(crate) isolate: usize,
+}
+
+/// Everything the three workers of one communicator share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: CommunicatorConfig,
+    counters: [AtomicU64; COUNTERS],
+    pub(crate) inbound: mpsc::Sender<UmhMessage>,
+    auth: Mutex<AuthState>,
+    pull: Mutex<PullSide>,
+    push: Mutex<PushSide>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: CommunicatorConfig,
+        inbound: mpsc::Sender<UmhMessage>,
+        outbound: mpsc::Receiver<UmhMessage>,
+    ) -> Self {
+        Self {
+            config,
+            counters: Default::default(),
+            inbound,
+            auth: Mutex::default(),
+            pull: Mutex::default(),
+            push: Mutex::new(PushSide {
+                retry: Retry::default(),
+                pending: VecDeque::new(),
+                outbound,
+                isolate: 0,
+            }),
+        }
+    }
+
+    pub(crate) fn auth(&self) -> MutexGuard<'_, AuthState> {
+        lock(&self.auth)
+    }
+
+    pub(crate) fn pull(&self) -> MutexGuard<'_, PullSide> {
+        lock(&self.pull)
+    }
+
+    pub(crate) fn push(&self) -> MutexGuard<'_, PushSide> {
+        lock(&self.push)
+    }
+
+    /// Adds `n` to `counter`, and to its metric.
+    pub(crate) fn count(&self, counter: Counter, n: u64, metrics: &dyn WorkerMetrics) {
+        if n == 0 {
+            return;
+        }
+        self.counters[counter as usize].fetch_add(n, Ordering::Relaxed);
+        metrics.counter_add(counter.metric(), n);
+    }
+
+    /// The current session, if any.
+    pub(crate) fn session(&self) -> Option<SessionEntry> {
+        self.auth().entry.clone()
+    }
+
+    /// Records that a child's call with the session of `generation` was
+    /// refused (401/403): the communicator logs in again.
+    pub(crate) fn report_unauthorized(&self, generation: u64) {
+        let mut auth = self.auth();
+        if auth.generation == generation {
+            auth.unauthorized_generation = generation;
+        }
+    }
+
+    /// The client for `url` with `timeout`, made once per change of either.
+    pub(crate) fn client(&self, url: &str, timeout: Duration) -> Result<RelayClient, RelayError> {
+        let mut auth = self.auth();
+        if let Some((u, t, client)) = &auth.client
+            && u == url
+            && *t == timeout
+        {
+            return Ok(client.clone());
+        }
+        let client = RelayClient::new(url, timeout)?;
+        auth.client = Some((url.to_owned(), timeout, client.clone()));
+        Ok(client)
+    }
+
+    /// Stores a new session made with `origin` and `client`.
+    pub(crate) fn logged_in(&self, session: Session, origin: Origin, client: RelayClient) {
+        let now = Instant::now();
+        let mut auth = self.auth();
+        auth.generation += 1;
+        // When to log in again: `exp` less the margin, on the tokio clock
+        // (so paused-clock tests can drive it).
+        auth.refresh_at = session.expires_at.map(|exp| {
+            let left = exp
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            now + left.saturating_sub(self.config.refresh_margin)
+        });
+        auth.entry = Some(SessionEntry {
+            session: Arc::new(session),
+            client,
+            generation: auth.generation,
+        });
+        auth.origin = Some(origin);
+        auth.attempt = 0;
+        auth.retry_at = None;
+        auth.last_error = None;
+    }
+
+    /// Records a failed login.
+    pub(crate) fn login_failed(&self, error: &RelayError) -> u32 {
+        let now = Instant::now();
+        let mut auth = self.auth();
+        let wait = error.delay(auth.attempt, &self.config.delays);
+        auth.retry_at = Some(now + wait);
+        auth.attempt = auth.attempt.saturating_add(1);
+        auth.last_error = Some(error.clone());
+        if matches!(
+            error.class(),
+            super::ErrorClass::InvalidToken | super::ErrorClass::InstanceDeleted
+        ) {
+            // The relay refuses this instance: no session any more.
+            auth.entry = None;
+            auth.origin = None;
+            auth.refresh_at = None;
+        }
+        auth.attempt
+    }
+
+    /// The counters now.
+    pub(crate) fn stats(&self) -> CommunicatorStats {
+        let c = |counter: Counter| self.counters[counter as usize].load(Ordering::Relaxed);
+        let pending_outbound = self.push().pending.len() as u64;
+        let pending_inbound = self.pull().buffer.len() as u64;
+        CommunicatorStats {
+            pushed: c(Counter::Pushed),
+            acknowledged: c(Counter::Acknowledged),
+            retried: c(Counter::Retried),
+            duplicates_sent: c(Counter::DuplicatesSent),
+            dropped_full: c(Counter::DroppedFull),
+            dropped_rejected: c(Counter::DroppedRejected),
+            pulled: c(Counter::Pulled),
+            delivered: c(Counter::Delivered),
+            logins: c(Counter::Logins),
+            reauth_on_401: c(Counter::ReauthOn401),
+            reauth_on_expiry: c(Counter::ReauthOnExpiry),
+            degraded_entries: c(Counter::DegradedEntries),
+            pending_outbound,
+            pending_inbound,
+        }
+    }
+}
+
+impl Retry {
+    /// Records a failed call: when to try again, and whether this failure
+    /// made the child degraded (exactly at `degraded_after`).
+    pub(crate) fn failed(&mut self, error: &RelayError, config: &CommunicatorConfig) -> bool {
+        let wait = error.delay(self.consecutive_errors, &config.delays);
+        self.retry_at = Some(Instant::now() + wait);
+        self.consecutive_errors = self.consecutive_errors.saturating_add(1);
+        self.last_error = Some(error.clone());
+        self.consecutive_errors == config.degraded_after.max(1)
+    }
+
+    /// Records a successful call.
+    pub(crate) fn succeeded(&mut self) {
+        self.consecutive_errors = 0;
+        self.retry_at = None;
+        self.last_error = None;
+    }
+
+    /// Whether a call may be made at `now`.
+    pub(crate) fn due(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|at| now >= at)
+    }
+}

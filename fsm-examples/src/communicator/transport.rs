@@ -1,0 +1,420 @@
+//! The transport children `pull` and `push`: one HTTP call at a time, as an
+//! action, with the session the communicator holds.
+
+use std::sync::Arc;
+
+use fsm_core::{
+    Action, BoxError, CollectContext, DeriveContext, DesiredState, State, TickContext, Transition,
+    Worker, WorkerMetrics, action,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
+
+use super::client::{ErrorClass, RelayError};
+use super::shared::{Counter, Pending, Shared};
+
+/// The spec of `pull` and `push`: nothing (what they need comes from the
+/// communicator's shared state).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSpec {}
+
+/// What `pull` and `push` observe.
+#[derive(Clone, Debug, Default)]
+pub struct TransportObservation {
+    /// The communicator holds a session.
+    pub has_session: bool,
+    /// Calls that failed in a row.
+    pub consecutive_errors: u32,
+    /// The last failure's class, until a call succeeds.
+    pub last_error: Option<ErrorClass>,
+    /// A call may be made now (no backoff pending, and for `pull` room in
+    /// the inbound channel; for `push` something to send).
+    pub ready: bool,
+    /// `pull`: paused for backpressure.
+    pub paused: bool,
+    /// Messages waiting (`pull`: for the inbound channel; `push`: to be
+    /// acknowledged).
+    pub pending: usize,
+}
+
+fsm_core::states! {
+    /// The states of `pull`: `stopped`, `running`, `degraded`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum PullState {
+        /// Not pulling.
+        Stopped,
+        /// Pulling.
+        Running,
+        /// Pulling fails repeatedly; retrying with backoff.
+        Degraded,
+    }
+}
+
+fsm_core::states! {
+    /// The states of `push`: `stopped`, `running`, `degraded`.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum PushState {
+        /// Not pushing.
+        Stopped,
+        /// Pushing.
+        Running,
+        /// Pushing fails repeatedly; retrying with backoff.
+        Degraded,
+    }
+}
+
+/// The `pull` worker.
+pub(crate) struct Pull {
+    shared: Arc<Shared>,
+    metrics: Arc<dyn WorkerMetrics>,
+}
+
+impl Pull {
+    pub(crate) fn new(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) -> Self {
+        Self { shared, metrics }
+    }
+
+    /// Hands buffered pulled messages to the inbound channel while it has
+    /// room; returns how many are still buffered.
+    fn deliver(&self) -> usize {
+        let mut pull = self.shared.pull();
+        let mut delivered = 0;
+        while let Some(message) = pull.buffer.pop_front() {
+            match self.shared.inbound.try_send(message) {
+                Ok(()) => delivered += 1,
+                Err(TrySendError::Full(message)) => {
+                    pull.buffer.push_front(message);
+                    break;
+                }
+                Err(TrySendError::Closed(_)) => {
+                    // Nobody receives any more: nothing to deliver to.
+                    pull.buffer.clear();
+                    break;
+                }
+            }
+        }
+        let left = pull.buffer.len();
+        drop(pull);
+        self.shared
+            .count(Counter::Delivered, delivered, &*self.metrics);
+        left
+    }
+}
+
+/// The `push` worker.
+pub(crate) struct Push {
+    shared: Arc<Shared>,
+    metrics: Arc<dyn WorkerMetrics>,
+}
+
+impl Push {
+    pub(crate) fn new(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) -> Self {
+        Self { shared, metrics }
+    }
+
+    /// Moves what the application queued into the pending buffer, dropping
+    /// (and counting) the oldest when full; returns the pending count.
+    fn take_outbound(&self) -> usize {
+        let max = self.shared.config.max_pending.max(1);
+        let mut push = self.shared.push();
+        let (mut taken, mut dropped) = (0, 0);
+        while let Ok(message) = push.outbound.try_recv() {
+            taken += 1;
+            push.pending.push_back(Pending {
+                message,
+                sent: false,
+                may_have_arrived: false,
+            });
+            if push.pending.len() > max {
+                push.pending.pop_front();
+                dropped += 1;
+            }
+        }
+        let pending = push.pending.len();
+        drop(push);
+        self.shared.count(Counter::Pushed, taken, &*self.metrics);
+        self.shared
+            .count(Counter::DroppedFull, dropped, &*self.metrics);
+        pending
+    }
+}
+
+impl Worker for Pull {
+    type Spec = TransportSpec;
+    type Observed = TransportObservation;
+    type State = PullState;
+
+    fn initial_state(&self) -> PullState {
+        PullState::Stopped
+    }
+
+    async fn collect(
+        &self,
+        ctx: &CollectContext<'_, TransportSpec>,
+    ) -> Result<TransportObservation, BoxError> {
+        let pending = self.deliver();
+        let config = &self.shared.config;
+        let room = self.shared.inbound.capacity();
+        let has_session = self.shared.auth().entry.is_some();
+        let mut pull = self.shared.pull();
+        // Hysteresis: pause below the low mark, resume at the high one.
+        if pull.paused && room >= config.inbound_high_water.min(config.inbound_capacity) {
+            pull.paused = false;
+        } else if !pull.paused && room < config.inbound_low_water {
+            pull.paused = true;
+        }
+        let ready = ctx.desired() != "stopped"
+            && has_session
+            && !pull.paused
+            && pending == 0
+            && pull.retry.due(Instant::now());
+        Ok(TransportObservation {
+            has_session,
+            consecutive_errors: pull.retry.consecutive_errors,
+            last_error: pull.retry.last_error.as_ref().map(RelayError::class),
+            ready,
+            paused: pull.paused,
+            pending,
+        })
+    }
+
+    fn derive_desired(
+        &self,
+        _: &TransportSpec,
+        _: &DeriveContext<'_>,
+    ) -> Result<DesiredState, BoxError> {
+        Ok(DesiredState::new("running"))
+    }
+}
+
+impl Worker for Push {
+    type Spec = TransportSpec;
+    type Observed = TransportObservation;
+    type State = PushState;
+
+    fn initial_state(&self) -> PushState {
+        PushState::Stopped
+    }
+
+    async fn collect(
+        &self,
+        ctx: &CollectContext<'_, TransportSpec>,
+    ) -> Result<TransportObservation, BoxError> {
+        let pending = self.take_outbound();
+        let has_session = self.shared.auth().entry.is_some();
+        let push = self.shared.push();
+        let ready = ctx.desired() != "stopped"
+            && has_session
+            && pending > 0
+            && push.retry.due(Instant::now());
+        Ok(TransportObservation {
+            has_session,
+            consecutive_errors: push.retry.consecutive_errors,
+            last_error: push.retry.last_error.as_ref().map(RelayError::class),
+            ready,
+            paused: false,
+            pending,
+        })
+    }
+
+    fn derive_desired(
+        &self,
+        _: &TransportSpec,
+        _: &DeriveContext<'_>,
+    ) -> Result<DesiredState, BoxError> {
+        Ok(DesiredState::new("running"))
+    }
+}
+
+/// One pull: the messages go to the buffer, then to the inbound channel.
+async fn pull_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
+    let Some(entry) = shared.session() else {
+        return;
+    };
+    let result = entry.client.pull(&entry.session).await;
+    match result {
+        Ok(messages) => {
+            let n = messages.len() as u64;
+            shared.pull().buffer.extend(messages);
+            shared.pull().retry.succeeded();
+            shared.count(Counter::Pulled, n, &*metrics);
+        }
+        Err(error) => {
+            if error.class() == ErrorClass::InvalidToken {
+                shared.report_unauthorized(entry.generation);
+            }
+            tracing::debug!(error = %error, "pull failed");
+            let degraded = shared.pull().retry.failed(&error, &shared.config);
+            if degraded {
+                shared.count(Counter::DegradedEntries, 1, &*metrics);
+            }
+        }
+    }
+}
+
+/// One push of the oldest pending messages (one alone after a rejected
+/// batch, to find the message the relay refuses).
+async fn push_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
+    let Some(entry) = shared.session() else {
+        return;
+    };
+    let (batch, retried) = {
+        let mut push = shared.push();
+        let n = if push.isolate > 0 {
+            push.isolate -= 1;
+            1
+        } else {
+            shared.config.max_batch.max(1)
+        };
+        let batch: Vec<_> = push
+            .pending
+            .iter()
+            .take(n)
+            .map(|p| p.message.clone())
+            .collect();
+        let retried = push.pending.iter().take(n).filter(|p| p.sent).count() as u64;
+        (batch, retried)
+    };
+    if batch.is_empty() {
+        return;
+    }
+    shared.count(Counter::Retried, retried, &*metrics);
+    let n = batch.len();
+    match entry.client.push(&entry.session, &batch).await {
+        Ok(()) => {
+            let duplicates = {
+                let mut push = shared.push();
+                push.retry.succeeded();
+                let acked = n.min(push.pending.len());
+                push.pending
+                    .drain(..acked)
+                    .filter(|p| p.may_have_arrived)
+                    .count() as u64
+            };
+            shared.count(Counter::Acknowledged, n as u64, &*metrics);
+            shared.count(Counter::DuplicatesSent, duplicates, &*metrics);
+        }
+        Err(error) if error.class() == ErrorClass::Rejected => {
+            let mut push = shared.push();
+            if n == 1 {
+                // The relay refuses this message for good.
+                push.pending.pop_front();
+                drop(push);
+                tracing::warn!(error = %error, "the relay rejected a message; dropped");
+                shared.count(Counter::DroppedRejected, 1, &*metrics);
+            } else {
+                push.isolate = n;
+            }
+        }
+        Err(error) => {
+            if error.class() == ErrorClass::InvalidToken {
+                shared.report_unauthorized(entry.generation);
+            }
+            tracing::debug!(error = %error, "push failed");
+            let arrived = error.class().may_have_arrived();
+            let mut push = shared.push();
+            for p in push.pending.iter_mut().take(n) {
+                p.sent = true;
+                p.may_have_arrived |= arrived;
+            }
+            let degraded = push.retry.failed(&error, &shared.config);
+            drop(push);
+            if degraded {
+                shared.count(Counter::DegradedEntries, 1, &*metrics);
+            }
+        }
+    }
+}
+
+/// The state both transport children follow: `running` while calls
+/// succeed, `degraded` after `degraded_after` failures in a row; one call
+/// (the action `name`) whenever one may be made.
+fn transport_next<S: Clone + PartialEq, A: Action>(
+    current: &S,
+    desired: &str,
+    obs: &TransportObservation,
+    in_flight: bool,
+    degraded_after: u32,
+    states: [S; 3],
+    call: impl FnOnce() -> A,
+) -> Transition<S> {
+    let [stopped, running, degraded] = states;
+    if desired == "stopped" {
+        return if *current == stopped || in_flight {
+            Transition::stay()
+        } else {
+            Transition::to(stopped).because("asked to stop")
+        };
+    }
+    let target = if obs.consecutive_errors >= degraded_after.max(1) {
+        degraded
+    } else {
+        running
+    };
+    let t = if target == *current {
+        Transition::stay()
+    } else {
+        Transition::to(target).because(if obs.consecutive_errors > 0 {
+            "calls to the relay fail"
+        } else {
+            "calls to the relay succeed"
+        })
+    };
+    if obs.ready && !in_flight {
+        t.with_action(call())
+    } else {
+        t
+    }
+}
+
+impl State<Pull> for PullState {
+    fn next(&self, s: &TickContext<'_, Pull>) -> Transition<PullState> {
+        let w = s.worker();
+        transport_next(
+            self,
+            s.desired(),
+            s.observed(),
+            s.action_in_flight(),
+            w.shared.config.degraded_after,
+            [PullState::Stopped, PullState::Running, PullState::Degraded],
+            || {
+                let shared = Arc::clone(&w.shared);
+                let metrics = Arc::clone(&w.metrics);
+                // A failure is recorded in the shared state (the child's
+                // observation and state), not as a failed action: the
+                // runtime's action backoff would stack on the protocol's.
+                action("pull", move |_| async move {
+                    pull_once(shared, metrics).await;
+                    Ok(())
+                })
+            },
+        )
+    }
+}
+
+impl State<Push> for PushState {
+    fn next(&self, s: &TickContext<'_, Push>) -> Transition<PushState> {
+        let w = s.worker();
+        transport_next(
+            self,
+            s.desired(),
+            s.observed(),
+            s.action_in_flight(),
+            w.shared.config.degraded_after,
+            [PushState::Stopped, PushState::Running, PushState::Degraded],
+            || {
+                let shared = Arc::clone(&w.shared);
+                let metrics = Arc::clone(&w.metrics);
+                // A failure is recorded in the shared state (the child's
+                // observation and state), not as a failed action: the
+                // runtime's action backoff would stack on the protocol's.
+                action("push", move |_| async move {
+                    push_once(shared, metrics).await;
+                    Ok(())
+                })
+            },
+        )
+    }
+}
