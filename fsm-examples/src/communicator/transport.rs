@@ -418,3 +418,169 @@ impl State<Push> for PushState {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::communicator::CommunicatorConfig;
+    use fsm_core::{NoMetrics, NodePath};
+    use tokio::sync::mpsc;
+
+    fn message(content: &str) -> crate::protocol::UmhMessage {
+        crate::protocol::UmhMessage {
+            umh_instance: String::new(),
+            content: content.to_owned(),
+            email: "ops@example.com".to_owned(),
+            trace_id: None,
+        }
+    }
+
+    type Ends = (
+        Arc<Shared>,
+        mpsc::Receiver<crate::protocol::UmhMessage>,
+        mpsc::Sender<crate::protocol::UmhMessage>,
+    );
+
+    fn shared(config: CommunicatorConfig) -> Ends {
+        let (itx, irx) = mpsc::channel(config.inbound_capacity);
+        let (otx, orx) = mpsc::channel(config.outbound_capacity);
+        (Arc::new(Shared::new(config, itx, orx)), irx, otx)
+    }
+
+    async fn observe<W: Worker<Spec = TransportSpec, Observed = TransportObservation>>(
+        worker: &W,
+    ) -> TransportObservation {
+        let path = NodePath::parse("communicator/x");
+        let spec = TransportSpec::default();
+        let ctx = CollectContext::new(&path, &spec).with_states("running", "running");
+        worker.collect(&ctx).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn pulling_pauses_while_the_inbound_channel_is_nearly_full_and_resumes_once_it_drains() {
+        let (shared, mut inbound, _outbound) = shared(CommunicatorConfig {
+            inbound_capacity: 10,
+            inbound_low_water: 3,
+            inbound_high_water: 6,
+            ..CommunicatorConfig::default()
+        });
+        let pull = Pull::new(Arc::clone(&shared), Arc::new(NoMetrics));
+        // Twelve pulled messages: ten fit, two wait, pulling pauses.
+        shared
+            .pull()
+            .buffer
+            .extend((0..12).map(|i| message(&format!("m-{i}"))));
+        let obs = observe(&pull).await;
+        assert!(obs.paused && !obs.ready);
+        assert_eq!(obs.pending, 2);
+        // The application takes five: the two waiting go in, three free.
+        for _ in 0..5 {
+            assert!(inbound.recv().await.is_some());
+        }
+        let obs = observe(&pull).await;
+        assert_eq!(obs.pending, 0);
+        assert!(obs.paused, "three free slots: still below the high mark");
+        for _ in 0..3 {
+            assert!(inbound.recv().await.is_some());
+        }
+        let obs = observe(&pull).await;
+        assert!(!obs.paused, "six free slots: pulling resumes");
+        // Every message delivered once, in order.
+        let stats = shared.stats();
+        assert_eq!(stats.delivered, 12);
+        let mut rest = Vec::new();
+        while let Ok(m) = inbound.try_recv() {
+            rest.push(m.content);
+        }
+        let expected: Vec<_> = (8..12).map(|i| format!("m-{i}")).collect();
+        assert_eq!(rest, expected);
+    }
+
+    #[tokio::test]
+    async fn a_full_pending_buffer_drops_the_oldest_messages_and_counts_them() {
+        let (shared, _inbound, outbound) = shared(CommunicatorConfig {
+            max_pending: 3,
+            ..CommunicatorConfig::default()
+        });
+        let push = Push::new(Arc::clone(&shared), Arc::new(NoMetrics));
+        for i in 0..5 {
+            outbound
+                .try_send(message(&format!("m-{i}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let obs = observe(&push).await;
+        assert_eq!(obs.pending, 3);
+        assert!(!obs.ready, "no session yet: nothing is sent");
+        let kept: Vec<_> = shared
+            .push()
+            .pending
+            .iter()
+            .map(|p| p.message.content.clone())
+            .collect();
+        assert_eq!(kept, ["m-2", "m-3", "m-4"]);
+        let stats = shared.stats();
+        assert_eq!((stats.pushed, stats.dropped_full), (5, 2));
+        assert_eq!(stats.pending_outbound, 3);
+    }
+
+    #[test]
+    fn a_transport_child_is_degraded_after_repeated_failures_and_calls_whenever_ready() {
+        let states = || [PullState::Stopped, PullState::Running, PullState::Degraded];
+        let call = || action("pull", |_| async { Ok(()) });
+        let failing = TransportObservation {
+            consecutive_errors: 3,
+            ready: true,
+            ..TransportObservation::default()
+        };
+        let t = transport_next(
+            &PullState::Running,
+            "running",
+            &failing,
+            false,
+            3,
+            states(),
+            call,
+        );
+        assert_eq!(t.next_state(), Some(&PullState::Degraded));
+        assert_eq!(t.action().map(|a| a.name()), Some("pull"));
+        let waiting = TransportObservation {
+            ready: false,
+            ..failing
+        };
+        let t = transport_next(
+            &PullState::Degraded,
+            "running",
+            &waiting,
+            false,
+            3,
+            states(),
+            call,
+        );
+        assert!(t.next_state().is_none() && t.action().is_none());
+        let healthy = TransportObservation {
+            ready: true,
+            ..TransportObservation::default()
+        };
+        let t = transport_next(
+            &PullState::Degraded,
+            "running",
+            &healthy,
+            true,
+            3,
+            states(),
+            call,
+        );
+        assert_eq!(t.next_state(), Some(&PullState::Running));
+        assert!(t.action().is_none(), "one call at a time");
+        let t = transport_next(
+            &PullState::Running,
+            "stopped",
+            &healthy,
+            false,
+            3,
+            states(),
+            call,
+        );
+        assert_eq!(t.next_state(), Some(&PullState::Stopped));
+    }
+}
