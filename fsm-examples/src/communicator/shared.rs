@@ -159,6 +159,9 @@ pub(crate) struct PushSide {
     /// Send one message at a time for this many sends (after a batch was
     /// rejected, to find the message the relay refuses).
     pub(crate) isolate: usize,
+    /// The oldest this many pending messages are being sent now: they stay
+    /// at the front until the answer comes.
+    pub(crate) in_flight: usize,
 }
 
 /// Everything the three workers of one communicator share.
@@ -193,6 +196,7 @@ impl Shared {
                 pending: VecDeque::new(),
                 outbound,
                 isolate: 0,
+                in_flight: 0,
             }),
         }
     }
@@ -257,7 +261,14 @@ impl Shared {
             let left = exp
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO);
-            now + left.saturating_sub(self.config.refresh_margin)
+            // A token that lives shorter than the margin is renewed
+            // halfway, not at once (which would log in on every tick).
+            let wait = if left > self.config.refresh_margin {
+                left - self.config.refresh_margin
+            } else {
+                left / 2
+            };
+            now + wait
         });
         auth.entry = Some(SessionEntry {
             session: Arc::new(session),

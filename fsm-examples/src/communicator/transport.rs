@@ -128,7 +128,10 @@ impl Push {
                 may_have_arrived: false,
             });
             if push.pending.len() > max {
-                push.pending.pop_front();
+                // The oldest not being sent right now (those keep their
+                // place at the front until their answer).
+                let oldest = push.in_flight.min(push.pending.len() - 1);
+                push.pending.remove(oldest);
                 dropped += 1;
             }
         }
@@ -275,6 +278,7 @@ async fn push_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
             .map(|p| p.message.clone())
             .collect();
         let retried = push.pending.iter().take(n).filter(|p| p.sent).count() as u64;
+        push.in_flight = batch.len();
         (batch, retried)
     };
     if batch.is_empty() {
@@ -282,7 +286,9 @@ async fn push_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
     }
     shared.count(Counter::Retried, retried, &*metrics);
     let n = batch.len();
-    match entry.client.push(&entry.session, &batch).await {
+    let result = entry.client.push(&entry.session, &batch).await;
+    shared.push().in_flight = 0;
+    match result {
         Ok(()) => {
             let duplicates = {
                 let mut push = shared.push();
@@ -521,6 +527,35 @@ mod tests {
         let stats = shared.stats();
         assert_eq!((stats.pushed, stats.dropped_full), (5, 2));
         assert_eq!(stats.pending_outbound, 3);
+    }
+
+    #[tokio::test]
+    async fn messages_being_sent_keep_their_place_when_the_pending_buffer_overflows() {
+        let (shared, _inbound, outbound) = shared(CommunicatorConfig {
+            max_pending: 3,
+            ..CommunicatorConfig::default()
+        });
+        let push = Push::new(Arc::clone(&shared), Arc::new(NoMetrics));
+        for i in 0..3 {
+            outbound
+                .try_send(message(&format!("m-{i}")))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        observe(&push).await;
+        // The two oldest are on their way to the relay.
+        shared.push().in_flight = 2;
+        outbound
+            .try_send(message("m-3"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        observe(&push).await;
+        let kept: Vec<_> = shared
+            .push()
+            .pending
+            .iter()
+            .map(|p| p.message.content.clone())
+            .collect();
+        assert_eq!(kept, ["m-0", "m-1", "m-3"]);
+        assert_eq!(shared.stats().dropped_full, 1);
     }
 
     #[test]
