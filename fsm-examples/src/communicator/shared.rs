@@ -222,6 +222,26 @@ impl Shared {
         metrics.counter_add(counter.metric(), n);
     }
 
+    /// Adds one to `counter` ahead of the event it counts (so a reader that
+    /// sees the event never reads the counter without it); the metric is
+    /// recorded by [`record`](Self::record) once the event happened.
+    pub(crate) fn count_ahead(&self, counter: Counter) {
+        self.counters[counter as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes back a [`count_ahead`](Self::count_ahead) whose event did not
+    /// happen.
+    pub(crate) fn uncount(&self, counter: Counter) {
+        self.counters[counter as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records `n` events of `counter` counted ahead in its metric.
+    pub(crate) fn record(&self, counter: Counter, n: u64, metrics: &dyn WorkerMetrics) {
+        if n > 0 {
+            metrics.counter_add(counter.metric(), n);
+        }
+    }
+
     /// The current session, if any.
     pub(crate) fn session(&self) -> Option<SessionEntry> {
         self.auth().entry.clone()
@@ -304,17 +324,30 @@ impl Shared {
     /// The counters now.
     pub(crate) fn stats(&self) -> CommunicatorStats {
         let c = |counter: Counter| self.counters[counter as usize].load(Ordering::Relaxed);
-        let pending_outbound = self.push().pending.len() as u64;
-        let pending_inbound = self.pull().buffer.len() as u64;
+        // Each side's counters change under its lock: read them under it,
+        // so that their sums hold in every reading.
+        let push = self.push();
+        let (pushed, acknowledged, dropped_full, dropped_rejected) = (
+            c(Counter::Pushed),
+            c(Counter::Acknowledged),
+            c(Counter::DroppedFull),
+            c(Counter::DroppedRejected),
+        );
+        let pending_outbound = push.pending.len() as u64;
+        drop(push);
+        let pull = self.pull();
+        let (pulled, delivered) = (c(Counter::Pulled), c(Counter::Delivered));
+        let pending_inbound = pull.buffer.len() as u64;
+        drop(pull);
         CommunicatorStats {
-            pushed: c(Counter::Pushed),
-            acknowledged: c(Counter::Acknowledged),
+            pushed,
+            acknowledged,
             retried: c(Counter::Retried),
             duplicates_sent: c(Counter::DuplicatesSent),
-            dropped_full: c(Counter::DroppedFull),
-            dropped_rejected: c(Counter::DroppedRejected),
-            pulled: c(Counter::Pulled),
-            delivered: c(Counter::Delivered),
+            dropped_full,
+            dropped_rejected,
+            pulled,
+            delivered,
             logins: c(Counter::Logins),
             reauth_on_401: c(Counter::ReauthOn401),
             reauth_on_expiry: c(Counter::ReauthOnExpiry),

@@ -82,13 +82,17 @@ impl Pull {
         let mut pull = self.shared.pull();
         let mut delivered = 0;
         while let Some(message) = pull.buffer.pop_front() {
+            // Counted before the application can see it.
+            self.shared.count_ahead(Counter::Delivered);
             match self.shared.inbound.try_send(message) {
                 Ok(()) => delivered += 1,
                 Err(TrySendError::Full(message)) => {
+                    self.shared.uncount(Counter::Delivered);
                     pull.buffer.push_front(message);
                     break;
                 }
                 Err(TrySendError::Closed(_)) => {
+                    self.shared.uncount(Counter::Delivered);
                     // Nobody receives any more: nothing to deliver to.
                     pull.buffer.clear();
                     break;
@@ -98,7 +102,7 @@ impl Pull {
         let left = pull.buffer.len();
         drop(pull);
         self.shared
-            .count(Counter::Delivered, delivered, &*self.metrics);
+            .record(Counter::Delivered, delivered, &*self.metrics);
         left
     }
 }
@@ -135,12 +139,11 @@ impl Push {
                 dropped += 1;
             }
         }
-        let pending = push.pending.len();
-        drop(push);
+        // Counted under the lock (see `Shared::stats`).
         self.shared.count(Counter::Pushed, taken, &*self.metrics);
         self.shared
             .count(Counter::DroppedFull, dropped, &*self.metrics);
-        pending
+        push.pending.len()
     }
 }
 
@@ -239,10 +242,12 @@ async fn pull_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
     let result = entry.client.pull(&entry.session).await;
     match result {
         Ok(messages) => {
-            let n = messages.len() as u64;
-            shared.pull().buffer.extend(messages);
-            shared.pull().retry.succeeded();
-            shared.count(Counter::Pulled, n, &*metrics);
+            // Counted before the messages can be delivered (never fewer
+            // pulled than delivered).
+            shared.count(Counter::Pulled, messages.len() as u64, &*metrics);
+            let mut pull = shared.pull();
+            pull.buffer.extend(messages);
+            pull.retry.succeeded();
         }
         Err(error) => {
             if error.class() == ErrorClass::InvalidToken {
@@ -290,16 +295,17 @@ async fn push_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
     shared.push().in_flight = 0;
     match result {
         Ok(()) => {
-            let duplicates = {
-                let mut push = shared.push();
-                push.retry.succeeded();
-                let acked = n.min(push.pending.len());
-                push.pending
-                    .drain(..acked)
-                    .filter(|p| p.may_have_arrived)
-                    .count() as u64
-            };
-            shared.count(Counter::Acknowledged, n as u64, &*metrics);
+            // Counted under the push lock, as the messages leave the
+            // pending buffer: the stats never see them in neither or both.
+            let mut push = shared.push();
+            push.retry.succeeded();
+            let acked = n.min(push.pending.len());
+            let duplicates = push
+                .pending
+                .drain(..acked)
+                .filter(|p| p.may_have_arrived)
+                .count() as u64;
+            shared.count(Counter::Acknowledged, acked as u64, &*metrics);
             shared.count(Counter::DuplicatesSent, duplicates, &*metrics);
         }
         Err(error) if error.class() == ErrorClass::Rejected => {
@@ -307,9 +313,9 @@ async fn push_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
             if n == 1 {
                 // The relay refuses this message for good.
                 push.pending.pop_front();
+                shared.count(Counter::DroppedRejected, 1, &*metrics);
                 drop(push);
                 tracing::warn!(error = %error, "the relay rejected a message; dropped");
-                shared.count(Counter::DroppedRejected, 1, &*metrics);
             } else {
                 push.isolate = n;
             }

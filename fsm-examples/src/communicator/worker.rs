@@ -164,6 +164,8 @@ fn transport_children() -> Vec<ChildSpec> {
         .into_iter()
         .map(|(name, worker_type)| {
             ChildSpec::new(name, worker_type)
+                // An empty map: what `TransportSpec {}` decodes from.
+                .with_spec(fsm_core::Value::Map(fsm_core::Map::new()))
                 .map_state("syncing", "running")
                 .map_state("stopped", "stopped")
         })
@@ -342,6 +344,12 @@ mod tests {
             .unwrap_or_default();
         let names: Vec<_> = declared.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["pull", "push"]);
+        for child in &declared {
+            let decoded = child
+                .user_spec
+                .decode::<crate::communicator::TransportSpec>();
+            assert!(decoded.is_ok(), "{}: {decoded:?}", child.name);
+        }
 
         // Expiry while syncing: log in again, children untouched.
         let expiring = CommunicatorObservation {
