@@ -381,3 +381,44 @@ impl Retry {
         self.retry_at.is_none_or(|at| now >= at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_call_waits_its_class_delay_and_retry_after_overrides_it() {
+        let config = CommunicatorConfig::default();
+        let mut retry = Retry::default();
+        let server = RelayError::Server {
+            status: 503,
+            retry_after: None,
+        };
+        let step = |d| async move { tokio::time::advance(d).await };
+        assert!(!retry.failed(&server, &config));
+        assert!(!retry.due(Instant::now()));
+        step(Duration::from_millis(999)).await;
+        assert!(!retry.due(Instant::now()), "1 s after the first failure");
+        step(Duration::from_millis(1)).await;
+        assert!(retry.due(Instant::now()));
+        assert!(!retry.failed(&server, &config));
+        step(Duration::from_millis(1999)).await;
+        assert!(!retry.due(Instant::now()), "2 s after the second");
+        step(Duration::from_millis(1)).await;
+        assert!(retry.due(Instant::now()));
+        // The third failure in a row makes the child degraded; its
+        // Retry-After of 7 s wins over the 4 s of the table.
+        let limited = RelayError::Server {
+            status: 503,
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        assert!(retry.failed(&limited, &config));
+        step(Duration::from_millis(6999)).await;
+        assert!(!retry.due(Instant::now()));
+        step(Duration::from_millis(1)).await;
+        assert!(retry.due(Instant::now()));
+        retry.succeeded();
+        assert_eq!(retry.consecutive_errors, 0);
+        assert!(retry.due(Instant::now()));
+    }
+}

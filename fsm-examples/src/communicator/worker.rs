@@ -394,4 +394,46 @@ mod tests {
         let t = next(&CommunicatorState::Degraded, &due, "syncing", &[]);
         assert_eq!(t.action().map(|a| a.name()), Some("authenticate"));
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_session_is_due_for_renewal_its_margin_before_it_expires() {
+        use crate::communicator::client::{RelayClient, Session};
+        use std::time::{Duration, SystemTime};
+
+        let w = worker();
+        let spec = CommunicatorSpec::new("http://127.0.0.1:1", Secret::from("t"));
+        let path = NodePath::parse("communicator");
+        let observe = async || {
+            let ctx = CollectContext::new(&path, &spec);
+            w.collect(&ctx)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .reauth
+        };
+        assert_eq!(observe().await, Some(ReauthReason::NoSession));
+        let client =
+            RelayClient::new(&spec.relay_url, spec.timeout()).unwrap_or_else(|e| panic!("{e}"));
+        let session = Session {
+            uuid: "u".into(),
+            name: "n".into(),
+            jwt: Secret::from("a.b.c"),
+            expires_at: Some(SystemTime::now() + Duration::from_secs(3600)),
+        };
+        w.shared.logged_in(session, origin(&spec), client);
+        assert_eq!(observe().await, None);
+        // The margin is 10 min: due at 50 min, not before.
+        tokio::time::advance(Duration::from_secs(49 * 60)).await;
+        assert_eq!(observe().await, None);
+        tokio::time::advance(Duration::from_secs(2 * 60)).await;
+        assert_eq!(observe().await, Some(ReauthReason::Expiry));
+        // A 401 with this session asks for a login at once.
+        let generation = w.shared.session().map_or(0, |e| e.generation);
+        w.shared.report_unauthorized(generation);
+        assert_eq!(observe().await, Some(ReauthReason::Unauthorized));
+        // A changed token asks for one too.
+        let changed = CommunicatorSpec::new("http://127.0.0.1:1", Secret::from("other"));
+        let ctx = CollectContext::new(&path, &changed);
+        let obs = w.collect(&ctx).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(obs.reauth, Some(ReauthReason::SpecChanged));
+    }
 }
