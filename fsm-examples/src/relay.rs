@@ -1357,6 +1357,16 @@ mod tests {
     }
 
     #[test]
+    fn a_configs_debug_form_redacts_the_auth_token() {
+        let shown = format!("{:?}", RelayConfig::new("s3cr3t-token", "u-1"));
+        assert!(!shown.contains("s3cr3t-token"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("u-1"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn the_session_cookie_is_found_among_others() {
         let mut headers = HeaderMap::new();
         headers.insert(

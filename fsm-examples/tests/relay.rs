@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fsm_examples::protocol::{
@@ -110,6 +109,32 @@ async fn pulled(response: reqwest::Response) -> Vec<String> {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Messages = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
     body.messages.into_iter().map(|m| m.content).collect()
+}
+
+/// A relay whose instance uuid says which test it belongs to: once it
+/// stopped, another test's relay may get its port.
+fn config_for(uuid: &str) -> RelayConfig {
+    let mut config = config();
+    config.instance_uuid = uuid.to_owned();
+    config
+}
+
+/// Whether the relay of instance `uuid` still answers a login at `addr`.
+async fn serves(addr: std::net::SocketAddr, uuid: &str) -> bool {
+    let answer = client()
+        .post(format!("http://{addr}{LOGIN_PATH}"))
+        .header("Authorization", format!("Bearer {}", bearer(TOKEN)))
+        .send()
+        .await;
+    match answer {
+        Ok(response) if response.status() == StatusCode::OK => response
+            .bytes()
+            .await
+            .ok()
+            .and_then(|body| serde_json::from_slice::<LoginResponse>(&body).ok())
+            .is_some_and(|login| login.uuid == uuid),
+        _ => false,
+    }
 }
 
 fn base64url_decode(text: &str) -> Vec<u8> {
@@ -568,13 +593,13 @@ async fn random_faults_at_rate_one_fault_every_request_from_the_mix() {
 
 #[tokio::test]
 async fn the_relay_stops_by_itself_after_max_requests() {
-    let mut config = config();
+    let uuid = "stops-after-max-requests";
+    let mut config = config_for(uuid);
     config.max_requests = Some(3);
     let relay = start(config).await;
     for _ in 0..3 {
-        assert_eq!(
-            login_with(&relay, TOKEN).await.status(),
-            StatusCode::OK,
+        assert!(
+            serves(relay.addr(), uuid).await,
             "the first three are answered"
         );
     }
@@ -583,88 +608,57 @@ async fn the_relay_stops_by_itself_after_max_requests() {
         .expect("the relay stops");
     assert_eq!(reason, StopReason::MaxRequests);
     assert!(!relay.is_running());
-    assert!(tokio::net::TcpStream::connect(relay.addr()).await.is_err());
+    assert!(!serves(relay.addr(), uuid).await);
+    assert_eq!(relay.stats().requests, 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_relay_stops_by_itself_after_its_lifetime() {
-    let mut config = config();
+    let uuid = "stops-after-lifetime";
+    let mut config = config_for(uuid);
     config.lifetime = Some(Duration::from_secs(30));
     let relay = start(config).await;
+    assert!(serves(relay.addr(), uuid).await);
     let began = tokio::time::Instant::now();
     assert_eq!(relay.stopped().await, StopReason::Lifetime);
-    assert!(began.elapsed() >= Duration::from_secs(30));
-    assert!(tokio::net::TcpStream::connect(relay.addr()).await.is_err());
+    assert!(began.elapsed() >= Duration::from_secs(29));
+    assert!(!serves(relay.addr(), uuid).await);
+    assert_eq!(relay.stats().requests, 1);
 }
 
 #[tokio::test]
 async fn shutdown_and_drop_stop_the_relay() {
-    let relay = start(config()).await;
+    let uuid = "shut-down";
+    let relay = start(config_for(uuid)).await;
     let addr = relay.addr();
-    login(&relay).await;
+    assert!(serves(addr, uuid).await);
     let stats = relay.shutdown().await;
     assert_eq!(stats.logins, 1);
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    assert!(!serves(addr, uuid).await);
 
-    let relay = start(config()).await;
+    let uuid = "dropped";
+    let relay = start(config_for(uuid)).await;
     let addr = relay.addr();
     drop(relay);
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        while serves(addr, uuid).await {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await;
-    assert!(closed.is_ok(), "a dropped relay stops listening");
+    assert!(closed.is_ok(), "a dropped relay stops serving");
 }
 
-/// A writer for the test's log subscriber.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn the_relay_never_logs_the_auth_token_the_bearer_or_a_jwt() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    // A current-thread test runtime: every task of the relay logs here.
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let relay = start(config()).await;
-    tracing::debug!(config = ?config(), "the test's relay config");
-    let jwt = login(&relay).await;
-    relay.queue_for_instance(messages(&["m"]));
-    relay.inject(Fault::ResponseLost);
-    let _ = pull(&relay, &jwt).await.map(|r| r.bytes());
-    push(&relay, &jwt, push_body(&["p"])).await.unwrap();
-    login_with(&relay, "wrong").await;
-    let _ = relay.shutdown().await;
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("relay answers"), "logs were captured: {logs}");
-    assert!(logs.contains("<redacted>"));
-    for secret in [TOKEN.to_owned(), bearer(TOKEN), jwt.clone()] {
-        assert!(!logs.contains(&secret), "a secret was logged: {logs}");
-    }
-    // Not even the JWT's signature or payload alone.
-    for part in jwt.split('.').skip(1) {
-        assert!(!logs.contains(part));
-    }
-}
-
-#[test]
-fn the_binary_prints_its_address_then_its_stats_when_it_stops() {
+/// Starts `fsm-relay` on a port the OS picks with `args`, and reads the
+/// address it prints.
+fn spawn_binary(
+    args: &[&str],
+    stderr: Stdio,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStdout>,
+    String,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fsm-relay"))
         .args([
             "--listen",
@@ -673,15 +667,13 @@ fn the_binary_prints_its_address_then_its_stats_when_it_stops() {
             TOKEN,
             "--instance-uuid",
             UUID,
-            "--queue",
-            "3",
-            "--max-requests",
-            "2",
             "--lifetime-s",
             "60",
         ])
+        .args(args)
+        .env("RUST_LOG", "trace")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -692,6 +684,81 @@ fn the_binary_prints_its_address_then_its_stats_when_it_stops() {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("{first:?}"))
         .to_owned();
+    (child, stdout, addr)
+}
+
+#[test]
+fn the_binary_never_logs_the_auth_token_the_bearer_or_a_jwt_even_at_trace_level() {
+    let (child, _stdout, addr) = spawn_binary(
+        &[
+            "--queue",
+            "2",
+            "--max-requests",
+            "5",
+            "--fault",
+            "response-lost",
+        ],
+        Stdio::piped(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let jwt = runtime.block_on(async {
+        let http = client();
+        let login = |token: &'static str| {
+            http.post(format!("http://{addr}{LOGIN_PATH}"))
+                .header("Authorization", format!("Bearer {}", bearer(token)))
+                .send()
+        };
+        let jwt = token_cookie(&login(TOKEN).await.unwrap()).unwrap();
+        // Lost after dequeue, then a push, a wrong login and a pull.
+        let lost = http
+            .get(format!("http://{addr}{PULL_PATH}"))
+            .header("Cookie", format!("token={jwt}"))
+            .send()
+            .await;
+        let _ = match lost {
+            Ok(response) => response.bytes().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        http.post(format!("http://{addr}{PUSH_PATH}"))
+            .header("Cookie", format!("token={jwt}"))
+            .body(push_body(&["p"]))
+            .send()
+            .await
+            .unwrap();
+        login("wrong").await.unwrap();
+        http.get(format!("http://{addr}{PULL_PATH}"))
+            .header("Cookie", format!("token={jwt}"))
+            .send()
+            .await
+            .unwrap();
+        jwt
+    });
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("relay answers"), "trace logs are on: {logs}");
+    assert!(logs.contains("ResponseLost"), "{logs}");
+    for secret in [
+        TOKEN.to_owned(),
+        bearer(TOKEN),
+        bearer("wrong"),
+        jwt.clone(),
+    ] {
+        assert!(!logs.contains(&secret), "a secret was logged: {logs}");
+    }
+    // Not even the JWT's payload or signature alone.
+    for part in jwt.split('.').skip(1) {
+        assert!(!logs.contains(part), "part of a JWT was logged: {logs}");
+    }
+}
+
+#[test]
+fn the_binary_prints_its_address_then_its_stats_when_it_stops() {
+    let (mut child, mut stdout, addr) =
+        spawn_binary(&["--queue", "3", "--max-requests", "2"], Stdio::null());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
