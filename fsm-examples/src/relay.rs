@@ -986,10 +986,12 @@ struct Answer {
 impl Answer {
     fn status(status: StatusCode, body: &str) -> Self {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        if !body.is_empty() {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
         Self {
             status,
             headers,
@@ -1013,7 +1015,11 @@ impl Answer {
     }
 
     fn into_response(self) -> Response {
-        let mut response = (self.status, self.body).into_response();
+        let mut response = if self.body.is_empty() {
+            self.status.into_response()
+        } else {
+            (self.status, self.body).into_response()
+        };
         response.headers_mut().extend(self.headers);
         response
     }
@@ -1179,9 +1185,7 @@ fn answer(shared: &Shared, route: Route, headers: &HeaderMap, body: &Bytes) -> A
             state.stats.pulls += 1;
             let n = shared.pull_batch.min(state.queue.len());
             if n == 0 {
-                let mut answer = Answer::status(StatusCode::NO_CONTENT, "");
-                answer.headers.clear();
-                return answer;
+                return Answer::status(StatusCode::NO_CONTENT, "");
             }
             let messages = Messages {
                 messages: state.queue.drain(..n).collect(),
@@ -1288,14 +1292,22 @@ const FILLER: &[u8] =
 fn cut(body: Vec<u8>) -> Response {
     let len = body.len();
     let half = Bytes::from(body).slice(..len / 2);
-    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-        Ok(half),
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "fsm-relay cuts this answer (fault injection)",
-        )),
-    ];
-    let mut response = Response::new(Body::from_stream(futures::stream::iter(chunks)));
+    let chunks = futures::stream::unfold(Some(half), |half| async move {
+        match half {
+            Some(half) => Some((Ok(half), None)),
+            None => {
+                // Pending once: hyper writes the headers and the half body
+                // before it sees the error and drops the connection.
+                tokio::task::yield_now().await;
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "fsm-relay cuts this answer (fault injection)",
+                );
+                Some((Err(error), None))
+            }
+        }
+    });
+    let mut response = Response::new(Body::from_stream(chunks));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(
