@@ -1,6 +1,7 @@
 //! Example workers and binaries of fsmv2-rs: `fsm-demo` drives a simulated
 //! plant of production lines, bridges, device connections and data flows;
-//! `fsm-trace` prints the spans the runtime recorded.
+//! `fsm-trace` prints the spans the runtime recorded; `fsm-relay` serves a
+//! local management relay.
 //!
 //! * [`workers`]: the workers and their registry;
 //! * [`sim`]: the simulated I/O they act on;
@@ -10,6 +11,8 @@
 //! * [`communicator`]: the Communicator, connecting an instance to its
 //!   management relay over HTTP (workers, client, channels);
 //! * [`protocol`]: the management relay's wire protocol;
+//! * [`relay`]: a local management relay with fault injection, served by
+//!   `fsm-relay` and used by the tests;
 //! * [`trace_view`]: reading and printing the span files of the JSON-lines
 //!   trace exporter, used by `fsm-trace`.
 
@@ -20,6 +23,7 @@ pub mod communicator;
 pub mod demo;
 pub mod guide;
 pub mod protocol;
+pub mod relay;
 pub mod sim;
 pub mod trace_view;
 pub mod workers;
