@@ -9,7 +9,8 @@ use std::time::Duration;
 use fsm_actors::{Tree, TreeConfig};
 use fsm_core::{ChildSpec, Secret, WorkerRegistry};
 use fsm_examples::communicator::{
-    self, CommunicatorChannels, CommunicatorConfig, CommunicatorHandle, CommunicatorSpec,
+    self, CommunicatorChannels, CommunicatorConfig, CommunicatorHandle, CommunicatorObservation,
+    CommunicatorSpec,
 };
 use fsm_examples::protocol::UmhMessage;
 use fsm_examples::relay::{Fault, RandomFaults, Relay, RelayConfig, RelayHandle, Target};
@@ -133,6 +134,17 @@ async fn messages_flow_both_ways_after_one_login() {
         let now = state_of(&tree, path).await.map(|s| s.0);
         assert_eq!(now.as_deref(), Some(state), "{path}");
     }
+    // The counters are in the communicator's observation too.
+    eventually("the observation to carry the counters", async || {
+        let observed = tree
+            .handle()
+            .observation::<CommunicatorObservation>("communicator")
+            .await
+            .ok()
+            .and_then(|o| o.into_value());
+        observed.is_some_and(|o| o.stats.acknowledged == 30 && o.stats.delivered == 25)
+    })
+    .await;
     let report = tree.shutdown(Duration::from_secs(5)).await;
     assert!(
         report.forced().next().is_none(),
