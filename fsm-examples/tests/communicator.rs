@@ -457,3 +457,79 @@ async fn ten_thousand_messages_each_way_with_a_fifth_of_requests_faulted_lose_no
  {
     soak(10_000).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_from_the_relay_holds_the_next_push_back() {
+    let relay = relay(RelayConfig::new(TOKEN, UUID)).await;
+    let (tree, channels) = start(&spec(&relay, TOKEN), fast_config()).await;
+    eventually("the transport children", async || {
+        state_of(&tree, "communicator/push")
+            .await
+            .map(|s| s.0)
+            .as_deref()
+            == Some("running")
+    })
+    .await;
+    relay.inject_on(
+        Target::Push,
+        Fault::RateLimited {
+            retry_after_s: Some(1),
+        },
+    );
+    let sent = tokio::time::Instant::now();
+    channels
+        .outbound
+        .send(message("msg-0".to_owned()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    eventually("the message acknowledged", async || {
+        channels.stats().acknowledged == 1
+    })
+    .await;
+    // The table's 429 delay is 30 ms here; the relay's 1 s wins.
+    assert!(
+        sent.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(channels.stats().retried, 1);
+    tree.shutdown(Duration::from_secs(5)).await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_instance_keeps_the_communicator_degraded_without_children_until_it_returns() {
+    let relay = relay(RelayConfig {
+        deleted: true,
+        ..RelayConfig::new(TOKEN, UUID)
+    })
+    .await;
+    let (tree, channels) = start(&spec(&relay, TOKEN), fast_config()).await;
+    eventually("degraded after a 404", async || {
+        state_of(&tree, "communicator")
+            .await
+            .map(|s| s.0)
+            .as_deref()
+            == Some("degraded")
+    })
+    .await;
+    assert!(state_of(&tree, "communicator/pull").await.is_none());
+    assert_eq!(channels.stats().logins, 0);
+    relay.set_deleted(false);
+    eventually(
+        "syncing once the relay knows the instance again",
+        async || {
+            state_of(&tree, "communicator")
+                .await
+                .map(|s| s.0)
+                .as_deref()
+                == Some("syncing")
+                && state_of(&tree, "communicator/pull").await.is_some()
+        },
+    )
+    .await;
+    assert_eq!(channels.stats().logins, 1);
+    assert!(channels.stats().degraded_entries >= 1);
+    tree.shutdown(Duration::from_secs(5)).await;
+    relay.shutdown().await;
+}
