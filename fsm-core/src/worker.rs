@@ -892,60 +892,85 @@ impl fmt::Debug for WorkerInit<'_> {
     }
 }
 
-/// Passed to [`Worker::collect`]: the node's path, its current typed spec,
-/// its current state and its desired state (a worker may skip observing
-/// while it should be, and is, `stopped`).
-#[derive(Debug)]
-pub struct CollectContext<'a, S> {
-    path: &'a NodePath,
-    spec: &'a S,
-    state: &'static str,
-    desired: &'a str,
+/// Writes a context that shows a callback its node: path, typed spec, state
+/// and desired state. `collect` and `on_stop` get one each, of the same
+/// shape but distinct types, so neither can be passed where the other is
+/// meant.
+macro_rules! node_context {
+    (
+        $(#[$doc:meta])*
+        $name:ident {
+            new: $new:literal,
+            spec: $spec:literal,
+            state: $state:literal,
+            desired: $desired:literal $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name<'a, S> {
+            path: &'a NodePath,
+            spec: &'a S,
+            state: &'static str,
+            desired: &'a str,
+        }
+
+        impl<'a, S> $name<'a, S> {
+            #[doc = $new]
+            #[must_use]
+            pub fn new(path: &'a NodePath, spec: &'a S) -> Self {
+                Self {
+                    path,
+                    spec,
+                    state: "",
+                    desired: "",
+                }
+            }
+
+            /// Sets the node's state and its desired state.
+            #[must_use]
+            pub fn with_states(mut self, state: &'static str, desired: &'a str) -> Self {
+                self.state = state;
+                self.desired = desired;
+                self
+            }
+
+            /// The node's path.
+            #[must_use]
+            pub fn path(&self) -> &'a NodePath {
+                self.path
+            }
+
+            #[doc = $spec]
+            #[must_use]
+            pub fn spec(&self) -> &'a S {
+                self.spec
+            }
+
+            #[doc = $state]
+            #[must_use]
+            pub fn state(&self) -> &'static str {
+                self.state
+            }
+
+            #[doc = $desired]
+            #[must_use]
+            pub fn desired(&self) -> &'a str {
+                self.desired
+            }
+        }
+    };
 }
 
-impl<'a, S> CollectContext<'a, S> {
-    /// A context for `path` with `spec` (no state or desired state known:
-    /// both empty).
-    #[must_use]
-    pub fn new(path: &'a NodePath, spec: &'a S) -> Self {
-        Self {
-            path,
-            spec,
-            state: "",
-            desired: "",
-        }
-    }
-
-    /// Sets the node's current state and its desired state.
-    #[must_use]
-    pub fn with_states(mut self, state: &'static str, desired: &'a str) -> Self {
-        self.state = state;
-        self.desired = desired;
-        self
-    }
-
-    /// The node's current state's name.
-    #[must_use]
-    pub fn state(&self) -> &'static str {
-        self.state
-    }
-
-    /// The node's desired state (`"stopped"` while it is being stopped).
-    #[must_use]
-    pub fn desired(&self) -> &'a str {
-        self.desired
-    }
-
-    /// The node's path.
-    #[must_use]
-    pub fn path(&self) -> &'a NodePath {
-        self.path
-    }
-
-    /// The node's current typed spec.
-    #[must_use]
-    pub fn spec(&self) -> &'a S {
-        self.spec
+node_context! {
+    /// Passed to [`Worker::collect`]: the node's path, its current typed spec,
+    /// its current state and its desired state (a worker may skip observing
+    /// while it should be, and is, `stopped`).
+    CollectContext {
+        new: "A context for `path` with `spec` (no state or desired state known: both empty).",
+        spec: "The node's current typed spec.",
+        state: "The node's current state's name.",
+        desired: "The node's desired state (`\"stopped\"` while it is being stopped).",
     }
 }
 
@@ -1065,62 +1090,16 @@ impl fmt::Debug for DeriveContext<'_> {
     }
 }
 
-/// Passed to [`Worker::on_stop`]: the node's path, its last typed spec, the
-/// state it stopped in and its desired state (`"stopped"` when it was
-/// removed or shut down).
-#[derive(Debug)]
-pub struct StopContext<'a, S> {
-    path: &'a NodePath,
-    spec: &'a S,
-    state: &'static str,
-    desired: &'a str,
-}
-
-impl<'a, S> StopContext<'a, S> {
-    /// A context for `path` with `spec` (no state or desired state known:
-    /// both empty). The runtime builds these itself: this is for testing a
-    /// stop hook.
-    #[must_use]
-    pub fn new(path: &'a NodePath, spec: &'a S) -> Self {
-        Self {
-            path,
-            spec,
-            state: "",
-            desired: "",
-        }
-    }
-
-    /// Sets the state the node stopped in and its desired state.
-    #[must_use]
-    pub fn with_states(mut self, state: &'static str, desired: &'a str) -> Self {
-        self.state = state;
-        self.desired = desired;
-        self
-    }
-
-    /// The node's path.
-    #[must_use]
-    pub fn path(&self) -> &'a NodePath {
-        self.path
-    }
-
-    /// The node's last typed spec.
-    #[must_use]
-    pub fn spec(&self) -> &'a S {
-        self.spec
-    }
-
-    /// The name of the state the node stopped in (`"stopped"` after a
-    /// graceful stop).
-    #[must_use]
-    pub fn state(&self) -> &'static str {
-        self.state
-    }
-
-    /// The node's desired state when it stopped.
-    #[must_use]
-    pub fn desired(&self) -> &'a str {
-        self.desired
+node_context! {
+    /// Passed to [`Worker::on_stop`]: the node's path, its last typed spec, the
+    /// state it stopped in and its desired state (`"stopped"` when it was
+    /// removed or shut down).
+    StopContext {
+        new: "A context for `path` with `spec` (no state or desired state known: both empty). \
+              The runtime builds these itself: this is for testing a stop hook.",
+        spec: "The node's last typed spec.",
+        state: "The name of the state the node stopped in (`\"stopped\"` after a graceful stop).",
+        desired: "The node's desired state when it stopped.",
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use fsm_actors::{Tree, TreeConfig, TreeError};
+use fsm_actors::{NodeSnapshot, Tree, TreeConfig, TreeError};
 use fsm_core::{ChildSpec, Value};
 use integration::{ProbeSpec, ProbeWorld, probe_registry, probe_spec};
 
@@ -19,9 +19,10 @@ fn config() -> TreeConfig {
     c
 }
 
-/// Spawns `root`, lets it run a while, and returns the root's last error
-/// (the tree must have spawned, with an unhealthy root).
-async fn unhealthy_root_error(root: ChildSpec) -> String {
+/// Spawns `root` (the tree must spawn), lets it run a while, and returns
+/// the root's snapshot (its root unhealthy, and not restarted for it) and
+/// the probes' world.
+async fn unhealthy_root(root: ChildSpec) -> (NodeSnapshot, ProbeWorld) {
     let world = ProbeWorld::default();
     let tree = Tree::spawn(root, probe_registry(&world), config())
         .await
@@ -30,9 +31,13 @@ async fn unhealthy_root_error(root: ChildSpec) -> String {
     let snap = tree.inspect().await.unwrap();
     assert!(!snap.healthy, "{snap:?}");
     assert_eq!(snap.restarts, 0, "a configuration problem is not a failure");
-    let error = snap.last_error.clone().unwrap_or_default();
     tree.shutdown(Duration::from_secs(5)).await;
-    error
+    (snap, world)
+}
+
+/// The root's last error, as [`unhealthy_root`] leaves it.
+async fn unhealthy_root_error(root: ChildSpec) -> String {
+    unhealthy_root(root).await.0.last_error.unwrap_or_default()
 }
 
 #[tokio::test(start_paused = true)]
@@ -66,18 +71,11 @@ async fn a_root_declaring_a_child_of_an_unknown_type_spawns_unhealthy_without_it
             ChildSpec::new("pump", "no-such-type"),
         ],
     );
-    let world = ProbeWorld::default();
-    let tree = Tree::spawn(root, probe_registry(&world), config())
-        .await
-        .expect("spawned");
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let snap = tree.inspect().await.unwrap();
-    assert!(!snap.healthy, "{snap:?}");
+    let (snap, world) = unhealthy_root(root).await;
     // The declaration is refused as a whole: its last good one (none) stays.
     assert!(snap.children.is_empty(), "{snap:?}");
     assert_eq!(world.journal.constructions("root/good"), 0);
-    let error = snap.last_error.clone().unwrap_or_default();
-    tree.shutdown(Duration::from_secs(5)).await;
+    let error = snap.last_error.unwrap_or_default();
     assert!(error.contains("root/pump"), "{error}");
     assert!(error.contains("no-such-type"), "{error}");
 }
