@@ -388,6 +388,8 @@ async fn soak(n: usize) {
             (Fault::ResponseLost, 1),
         ],
     }));
+    // One 401 for sure (the random ones depend on the order of requests).
+    relay.inject_on(Target::Api, Fault::Unauthorized);
     let soak_spec = CommunicatorSpec {
         timeout_ms: u64::try_from(client_timeout.as_millis()).unwrap_or(300),
         ..spec(&relay, TOKEN)

@@ -11,7 +11,7 @@ use fsm_actors::{Tree, TreeConfig};
 use fsm_core::{ChildSpec, Secret, WorkerRegistry};
 use fsm_examples::communicator::{self, CommunicatorConfig, CommunicatorHandle, CommunicatorSpec};
 use fsm_examples::protocol::{UmhMessage, bearer};
-use fsm_examples::relay::{RandomFaults, Relay, RelayConfig};
+use fsm_examples::relay::{Fault, RandomFaults, Relay, RelayConfig, Target};
 use tracing_subscriber::fmt::format::FmtSpan;
 
 const TOKEN: &str = "very-secret-instance-token";
@@ -45,7 +45,7 @@ async fn no_secret_reaches_the_logs_the_spans_or_the_snapshot() {
         .unwrap_or_else(|e| panic!("{e}"));
 
     let relay = Relay::start(RelayConfig {
-        pull_batch: 50,
+        pull_batch: 10,
         ..RelayConfig::new(TOKEN, "instance-uuid")
     })
     .await
@@ -53,13 +53,17 @@ async fn no_secret_reaches_the_logs_the_spans_or_the_snapshot() {
     let n = 300;
     relay.queue_for_instance((0..n).map(|i| message(format!("in-{i}"))));
     let mut random = RandomFaults::new(0.2, 11);
-    random
-        .mix
-        .retain(|(f, _)| !matches!(f, fsm_examples::relay::Fault::Slow(_)));
+    random.mix.retain(|(f, _)| !matches!(f, Fault::Slow(_)));
     relay.set_random_faults(Some(random));
+    // And one of each that touches a session for sure.
+    relay.inject_on(Target::Pull, Fault::Unauthorized);
+    relay.inject_on(Target::Push, Fault::ResponseLost);
+    relay.inject_on(Target::Login, Fault::ServerError);
 
     let config = CommunicatorConfig {
         delays: CommunicatorConfig::default().delays.scaled_down(1000),
+        // Many small requests: more of them faulted.
+        max_batch: 10,
         ..CommunicatorConfig::default()
     };
     let mut registry = WorkerRegistry::new();
@@ -104,7 +108,7 @@ async fn no_secret_reaches_the_logs_the_spans_or_the_snapshot() {
     let json = snapshot.to_json().unwrap_or_default();
     let report = tree.shutdown(Duration::from_secs(5)).await;
     let stats = relay.shutdown().await;
-    assert!(stats.faults.total() > 0, "the relay faulted: {stats:?}");
+    assert!(stats.faults.total() >= 3, "the relay faulted: {stats:?}");
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(PoisonError::into_inner))
         .into_owned();
