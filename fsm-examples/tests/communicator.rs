@@ -451,7 +451,10 @@ async fn soak(n: usize) {
     let unique: BTreeSet<_> = inbound.iter().collect();
     assert_eq!(unique.len(), inbound.len(), "no message delivered twice");
     assert!(relay_stats.faults.total() > 0);
-    assert!(stats.reauth_on_401 > 0, "{stats:?}");
+    // The injected 401 renews the session; whether that renewal is counted
+    // as "on 401" depends on whether another one (expiry, a random 401) was
+    // already under way, which the order of requests decides.
+    assert!(stats.logins > 1, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
