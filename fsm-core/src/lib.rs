@@ -15,6 +15,8 @@
 //!   [`ChildSpec`]. The decisions themselves (restart windows, the circuit
 //!   breaker, exit reasons), with time as an argument, are in
 //!   [`supervision`].
+//! * [`store`]: the [`Store`](store::Store) interface that keeps a tree's
+//!   identity, desired and observed documents, and an in-memory backend.
 //! * [`freshness`]: when an observation is fresh, stale or missing.
 //! * [`runtime`]: the interface the runtime (`fsm-actors`) drives workers
 //!   through; applications do not need it.
@@ -39,6 +41,7 @@ mod registry;
 pub mod runtime;
 mod spec;
 mod states;
+pub mod store;
 pub mod supervision;
 mod value;
 mod worker;
