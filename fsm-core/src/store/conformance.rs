@@ -71,12 +71,15 @@ pub fn observed(state: &str, restarts: u32) -> ObservedDocument {
 /// An action record of the node at `path`.
 #[must_use]
 pub fn action(path: &str, id: u64, outcome: Option<StoredOutcome>) -> ActionRecord {
-    ActionRecord {
-        node: NodePath::parse(path),
-        action: format!("action-{id}"),
+    let started = ActionRecord::started(
+        NodePath::parse(path),
+        format!("action-{id}"),
         id,
-        started_at_ms: 1_764_000_000_000 + id,
-        outcome,
+        1_764_000_000_000 + id,
+    );
+    match outcome {
+        Some(outcome) => started.finished(outcome),
+        None => started,
     }
 }
 

@@ -168,6 +168,28 @@ pub struct ActionRecord {
     pub outcome: Option<StoredOutcome>,
 }
 
+impl ActionRecord {
+    /// The record of an action as it starts: written before the action
+    /// runs, without an outcome.
+    #[must_use]
+    pub fn started(node: NodePath, action: impl Into<String>, id: u64, started_at_ms: u64) -> Self {
+        Self {
+            node,
+            action: action.into(),
+            id,
+            started_at_ms,
+            outcome: None,
+        }
+    }
+
+    /// The same record with the action's outcome: written when it ends.
+    #[must_use]
+    pub fn finished(mut self, outcome: impl Into<StoredOutcome>) -> Self {
+        self.outcome = Some(outcome.into());
+        self
+    }
+}
+
 /// The tree's root spec as last committed, which describes the whole desired
 /// tree, and the tree's generation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -392,5 +414,54 @@ pub trait Store {
             tree.interrupt_unfinished();
             tree
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_action_keeps_the_runtime_outcome_and_its_label() {
+        let outcomes = [
+            ActionOutcome::Succeeded,
+            ActionOutcome::Failed("boom".to_owned()),
+            ActionOutcome::TimedOut,
+            ActionOutcome::Cancelled,
+            ActionOutcome::Rejected("queue full".to_owned()),
+        ];
+        for outcome in outcomes {
+            let label = outcome.label();
+            let record =
+                ActionRecord::started(NodePath::parse("plant"), "connect", 1, 5).finished(outcome);
+            let stored = record.outcome.unwrap();
+            assert_eq!(stored.label(), label);
+        }
+        assert_eq!(StoredOutcome::Interrupted.label(), "interrupted");
+    }
+
+    #[test]
+    fn interrupting_counts_only_actions_without_an_outcome() {
+        let path = NodePath::parse("plant");
+        let mut record = NodeRecord::new(NodeIdentity::new(path.clone(), "t"));
+        record
+            .actions
+            .insert(1, ActionRecord::started(path.clone(), "a", 1, 0));
+        record.actions.insert(
+            2,
+            ActionRecord::started(path.clone(), "b", 2, 0).finished(ActionOutcome::Succeeded),
+        );
+        let mut tree = StoredTree::default();
+        tree.nodes.insert(path.clone(), record);
+        assert_eq!(tree.interrupt_unfinished(), 1);
+        assert_eq!(
+            tree.interrupt_unfinished(),
+            0,
+            "an interrupted action is not interrupted again"
+        );
+        assert_eq!(
+            tree.nodes[&path].actions[&2].outcome,
+            Some(StoredOutcome::Succeeded)
+        );
     }
 }
