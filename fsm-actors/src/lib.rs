@@ -40,6 +40,7 @@ mod node;
 mod runbook;
 mod snapshot;
 mod snapshot_json;
+pub mod store;
 pub mod telemetry;
 mod tree;
 

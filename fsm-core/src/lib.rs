@@ -17,6 +17,8 @@
 //!   [`supervision`].
 //! * [`Secret`]: a spec field (a token, a password) that is stored but
 //!   prints `<redacted>`.
+//! * [`store`]: the [`Store`](store::Store) interface that keeps a tree's
+//!   identity, desired and observed documents, and an in-memory backend.
 //! * [`freshness`]: when an observation is fresh, stale or missing.
 //! * [`runtime`]: the interface the runtime (`fsm-actors`) drives workers
 //!   through; applications do not need it.
@@ -42,6 +44,7 @@ pub mod runtime;
 mod secret;
 mod spec;
 mod states;
+pub mod store;
 pub mod supervision;
 mod value;
 mod worker;
