@@ -451,10 +451,9 @@ async fn soak(n: usize) {
     let unique: BTreeSet<_> = inbound.iter().collect();
     assert_eq!(unique.len(), inbound.len(), "no message delivered twice");
     assert!(relay_stats.faults.total() > 0);
-    // The injected 401 renews the session; whether that renewal is counted
-    // as "on 401" depends on whether another one (expiry, a random 401) was
-    // already under way, which the order of requests decides.
-    assert!(stats.logins > 1, "{stats:?}");
+    // Renewal on a 401 is checked on its own (a revoked session, above):
+    // here the relay's 401s leave the token valid, and whether one reaches
+    // the communicator before a retry succeeds depends on the interleaving.
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
