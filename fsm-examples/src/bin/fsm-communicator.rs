@@ -1,0 +1,202 @@
+//! `fsm-communicator`: runs a tree with the communicator against a relay,
+//! pushes N messages, waits for them to be acknowledged and for M pulled
+//! ones, shuts down in order and prints a report.
+//!
+//! ```text
+//! cargo run -p fsm-examples --bin fsm-communicator -- --relay http://127.0.0.1:8080 \
+//!     --auth-token TOKEN --push 10000 --expect-pull 10000 [--timeout-s 120] [--json]
+//! ```
+//!
+//! Exit status: 0 when all N were acknowledged and M pulled within the
+//! timeout; 1 when not (the report says how far it got); 2 on bad
+//! arguments or a tree that cannot start. The auth token is never printed.
+
+// A command-line program prints its output.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use fsm_actors::{Tree, TreeConfig};
+use fsm_core::{ChildSpec, Secret, WorkerRegistry};
+use fsm_examples::communicator::{
+    self, CommunicatorConfig, CommunicatorHandle, CommunicatorSpec, CommunicatorStats,
+};
+use fsm_examples::protocol::UmhMessage;
+use serde::Serialize;
+
+/// Run the communicator against a relay: push, pull, report.
+#[derive(Parser, Debug)]
+#[command(name = "fsm-communicator", version)]
+struct Args {
+    /// The relay's base URL.
+    #[arg(long)]
+    relay: String,
+    /// The instance's auth token (never printed).
+    #[arg(long)]
+    auth_token: String,
+    /// Messages to push (`msg-0` … `msg-{N-1}`).
+    #[arg(long, default_value_t = 0)]
+    push: u64,
+    /// Pulled messages to wait for.
+    #[arg(long, default_value_t = 0)]
+    expect_pull: u64,
+    /// The longest the run may take, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout_s: u64,
+    /// Every protocol delay (429, 5xx, network, ...) divided by this: 1 is
+    /// the protocol's own; a local relay with faults is quicker with 1000.
+    #[arg(long, default_value_t = 1)]
+    delay_divisor: u32,
+    /// One request's timeout, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What the run did.
+#[derive(Debug, Serialize)]
+struct Report {
+    pushed: u64,
+    acknowledged: u64,
+    duplicates: u64,
+    dropped: u64,
+    pulled: u64,
+    logins: u64,
+    reauth_on_401: u64,
+    degraded_entries: u64,
+    /// The communicator's states, in the order they were first seen.
+    states_visited: Vec<String>,
+    complete: bool,
+}
+
+fn report(stats: &CommunicatorStats, states: Vec<String>, args: &Args) -> Report {
+    Report {
+        pushed: stats.pushed,
+        acknowledged: stats.acknowledged,
+        duplicates: stats.duplicates_sent,
+        dropped: stats.dropped_full + stats.dropped_rejected,
+        pulled: stats.delivered,
+        logins: stats.logins,
+        reauth_on_401: stats.reauth_on_401,
+        degraded_entries: stats.degraded_entries,
+        states_visited: states,
+        complete: stats.acknowledged >= args.push && stats.delivered >= args.expect_pull,
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let n = usize::try_from(args.push).unwrap_or(usize::MAX);
+    let capacity = n.max(1000);
+    let config = CommunicatorConfig {
+        delays: CommunicatorConfig::default()
+            .delays
+            .scaled_down(args.delay_divisor),
+        inbound_capacity: capacity,
+        outbound_capacity: capacity,
+        max_pending: capacity,
+        ..CommunicatorConfig::default()
+    };
+    let mut registry = WorkerRegistry::new();
+    let mut channels = match communicator::register(&mut registry, CommunicatorHandle::new(config))
+    {
+        Ok(channels) => channels,
+        Err(e) => {
+            eprintln!("fsm-communicator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let spec = CommunicatorSpec {
+        timeout_ms: args.request_timeout_ms,
+        ..CommunicatorSpec::new(args.relay.clone(), Secret::from(args.auth_token.as_str()))
+    };
+    let root =
+        match ChildSpec::new("communicator", communicator::COMMUNICATOR).with_typed_spec(&spec) {
+            Ok(root) => root,
+            Err(e) => {
+                eprintln!("fsm-communicator: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    let tree_config = TreeConfig::default()
+        .with_tick_interval(Some(Duration::from_millis(10)))
+        // An action waits at most one request.
+        .with_executor(
+            fsm_actors::ExecutorConfig::default()
+                .with_default_timeout(spec.timeout() + Duration::from_secs(1)),
+        );
+    let tree = match Tree::spawn(root, registry, tree_config).await {
+        Ok(tree) => tree,
+        Err(e) => {
+            eprintln!("fsm-communicator: the tree did not start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+
+    for i in 0..args.push {
+        let message = UmhMessage {
+            umh_instance: String::new(),
+            content: format!("msg-{i}"),
+            email: "fsm-communicator@localhost".to_owned(),
+            trace_id: None,
+        };
+        if channels.outbound.send(message).await.is_err() {
+            break;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_s);
+    let mut states: Vec<String> = Vec::new();
+    loop {
+        while channels.inbound.try_recv().is_ok() {}
+        if let Ok(snapshot) = tree.inspect().await
+            && states.last() != Some(&snapshot.state)
+            && !states.contains(&snapshot.state)
+        {
+            states.push(snapshot.state.clone());
+        }
+        let stats = channels.stats();
+        if (stats.acknowledged >= args.push && stats.delivered >= args.expect_pull)
+            || tokio::time::Instant::now() >= deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shutdown = tree.shutdown(Duration::from_secs(10)).await;
+    let report = report(&channels.stats(), states, &args);
+    if args.json {
+        match serde_json::to_string(&report) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("fsm-communicator: {e}"),
+        }
+    } else {
+        println!(
+            "pushed {}  acknowledged {}  duplicates {}  dropped {}  pulled {}",
+            report.pushed, report.acknowledged, report.duplicates, report.dropped, report.pulled
+        );
+        println!(
+            "logins {}  reauth_on_401 {}  degraded_entries {}  states {}",
+            report.logins,
+            report.reauth_on_401,
+            report.degraded_entries,
+            report.states_visited.join(" → ")
+        );
+    }
+    if !shutdown.all_clean() {
+        eprintln!("fsm-communicator: the shutdown was not clean");
+    }
+    if report.complete {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "fsm-communicator: incomplete after {} s: {} of {} acknowledged, {} of {} pulled",
+            args.timeout_s, report.acknowledged, args.push, report.pulled, args.expect_pull
+        );
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,82 @@
+//! `fsm-communicator` against `fsm-relay` with a fifth of the requests
+//! faulted: every message acknowledged, every expected one pulled, exit 0,
+//! and the token never printed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use fsm_examples::protocol::UmhMessage;
+use fsm_examples::relay::{Fault, RandomFaults, Relay, RelayConfig};
+
+const TOKEN: &str = "cli-secret-token-4711";
+const UUID: &str = "0b6f3f1e-cli";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_communicator_binary_moves_every_message_through_a_faulty_relay_and_exits_0() {
+    let n = 300;
+    let relay = Relay::start(RelayConfig {
+        pull_batch: 50,
+        ..RelayConfig::new(TOKEN, UUID)
+    })
+    .await
+    .unwrap();
+    relay.queue_for_instance((0..n).map(|i| UmhMessage {
+        umh_instance: UUID.to_owned(),
+        content: format!("in-{i}"),
+        email: "ops@example.com".to_owned(),
+        trace_id: None,
+    }));
+    relay.set_random_faults(Some(RandomFaults {
+        rate: 0.2,
+        seed: 11,
+        mix: vec![
+            (Fault::Unauthorized, 1),
+            (
+                Fault::RateLimited {
+                    retry_after_s: None,
+                },
+                1,
+            ),
+            (Fault::ServerError, 1),
+            (Fault::ServiceUnavailable, 1),
+            (Fault::ProxyChallenge, 1),
+            (Fault::Slow(Duration::from_millis(600)), 1),
+            (Fault::Reset, 1),
+        ],
+    }));
+    let url = relay.url();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_fsm-communicator"))
+            .args(["--relay", &url, "--auth-token", TOKEN])
+            .args(["--push", &n.to_string(), "--expect-pull", &n.to_string()])
+            .args(["--delay-divisor", "1000", "--request-timeout-ms", "300"])
+            .args(["--timeout-s", "60", "--json"])
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["acknowledged"], n);
+    assert_eq!(report["pulled"], n);
+    assert_eq!(report["dropped"], 0);
+    assert_eq!(report["complete"], true);
+    let visited = report["states_visited"].as_array().unwrap();
+    assert!(visited.iter().any(|s| s == "syncing"), "{report}");
+    let received: BTreeSet<String> = relay.received().into_iter().map(|m| m.content).collect();
+    let expected: BTreeSet<String> = (0..n).map(|i| format!("msg-{i}")).collect();
+    assert_eq!(received, expected);
+    let stats = relay.shutdown().await;
+    assert!(stats.faults.total() > 0, "{stats:?}");
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains(TOKEN), "the auth token was printed");
+        assert!(!text.contains(&fsm_examples::protocol::bearer(TOKEN)));
+    }
+}
