@@ -75,8 +75,12 @@ async fn the_communicator_binary_moves_every_message_through_a_faulty_relay_and_
     assert_eq!(received, expected);
     let stats = relay.shutdown().await;
     assert!(stats.faults.total() > 0, "{stats:?}");
+    // At `trace`, the runtime and the communicator log every step.
+    assert!(stderr.lines().count() > 100, "{stderr}");
     for text in [&stdout, &stderr] {
         assert!(!text.contains(TOKEN), "the auth token was printed");
         assert!(!text.contains(&fsm_examples::protocol::bearer(TOKEN)));
+        // A JWT's header is base64url JSON: it starts `eyJ`.
+        assert!(!text.contains("eyJ"), "a JWT was printed");
     }
 }

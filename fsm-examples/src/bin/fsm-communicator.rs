@@ -91,6 +91,16 @@ fn report(stats: &CommunicatorStats, states: Vec<String>, args: &Args) -> Report
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // Logs on stderr, `RUST_LOG` to filter (default: warnings); no level
+    // shows the auth token or the session's JWT.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let n = usize::try_from(args.push).unwrap_or(usize::MAX);
     let capacity = n.max(1000);
     let config = CommunicatorConfig {
