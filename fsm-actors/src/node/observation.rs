@@ -91,7 +91,8 @@ impl NodeState {
 
     /// See `Collector::quiet_until`.
     fn quiet_from(&mut self, since: Instant) {
-        self.collector.quiet_until = limits(self.config(), self.collector.interval.as_deref())
+        self.collector.quiet_until = self
+            .freshness_limits()
             .quiet_until(since.into_std())
             .map(Instant::from_std);
     }
@@ -105,11 +106,8 @@ impl NodeState {
             return None;
         }
         let quiet_until = self.collector.quiet_until.map(Instant::into_std);
-        limits(self.config(), self.collector.interval.as_deref()).stale_for(
-            quiet_until,
-            self.cold.started.into_std(),
-            now.into_std(),
-        )
+        self.freshness_limits()
+            .stale_for(quiet_until, self.cold.started.into_std(), now.into_std())
     }
 
     pub(super) fn is_stale(&self, now: Instant) -> bool {
@@ -125,11 +123,8 @@ impl NodeState {
             return None;
         }
         let quiet_until = self.collector.quiet_until.map(Instant::into_std);
-        limits(self.config(), self.collector.interval.as_deref()).hung_for(
-            quiet_until,
-            self.cold.started.into_std(),
-            now.into_std(),
-        )
+        self.freshness_limits()
+            .hung_for(quiet_until, self.cold.started.into_std(), now.into_std())
     }
 
     /// Starts a collect in its own task, with a span under `parent` (the
