@@ -50,14 +50,25 @@ fn spec(relay: &RelayHandle, token: &str) -> CommunicatorSpec {
     }
 }
 
+fn tree_config() -> TreeConfig {
+    TreeConfig::default().with_tick_interval(Some(Duration::from_millis(5)))
+}
+
 async fn start(
     spec: &CommunicatorSpec,
     config: CommunicatorConfig,
 ) -> (Tree, CommunicatorChannels) {
+    start_with(spec, config, tree_config()).await
+}
+
+async fn start_with(
+    spec: &CommunicatorSpec,
+    config: CommunicatorConfig,
+    tree_config: TreeConfig,
+) -> (Tree, CommunicatorChannels) {
     let mut registry = WorkerRegistry::new();
     let channels = communicator::register(&mut registry, CommunicatorHandle::new(config))
         .unwrap_or_else(|e| panic!("{e}"));
-    let tree_config = TreeConfig::default().with_tick_interval(Some(Duration::from_millis(5)));
     let tree = Tree::spawn(root(spec), registry, tree_config)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -150,6 +161,99 @@ async fn messages_flow_both_ways_after_one_login() {
         report.forced().next().is_none(),
         "every node stopped in order"
     );
+    relay.shutdown().await;
+}
+
+/// The Prometheus text's samples whose name begins with `prefix`: name,
+/// labels, value.
+fn samples(text: &str, prefix: &str) -> Vec<(String, String, f64)> {
+    text.lines()
+        .filter(|line| line.starts_with(prefix))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+            Some((name.to_owned(), labels.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counters_are_scraped_as_fsmv2_communicator_metrics_whichever_worker_counts_them() {
+    use fsm_actors::opentelemetry::metrics::MeterProvider as _;
+    use fsm_actors::telemetry::http::HttpServer;
+    use fsm_actors::telemetry::prometheus::PrometheusExporter;
+    use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+
+    let exporter = PrometheusExporter::new();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let server = HttpServer::builder()
+        .metrics(provider.clone(), exporter)
+        .bind(([127, 0, 0, 1], 0).into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let relay = relay(RelayConfig::new(TOKEN, UUID)).await;
+    relay.queue_for_instance((0..5).map(|i| message(format!("in-{i}"))));
+    let (tree, mut channels) = start_with(
+        &spec(&relay, TOKEN),
+        fast_config(),
+        tree_config().with_meter(Some(provider.meter("fsmv2"))),
+    )
+    .await;
+    for i in 0..7 {
+        channels
+            .outbound
+            .send(message(format!("msg-{i}")))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    receive(&mut channels, 5).await;
+    eventually("every pushed message acknowledged", async || {
+        channels.stats().acknowledged == 7
+    })
+    .await;
+    let answer = reqwest::get(format!("http://{}/metrics", server.local_addr()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let text = answer.text().await.unwrap_or_else(|e| panic!("{e}"));
+    let ours = samples(&text, "fsmv2_communicator_");
+    let value = |name: &str| {
+        ours.iter()
+            .filter(|(n, ..)| n == name)
+            .map(|(.., v)| *v)
+            .sum::<f64>()
+    };
+    let stats = channels.stats();
+    // `logins` is counted by the communicator, the others by `pull` and
+    // `push`: every one under the communicator's name and labels.
+    #[allow(clippy::cast_precision_loss)]
+    for (name, expected) in [
+        ("fsmv2_communicator_logins_total", stats.logins),
+        ("fsmv2_communicator_pushed_total", stats.pushed),
+        ("fsmv2_communicator_acknowledged_total", stats.acknowledged),
+        ("fsmv2_communicator_pulled_total", stats.pulled),
+        ("fsmv2_communicator_delivered_total", stats.delivered),
+    ] {
+        assert_eq!(value(name), expected as f64, "{name} in\n{text}");
+    }
+    assert_eq!((stats.logins, stats.pulled), (1, 5));
+    for (name, labels, _) in &ours {
+        assert!(
+            labels.contains(r#"worker_type="communicator""#),
+            "{name}{{{labels}}}"
+        );
+        assert!(
+            !name.starts_with("fsmv2_communicator_pull_")
+                && !name.starts_with("fsmv2_communicator_push_"),
+            "{name}: a transport child's own name"
+        );
+    }
+    assert!(
+        samples(&text, "fsmv2_worker_communicator").is_empty(),
+        "{text}"
+    );
+    tree.shutdown(Duration::from_secs(5)).await;
     relay.shutdown().await;
 }
 

@@ -431,7 +431,7 @@ impl Worker for Probe {
     }
 
     async fn collect(&self, ctx: &CollectContext<'_, ProbeSpec>) -> Result<bool, BoxError> {
-        self.metrics.counter_add("probe_collects", 1);
+        self.metrics.counter_add("collects", 1);
         match ctx.spec().collect {
             CollectMode::Ok => {
                 let up = self.world.is_up(ctx.path().as_str());
@@ -511,7 +511,7 @@ impl Action for Flip {
 
     async fn execute(&self, ctx: &ActionContext) -> Result<(), BoxError> {
         // A metric of the probe's own, under its node's labels.
-        ctx.metrics().counter_add("probe_flips", 1);
+        ctx.metrics().counter_add("flips", 1);
         let path = self.path.as_str().to_owned();
         self.world
             .journal

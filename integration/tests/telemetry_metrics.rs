@@ -322,27 +322,27 @@ async fn a_workers_own_counter_shows_up_with_its_worker_type() {
     tree.wait_converged(Duration::from_secs(30)).await.unwrap();
     let value =
         |name: &str, attrs: &[(&str, &str)]| metric_value(&provider, &exporter, name, attrs);
-    // Each probe's start action counted one flip, under its node's labels.
+    // Each probe's start action counted one flip, under its worker type's
+    // name and labels.
     assert_eq!(
-        value(
-            "fsmv2_worker_probe_flips",
-            &[("worker_type", "other-probe")]
-        ),
+        value("fsmv2_other_probe_flips", &[("worker_type", "other-probe")]),
         2.0
     );
+    assert_eq!(value("fsmv2_probe_flips", &[("worker_type", "probe")]), 1.0);
     assert_eq!(
-        value("fsmv2_worker_probe_flips", &[("worker_type", "probe")]),
-        1.0
+        value("fsmv2_probe_flips", &[("worker_type", "other-probe")]),
+        0.0,
+        "each worker type's metrics under its own name"
     );
     // And each probe counted its collects through the handle its
     // constructor got.
     assert!(
         value(
-            "fsmv2_worker_probe_collects",
+            "fsmv2_other_probe_collects",
             &[("worker_type", "other-probe")]
         ) >= 2.0
     );
-    assert!(value("fsmv2_worker_probe_collects", &[("worker_type", "probe")]) >= 1.0);
+    assert!(value("fsmv2_probe_collects", &[("worker_type", "probe")]) >= 1.0);
     tree.shutdown(Duration::from_secs(5)).await;
 }
 

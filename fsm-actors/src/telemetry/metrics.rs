@@ -67,10 +67,86 @@ pub mod names {
     /// Ticks a parent did not send a child because the child had not yet
     /// handled the one before (a subtree slower than the tick interval).
     pub const TICKS_SKIPPED: &str = "fsmv2_ticks_skipped_total";
-    /// The prefix of the metrics workers record themselves through
-    /// [`WorkerMetrics`](fsm_core::WorkerMetrics): `reads` becomes
-    /// `fsmv2_worker_reads`.
-    pub const WORKER_PREFIX: &str = "fsmv2_worker_";
+
+    /// Every metric of the tree's own, above.
+    pub const ALL: [&str; 16] = [
+        CIRCUIT_OPEN,
+        INFRASTRUCTURE_RECOVERY,
+        ACTION_DURATION,
+        ACTION_TIMEOUT,
+        ACTION_QUEUED,
+        POOL_UTILIZATION,
+        EXECUTOR_QUEUE_DEPTH,
+        EXECUTOR_RUNNING,
+        CHILDREN_COUNT,
+        NODES,
+        RECONCILE_DURATION,
+        TEMPLATE_DURATION,
+        STATE_TRANSITIONS,
+        STATE_DURATION,
+        RESTARTS,
+        TICKS_SKIPPED,
+    ];
+
+    /// The words the tree's own metric names begin with (after `fsmv2_`).
+    /// A worker type whose sanitised name begins with one of them (as a
+    /// whole word: `state` and `state_x`, not `stateful`) names its metrics
+    /// `fsmv2_worker_<type>_<name>` instead; no metric of the tree's own
+    /// begins `fsmv2_worker_` followed by one of these words.
+    pub const RESERVED_WORDS: [&str; 12] = [
+        "action",
+        "children",
+        "circuit",
+        "executor",
+        "infrastructure",
+        "nodes",
+        "reconciliation",
+        "restarts",
+        "state",
+        "template",
+        "ticks",
+        "worker",
+    ];
+
+    /// Where the metrics of a worker type with a reserved first word go.
+    const RESERVED_TYPE_PREFIX: &str = "fsmv2_worker_";
+
+    /// The name of the metric `name` that a worker of `worker_type` records
+    /// through [`WorkerMetrics`](fsm_core::WorkerMetrics):
+    /// `fsmv2_<worker_type>_<name>` (Prometheus' namespace, subsystem,
+    /// name), with the worker type lower-cased and every character other
+    /// than `[a-z0-9_]` replaced by `_`: `("communicator", "logins")` gives
+    /// `fsmv2_communicator_logins`, `("Modbus-TCP", "reads")`
+    /// `fsmv2_modbus_tcp_reads`.
+    ///
+    /// It never names a metric of the tree's own: those begin with one of
+    /// the [`RESERVED_WORDS`] after `fsmv2_`, and a worker type that begins
+    /// with one of them gets `fsmv2_worker_<type>_<name>` (`("state",
+    /// "x")` gives `fsmv2_worker_state_x`), a name the tree never uses.
+    #[must_use]
+    pub fn worker_metric(worker_type: &str, name: &str) -> String {
+        let mut full = worker_prefix(worker_type);
+        full.push_str(name);
+        full
+    }
+
+    /// `worker_metric(worker_type, "")`.
+    pub(crate) fn worker_prefix(worker_type: &str) -> String {
+        let sanitised: String = worker_type
+            .chars()
+            .map(|c| match c.to_ascii_lowercase() {
+                c @ ('a'..='z' | '0'..='9' | '_') => c,
+                _ => '_',
+            })
+            .collect();
+        let first = sanitised.split('_').next().unwrap_or_default();
+        let namespace = if RESERVED_WORDS.contains(&first) {
+            RESERVED_TYPE_PREFIX
+        } else {
+            "fsmv2_"
+        };
+        format!("{namespace}{sanitised}_")
+    }
 }
 
 /// Seconds buckets for how long nodes stay in a state: 10 ms to a day.
@@ -318,12 +394,39 @@ impl NodeSeries<'_> {
 }
 
 /// The instruments workers record through [`WorkerMetrics`], made on first
-/// use and kept by name.
+/// use and kept by worker type and name.
 struct WorkerInstruments {
     meter: Meter,
-    counters: Mutex<HashMap<String, Counter<u64>>>,
-    gauges: Mutex<HashMap<String, Gauge<f64>>>,
-    histograms: Mutex<HashMap<String, Histogram<f64>>>,
+    made: Mutex<Made>,
+}
+
+/// The kinds of instrument a worker records through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// The worker instruments made so far.
+#[derive(Default)]
+struct Made {
+    by_type: HashMap<Arc<str>, TypeInstruments>,
+    /// Every full name made, with its kind: a metric has one kind, even
+    /// where two worker types come to the same name (`a_b` + `c`, `a` +
+    /// `b_c`).
+    kinds: HashMap<String, Kind>,
+    /// How many names of each kind were made.
+    made: [usize; 3],
+}
+
+/// One worker type's instruments, by the name the worker gave.
+struct TypeInstruments {
+    /// `fsmv2_<worker_type>_` (see [`names::worker_metric`]).
+    prefix: String,
+    counters: HashMap<String, Counter<u64>>,
+    gauges: HashMap<String, Gauge<f64>>,
+    histograms: HashMap<String, Histogram<f64>>,
 }
 
 /// How many instruments of each kind workers may make: each is a metric of
@@ -334,46 +437,77 @@ impl WorkerInstruments {
     fn new(meter: Meter) -> Self {
         Self {
             meter,
-            counters: Mutex::new(HashMap::new()),
-            gauges: Mutex::new(HashMap::new()),
-            histograms: Mutex::new(HashMap::new()),
+            made: Mutex::new(Made::default()),
         }
     }
 
-    /// Records through the instrument called `name` (prefixed), made by
-    /// `make` on first use; refuses names that are not
-    /// `[a-zA-Z_][a-zA-Z0-9_]*` (at most 64 bytes) or would shadow one of
-    /// the tree's own metrics.
+    /// Records through the instrument `name` of `worker_type` (named
+    /// [`names::worker_metric`]), made by `make` on first use; refuses
+    /// names that are not `[a-zA-Z_][a-zA-Z0-9_]*` (at most 64 bytes), and
+    /// a full name made already with another kind.
     fn with<I: Clone>(
         &self,
-        map: &Mutex<HashMap<String, I>>,
+        worker_type: &Arc<str>,
+        kind: Kind,
+        pick: fn(&mut TypeInstruments) -> &mut HashMap<String, I>,
         name: &str,
         make: impl FnOnce(&Meter, String) -> I,
         record: impl FnOnce(&I),
     ) {
         let instrument = {
-            let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(instrument) = map.get(name) {
-                instrument.clone()
+            let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+            let made = &mut *made;
+            let known = made
+                .by_type
+                .get_mut(&**worker_type)
+                .and_then(|t| pick(t).get(name).cloned());
+            if let Some(instrument) = known {
+                instrument
             } else {
-                let full = format!("{}{name}", names::WORKER_PREFIX);
-                if !valid_worker_metric(name) || full == names::POOL_UTILIZATION {
+                if !valid_worker_metric(name) {
                     tracing::warn!(
                         metric = name,
                         "worker metric ignored: name it with [a-zA-Z_][a-zA-Z0-9_]*, at most 64 bytes"
                     );
                     return;
                 }
-                if map.len() >= MAX_WORKER_INSTRUMENTS {
-                    tracing::warn!(
-                        metric = name,
-                        limit = MAX_WORKER_INSTRUMENTS,
-                        "worker metric ignored: workers made too many metrics of this kind"
-                    );
-                    return;
+                let of_type = made
+                    .by_type
+                    .entry(Arc::clone(worker_type))
+                    .or_insert_with(|| TypeInstruments {
+                        prefix: names::worker_prefix(worker_type),
+                        counters: HashMap::new(),
+                        gauges: HashMap::new(),
+                        histograms: HashMap::new(),
+                    });
+                let full = format!("{}{name}", of_type.prefix);
+                match made.kinds.get(&full) {
+                    Some(other) if *other != kind => {
+                        tracing::warn!(
+                            metric = %full,
+                            worker_type = %worker_type,
+                            "worker metric ignored: another worker type records a metric of this name as another kind"
+                        );
+                        return;
+                    }
+                    // Another worker type's: the same instrument, told
+                    // apart by the `worker_type` label.
+                    Some(_) => {}
+                    None if made.made[kind as usize] >= MAX_WORKER_INSTRUMENTS => {
+                        tracing::warn!(
+                            metric = %full,
+                            limit = MAX_WORKER_INSTRUMENTS,
+                            "worker metric ignored: workers made too many metrics of this kind"
+                        );
+                        return;
+                    }
+                    None => {
+                        made.made[kind as usize] += 1;
+                        made.kinds.insert(full.clone(), kind);
+                    }
                 }
                 let instrument = make(&self.meter, full);
-                map.insert(name.to_owned(), instrument.clone());
+                pick(of_type).insert(name.to_owned(), instrument.clone());
                 instrument
             }
         };
@@ -390,13 +524,18 @@ fn valid_worker_metric(name: &str) -> bool {
 /// The [`WorkerMetrics`] of one node: the tree's meter, the node's labels.
 pub(crate) struct NodeWorkerMetrics {
     metrics: Arc<Metrics>,
+    worker_type: Arc<str>,
     labels: Labels,
 }
 
 impl NodeWorkerMetrics {
     pub(crate) fn new(metrics: Arc<Metrics>, worker_type: Arc<str>, path: &NodePath) -> Self {
-        let labels = metrics.labels(worker_type, path, []);
-        Self { metrics, labels }
+        let labels = metrics.labels(Arc::clone(&worker_type), path, []);
+        Self {
+            metrics,
+            worker_type,
+            labels,
+        }
     }
 }
 
@@ -410,9 +549,10 @@ impl std::fmt::Debug for NodeWorkerMetrics {
 
 impl WorkerMetrics for NodeWorkerMetrics {
     fn counter_add(&self, name: &str, value: u64) {
-        let worker = &self.metrics.worker;
-        worker.with(
-            &worker.counters,
+        self.metrics.worker.with(
+            &self.worker_type,
+            Kind::Counter,
+            |t| &mut t.counters,
             name,
             |meter, full| meter.u64_counter(full).build(),
             |c| c.add(value, &self.labels),
@@ -420,9 +560,10 @@ impl WorkerMetrics for NodeWorkerMetrics {
     }
 
     fn gauge_record(&self, name: &str, value: f64) {
-        let worker = &self.metrics.worker;
-        worker.with(
-            &worker.gauges,
+        self.metrics.worker.with(
+            &self.worker_type,
+            Kind::Gauge,
+            |t| &mut t.gauges,
             name,
             |meter, full| meter.f64_gauge(full).build(),
             |g| g.record(value, &self.labels),
@@ -430,9 +571,10 @@ impl WorkerMetrics for NodeWorkerMetrics {
     }
 
     fn histogram_record(&self, name: &str, value: f64) {
-        let worker = &self.metrics.worker;
-        worker.with(
-            &worker.histograms,
+        self.metrics.worker.with(
+            &self.worker_type,
+            Kind::Histogram,
+            |t| &mut t.histograms,
             name,
             |meter, full| meter.f64_histogram(full).build(),
             |h| h.record(value, &self.labels),
@@ -452,6 +594,98 @@ mod tests {
         assert!(!valid_worker_metric("1x"));
         assert!(!valid_worker_metric("a.b"));
         assert!(!valid_worker_metric(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn a_workers_metrics_are_named_after_its_worker_type() {
+        use names::worker_metric;
+        assert_eq!(
+            worker_metric("communicator", "logins"),
+            "fsmv2_communicator_logins"
+        );
+        assert_eq!(
+            worker_metric("communicator_pull", "pulled"),
+            "fsmv2_communicator_pull_pulled"
+        );
+        assert_eq!(
+            worker_metric("Modbus-TCP.v2", "reads"),
+            "fsmv2_modbus_tcp_v2_reads"
+        );
+        // A reserved first word, as a whole word only.
+        assert_eq!(worker_metric("state", "x"), "fsmv2_worker_state_x");
+        assert_eq!(
+            worker_metric("action_runner", "timeout_total"),
+            "fsmv2_worker_action_runner_timeout_total"
+        );
+        assert_eq!(worker_metric("stateful", "x"), "fsmv2_stateful_x");
+    }
+
+    #[test]
+    fn no_worker_metric_can_take_the_name_of_one_of_the_trees_own() {
+        for own in names::ALL {
+            let rest = own.strip_prefix("fsmv2_").unwrap_or_default();
+            let first = rest.split('_').next().unwrap_or_default();
+            assert!(names::RESERVED_WORDS.contains(&first), "{own}");
+            if let Some(after) = rest.strip_prefix("worker_") {
+                let next = after.split('_').next().unwrap_or_default();
+                assert!(!names::RESERVED_WORDS.contains(&next), "{own}");
+            }
+            // Every worker type and name that could spell it, spelt: none
+            // comes out as the tree's metric.
+            for tail in [Some(rest), rest.strip_prefix("worker_")]
+                .into_iter()
+                .flatten()
+            {
+                for (i, _) in tail.match_indices('_') {
+                    let (worker_type, name) = (&tail[..i], &tail[i + 1..]);
+                    assert_ne!(names::worker_metric(worker_type, name), *own);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn worker_metrics_reach_the_meter_under_their_worker_types_names() {
+        use opentelemetry::metrics::MeterProvider as _;
+        use opentelemetry_sdk::metrics::{
+            InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
+        };
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let metrics = Arc::new(Metrics::new(&provider.meter("test"), false));
+        let path = NodePath::top().child("root");
+        let node = |worker_type: &str| {
+            NodeWorkerMetrics::new(Arc::clone(&metrics), Arc::from(worker_type), &path)
+        };
+        node("communicator").counter_add("logins", 2);
+        node("communicator").counter_add("logins", 1);
+        node("state").gauge_record("x", 1.0);
+        // `a_b` + `c` and `a` + `b_c` come to one name: a second kind is
+        // refused.
+        node("a_b").counter_add("c", 1);
+        node("a").histogram_record("b_c", 1.0);
+        provider.force_flush().unwrap_or_else(|e| panic!("{e}"));
+        let finished = exporter
+            .get_finished_metrics()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut made: Vec<String> = finished
+            .iter()
+            .flat_map(|rm| rm.scope_metrics())
+            .flat_map(|sm| sm.metrics())
+            .map(|m| m.name().to_owned())
+            .collect();
+        made.sort();
+        made.dedup();
+        assert_eq!(
+            made,
+            [
+                "fsmv2_a_b_c",
+                "fsmv2_communicator_logins",
+                "fsmv2_worker_state_x"
+            ]
+        );
     }
 
     #[test]

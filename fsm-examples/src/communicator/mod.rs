@@ -248,13 +248,10 @@ pub fn register(
         worker::Communicator::new(Arc::clone(&s), init.metrics())
     })?;
     let s = Arc::clone(&shared);
-    registry.register(PULL, move |init| {
-        transport::Pull::new(Arc::clone(&s), init.metrics())
-    })?;
+    // `pull` and `push` count through the communicator's metrics handle.
+    registry.register(PULL, move |_| transport::Pull::new(Arc::clone(&s)))?;
     let s = Arc::clone(&shared);
-    registry.register(PUSH, move |init| {
-        transport::Push::new(Arc::clone(&s), init.metrics())
-    })?;
+    registry.register(PUSH, move |_| transport::Push::new(Arc::clone(&s)))?;
     Ok(CommunicatorChannels {
         inbound,
         outbound,

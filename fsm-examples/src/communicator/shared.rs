@@ -15,7 +15,8 @@ use super::client::{RelayClient, RelayError, Session};
 use crate::protocol::UmhMessage;
 
 /// The communicator's counters, as the application reads them (also
-/// recorded as metrics `fsmv2_worker_communicator_<name>`).
+/// recorded as metrics `fsmv2_communicator_<name>`, through the
+/// communicator's own metrics handle, whichever worker counts them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CommunicatorStats {
     /// Messages taken from the outbound channel.
@@ -72,18 +73,18 @@ const COUNTERS: usize = 12;
 impl Counter {
     fn metric(self) -> &'static str {
         match self {
-            Self::Pushed => "communicator_pushed",
-            Self::Acknowledged => "communicator_acknowledged",
-            Self::Retried => "communicator_retried",
-            Self::DuplicatesSent => "communicator_duplicates_sent",
-            Self::DroppedFull => "communicator_dropped_full",
-            Self::DroppedRejected => "communicator_dropped_rejected",
-            Self::Pulled => "communicator_pulled",
-            Self::Delivered => "communicator_delivered",
-            Self::Logins => "communicator_logins",
-            Self::ReauthOn401 => "communicator_reauth_on_401",
-            Self::ReauthOnExpiry => "communicator_reauth_on_expiry",
-            Self::DegradedEntries => "communicator_degraded_entries",
+            Self::Pushed => "pushed",
+            Self::Acknowledged => "acknowledged",
+            Self::Retried => "retried",
+            Self::DuplicatesSent => "duplicates_sent",
+            Self::DroppedFull => "dropped_full",
+            Self::DroppedRejected => "dropped_rejected",
+            Self::Pulled => "pulled",
+            Self::Delivered => "delivered",
+            Self::Logins => "logins",
+            Self::ReauthOn401 => "reauth_on_401",
+            Self::ReauthOnExpiry => "reauth_on_expiry",
+            Self::DegradedEntries => "degraded_entries",
         }
     }
 }
@@ -170,6 +171,10 @@ pub(crate) struct Shared {
     pub(crate) config: CommunicatorConfig,
     counters: [AtomicU64; COUNTERS],
     pub(crate) inbound: mpsc::Sender<UmhMessage>,
+    /// The communicator's metrics handle: `pull` and `push` record through
+    /// it too, so that every counter is `fsmv2_communicator_<name>` with
+    /// the communicator's labels.
+    metrics: Mutex<Arc<dyn WorkerMetrics>>,
     auth: Mutex<AuthState>,
     pull: Mutex<PullSide>,
     push: Mutex<PushSide>,
@@ -189,6 +194,7 @@ impl Shared {
             config,
             counters: Default::default(),
             inbound,
+            metrics: Mutex::new(Arc::new(fsm_core::NoMetrics)),
             auth: Mutex::default(),
             pull: Mutex::default(),
             push: Mutex::new(PushSide {
@@ -213,13 +219,19 @@ impl Shared {
         lock(&self.push)
     }
 
+    /// Records the counters' metrics through `metrics` from now on (the
+    /// communicator's handle, set as the communicator is built).
+    pub(crate) fn set_metrics(&self, metrics: Arc<dyn WorkerMetrics>) {
+        *lock(&self.metrics) = metrics;
+    }
+
     /// Adds `n` to `counter`, and to its metric.
-    pub(crate) fn count(&self, counter: Counter, n: u64, metrics: &dyn WorkerMetrics) {
+    pub(crate) fn count(&self, counter: Counter, n: u64) {
         if n == 0 {
             return;
         }
         self.counters[counter as usize].fetch_add(n, Ordering::Relaxed);
-        metrics.counter_add(counter.metric(), n);
+        self.record(counter, n);
     }
 
     /// Adds one to `counter` ahead of the event it counts (so a reader that
@@ -236,8 +248,9 @@ impl Shared {
     }
 
     /// Records `n` events of `counter` counted ahead in its metric.
-    pub(crate) fn record(&self, counter: Counter, n: u64, metrics: &dyn WorkerMetrics) {
+    pub(crate) fn record(&self, counter: Counter, n: u64) {
         if n > 0 {
+            let metrics = Arc::clone(&lock(&self.metrics));
             metrics.counter_add(counter.metric(), n);
         }
     }

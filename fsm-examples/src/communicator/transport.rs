@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use fsm_core::{
     Action, BoxError, CollectContext, DeriveContext, DesiredState, State, TickContext, Transition,
-    Worker, WorkerMetrics, action,
+    Worker, action,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::error::TrySendError;
@@ -68,12 +68,11 @@ fsm_core::states! {
 /// The `pull` worker.
 pub(crate) struct Pull {
     shared: Arc<Shared>,
-    metrics: Arc<dyn WorkerMetrics>,
 }
 
 impl Pull {
-    pub(crate) fn new(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) -> Self {
-        Self { shared, metrics }
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 
     /// Hands buffered pulled messages to the inbound channel while it has
@@ -101,8 +100,7 @@ impl Pull {
         }
         let left = pull.buffer.len();
         drop(pull);
-        self.shared
-            .record(Counter::Delivered, delivered, &*self.metrics);
+        self.shared.record(Counter::Delivered, delivered);
         left
     }
 }
@@ -110,12 +108,11 @@ impl Pull {
 /// The `push` worker.
 pub(crate) struct Push {
     shared: Arc<Shared>,
-    metrics: Arc<dyn WorkerMetrics>,
 }
 
 impl Push {
-    pub(crate) fn new(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) -> Self {
-        Self { shared, metrics }
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 
     /// Moves what the application queued into the pending buffer, dropping
@@ -140,9 +137,8 @@ impl Push {
             }
         }
         // Counted under the lock (see `Shared::stats`).
-        self.shared.count(Counter::Pushed, taken, &*self.metrics);
-        self.shared
-            .count(Counter::DroppedFull, dropped, &*self.metrics);
+        self.shared.count(Counter::Pushed, taken);
+        self.shared.count(Counter::DroppedFull, dropped);
         push.pending.len()
     }
 }
@@ -235,7 +231,7 @@ impl Worker for Push {
 }
 
 /// One pull: the messages go to the buffer, then to the inbound channel.
-async fn pull_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
+async fn pull_once(shared: Arc<Shared>) {
     let Some(entry) = shared.session() else {
         return;
     };
@@ -244,7 +240,7 @@ async fn pull_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
         Ok(messages) => {
             // Counted before the messages can be delivered (never fewer
             // pulled than delivered).
-            shared.count(Counter::Pulled, messages.len() as u64, &*metrics);
+            shared.count(Counter::Pulled, messages.len() as u64);
             let mut pull = shared.pull();
             pull.buffer.extend(messages);
             pull.retry.succeeded();
@@ -256,7 +252,7 @@ async fn pull_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
             tracing::debug!(error = %error, "pull failed");
             let degraded = shared.pull().retry.failed(&error, &shared.config);
             if degraded {
-                shared.count(Counter::DegradedEntries, 1, &*metrics);
+                shared.count(Counter::DegradedEntries, 1);
             }
         }
     }
@@ -264,7 +260,7 @@ async fn pull_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
 
 /// One push of the oldest pending messages (one alone after a rejected
 /// batch, to find the message the relay refuses).
-async fn push_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
+async fn push_once(shared: Arc<Shared>) {
     let Some(entry) = shared.session() else {
         return;
     };
@@ -289,7 +285,7 @@ async fn push_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
     if batch.is_empty() {
         return;
     }
-    shared.count(Counter::Retried, retried, &*metrics);
+    shared.count(Counter::Retried, retried);
     let n = batch.len();
     let result = entry.client.push(&entry.session, &batch).await;
     shared.push().in_flight = 0;
@@ -305,15 +301,15 @@ async fn push_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
                 .drain(..acked)
                 .filter(|p| p.may_have_arrived)
                 .count() as u64;
-            shared.count(Counter::Acknowledged, acked as u64, &*metrics);
-            shared.count(Counter::DuplicatesSent, duplicates, &*metrics);
+            shared.count(Counter::Acknowledged, acked as u64);
+            shared.count(Counter::DuplicatesSent, duplicates);
         }
         Err(error) if error.class() == ErrorClass::Rejected => {
             let mut push = shared.push();
             if n == 1 {
                 // The relay refuses this message for good.
                 push.pending.pop_front();
-                shared.count(Counter::DroppedRejected, 1, &*metrics);
+                shared.count(Counter::DroppedRejected, 1);
                 drop(push);
                 tracing::warn!(error = %error, "the relay rejected a message; dropped");
             } else {
@@ -334,7 +330,7 @@ async fn push_once(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) {
             let degraded = push.retry.failed(&error, &shared.config);
             drop(push);
             if degraded {
-                shared.count(Counter::DegradedEntries, 1, &*metrics);
+                shared.count(Counter::DegradedEntries, 1);
             }
         }
     }
@@ -393,12 +389,11 @@ impl State<Pull> for PullState {
             [PullState::Stopped, PullState::Running, PullState::Degraded],
             || {
                 let shared = Arc::clone(&w.shared);
-                let metrics = Arc::clone(&w.metrics);
                 // A failure is recorded in the shared state (the child's
                 // observation and state), not as a failed action: the
                 // runtime's action backoff would stack on the protocol's.
                 action("pull", move |_| async move {
-                    pull_once(shared, metrics).await;
+                    pull_once(shared).await;
                     Ok(())
                 })
             },
@@ -418,12 +413,11 @@ impl State<Push> for PushState {
             [PushState::Stopped, PushState::Running, PushState::Degraded],
             || {
                 let shared = Arc::clone(&w.shared);
-                let metrics = Arc::clone(&w.metrics);
                 // A failure is recorded in the shared state (the child's
                 // observation and state), not as a failed action: the
                 // runtime's action backoff would stack on the protocol's.
                 action("push", move |_| async move {
-                    push_once(shared, metrics).await;
+                    push_once(shared).await;
                     Ok(())
                 })
             },
@@ -435,7 +429,7 @@ impl State<Push> for PushState {
 mod tests {
     use super::*;
     use crate::communicator::CommunicatorConfig;
-    use fsm_core::{NoMetrics, NodePath};
+    use fsm_core::NodePath;
     use tokio::sync::mpsc;
 
     fn message(content: &str) -> crate::protocol::UmhMessage {
@@ -476,7 +470,7 @@ mod tests {
             inbound_high_water: 6,
             ..CommunicatorConfig::default()
         });
-        let pull = Pull::new(Arc::clone(&shared), Arc::new(NoMetrics));
+        let pull = Pull::new(Arc::clone(&shared));
         // Twelve pulled messages: ten fit, two wait, pulling pauses.
         shared
             .pull()
@@ -514,7 +508,7 @@ mod tests {
             max_pending: 3,
             ..CommunicatorConfig::default()
         });
-        let push = Push::new(Arc::clone(&shared), Arc::new(NoMetrics));
+        let push = Push::new(Arc::clone(&shared));
         for i in 0..5 {
             outbound
                 .try_send(message(&format!("m-{i}")))
@@ -541,7 +535,7 @@ mod tests {
             max_pending: 3,
             ..CommunicatorConfig::default()
         });
-        let push = Push::new(Arc::clone(&shared), Arc::new(NoMetrics));
+        let push = Push::new(Arc::clone(&shared));
         for i in 0..3 {
             outbound
                 .try_send(message(&format!("m-{i}")))

@@ -73,12 +73,14 @@ pub struct CommunicatorObservation {
 /// The `communicator` worker.
 pub(crate) struct Communicator {
     shared: Arc<Shared>,
-    metrics: Arc<dyn WorkerMetrics>,
 }
 
 impl Communicator {
+    /// The communicator, recording the shared counters through `metrics`
+    /// (its children's included).
     pub(crate) fn new(shared: Arc<Shared>, metrics: Arc<dyn WorkerMetrics>) -> Self {
-        Self { shared, metrics }
+        shared.set_metrics(metrics);
+        Self { shared }
     }
 }
 
@@ -185,7 +187,6 @@ impl CommunicatorState {
         }
         let worker = s.worker();
         let shared = Arc::clone(&worker.shared);
-        let metrics = Arc::clone(&worker.metrics);
         let spec = s.spec().clone();
         let login = action("authenticate", move |ctx| async move {
             let client = match shared.client(&spec.relay_url, spec.timeout()) {
@@ -198,13 +199,13 @@ impl CommunicatorState {
             match client.login(&spec.auth_token).await {
                 Ok(session) => {
                     shared.logged_in(session, origin(&spec), client);
-                    shared.count(Counter::Logins, 1, &*metrics);
+                    shared.count(Counter::Logins, 1);
                     match reason {
                         ReauthReason::Unauthorized => {
-                            shared.count(Counter::ReauthOn401, 1, &*metrics);
+                            shared.count(Counter::ReauthOn401, 1);
                         }
                         ReauthReason::Expiry => {
-                            shared.count(Counter::ReauthOnExpiry, 1, &*metrics);
+                            shared.count(Counter::ReauthOnExpiry, 1);
                         }
                         ReauthReason::NoSession | ReauthReason::SpecChanged => {}
                     }
@@ -213,7 +214,7 @@ impl CommunicatorState {
                 }
                 Err(e) => {
                     if shared.login_failed(&e) == 1 {
-                        shared.count(Counter::DegradedEntries, 1, &*metrics);
+                        shared.count(Counter::DegradedEntries, 1);
                     }
                     Err(format!("{}: cannot log in to the relay: {e}", ctx.path()).into())
                 }
