@@ -1,5 +1,6 @@
 //! The auth token, its bearer and the session's JWT never appear in the
-//! logs (at `trace`, spans included), the snapshot or its errors, while the
+//! logs (at `trace`, spans included), the span file, the snapshot, the
+//! HTTP endpoint's `/tree` and `/metrics`, or the errors, while the
 //! communicator syncs through a relay faulting a fifth of its requests.
 //! (Its own test binary: it installs the global subscriber.)
 
@@ -7,12 +8,21 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use fsm_actors::opentelemetry::metrics::MeterProvider as _;
+use fsm_actors::opentelemetry::trace::TracerProvider as _;
+use fsm_actors::telemetry::JsonLinesExporter;
+use fsm_actors::telemetry::http::HttpServer;
+use fsm_actors::telemetry::prometheus::PrometheusExporter;
 use fsm_actors::{Tree, TreeConfig};
 use fsm_core::{ChildSpec, Secret, WorkerRegistry};
 use fsm_examples::communicator::{self, CommunicatorConfig, CommunicatorHandle, CommunicatorSpec};
 use fsm_examples::protocol::{UmhMessage, bearer};
 use fsm_examples::relay::{Fault, RandomFaults, Relay, RelayConfig, Target};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 const TOKEN: &str = "very-secret-instance-token";
 
@@ -33,15 +43,54 @@ impl Write for Capture {
     }
 }
 
+/// GET `path` from the HTTP endpoint at `addr`: its body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let answer = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert!(
+        answer.status().is_success(),
+        "GET {path}: {}",
+        answer.status()
+    );
+    answer
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_secret_reaches_the_logs_the_spans_or_the_snapshot() {
+async fn no_secret_reaches_the_logs_the_span_file_the_snapshot_or_the_http_endpoint() {
+    // Every span, at every level, to a JSON-lines file as the framework
+    // writes it, and every event and span to the captured log.
+    let span_file = std::env::temp_dir().join(format!(
+        "fsm-communicator-secrets-{}.jsonl",
+        std::process::id()
+    ));
+    let spans = JsonLinesExporter::create(&span_file).unwrap_or_else(|e| panic!("{e}"));
+    let tracer_provider = SdkTracerProvider::builder()
+        .with_span_processor(BatchSpanProcessor::builder(spans).build())
+        .build();
     let capture = Capture::default();
     let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::FULL)
-        .with_writer(move || writer.clone())
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_span_events(FmtSpan::FULL)
+                .with_writer(move || writer.clone()),
+        )
+        .with(tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("secrets-test")))
+        .with(tracing_subscriber::filter::LevelFilter::TRACE)
         .try_init()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The HTTP endpoint on a port of its own: `/tree` and `/metrics`.
+    let exporter = PrometheusExporter::new();
+    let meter_provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    let http = HttpServer::builder()
+        .metrics(meter_provider.clone(), exporter)
+        .bind(([127, 0, 0, 1], 0).into())
         .unwrap_or_else(|e| panic!("{e}"));
 
     let relay = Relay::start(RelayConfig {
@@ -79,10 +128,13 @@ async fn no_secret_reaches_the_logs_the_spans_or_the_snapshot() {
     let tree = Tree::spawn(
         root,
         registry,
-        TreeConfig::default().with_tick_interval(Some(Duration::from_millis(5))),
+        TreeConfig::default()
+            .with_tick_interval(Some(Duration::from_millis(5)))
+            .with_meter(Some(meter_provider.meter("fsmv2"))),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    http.serve_tree(&tree);
     for i in 0..n {
         channels
             .outbound
@@ -106,9 +158,35 @@ async fn no_secret_reaches_the_logs_the_spans_or_the_snapshot() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let json = snapshot.to_json().unwrap_or_default();
+    let served_tree = get(http.local_addr(), "/tree").await;
+    assert!(
+        served_tree.contains("communicator/push"),
+        "/tree serves the tree: {served_tree}"
+    );
+    let served_metrics = get(http.local_addr(), "/metrics").await;
+    assert!(
+        served_metrics.contains("fsmv2_communicator_logins"),
+        "/metrics serves the communicator's: {served_metrics}"
+    );
     let report = tree.shutdown(Duration::from_secs(5)).await;
     let stats = relay.shutdown().await;
     assert!(stats.faults.total() >= 3, "the relay faulted: {stats:?}");
+    drop(http);
+    tracer_provider.shutdown().unwrap_or_else(|e| panic!("{e}"));
+    let span_lines = std::fs::read_to_string(&span_file).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&span_file).ok();
+    // The file holds the communicator's spans, its logins among them, and
+    // the events inside them.
+    assert!(
+        span_lines
+            .lines()
+            .any(|l| l.contains(r#""action":"authenticate""#)),
+        "the span file holds the logins"
+    );
+    assert!(
+        span_lines.contains("logged in to the relay") && span_lines.contains("pull failed"),
+        "the span file holds the events in the spans, at info and debug"
+    );
 
     let logs = String::from_utf8_lossy(&capture.0.lock().unwrap_or_else(PoisonError::into_inner))
         .into_owned();
@@ -118,6 +196,9 @@ async fn no_secret_reaches_the_logs_the_spans_or_the_snapshot() {
     );
     let outputs = [
         ("logs", logs),
+        ("span file", span_lines),
+        ("/tree", served_tree),
+        ("/metrics", served_metrics),
         ("snapshot", json),
         ("shutdown report", format!("{report:?}")),
         ("stats", format!("{:?}", channels.stats())),
@@ -125,7 +206,10 @@ async fn no_secret_reaches_the_logs_the_spans_or_the_snapshot() {
     // A JWT's header is base64url JSON: it starts with `eyJ`.
     for secret in [TOKEN.to_owned(), bearer(TOKEN), "eyJ".to_owned()] {
         for (what, text) in &outputs {
-            assert!(!text.contains(&secret), "{what} holds a secret");
+            let at = text.find(&secret);
+            let around =
+                at.and_then(|at| text.get(at.saturating_sub(200)..(at + 200).min(text.len())));
+            assert!(at.is_none(), "{what} holds a secret: {around:?}");
         }
     }
 }
