@@ -422,12 +422,21 @@ pub struct RelayClient {
 impl RelayClient {
     /// A client for the relay at `base_url` (`http://host:port`, or
     /// `https://` with the `tls` feature), each request bounded by
-    /// `timeout`.
+    /// `timeout`. With `tls`, the first client installs rustls' `ring`
+    /// provider as the process's default, unless one is installed already.
     ///
     /// # Errors
     ///
     /// [`RelayError::Rejected`] when the HTTP client cannot be built.
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, RelayError> {
+        // rustls uses the process's crypto provider: the application's, if
+        // it installed one, else `ring` (reqwest would panic without one).
+        #[cfg(feature = "tls")]
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Another thread may install one meanwhile: then that one is
+            // used, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -746,6 +755,44 @@ mod tests {
             "token=; Path=/".parse().unwrap_or_else(|_| unreachable!()),
         );
         assert_eq!(token_cookie(&empty), None);
+    }
+
+    /// With `tls`, an `https://` relay is spoken to in TLS (the provider
+    /// installed without cmake): the first bytes the relay gets are a TLS
+    /// handshake record, and a relay that hangs up is a network failure.
+    #[cfg(feature = "tls")]
+    #[tokio::test]
+    async fn an_https_relay_gets_a_tls_handshake() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        // The relay's side: the first three bytes, then a hang-up.
+        let relay = async {
+            let (stream, _) = listener.accept().await.ok()?;
+            let mut first = [0_u8; 3];
+            let mut got = 0;
+            while got < first.len() {
+                stream.readable().await.ok()?;
+                match stream.try_read(&mut first[got..]) {
+                    Ok(0) => return None,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return None,
+                }
+            }
+            Some(first)
+        };
+        let client = RelayClient::new(&format!("https://{addr}"), Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let token = Secret::from("token");
+        let both = async { tokio::join!(relay, client.login(&token)) };
+        let (first, result) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .unwrap_or_else(|_| panic!("no answer within 10 s"));
+        // Content type 22 (handshake), record version 3.x.
+        assert_eq!(first.map(|b| (b[0], b[1])), Some((22, 3)));
+        assert_eq!(result.err().map(|e| e.class()), Some(ErrorClass::Network));
     }
 
     #[test]
