@@ -465,6 +465,9 @@ pub struct RelayStats {
     pub refused_stopping: u64,
     /// Faults injected, by kind.
     pub faults: FaultCounts,
+    /// Of [`faults`](Self::faults), those injected into logins (the rest
+    /// went to pulls and pushes).
+    pub faults_on_login: FaultCounts,
 }
 
 /// Why a relay stopped.
@@ -1050,6 +1053,9 @@ async fn handle(shared: &Shared, route: Route, headers: &HeaderMap, body: &Bytes
         let fault = state.next_fault(route);
         if let Some(fault) = &fault {
             state.stats.faults.count(fault.kind());
+            if route == Route::Login {
+                state.stats.faults_on_login.count(fault.kind());
+            }
         }
         fault
     };

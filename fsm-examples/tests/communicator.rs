@@ -290,6 +290,46 @@ async fn a_revoked_session_is_renewed_on_the_first_401_without_restarting_the_ch
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_is_answered_by_the_login_that_succeeds_even_after_a_refused_one() {
+    let relay = relay(RelayConfig::new(TOKEN, UUID)).await;
+    let (tree, channels) = start(&spec(&relay, TOKEN), fast_config()).await;
+    eventually("the transport children", async || {
+        state_of(&tree, "communicator/pull")
+            .await
+            .is_some_and(|s| s.0 == "running")
+    })
+    .await;
+    // Pull is refused (the token stays valid); the re-login it asks for is
+    // refused too, which drops the session and the children; the next
+    // login succeeds.
+    relay.inject_on(Target::Pull, Fault::Unauthorized);
+    relay.inject_on(Target::Login, Fault::Unauthorized);
+    eventually("a second login, and syncing again", async || {
+        channels.stats().logins == 2
+            && state_of(&tree, "communicator")
+                .await
+                .is_some_and(|s| s.0 == "syncing")
+    })
+    .await;
+    let stats = channels.stats();
+    let faults = relay.stats().faults;
+    assert_eq!(faults.unauthorized, 2, "{faults:?}");
+    // The login that finally replaced the refused session answered the
+    // pull's 401: counted as a re-login on 401, not as a first login.
+    assert_eq!(
+        (
+            stats.unauthorized,
+            stats.reauth_on_401,
+            stats.unauthorized_collapsed
+        ),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    tree.shutdown(Duration::from_secs(5)).await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_is_renewed_before_it_expires() {
     let relay = relay(RelayConfig {
         token_lifetime: Duration::from_secs(3),
@@ -492,8 +532,12 @@ async fn soak(n: usize) {
             (Fault::ResponseLost, 1),
         ],
     }));
-    // One 401 for sure (the random ones depend on the order of requests).
-    relay.inject_on(Target::Api, Fault::Unauthorized);
+    // 401s for sure, on the first pulls and pushes, so that some come while
+    // a re-login is due already (the random ones depend on the order of
+    // requests, and are few: pushes go in large batches).
+    for _ in 0..4 {
+        relay.inject_on(Target::Api, Fault::Unauthorized);
+    }
     let soak_spec = CommunicatorSpec {
         timeout_ms: u64::try_from(client_timeout.as_millis()).unwrap_or(300),
         ..spec(&relay, TOKEN)
@@ -532,6 +576,18 @@ async fn soak(n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // No more faults. Every answer faulted before is handled once the
+    // communicator is syncing (no login under way) and pull got three more
+    // answers (one call at a time); push has nothing left to send.
+    relay.set_random_faults(None);
+    let pulls = relay.stats().pulls;
+    eventually("three clean pulls and no login under way", async || {
+        relay.stats().pulls >= pulls + 3
+            && state_of(&tree, "communicator")
+                .await
+                .is_some_and(|s| s.0 == "syncing")
+    })
+    .await;
     let report = tree.shutdown(Duration::from_secs(5)).await;
     assert!(report.forced().next().is_none());
     let stats = channels.stats();
@@ -555,9 +611,23 @@ async fn soak(n: usize) {
     let unique: BTreeSet<_> = inbound.iter().collect();
     assert_eq!(unique.len(), inbound.len(), "no message delivered twice");
     assert!(relay_stats.faults.total() > 0);
-    // Renewal on a 401 is checked on its own (a revoked session, above):
-    // here the relay's 401s leave the token valid, and whether one reaches
-    // the communicator before a retry succeeds depends on the interleaving.
+    // Every 401 the relay injected into a pull or a push reached the
+    // communicator; each asked for a re-login (the first with its session)
+    // or was collapsed into one (its session had one due already, or was
+    // replaced or dropped meanwhile); and each re-login asked for happened,
+    // once: no session expires here, so every login but the first answered
+    // a 401 (a login the relay refused with a 401 is not one of them).
+    let api_401 = relay_stats.faults.unauthorized - relay_stats.faults_on_login.unauthorized;
+    let accounts = format!("{stats:?} {relay_stats:?}");
+    assert_eq!(stats.unauthorized, api_401, "{accounts}");
+    assert_eq!(
+        stats.unauthorized,
+        stats.reauth_on_401 + stats.unauthorized_collapsed,
+        "{accounts}"
+    );
+    assert!(stats.unauthorized >= 4, "the scheduled 401s: {accounts}");
+    assert_eq!(stats.logins, 1 + stats.reauth_on_401, "{accounts}");
+    assert_eq!(stats.reauth_on_expiry, 0, "{accounts}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,8 @@ struct Report {
     dropped: u64,
     pulled: u64,
     logins: u64,
+    unauthorized: u64,
+    unauthorized_collapsed: u64,
     reauth_on_401: u64,
     degraded_entries: u64,
     /// The communicator's states, in the order they were first seen.
@@ -81,6 +83,8 @@ fn report(stats: &CommunicatorStats, states: Vec<String>, args: &Args) -> Report
         dropped: stats.dropped_full + stats.dropped_rejected,
         pulled: stats.delivered,
         logins: stats.logins,
+        unauthorized: stats.unauthorized,
+        unauthorized_collapsed: stats.unauthorized_collapsed,
         reauth_on_401: stats.reauth_on_401,
         degraded_entries: stats.degraded_entries,
         states_visited: states,
@@ -190,8 +194,10 @@ async fn main() -> ExitCode {
             report.pushed, report.acknowledged, report.duplicates, report.dropped, report.pulled
         );
         println!(
-            "logins {}  reauth_on_401 {}  degraded_entries {}  states {}",
+            "logins {}  unauthorized {} (collapsed {})  reauth_on_401 {}  degraded_entries {}  states {}",
             report.logins,
+            report.unauthorized,
+            report.unauthorized_collapsed,
             report.reauth_on_401,
             report.degraded_entries,
             report.states_visited.join(" → ")

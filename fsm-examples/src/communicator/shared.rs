@@ -38,9 +38,24 @@ pub struct CommunicatorStats {
     pub delivered: u64,
     /// Successful logins.
     pub logins: u64,
-    /// Logins after a 401/403 from pull or push.
+    /// 401/403 answers pull and push got with a session (the relay refused
+    /// it). Each is either the first for its session, which asks for a
+    /// re-login (then counted in `reauth_on_401` once that login succeeds),
+    /// or is counted in `unauthorized_collapsed`: so, once no re-login is
+    /// due, `unauthorized = reauth_on_401 + unauthorized_collapsed`.
+    pub unauthorized: u64,
+    /// 401/403 answers that asked for no re-login of their own: their
+    /// session had one due already (pull and push both refused, or one
+    /// refused again before the new login), or had been replaced or
+    /// dropped since the request was sent.
+    pub unauthorized_collapsed: u64,
+    /// Logins that replaced a session pull or push got a 401/403 with
+    /// (whatever else made them due: a login that renews an expiring
+    /// session and answers a 401 too counts here, not in
+    /// `reauth_on_expiry`). A refused or failed login in between does not
+    /// change that: the login that finally succeeds counts.
     pub reauth_on_401: u64,
-    /// Logins because the JWT was about to expire.
+    /// Logins because the JWT was about to expire (that answered no 401).
     pub reauth_on_expiry: u64,
     /// Times the communicator or a transport child turned degraded.
     pub degraded_entries: u64,
@@ -63,12 +78,14 @@ pub(crate) enum Counter {
     Pulled,
     Delivered,
     Logins,
+    Unauthorized,
+    UnauthorizedCollapsed,
     ReauthOn401,
     ReauthOnExpiry,
     DegradedEntries,
 }
 
-const COUNTERS: usize = 12;
+const COUNTERS: usize = 14;
 
 impl Counter {
     fn metric(self) -> &'static str {
@@ -82,6 +99,8 @@ impl Counter {
             Self::Pulled => "pulled",
             Self::Delivered => "delivered",
             Self::Logins => "logins",
+            Self::Unauthorized => "unauthorized",
+            Self::UnauthorizedCollapsed => "unauthorized_collapsed",
             Self::ReauthOn401 => "reauth_on_401",
             Self::ReauthOnExpiry => "reauth_on_expiry",
             Self::DegradedEntries => "degraded_entries",
@@ -113,8 +132,10 @@ pub(crate) struct AuthState {
     pub(crate) entry: Option<SessionEntry>,
     pub(crate) origin: Option<Origin>,
     pub(crate) refresh_at: Option<Instant>,
-    /// The session generation a child got a 401 with (0: none).
-    pub(crate) unauthorized_generation: u64,
+    /// A child got a 401 with the session of the current generation (or,
+    /// once a refused login dropped it, with the last one): the next login
+    /// that succeeds answers it.
+    pub(crate) unauthorized: bool,
     pub(crate) generation: u64,
     /// The client for the current URL and timeout.
     pub(crate) client: Option<(String, Duration, RelayClient)>,
@@ -261,12 +282,23 @@ impl Shared {
     }
 
     /// Records that a child's call with the session of `generation` was
-    /// refused (401/403): the communicator logs in again.
-    pub(crate) fn report_unauthorized(&self, generation: u64) {
+    /// refused (401/403), and counts it: the first such answer for the
+    /// current session asks for a re-login (returns true); any other is
+    /// collapsed into the one already due, or into the login that replaced
+    /// or dropped that session since the call was sent.
+    pub(crate) fn report_unauthorized(&self, generation: u64) -> bool {
         let mut auth = self.auth();
-        if auth.generation == generation {
-            auth.unauthorized_generation = generation;
+        let first = auth.generation == generation && !auth.unauthorized;
+        if first {
+            auth.unauthorized = true;
         }
+        // Counted under the lock, so that a reading never sees the answer
+        // in neither or both.
+        self.count(Counter::Unauthorized, 1);
+        if !first {
+            self.count(Counter::UnauthorizedCollapsed, 1);
+        }
+        first
     }
 
     /// The client for `url` with `timeout`, made once per change of either.
@@ -283,11 +315,19 @@ impl Shared {
         Ok(client)
     }
 
-    /// Stores a new session made with `origin` and `client`.
-    pub(crate) fn logged_in(&self, session: Session, origin: Origin, client: RelayClient) {
+    /// Stores a new session made with `origin` and `client`, and counts
+    /// the login: returns whether it answered a 401 (see
+    /// [`CommunicatorStats::reauth_on_401`]).
+    pub(crate) fn logged_in(&self, session: Session, origin: Origin, client: RelayClient) -> bool {
         let now = Instant::now();
         let mut auth = self.auth();
         auth.generation += 1;
+        let answered_401 = std::mem::take(&mut auth.unauthorized);
+        // Under the lock, with the flag (see `report_unauthorized`).
+        self.count(Counter::Logins, 1);
+        if answered_401 {
+            self.count(Counter::ReauthOn401, 1);
+        }
         // When to log in again: `exp` less the margin, on the tokio clock
         // (so paused-clock tests can drive it).
         auth.refresh_at = session.expires_at.map(|exp| {
@@ -312,6 +352,7 @@ impl Shared {
         auth.attempt = 0;
         auth.retry_at = None;
         auth.last_error = None;
+        answered_401
     }
 
     /// Records a failed login.
@@ -352,6 +393,14 @@ impl Shared {
         let (pulled, delivered) = (c(Counter::Pulled), c(Counter::Delivered));
         let pending_inbound = pull.buffer.len() as u64;
         drop(pull);
+        let auth = self.auth();
+        let (logins, unauthorized, unauthorized_collapsed, reauth_on_401) = (
+            c(Counter::Logins),
+            c(Counter::Unauthorized),
+            c(Counter::UnauthorizedCollapsed),
+            c(Counter::ReauthOn401),
+        );
+        drop(auth);
         CommunicatorStats {
             pushed,
             acknowledged,
@@ -361,8 +410,10 @@ impl Shared {
             dropped_rejected,
             pulled,
             delivered,
-            logins: c(Counter::Logins),
-            reauth_on_401: c(Counter::ReauthOn401),
+            logins,
+            unauthorized,
+            unauthorized_collapsed,
+            reauth_on_401,
             reauth_on_expiry: c(Counter::ReauthOnExpiry),
             degraded_entries: c(Counter::DegradedEntries),
             pending_outbound,
@@ -398,6 +449,64 @@ impl Retry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared() -> Shared {
+        let (tx, _rx) = mpsc::channel(1);
+        let (_otx, orx) = mpsc::channel(1);
+        Shared::new(CommunicatorConfig::default(), tx, orx)
+    }
+
+    fn log_in(shared: &Shared) -> bool {
+        let client = RelayClient::new("http://127.0.0.1:1", Duration::from_secs(1))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let session = Session {
+            uuid: "u".into(),
+            name: "n".into(),
+            jwt: Secret::from("a.b.c"),
+            expires_at: None,
+        };
+        let origin = Origin {
+            relay_url: "http://127.0.0.1:1".into(),
+            auth_token: Secret::from("t"),
+            instance_uuid: None,
+        };
+        shared.logged_in(session, origin, client)
+    }
+
+    #[test]
+    fn every_401_asks_for_one_relogin_per_session_or_is_counted_as_collapsed() {
+        let shared = shared();
+        assert!(!log_in(&shared), "a first login answers no 401");
+        let first = shared.auth().generation;
+        // Pull and push refused with one session: one re-login.
+        assert!(shared.report_unauthorized(first));
+        assert!(!shared.report_unauthorized(first));
+        // The re-login is refused (the session goes), then succeeds: that
+        // login answers the 401.
+        shared.login_failed(&RelayError::InvalidToken {
+            status: 401,
+            retry_after: None,
+        });
+        assert!(!shared.report_unauthorized(first), "still due");
+        assert!(log_in(&shared));
+        // A late 401 for the replaced session asks for nothing.
+        assert!(!shared.report_unauthorized(first));
+        assert!(!log_in(&shared), "no 401 with the second session");
+        let stats = shared.stats();
+        assert_eq!(
+            (
+                stats.logins,
+                stats.unauthorized,
+                stats.reauth_on_401,
+                stats.unauthorized_collapsed
+            ),
+            (3, 4, 1, 3)
+        );
+        assert_eq!(
+            stats.unauthorized,
+            stats.reauth_on_401 + stats.unauthorized_collapsed
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_call_waits_its_class_delay_and_retry_after_overrides_it() {

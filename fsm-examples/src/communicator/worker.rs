@@ -118,9 +118,7 @@ impl Worker for Communicator {
                 {
                     Some(ReauthReason::SpecChanged)
                 }
-                (Some(entry), _) if auth.unauthorized_generation == entry.generation => {
-                    Some(ReauthReason::Unauthorized)
-                }
+                (Some(_), _) if auth.unauthorized => Some(ReauthReason::Unauthorized),
                 _ if auth.refresh_at.is_some_and(|at| now >= at) => Some(ReauthReason::Expiry),
                 _ => None,
             };
@@ -198,16 +196,11 @@ impl CommunicatorState {
             };
             match client.login(&spec.auth_token).await {
                 Ok(session) => {
-                    shared.logged_in(session, origin(&spec), client);
-                    shared.count(Counter::Logins, 1);
-                    match reason {
-                        ReauthReason::Unauthorized => {
-                            shared.count(Counter::ReauthOn401, 1);
-                        }
-                        ReauthReason::Expiry => {
-                            shared.count(Counter::ReauthOnExpiry, 1);
-                        }
-                        ReauthReason::NoSession | ReauthReason::SpecChanged => {}
+                    // Counts the login, and whether it answered a 401 (which
+                    // may have come while it was under way, for any reason).
+                    let answered_401 = shared.logged_in(session, origin(&spec), client);
+                    if reason == ReauthReason::Expiry && !answered_401 {
+                        shared.count(Counter::ReauthOnExpiry, 1);
                     }
                     tracing::info!(path = %ctx.path(), reason = reason.as_str(), "logged in to the relay");
                     Ok(())
