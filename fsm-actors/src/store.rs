@@ -216,8 +216,11 @@ impl SqliteStore {
                     encode(&action.node, action)?
                 ],
             ),
+            // The node and its whole subtree (compared by prefix, not
+            // `LIKE`, whose `_` and `%` may be in names).
             Change::Remove(path) => tx.execute(
-                "DELETE FROM identity WHERE path = ?1",
+                "DELETE FROM identity
+                 WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
                 params![path.as_str()],
             ),
             other => {

@@ -289,7 +289,9 @@ pub enum Change {
     /// must be stored, as for [`Change::Desired`].
     Action(ActionRecord),
     /// Removes a node and all its records (its identity, documents and
-    /// actions). Removing a node that is not stored does nothing.
+    /// actions), and so every node below it (its whole subtree: a removed
+    /// node's children are removed with it). Removing a node that is not
+    /// stored does nothing.
     Remove(NodePath),
 }
 
@@ -414,6 +416,33 @@ pub trait Store {
             tree.interrupt_unfinished();
             tree
         }))
+    }
+}
+
+/// A store shared with others (say, a test that reads what a running tree
+/// wrote): each call locks it. A poisoned lock is taken over, since a
+/// batch is applied all or nothing.
+impl<S: Store + ?Sized> Store for std::sync::Arc<std::sync::Mutex<S>> {
+    fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .write(batch)
+    }
+
+    fn read_all(&self) -> Result<Option<StoredTree>, StoreError> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read_all()
+    }
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        (**self).write(batch)
+    }
+
+    fn read_all(&self) -> Result<Option<StoredTree>, StoreError> {
+        (**self).read_all()
     }
 }
 
