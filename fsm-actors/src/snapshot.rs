@@ -353,3 +353,27 @@ impl ExecutorStats {
         self.succeeded + self.failed + self.timed_out + self.cancelled + self.rejected
     }
 }
+
+/// What a tree's store actor has done (see `docs/persistence.md`), from
+/// [`TreeHandle::store_stats`](crate::TreeHandle::store_stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Batches committed.
+    pub batches: u64,
+    /// Changes committed (in those batches).
+    pub changes: u64,
+    /// Writes that failed (each kept its changes, to write them again).
+    pub failed_writes: u64,
+    /// Changes waiting to be written now: one per node document or action
+    /// record at most, however often it changed.
+    pub backlog: u64,
+    /// Changes replaced by a later change of the same record before they
+    /// were written (coalesced: only the latest is written).
+    pub overwritten: u64,
+    /// Action records dropped unwritten because a node had more than the
+    /// backlog keeps per node while the store could not be written.
+    pub dropped: u64,
+    /// The last write error, while writes fail.
+    pub last_error: Option<String>,
+}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use fsm_core::store::{Change, StoredRoot};
 use fsm_core::{ChildSpec, DeclarationProblem, NodePath, PATH_SEPARATOR, WorkerRegistry};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
@@ -65,6 +66,8 @@ pub struct Tree {
     /// The executor's supervisor: stopping it stops the executor.
     executor: ActorRef<()>,
     ticker: Option<JoinHandle<()>>,
+    /// The store actor, when the tree has a store.
+    store: Option<JoinHandle<()>>,
     stopped: bool,
 }
 
@@ -136,6 +139,8 @@ struct HandleInner {
     generation: AtomicU64,
     /// Cancelled when the owner starts shutting the tree down or drops it.
     gone: CancellationToken,
+    /// The store actor's counters, when the tree has a store.
+    store_counters: Option<Arc<crate::persist::StoreCounters>>,
 }
 
 impl std::fmt::Debug for TreeHandle {
@@ -239,6 +244,22 @@ impl Tree {
         let (executor, _) = Actor::spawn(None, ExecutorSupervisor, supervisor_args)
             .await
             .map_err(|e| TreeError::Spawn(e.to_string()))?;
+        let (store_link, store_starter, store_counters) = match &config.store {
+            Some(store) => {
+                let counters = Arc::new(crate::persist::StoreCounters::default());
+                let (link, starter) = crate::persist::start(
+                    Arc::clone(&store.0),
+                    Arc::clone(&counters),
+                    handle.clone(),
+                );
+                link.send(Change::Root(StoredRoot {
+                    spec: root.clone(),
+                    generation: 1,
+                }));
+                (Some(link), Some(starter), Some(counters))
+            }
+            None => (None, None, None),
+        };
         let (status_tx, status) = watch::channel(TreeStatus::default());
         let shared = Arc::new(Shared {
             registry,
@@ -250,6 +271,7 @@ impl Tree {
             restarts: AtomicU64::new(0),
             metrics,
             stops: crate::node::StopSink::default(),
+            store: store_link,
             templates: fsm_templates::Templates::new(),
             #[cfg(feature = "fault-injection")]
             chaos: crate::node::Padded(AtomicU64::new(0f64.to_bits())),
@@ -309,6 +331,7 @@ impl Tree {
                 }
             })
         });
+        let store = store_starter.map(|starter| starter.run(top.clone()));
         tracing::info!(root = %root.name, worker_type = %root.worker_type, "tree spawned");
         Ok(Self {
             handle: TreeHandle {
@@ -318,10 +341,12 @@ impl Tree {
                     shared,
                     generation: AtomicU64::new(1),
                     gone: CancellationToken::new(),
+                    store_counters,
                 }),
             },
             executor,
             ticker,
+            store,
             stopped: false,
         })
     }
@@ -351,6 +376,12 @@ impl Tree {
         self.handle.inner.gone.cancel();
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
+        }
+        if !self.stopped
+            && let Some(store) = self.store.take()
+        {
+            // Killed, as the process would be: what is not written is lost.
+            store.abort();
         }
         let top = &self.handle.inner.top;
         let shared = &self.handle.inner.shared;
@@ -390,6 +421,19 @@ impl Tree {
         );
         shared.stops.wait_drained(shared, grace).await;
         shared.stops.merge_into(&mut stopped);
+        if let Some(store) = &shared.store {
+            // What the nodes handed over, their last documents included, is
+            // written before the tree is gone (a failing store is tried once
+            // more, not waited for).
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .max(KILL_GRACE);
+            if tokio::time::timeout(wait, store.flush(true)).await.is_err() {
+                tracing::warn!(
+                    "the store did not write the tree's last changes before the deadline"
+                );
+            }
+        }
         let _ = self
             .executor
             .stop_and_wait(None, Some(Duration::from_secs(1)))
@@ -773,6 +817,12 @@ impl TreeHandle {
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
+        if let Some(store) = &self.inner.shared.store {
+            store.send(Change::Root(StoredRoot {
+                spec: root,
+                generation,
+            }));
+        }
         self.inner
             .top
             .cast(NodeMsg::UpdateSpec(Arc::new(spec), hash, generation))
@@ -820,6 +870,13 @@ impl TreeHandle {
     #[cfg(test)]
     pub(crate) fn executor_handle(&self) -> &ExecutorHandle {
         &self.inner.shared.executor
+    }
+
+    /// What the tree's store actor has done and has waiting (see
+    /// `docs/persistence.md`); `None` when the tree has no store.
+    #[must_use]
+    pub fn store_stats(&self) -> Option<crate::snapshot::StoreStats> {
+        self.inner.store_counters.as_ref().map(|c| c.stats())
     }
 
     /// The executor's counters.

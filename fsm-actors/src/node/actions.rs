@@ -75,7 +75,12 @@ impl NodeState {
             worker_type: Arc::clone(&self.cold.worker_type),
             origin: self.cold.tick_origin.as_deref().cloned(),
         };
-        match self.shared.executor.cast(ExecMsg::Enqueue(request.into())) {
+        // With a store, the action runs once its started record is written.
+        let Some(pending) = self.store_action_started(id, name, request.into()) else {
+            self.action = Some((id, name));
+            return;
+        };
+        match self.shared.executor.cast(ExecMsg::Enqueue(pending)) {
             Ok(()) => self.action = Some((id, name)),
             Err(_) => {
                 self.last_action = Some(Box::new(ActionReport {
@@ -103,6 +108,7 @@ impl NodeState {
             return;
         }
         self.action = None;
+        self.store_action_ended(id, &report);
         // Whatever it did, the state machine next sees an observation taken
         // after it ended (the collect now in flight, if any, started before).
         self.collector.act_after = self.collector.seq;

@@ -223,6 +223,7 @@ impl NodeState {
                 PlanStep::Stop { name } => {
                     if let Some(i) = self.children.index_of(&name) {
                         let entry = self.children.remove_at(i);
+                        self.store_removed(&entry.path);
                         if let Some(actor) = entry.actor() {
                             let worker_type = entry.spec.worker_type.clone();
                             self.stop_child(
