@@ -51,8 +51,8 @@ pub use error::TreeError;
 pub use faults::quiet_injected_faults;
 pub use latest::LatestObservation;
 pub use snapshot::{
-    CollectError, ExecutorStats, FatalError, NodeSnapshot, RestartingInfo, ShutdownReport,
-    StopOutcome, StopRecord, StoreStats, SubtreeCounts, TreeStatus,
+    CollectError, ExecutorStats, FatalError, NodeSnapshot, RestartingInfo, RestoreInfo,
+    ShutdownReport, StopOutcome, StopRecord, StoreStats, SubtreeCounts, TreeStatus,
 };
 pub use tree::{Tree, TreeHandle};
 

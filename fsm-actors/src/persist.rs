@@ -17,20 +17,23 @@
 //!   passes it on to the executor once the batch holding the record is
 //!   committed (or its write failed: a failing disk does not stop actions).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use fsm_core::NodePath;
-use fsm_core::store::{ActionRecord, Change, Store, StoreError, StoredRoot};
+use fsm_core::store::{
+    ActionRecord, Change, ObservedDocument, Store, StoreError, StoredOutcome, StoredRoot,
+    StoredTree,
+};
 use ractor::ActorRef;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::executor::{ExecMsg, ExecutorHandle, Pending};
 use crate::node::NodeMsg;
-use crate::snapshot::StoreStats;
+use crate::snapshot::{RestoreInfo, StoreStats};
 
 /// How many action records of one node the backlog keeps while the store
 /// cannot be written; older ones are dropped (and counted).
@@ -511,6 +514,126 @@ impl StoreActor {
     fn release_all(&mut self) {
         for action in std::mem::take(&mut self.gated) {
             self.release(action);
+        }
+    }
+}
+
+/// What a tree found in its store when it was spawned (see `restore`).
+pub(crate) struct Restored {
+    /// The root spec last committed.
+    pub(crate) root: Option<StoredRoot>,
+    /// Each node's records, until the node first starts and takes them.
+    nodes: Mutex<HashMap<NodePath, RestoredNode>>,
+    /// What was restored, for the tree's owner.
+    pub(crate) info: RestoreInfo,
+    /// The actions found started and never finished, now `interrupted`,
+    /// with the worker type of their node.
+    pub(crate) interrupted: Vec<(ActionRecord, String)>,
+}
+
+/// One node's records, as restored.
+pub(crate) struct RestoredNode {
+    /// Its last observed document.
+    pub(crate) observed: Option<ObservedDocument>,
+    /// Its action found interrupted (the latest, if several).
+    pub(crate) interrupted: Option<ActionRecord>,
+}
+
+impl Restored {
+    /// How often the node at `path` had been restarted, as stored.
+    pub(crate) fn restarts(&self, path: &NodePath) -> Option<u64> {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let observed = nodes.get(path)?.observed.as_ref()?;
+        Some(u64::from(observed.restarts))
+    }
+
+    /// The node's records, once: its first incarnation in this process
+    /// takes them.
+    pub(crate) fn take(&self, path: &NodePath) -> Option<RestoredNode> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(path)
+    }
+}
+
+/// Reads the tree a store holds, if any, applying the interrupted-action
+/// rule once and for all: the actions found without an outcome are written
+/// back as `interrupted`, so that the next restore does not find (and
+/// count) them again.
+///
+/// # Errors
+///
+/// The store's, when it cannot be read (corrupt records, an unreachable
+/// file).
+pub(crate) async fn restore(store: &SharedStore) -> Result<Option<Restored>, StoreError> {
+    let store = Arc::clone(store);
+    let read = tokio::task::spawn_blocking(move || {
+        let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(mut tree) = store.read_all()? else {
+            return Ok(None);
+        };
+        let mut interrupted = Vec::new();
+        for record in tree.nodes.values() {
+            for action in record.actions.values().filter(|a| a.outcome.is_none()) {
+                interrupted.push((action.clone(), record.identity.worker_type.clone()));
+            }
+        }
+        tree.interrupt_unfinished();
+        let batch: Vec<Change> = interrupted
+            .iter()
+            .map(|(a, _)| Change::Action(a.clone().finished(StoredOutcome::Interrupted)))
+            .collect();
+        if let Err(e) = store.write(&batch) {
+            // The tree still starts; the next restore will count them again.
+            tracing::warn!(error = %e, actions = batch.len(), "could not record the interrupted actions in the store");
+        }
+        Ok(Some((tree, interrupted)))
+    })
+    .await
+    .map_err(|e| StoreError::Backend {
+        location: "store".to_owned(),
+        message: format!("reading the store did not finish: {e}"),
+    })??;
+    Ok(read.map(|(tree, interrupted)| Restored::new(tree, interrupted)))
+}
+
+impl Restored {
+    fn new(tree: StoredTree, interrupted: Vec<(ActionRecord, String)>) -> Self {
+        let mut saved_at_ms = None::<u64>;
+        let mut nodes = HashMap::with_capacity(tree.nodes.len());
+        for (path, record) in tree.nodes {
+            let latest = record
+                .observed
+                .as_ref()
+                .and_then(|o| o.observed_at_ms)
+                .into_iter()
+                .chain(record.actions.values().map(|a| a.started_at_ms))
+                .max();
+            saved_at_ms = saved_at_ms.max(latest);
+            let last_interrupted = interrupted
+                .iter()
+                .filter(|(a, _)| a.node == path)
+                .max_by_key(|(a, _)| a.id)
+                .map(|(a, _)| a.clone().finished(StoredOutcome::Interrupted));
+            nodes.insert(
+                path,
+                RestoredNode {
+                    observed: record.observed,
+                    interrupted: last_interrupted,
+                },
+            );
+        }
+        Self {
+            info: RestoreInfo {
+                nodes: nodes.len() as u64,
+                generation: tree.root.as_ref().map_or(0, |r| r.generation),
+                saved_at_ms,
+                interrupted: interrupted.len() as u64,
+            },
+            root: tree.root,
+            nodes: Mutex::new(nodes),
+            interrupted,
         }
     }
 }

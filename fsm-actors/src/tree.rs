@@ -141,6 +141,8 @@ struct HandleInner {
     gone: CancellationToken,
     /// The store actor's counters, when the tree has a store.
     store_counters: Option<Arc<crate::persist::StoreCounters>>,
+    /// What the tree restored from its store, if it did.
+    restore_info: Option<crate::snapshot::RestoreInfo>,
 }
 
 impl std::fmt::Debug for TreeHandle {
@@ -209,11 +211,57 @@ impl Tree {
         config: TreeConfig,
     ) -> Result<Self, TreeError> {
         config.validate()?;
+        let restored = match &config.store {
+            Some(store) => crate::persist::restore(&store.0)
+                .await
+                .map_err(TreeError::Store)?,
+            None => None,
+        };
+        // A store that holds a tree wins over the root spec given: the tree
+        // goes on as it last was (see `docs/persistence.md`).
+        let root = match restored.as_ref().and_then(|r| r.root.as_ref()) {
+            Some(stored) => {
+                if stored.spec != root {
+                    tracing::info!(root = %stored.spec.name, "the store holds a tree: its root spec is used, not the one given");
+                }
+                stored.spec.clone()
+            }
+            None => root,
+        };
         validate_root(&root, &registry)?;
         let metrics = Arc::new(match &config.meter {
             Some(meter) => Metrics::new(meter, config.per_node_metrics),
             None => Metrics::from_global(config.per_node_metrics),
         });
+        let counters = Arc::new(crate::executor::Counters::default());
+        if let Some(restored) = &restored {
+            // Each counted once: `restore` wrote them back as interrupted.
+            counters.interrupted(restored.interrupted.len() as u64);
+            let now_ms = crate::node::unix_ms_now();
+            for (action, worker_type) in &restored.interrupted {
+                let attrs = metrics.labels(
+                    Arc::<str>::from(worker_type.as_str()),
+                    &action.node,
+                    [
+                        opentelemetry::KeyValue::new("action", action.action.clone()),
+                        opentelemetry::KeyValue::new(
+                            "outcome",
+                            fsm_core::ActionOutcome::Interrupted.label(),
+                        ),
+                    ],
+                );
+                // How long it may have run: at most until now.
+                let ran = now_ms.saturating_sub(action.started_at_ms) as f64 / 1000.0;
+                metrics.action_duration.record(ran, &attrs);
+            }
+            tracing::info!(
+                nodes = restored.info.nodes,
+                generation = restored.info.generation,
+                saved_at_ms = restored.info.saved_at_ms,
+                interrupted = restored.info.interrupted,
+                "tree restored from its store"
+            );
+        }
         // Built here rather than when the root starts, so that a root that
         // cannot be built refuses the tree instead of failing it later.
         let root_path = NodePath::top().child(&root.name);
@@ -237,7 +285,7 @@ impl Tree {
             executor: ExecutorArgs {
                 config: config.executor.clone(),
                 metrics: Arc::clone(&metrics),
-                counters: Arc::default(),
+                counters,
             },
             handle: handle.clone(),
         };
@@ -272,6 +320,7 @@ impl Tree {
             metrics,
             stops: crate::node::StopSink::default(),
             store: store_link,
+            restored,
             templates: fsm_templates::Templates::new(),
             #[cfg(feature = "fault-injection")]
             chaos: crate::node::Padded(AtomicU64::new(0f64.to_bits())),
@@ -332,6 +381,7 @@ impl Tree {
             })
         });
         let store = store_starter.map(|starter| starter.run(top.clone()));
+        let restore_info = shared.restored.as_ref().map(|r| r.info.clone());
         tracing::info!(root = %root.name, worker_type = %root.worker_type, "tree spawned");
         Ok(Self {
             handle: TreeHandle {
@@ -342,6 +392,7 @@ impl Tree {
                     generation: AtomicU64::new(1),
                     gone: CancellationToken::new(),
                     store_counters,
+                    restore_info,
                 }),
             },
             executor,
@@ -870,6 +921,14 @@ impl TreeHandle {
     #[cfg(test)]
     pub(crate) fn executor_handle(&self) -> &ExecutorHandle {
         &self.inner.shared.executor
+    }
+
+    /// What the tree restored when it was spawned on a store that held a
+    /// tree (see `docs/persistence.md`); `None` when it had no store, or an
+    /// empty one.
+    #[must_use]
+    pub fn restored(&self) -> Option<crate::snapshot::RestoreInfo> {
+        self.inner.restore_info.clone()
     }
 
     /// What the tree's store actor has done and has waiting (see

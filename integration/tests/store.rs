@@ -310,3 +310,127 @@ async fn a_removed_child_s_records_are_removed_with_its_subtree() {
     assert_eq!(paths, ["root", "root/b"]);
     let _ = tree.shutdown(WAIT).await;
 }
+
+/// A store shared by the processes of a test.
+type Memory = Arc<Mutex<MemoryStore>>;
+
+async fn run_once(world: &ProbeWorld, store: &Memory, spec: ChildSpec) -> Tree {
+    let config = test_config().with_store(Arc::clone(store));
+    Tree::spawn(spec, probe_registry(world), config)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tree_spawned_on_a_store_goes_on_from_its_last_root_spec_and_shows_what_was_seen() {
+    let world = ProbeWorld::default();
+    let store: Memory = Arc::default();
+    let first = run_once(&world, &store, tree_spec("one")).await;
+    first.wait_converged(WAIT).await.unwrap();
+    assert_eq!(first.restored(), None, "an empty store restores nothing");
+    let generation = first.update_root_spec(tree_spec("two")).unwrap();
+    first.wait_generation(generation, WAIT).await.unwrap();
+    first.wait_converged(WAIT).await.unwrap();
+    let restarts_before = first.inspect().await.unwrap();
+    let _ = first.shutdown(WAIT).await;
+
+    // The next process is given the first spec; the store's last one wins.
+    let second = run_once(&world, &store, tree_spec("one")).await;
+    let info = second.restored().expect("the store held a tree");
+    assert_eq!(info.nodes, 4, "{info:?}");
+    assert_eq!(info.generation, generation, "{info:?}");
+    assert!(info.saved_at_ms.is_some(), "{info:?}");
+    second.wait_converged(WAIT).await.unwrap();
+    let labels = world.journal.derived_labels("root/a");
+    assert_eq!(labels.last().map(String::as_str), Some("two"), "{labels:?}");
+    let snap = second.inspect().await.unwrap();
+    for node in snap.iter() {
+        let restored = node
+            .restored
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} shows nothing restored", node.path));
+        // The first process's last documents were written at its shutdown.
+        assert_eq!(restored.state, "stopped", "{}", node.path);
+        let before = restarts_before.find(node.path.as_str()).unwrap();
+        assert_eq!(node.restarts, before.restarts, "{}", node.path);
+    }
+    // The JSON shows it too.
+    let json = snap.to_json().unwrap();
+    assert!(
+        json.contains("\"restored\":{\"state\":\"stopped\""),
+        "{json}"
+    );
+    let _ = second.shutdown(WAIT).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_action_cut_off_by_the_end_of_its_process_is_interrupted_once() {
+    let world = ProbeWorld::default();
+    let store: Memory = Arc::default();
+    // The root's start action never ends, so the last action a snapshot
+    // shows stays the restored one.
+    let spec = ProbeSpec::default()
+        .with_action(integration::ActionMode::Hang)
+        .with_action_timeout_ms(3_600_000)
+        .named("root");
+    let first = run_once(&world, &store, spec.clone()).await;
+    first.wait_ticks(5).await.unwrap();
+    let _ = first.shutdown(WAIT).await;
+    // As a killed process leaves it: an action started, without an outcome.
+    let root_path = NodePath::parse("root");
+    store
+        .lock()
+        .unwrap()
+        .write(&[Change::Action(fsm_core::store::ActionRecord::started(
+            root_path.clone(),
+            "start",
+            999,
+            1_764_000_000_000,
+        ))])
+        .unwrap();
+
+    let second = run_once(&world, &store, spec.clone()).await;
+    assert_eq!(second.restored().unwrap().interrupted, 1);
+    second.wait_ticks(2).await.unwrap();
+    let snap = second.inspect().await.unwrap();
+    let last = root(&snap).last_action.clone().expect("a last action");
+    assert_eq!(
+        (last.action.as_str(), last.outcome),
+        ("start", fsm_core::ActionOutcome::Interrupted)
+    );
+    let stats = second.executor_stats().await.unwrap();
+    assert_eq!(stats.interrupted, 1, "{stats:?}");
+    assert_eq!(stats.outcomes(), stats.interrupted, "{stats:?}");
+    // Written back: the store now holds it interrupted.
+    let action =
+        store.lock().unwrap().read_all().unwrap().unwrap().nodes[&root_path].actions[&999].clone();
+    assert_eq!(action.outcome, Some(StoredOutcome::Interrupted));
+    let _ = second.shutdown(WAIT).await;
+
+    // A third process finds nothing left without an outcome: counted once.
+    let third = run_once(&world, &store, spec).await;
+    assert_eq!(third.restored().unwrap().interrupted, 0);
+    third.wait_ticks(2).await.unwrap();
+    assert_eq!(third.executor_stats().await.unwrap().interrupted, 0);
+    let _ = third.shutdown(WAIT).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_that_cannot_be_read_refuses_the_tree_naming_the_node() {
+    let world = ProbeWorld::default();
+    let mut memory = MemoryStore::new();
+    let path = NodePath::parse("root/a");
+    memory
+        .write(&[Change::Identity(fsm_core::store::NodeIdentity::new(
+            path.clone(),
+            "probe",
+        ))])
+        .unwrap();
+    memory.put_raw_observed(&path, b"\x01not a record");
+    let config = test_config().with_store(memory);
+    let err = Tree::spawn(tree_spec("one"), probe_registry(&world), config)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, fsm_actors::TreeError::Store(_)), "{err:?}");
+    assert!(err.to_string().contains("root/a"), "{err}");
+}

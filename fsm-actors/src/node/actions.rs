@@ -120,7 +120,9 @@ impl NodeState {
             }
             ActionOutcome::Failed(e) => Some(format!("action `{}` failed: {e}", report.action)),
             ActionOutcome::TimedOut => Some(format!("action `{}` timed out", report.action)),
-            ActionOutcome::Cancelled | ActionOutcome::Rejected(_) => None,
+            ActionOutcome::Cancelled | ActionOutcome::Rejected(_) | ActionOutcome::Interrupted => {
+                None
+            }
         };
         if let Some(failure) = failure {
             self.action_failed(&report.action, failure);

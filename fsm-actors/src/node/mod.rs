@@ -71,6 +71,7 @@ use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
 use observation::AbortOnDrop;
 pub(crate) use stop::StopSink;
+pub(crate) use store::unix_ms_now;
 use tick::TickRest;
 
 /// What every node of a tree shares: read-only configuration and handles,
@@ -96,6 +97,8 @@ pub(crate) struct Shared {
     pub(crate) stops: stop::StopSink,
     /// The tree's store actor, when the tree has a store.
     pub(crate) store: Option<crate::persist::StoreLink>,
+    /// What the tree restored from its store, when it did.
+    pub(crate) restored: Option<crate::persist::Restored>,
     /// The fault-injection probability per node and tick, as `f64` bits.
     #[cfg(feature = "fault-injection")]
     pub(crate) chaos: Padded<AtomicU64>,
@@ -444,6 +447,12 @@ struct Cold {
     /// When the action in flight started (unix milliseconds), for its
     /// outcome record.
     action_started_ms: u64,
+    /// The node's last observed document in the store it was restored
+    /// from (first incarnation in this process only).
+    restored: Option<Box<fsm_core::store::ObservedDocument>>,
+    /// Its action found interrupted at restore, until the first traced
+    /// tick records it.
+    interrupted: Option<Box<fsm_core::store::ActionRecord>>,
 }
 
 /// A node's failed collects, in this incarnation.
@@ -523,6 +532,23 @@ impl Actor for NodeActor {
         let quiet_until = observation::limits(&args.shared.config, interval.as_deref())
             .quiet_until(started.into_std())
             .map(Instant::from_std);
+        let restored = args
+            .shared
+            .restored
+            .as_ref()
+            .and_then(|r| r.take(&args.path))
+            .unwrap_or(crate::persist::RestoredNode {
+                observed: None,
+                interrupted: None,
+            });
+        // An action its earlier process never finished shows as the node's
+        // last action, `interrupted`.
+        let last_action = restored.interrupted.as_ref().map(|a| {
+            Box::new(ActionReport {
+                action: a.action.clone(),
+                outcome: fsm_core::ActionOutcome::Interrupted,
+            })
+        });
         let state = NodeState {
             path: args.path,
             parent: args.parent,
@@ -555,7 +581,7 @@ impl Actor for NodeActor {
                 interval,
             },
             action: None,
-            last_action: None,
+            last_action,
             last_report_at: started,
             state_match: std::cell::Cell::new((0, u64::MAX, false)),
             reported: None,
@@ -602,6 +628,8 @@ impl Actor for NodeActor {
                 stored_desired: None,
                 stored_observed: None,
                 action_started_ms: 0,
+                restored: restored.observed.map(Box::new),
+                interrupted: restored.interrupted.clone().map(Box::new),
             }),
         };
         // Counted from here: dropping the state takes it back out.

@@ -290,6 +290,7 @@ impl NodeState {
             )
             .unwrap_or(u64::MAX),
             location_path: self.cold.inputs.location_path.to_string(),
+            restored: self.cold.restored.clone().map(|doc| *doc),
             children: Vec::new(),
         }
     }

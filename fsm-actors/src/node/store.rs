@@ -28,7 +28,7 @@ use crate::executor::Pending;
 
 /// Now, in unix milliseconds (what a store keeps: it must mean the same in
 /// the next process).
-pub(super) fn unix_ms_now() -> u64 {
+pub(crate) fn unix_ms_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -151,6 +151,24 @@ impl NodeState {
             .finished(report.outcome.clone()),
         ));
         self.store_dirty = true;
+    }
+
+    /// The node is about to stop: hands over the outcome of its action in
+    /// flight, which is being cancelled (the node will not hear it), and
+    /// its last observed document.
+    pub(super) fn store_stopping(&mut self, now: Instant) {
+        if self.shared.store.is_none() {
+            return;
+        }
+        if let Some((id, name)) = self.action.take() {
+            let report = ActionReport {
+                action: name.to_owned(),
+                outcome: fsm_core::ActionOutcome::Cancelled,
+            };
+            self.store_action_ended(id, &report);
+            self.last_action = Some(Box::new(report));
+        }
+        self.store_observed(now);
     }
 
     /// Hands over the removal of a child (and its subtree) that is no

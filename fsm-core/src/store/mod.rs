@@ -100,8 +100,8 @@ pub struct LastAction {
     pub outcome: Option<StoredOutcome>,
 }
 
-/// How an action ended, as stored: the outcomes of [`ActionOutcome`] and
-/// one more, [`StoredOutcome::Interrupted`], for an action whose process
+/// How an action ended, as stored: the outcomes of [`ActionOutcome`],
+/// [`StoredOutcome::Interrupted`] among them, for an action whose process
 /// ended while it ran.
 ///
 /// (A plain enum of its own, rather than [`ActionOutcome`], so that the
@@ -126,7 +126,7 @@ pub enum StoredOutcome {
 impl StoredOutcome {
     /// A short label: `succeeded`, `failed`, `timed_out`, `cancelled`,
     /// `rejected` or `interrupted` (the labels of
-    /// [`ActionOutcome::label`], and one more).
+    /// [`ActionOutcome::label`]).
     #[must_use]
     pub fn label(&self) -> &'static str {
         match self {
@@ -148,6 +148,20 @@ impl From<ActionOutcome> for StoredOutcome {
             ActionOutcome::TimedOut => Self::TimedOut,
             ActionOutcome::Cancelled => Self::Cancelled,
             ActionOutcome::Rejected(e) => Self::Rejected(e),
+            ActionOutcome::Interrupted => Self::Interrupted,
+        }
+    }
+}
+
+impl From<StoredOutcome> for ActionOutcome {
+    fn from(outcome: StoredOutcome) -> Self {
+        match outcome {
+            StoredOutcome::Succeeded => Self::Succeeded,
+            StoredOutcome::Failed(e) => Self::Failed(e),
+            StoredOutcome::TimedOut => Self::TimedOut,
+            StoredOutcome::Cancelled => Self::Cancelled,
+            StoredOutcome::Rejected(e) => Self::Rejected(e),
+            StoredOutcome::Interrupted => Self::Interrupted,
         }
     }
 }
@@ -458,6 +472,7 @@ mod tests {
             ActionOutcome::TimedOut,
             ActionOutcome::Cancelled,
             ActionOutcome::Rejected("queue full".to_owned()),
+            ActionOutcome::Interrupted,
         ];
         for outcome in outcomes {
             let label = outcome.label();
@@ -465,6 +480,7 @@ mod tests {
                 ActionRecord::started(NodePath::parse("plant"), "connect", 1, 5).finished(outcome);
             let stored = record.outcome.unwrap();
             assert_eq!(stored.label(), label);
+            assert_eq!(ActionOutcome::from(stored).label(), label);
         }
         assert_eq!(StoredOutcome::Interrupted.label(), "interrupted");
     }
