@@ -389,7 +389,16 @@ async fn an_action_cut_off_by_the_end_of_its_process_is_interrupted_once() {
         ))])
         .unwrap();
 
-    let second = run_once(&world, &store, spec.clone()).await;
+    let (provider, exporter) = integration::in_memory_meter();
+    let config = test_config()
+        .with_store(Arc::clone(&store))
+        .with_meter(Some(opentelemetry::metrics::MeterProvider::meter(
+            &provider,
+            "store-test",
+        )));
+    let second = Tree::spawn(spec.clone(), probe_registry(&world), config)
+        .await
+        .unwrap();
     assert_eq!(second.restored().unwrap().interrupted, 1);
     second.wait_ticks(2).await.unwrap();
     let snap = second.inspect().await.unwrap();
@@ -401,6 +410,11 @@ async fn an_action_cut_off_by_the_end_of_its_process_is_interrupted_once() {
     let stats = second.executor_stats().await.unwrap();
     assert_eq!(stats.interrupted, 1, "{stats:?}");
     assert_eq!(stats.outcomes(), stats.interrupted, "{stats:?}");
+    assert_eq!(
+        interrupted_in_metrics(&provider, &exporter),
+        1,
+        "the interrupted action is counted once in the action metric"
+    );
     // Written back: the store now holds it interrupted.
     let action =
         store.lock().unwrap().read_all().unwrap().unwrap().nodes[&root_path].actions[&999].clone();
@@ -433,4 +447,37 @@ async fn a_store_that_cannot_be_read_refuses_the_tree_naming_the_node() {
         .unwrap_err();
     assert!(matches!(err, fsm_actors::TreeError::Store(_)), "{err:?}");
     assert!(err.to_string().contains("root/a"), "{err}");
+}
+
+/// How many actions the action duration metric counts as interrupted.
+fn interrupted_in_metrics(
+    provider: &opentelemetry_sdk::metrics::SdkMeterProvider,
+    exporter: &opentelemetry_sdk::metrics::InMemoryMetricExporter,
+) -> u64 {
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    provider.force_flush().unwrap();
+    let all = exporter.get_finished_metrics().unwrap();
+    let Some(latest) = all.last() else {
+        return 0;
+    };
+    let mut count = 0;
+    for scope in latest.scope_metrics() {
+        for metric in scope
+            .metrics()
+            .filter(|m| m.name() == fsm_actors::telemetry::names::ACTION_DURATION)
+        {
+            if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
+                count += h
+                    .data_points()
+                    .filter(|p| {
+                        p.attributes().any(|kv| {
+                            kv.key.as_str() == "outcome" && kv.value.to_string() == "interrupted"
+                        })
+                    })
+                    .map(|p| p.count())
+                    .sum::<u64>();
+            }
+        }
+    }
+    count
 }
