@@ -455,6 +455,7 @@ impl StoreActor {
     fn written(&mut self, result: Result<(), StoreError>, written: Written, actions: Vec<Pending>) {
         match result {
             Ok(()) => {
+                self.failing = None;
                 let n = written.root.iter().count() + written.removes.len() + written.records.len();
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
                 self.counters.changes.fetch_add(n as u64, Ordering::Relaxed);

@@ -472,6 +472,12 @@ impl Tree {
         );
         shared.stops.wait_drained(shared, grace).await;
         shared.stops.merge_into(&mut stopped);
+        // The executor first: it ends every action it still holds with an
+        // outcome, and (with a store) each outcome is stored.
+        let _ = self
+            .executor
+            .stop_and_wait(None, Some(Duration::from_secs(1)))
+            .await;
         if let Some(store) = &shared.store {
             // What the nodes handed over, their last documents included, is
             // written before the tree is gone (a failing store is tried once
@@ -485,10 +491,6 @@ impl Tree {
                 );
             }
         }
-        let _ = self
-            .executor
-            .stop_and_wait(None, Some(Duration::from_secs(1)))
-            .await;
         tracing::info!(nodes = stopped.len(), "tree shut down");
         ShutdownReport { stopped }
     }

@@ -444,9 +444,6 @@ struct Cold {
     stored_desired: Option<(SpecHash, u64)>,
     /// The observed document last handed to the store.
     stored_observed: Option<Box<fsm_core::store::ObservedDocument>>,
-    /// When the action in flight started (unix milliseconds), for its
-    /// outcome record.
-    action_started_ms: u64,
     /// The node's last observed document in the store it was restored
     /// from (first incarnation in this process only).
     restored: Option<Box<fsm_core::store::ObservedDocument>>,
@@ -627,7 +624,6 @@ impl Actor for NodeActor {
                 drain: None,
                 stored_desired: None,
                 stored_observed: None,
-                action_started_ms: 0,
                 restored: restored.observed.map(Box::new),
                 interrupted: restored.interrupted.clone().map(Box::new),
             }),

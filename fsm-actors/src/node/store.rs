@@ -10,7 +10,8 @@
 //!   observed document, if it differs from the one last handed over (its
 //!   observation time aside);
 //! * its actions: started (the action runs once the record is written),
-//!   and ended.
+//!   and ended (recorded by whoever delivers the outcome, see
+//!   [`RecordedSink`]).
 //!
 //! A parent hands over the removal of a child it no longer declares (which
 //! removes the child's subtree). Without a store, a node pays one `bool`
@@ -21,10 +22,38 @@ use fsm_core::store::{
     StoredOutcome,
 };
 use fsm_core::{ActionReport, NodePath};
+use ractor::{ActorId, ActorRef};
 use tokio::time::Instant;
 
-use super::NodeState;
-use crate::executor::Pending;
+use super::{NodeMsg, NodeState};
+use crate::executor::{ActionDone, OutcomeSink};
+use crate::persist::StoreLink;
+
+/// Where an action's outcome goes when the tree has a store: its record,
+/// with the outcome, to the store, then the outcome to the node. Whoever
+/// delivers the outcome (the executor, or the message that never reached
+/// it) records it, even once the node is gone: every outcome the executor
+/// counts is stored.
+#[derive(Clone)]
+pub(crate) struct RecordedSink {
+    node: ActorRef<NodeMsg>,
+    store: StoreLink,
+    /// The action's started record.
+    pub(super) record: ActionRecord,
+}
+
+impl OutcomeSink for RecordedSink {
+    fn owner(&self) -> ActorId {
+        self.node.get_id()
+    }
+
+    fn deliver(&self, done: ActionDone) {
+        self.store.send(Change::Action(
+            self.record.clone().finished(done.report.outcome.clone()),
+        ));
+        self.node.deliver(done);
+    }
+}
 
 /// Now, in unix milliseconds (what a store keeps: it must mean the same in
 /// the next process).
@@ -115,58 +144,40 @@ impl NodeState {
         self.cold.stored_observed = Some(Box::new(doc));
     }
 
-    /// Hands an action to the store actor to run once its started record is
-    /// written; gives the action back when the tree has no store.
-    pub(super) fn store_action_started(
-        &mut self,
+    /// The started record of an action about to be handed over, and the
+    /// sink its outcome will go through (to the store, then the node);
+    /// `None` without a store.
+    pub(super) fn store_action_record(
+        &self,
         id: u64,
         name: &str,
-        action: Pending,
-    ) -> Option<Pending> {
-        let Some(store) = &self.shared.store else {
-            return Some(action);
-        };
-        let started_at_ms = unix_ms_now();
-        self.cold.action_started_ms = started_at_ms;
-        store.action_started(
-            ActionRecord::started(self.path.clone(), name, id, started_at_ms),
-            action,
-        );
-        self.store_dirty = true;
-        None
+        myself: &ActorRef<NodeMsg>,
+    ) -> Option<(StoreLink, RecordedSink)> {
+        let store = self.shared.store.as_ref()?;
+        let record = ActionRecord::started(self.path.clone(), name, id, unix_ms_now());
+        Some((
+            store.clone(),
+            RecordedSink {
+                node: myself.clone(),
+                store: store.clone(),
+                record,
+            },
+        ))
     }
 
-    /// Hands over how an action ended.
-    pub(super) fn store_action_ended(&mut self, id: u64, report: &ActionReport) {
-        let Some(store) = &self.shared.store else {
-            return;
-        };
-        store.send(Change::Action(
-            ActionRecord::started(
-                self.path.clone(),
-                report.action.clone(),
-                id,
-                self.cold.action_started_ms,
-            )
-            .finished(report.outcome.clone()),
-        ));
-        self.store_dirty = true;
-    }
-
-    /// The node is about to stop: hands over the outcome of its action in
-    /// flight, which is being cancelled (the node will not hear it), and
-    /// its last observed document.
+    /// The node is about to stop: hands over its last observed document
+    /// (its action in flight, if any, being cancelled).
     pub(super) fn store_stopping(&mut self, now: Instant) {
         if self.shared.store.is_none() {
             return;
         }
-        if let Some((id, name)) = self.action.take() {
-            let report = ActionReport {
+        // Its action in flight is cancelled now (its record gets the
+        // outcome from the executor).
+        if let Some((_, name)) = self.action.take() {
+            self.last_action = Some(Box::new(ActionReport {
                 action: name.to_owned(),
                 outcome: fsm_core::ActionOutcome::Cancelled,
-            };
-            self.store_action_ended(id, &report);
-            self.last_action = Some(Box::new(report));
+            }));
         }
         self.store_observed(now);
     }
