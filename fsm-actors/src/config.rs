@@ -118,6 +118,11 @@ pub struct TreeConfig {
     /// still moves during a long start. `Duration::ZERO`: pass every burst
     /// up at once. Default: 100 ms.
     pub starting_report_interval: Duration,
+    /// Where the tree keeps what it is, so that a later process can
+    /// restore it (see [`with_store`](Self::with_store) and
+    /// `docs/persistence.md`). Default: `None`, nothing is stored, and
+    /// nodes pay nothing for it.
+    pub store: Option<crate::store::TreeStore>,
 }
 
 impl Default for TreeConfig {
@@ -146,7 +151,27 @@ impl Default for TreeConfig {
             removal_timeout: Duration::from_secs(5),
             inspect_timeout: Duration::from_secs(5),
             starting_report_interval: Duration::from_millis(100),
+            store: None,
         }
+    }
+}
+
+impl TreeConfig {
+    /// Keeps the tree in `store`: every node's identity, desired and
+    /// observed documents and actions, and the root spec, written off the
+    /// tick by one store actor per tree (see `docs/persistence.md`).
+    ///
+    /// ```
+    /// use fsm_actors::TreeConfig;
+    /// use fsm_core::store::MemoryStore;
+    ///
+    /// let config = TreeConfig::default().with_store(MemoryStore::new());
+    /// assert!(config.store.is_some());
+    /// ```
+    #[must_use]
+    pub fn with_store(mut self, store: impl fsm_core::store::Store + Send + 'static) -> Self {
+        self.store = Some(crate::store::TreeStore::new(store));
+        self
     }
 }
 

@@ -20,6 +20,11 @@ pub enum TreeError {
     /// The tree's actors could not be started.
     #[error("could not start the tree: {0}")]
     Spawn(String),
+    /// The tree's store could not be read when the tree was spawned (it
+    /// names the store, or the node whose record is unreadable, and what
+    /// to do); nothing was spawned.
+    #[error("could not restore the tree: {0}")]
+    Store(#[source] fsm_core::store::StoreError),
     /// The tree gave up: its root failed more often than its restart
     /// intensity allows.
     #[error(transparent)]

@@ -8,6 +8,9 @@
 //!   (a second action of a busy node waits behind the first);
 //! * every enqueued action ends in exactly one outcome message to its node:
 //!   succeeded, failed, timed out, cancelled or rejected (queue full);
+//!   an action an earlier process of the tree started and never finished
+//!   is counted `interrupted` once, when the tree is restored (see
+//!   [`Counters::interrupted`]);
 //! * cancelling a subtree (its node was removed, restarted or shut down)
 //!   cancels its queued actions at once and its running ones at their next
 //!   await point;
@@ -138,6 +141,16 @@ pub(crate) struct Counters {
     timed_out: AtomicU64,
     cancelled: AtomicU64,
     rejected: AtomicU64,
+    interrupted: AtomicU64,
+}
+
+impl Counters {
+    /// Counts actions an earlier process of the tree started and never
+    /// finished, found when the tree was restored from its store: their
+    /// outcome is `interrupted`. (That process counted them started.)
+    pub(crate) fn interrupted(&self, count: u64) {
+        self.interrupted.fetch_add(count, Ordering::Relaxed);
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -154,6 +167,7 @@ impl Counters {
             timed_out: self.timed_out.load(Ordering::Relaxed),
             cancelled: self.cancelled.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
+            interrupted: self.interrupted.load(Ordering::Relaxed),
             queued: queued as u64,
             running: running as u64,
         }
@@ -476,6 +490,7 @@ impl ExecutorState {
             ActionOutcome::TimedOut => &self.stats.timed_out,
             ActionOutcome::Cancelled => &self.stats.cancelled,
             ActionOutcome::Rejected(_) => &self.stats.rejected,
+            ActionOutcome::Interrupted => &self.stats.interrupted,
         });
         // A node that is gone cannot receive its outcome; it is still counted.
         owner.deliver(ActionDone {

@@ -37,6 +37,7 @@ mod executor;
 mod faults;
 mod latest;
 mod node;
+mod persist;
 mod runbook;
 mod snapshot;
 mod snapshot_json;
@@ -50,8 +51,8 @@ pub use error::TreeError;
 pub use faults::quiet_injected_faults;
 pub use latest::LatestObservation;
 pub use snapshot::{
-    CollectError, ExecutorStats, FatalError, NodeSnapshot, RestartingInfo, ShutdownReport,
-    StopOutcome, StopRecord, SubtreeCounts, TreeStatus,
+    CollectError, ExecutorStats, FatalError, NodeSnapshot, RestartingInfo, RestoreInfo,
+    ShutdownReport, StopOutcome, StopRecord, StoreStats, SubtreeCounts, TreeStatus,
 };
 pub use tree::{Tree, TreeHandle};
 

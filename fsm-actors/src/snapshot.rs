@@ -70,6 +70,12 @@ pub struct NodeSnapshot {
     /// Its ISA-95 location as a dotted path (`acme.plant-a.packaging`),
     /// empty when no level is set.
     pub location_path: String,
+    /// What the node was last seen to be by an earlier process of the
+    /// tree, when the tree was restored from its store (see
+    /// `docs/persistence.md`): kept for this node's life, beside what it
+    /// observes afresh.
+    #[serde(default)]
+    pub restored: Option<fsm_core::store::ObservedDocument>,
     /// Its children, in start order.
     pub children: Vec<NodeSnapshot>,
 }
@@ -127,6 +133,7 @@ impl NodeSnapshot {
             circuit_open: false,
             in_state_for_ms: 0,
             location_path: String::new(),
+            restored: None,
             children: Vec::new(),
         }
     }
@@ -322,7 +329,10 @@ impl ShutdownReport {
 
 /// Counters of the action executor. Every enqueued action ends in exactly one
 /// outcome, so once the executor is idle,
-/// `enqueued == succeeded + failed + timed_out + cancelled + rejected`.
+/// `enqueued == succeeded + failed + timed_out + cancelled + rejected`; and
+/// `interrupted` counts the actions an earlier process of the tree started
+/// and never finished (see `docs/persistence.md`), so that over a tree's
+/// processes `started == outcomes()`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ExecutorStats {
@@ -340,6 +350,13 @@ pub struct ExecutorStats {
     pub cancelled: u64,
     /// Outcomes: rejected (queue full).
     pub rejected: u64,
+    /// Outcomes: interrupted — actions an earlier process of this tree
+    /// started and never finished, found when the tree was restored from
+    /// its store. Counted once, at restore, and not in `enqueued` or
+    /// `started` (the earlier process counted those): summed over a
+    /// tree's processes, started actions equal outcomes.
+    #[serde(default)]
+    pub interrupted: u64,
     /// Waiting now.
     pub queued: u64,
     /// Running now.
@@ -350,6 +367,52 @@ impl ExecutorStats {
     /// Outcomes delivered so far.
     #[must_use]
     pub fn outcomes(&self) -> u64 {
-        self.succeeded + self.failed + self.timed_out + self.cancelled + self.rejected
+        self.succeeded
+            + self.failed
+            + self.timed_out
+            + self.cancelled
+            + self.rejected
+            + self.interrupted
     }
+}
+
+/// What a tree spawned on a store that held a tree restored, from
+/// [`TreeHandle::restored`](crate::TreeHandle::restored).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RestoreInfo {
+    /// Nodes found in the store.
+    pub nodes: u64,
+    /// The generation of the stored root spec (the earlier process's).
+    pub generation: u64,
+    /// The latest time found in the store (unix milliseconds): the last
+    /// observation or action start written, roughly when the earlier
+    /// process last wrote.
+    pub saved_at_ms: Option<u64>,
+    /// Actions found started and never finished, now `interrupted`.
+    pub interrupted: u64,
+}
+
+/// What a tree's store actor has done (see `docs/persistence.md`), from
+/// [`TreeHandle::store_stats`](crate::TreeHandle::store_stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoreStats {
+    /// Batches committed.
+    pub batches: u64,
+    /// Changes committed (in those batches).
+    pub changes: u64,
+    /// Writes that failed (each kept its changes, to write them again).
+    pub failed_writes: u64,
+    /// Changes waiting to be written now: one per node document or action
+    /// record at most, however often it changed.
+    pub backlog: u64,
+    /// Changes replaced by a later change of the same record before they
+    /// were written (coalesced: only the latest is written).
+    pub overwritten: u64,
+    /// Action records dropped unwritten because a node had more than the
+    /// backlog keeps per node while the store could not be written.
+    pub dropped: u64,
+    /// The last write error, while writes fail.
+    pub last_error: Option<String>,
 }

@@ -40,6 +40,7 @@ struct Fields<'a> {
     circuit_open: bool,
     in_state_for_ms: u64,
     location_path: &'a str,
+    restored: &'a Option<fsm_core::store::ObservedDocument>,
 }
 
 impl<'a> From<&'a NodeSnapshot> for Fields<'a> {
@@ -67,6 +68,7 @@ impl<'a> From<&'a NodeSnapshot> for Fields<'a> {
             circuit_open: n.circuit_open,
             in_state_for_ms: n.in_state_for_ms,
             location_path: &n.location_path,
+            restored: &n.restored,
         }
     }
 }

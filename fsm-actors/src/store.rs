@@ -29,6 +29,28 @@ use fsm_core::store::codec::{decode, encode};
 use fsm_core::store::{Change, NodeRecord, Store, StoreError, StoredTree};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 
+/// The store of a running tree, as [`TreeConfig::store`] holds it: any
+/// [`Store`], shared by the tree's store actor (which writes to it on a
+/// blocking thread) and cloned with the configuration.
+///
+/// [`TreeConfig::store`]: crate::TreeConfig::store
+#[derive(Clone)]
+pub struct TreeStore(pub(crate) crate::persist::SharedStore);
+
+impl TreeStore {
+    /// Wraps a store for a tree.
+    #[must_use]
+    pub fn new(store: impl Store + Send + 'static) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(Box::new(store))))
+    }
+}
+
+impl std::fmt::Debug for TreeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TreeStore").finish_non_exhaustive()
+    }
+}
+
 /// The schema version this build writes; it reads this one and every older
 /// one (migrating them forward when it opens them).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -216,8 +238,11 @@ impl SqliteStore {
                     encode(&action.node, action)?
                 ],
             ),
+            // The node and its whole subtree (compared by prefix, not
+            // `LIKE`, whose `_` and `%` may be in names).
             Change::Remove(path) => tx.execute(
-                "DELETE FROM identity WHERE path = ?1",
+                "DELETE FROM identity
+                 WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
                 params![path.as_str()],
             ),
             other => {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use fsm_core::store::{Change, StoredRoot};
 use fsm_core::{ChildSpec, DeclarationProblem, NodePath, PATH_SEPARATOR, WorkerRegistry};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
@@ -65,6 +66,8 @@ pub struct Tree {
     /// The executor's supervisor: stopping it stops the executor.
     executor: ActorRef<()>,
     ticker: Option<JoinHandle<()>>,
+    /// The store actor, when the tree has a store.
+    store: Option<JoinHandle<()>>,
     stopped: bool,
 }
 
@@ -136,6 +139,10 @@ struct HandleInner {
     generation: AtomicU64,
     /// Cancelled when the owner starts shutting the tree down or drops it.
     gone: CancellationToken,
+    /// The store actor's counters, when the tree has a store.
+    store_counters: Option<Arc<crate::persist::StoreCounters>>,
+    /// What the tree restored from its store, if it did.
+    restore_info: Option<crate::snapshot::RestoreInfo>,
 }
 
 impl std::fmt::Debug for TreeHandle {
@@ -204,11 +211,57 @@ impl Tree {
         config: TreeConfig,
     ) -> Result<Self, TreeError> {
         config.validate()?;
+        let restored = match &config.store {
+            Some(store) => crate::persist::restore(&store.0)
+                .await
+                .map_err(TreeError::Store)?,
+            None => None,
+        };
+        // A store that holds a tree wins over the root spec given: the tree
+        // goes on as it last was (see `docs/persistence.md`).
+        let root = match restored.as_ref().and_then(|r| r.root.as_ref()) {
+            Some(stored) => {
+                if stored.spec != root {
+                    tracing::info!(root = %stored.spec.name, "the store holds a tree: its root spec is used, not the one given");
+                }
+                stored.spec.clone()
+            }
+            None => root,
+        };
         validate_root(&root, &registry)?;
         let metrics = Arc::new(match &config.meter {
             Some(meter) => Metrics::new(meter, config.per_node_metrics),
             None => Metrics::from_global(config.per_node_metrics),
         });
+        let counters = Arc::new(crate::executor::Counters::default());
+        if let Some(restored) = &restored {
+            // Each counted once: `restore` wrote them back as interrupted.
+            counters.interrupted(restored.interrupted.len() as u64);
+            let now_ms = crate::node::unix_ms_now();
+            for (action, worker_type) in &restored.interrupted {
+                let attrs = metrics.labels(
+                    Arc::<str>::from(worker_type.as_str()),
+                    &action.node,
+                    [
+                        opentelemetry::KeyValue::new("action", action.action.clone()),
+                        opentelemetry::KeyValue::new(
+                            "outcome",
+                            fsm_core::ActionOutcome::Interrupted.label(),
+                        ),
+                    ],
+                );
+                // How long it may have run: at most until now.
+                let ran = now_ms.saturating_sub(action.started_at_ms) as f64 / 1000.0;
+                metrics.action_duration.record(ran, &attrs);
+            }
+            tracing::info!(
+                nodes = restored.info.nodes,
+                generation = restored.info.generation,
+                saved_at_ms = restored.info.saved_at_ms,
+                interrupted = restored.info.interrupted,
+                "tree restored from its store"
+            );
+        }
         // Built here rather than when the root starts, so that a root that
         // cannot be built refuses the tree instead of failing it later.
         let root_path = NodePath::top().child(&root.name);
@@ -232,13 +285,29 @@ impl Tree {
             executor: ExecutorArgs {
                 config: config.executor.clone(),
                 metrics: Arc::clone(&metrics),
-                counters: Arc::default(),
+                counters,
             },
             handle: handle.clone(),
         };
         let (executor, _) = Actor::spawn(None, ExecutorSupervisor, supervisor_args)
             .await
             .map_err(|e| TreeError::Spawn(e.to_string()))?;
+        let (store_link, store_starter, store_counters) = match &config.store {
+            Some(store) => {
+                let counters = Arc::new(crate::persist::StoreCounters::default());
+                let (link, starter) = crate::persist::start(
+                    Arc::clone(&store.0),
+                    Arc::clone(&counters),
+                    handle.clone(),
+                );
+                link.send(Change::Root(StoredRoot {
+                    spec: root.clone(),
+                    generation: 1,
+                }));
+                (Some(link), Some(starter), Some(counters))
+            }
+            None => (None, None, None),
+        };
         let (status_tx, status) = watch::channel(TreeStatus::default());
         let shared = Arc::new(Shared {
             registry,
@@ -250,6 +319,8 @@ impl Tree {
             restarts: AtomicU64::new(0),
             metrics,
             stops: crate::node::StopSink::default(),
+            store: store_link,
+            restored,
             templates: fsm_templates::Templates::new(),
             #[cfg(feature = "fault-injection")]
             chaos: crate::node::Padded(AtomicU64::new(0f64.to_bits())),
@@ -309,6 +380,8 @@ impl Tree {
                 }
             })
         });
+        let store = store_starter.map(|starter| starter.run(top.clone()));
+        let restore_info = shared.restored.as_ref().map(|r| r.info.clone());
         tracing::info!(root = %root.name, worker_type = %root.worker_type, "tree spawned");
         Ok(Self {
             handle: TreeHandle {
@@ -318,10 +391,13 @@ impl Tree {
                     shared,
                     generation: AtomicU64::new(1),
                     gone: CancellationToken::new(),
+                    store_counters,
+                    restore_info,
                 }),
             },
             executor,
             ticker,
+            store,
             stopped: false,
         })
     }
@@ -351,6 +427,12 @@ impl Tree {
         self.handle.inner.gone.cancel();
         if let Some(ticker) = self.ticker.take() {
             ticker.abort();
+        }
+        if !self.stopped
+            && let Some(store) = self.store.take()
+        {
+            // Killed, as the process would be: what is not written is lost.
+            store.abort();
         }
         let top = &self.handle.inner.top;
         let shared = &self.handle.inner.shared;
@@ -390,10 +472,25 @@ impl Tree {
         );
         shared.stops.wait_drained(shared, grace).await;
         shared.stops.merge_into(&mut stopped);
+        // The executor first: it ends every action it still holds with an
+        // outcome, and (with a store) each outcome is stored.
         let _ = self
             .executor
             .stop_and_wait(None, Some(Duration::from_secs(1)))
             .await;
+        if let Some(store) = &shared.store {
+            // What the nodes handed over, their last documents included, is
+            // written before the tree is gone (a failing store is tried once
+            // more, not waited for).
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .max(KILL_GRACE);
+            if tokio::time::timeout(wait, store.flush(true)).await.is_err() {
+                tracing::warn!(
+                    "the store did not write the tree's last changes before the deadline"
+                );
+            }
+        }
         tracing::info!(nodes = stopped.len(), "tree shut down");
         ShutdownReport { stopped }
     }
@@ -773,6 +870,12 @@ impl TreeHandle {
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
             + 1;
+        if let Some(store) = &self.inner.shared.store {
+            store.send(Change::Root(StoredRoot {
+                spec: root,
+                generation,
+            }));
+        }
         self.inner
             .top
             .cast(NodeMsg::UpdateSpec(Arc::new(spec), hash, generation))
@@ -820,6 +923,21 @@ impl TreeHandle {
     #[cfg(test)]
     pub(crate) fn executor_handle(&self) -> &ExecutorHandle {
         &self.inner.shared.executor
+    }
+
+    /// What the tree restored when it was spawned on a store that held a
+    /// tree (see `docs/persistence.md`); `None` when it had no store, or an
+    /// empty one.
+    #[must_use]
+    pub fn restored(&self) -> Option<crate::snapshot::RestoreInfo> {
+        self.inner.restore_info.clone()
+    }
+
+    /// What the tree's store actor has done and has waiting (see
+    /// `docs/persistence.md`); `None` when the tree has no store.
+    #[must_use]
+    pub fn store_stats(&self) -> Option<crate::snapshot::StoreStats> {
+        self.inner.store_counters.as_ref().map(|c| c.stats())
     }
 
     /// The executor's counters.

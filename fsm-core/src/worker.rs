@@ -590,11 +590,15 @@ pub enum ActionOutcome {
     Cancelled,
     /// The executor's queue was full; the action never ran.
     Rejected(String),
+    /// The action was started and its process ended before it finished
+    /// (killed, crashed, lost power): found so, without an outcome, when
+    /// the tree was restored from its store. Nobody knows how far it got.
+    Interrupted,
 }
 
 impl ActionOutcome {
     /// A short label: `succeeded`, `failed`, `timed_out`, `cancelled`,
-    /// `rejected`.
+    /// `rejected`, `interrupted`.
     #[must_use]
     pub fn label(&self) -> &'static str {
         match self {
@@ -603,6 +607,7 @@ impl ActionOutcome {
             Self::TimedOut => "timed_out",
             Self::Cancelled => "cancelled",
             Self::Rejected(_) => "rejected",
+            Self::Interrupted => "interrupted",
         }
     }
 }

@@ -25,6 +25,10 @@ pub struct DemoOptions {
     /// During the first half of the run, every node panics with this
     /// probability per tick (0: no fault injection).
     pub chaos: f64,
+    /// Keep the tree in this store; when it holds a tree already, that
+    /// tree is restored instead of `root` (and runs as restored: no change
+    /// halfway).
+    pub store: Option<fsm_actors::store::TreeStore>,
 }
 
 /// What a demo run ends with.
@@ -39,6 +43,8 @@ pub struct DemoRun {
     /// Restarts over the whole run, as the restart warnings count them
     /// (nodes removed since included; see [`Tree::restarts`](fsm_actors::TreeHandle::restarts)).
     pub restarts: u64,
+    /// What the tree restored from its store, if it did.
+    pub restored: Option<fsm_actors::RestoreInfo>,
 }
 
 /// A demo run failed.
@@ -97,12 +103,10 @@ pub async fn run_demo_with(
     spawned: impl FnOnce(&Tree),
 ) -> Result<DemoRun, DemoError> {
     let io = SimIo::default();
-    let tree = Tree::spawn(
-        options.root.clone(),
-        registry(&io)?,
-        demo_config(options.tick),
-    )
-    .await?;
+    let mut config = demo_config(options.tick);
+    config.store.clone_from(&options.store);
+    let tree = Tree::spawn(options.root.clone(), registry(&io)?, config).await?;
+    let restored = tree.restored();
     spawned(&tree);
     let halfway = options.ticks / 2;
     if options.chaos > 0.0 {
@@ -115,7 +119,9 @@ pub async fn run_demo_with(
     tree.wait_ticks(halfway).await?;
     tree.inject_faults(0.0);
     let mut changed = false;
-    if options.change_halfway {
+    // A restored tree runs as it was restored (its own change, if it had
+    // one, is in it).
+    if options.change_halfway && restored.is_none() {
         match changed_root_spec(&options.root) {
             Some(spec) => {
                 tracing::info!(tick = halfway, "applying the changed root spec");
@@ -136,6 +142,7 @@ pub async fn run_demo_with(
         shutdown,
         changed,
         restarts,
+        restored,
     })
 }
 

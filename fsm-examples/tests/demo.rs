@@ -15,6 +15,7 @@ fn options(ticks: u64, change_halfway: bool) -> DemoOptions {
         tick: Duration::from_millis(50),
         change_halfway,
         chaos: 0.0,
+        store: None,
     }
 }
 

@@ -67,14 +67,27 @@ impl NodeState {
     fn enqueue(&mut self, action: BoxedAction, myself: &ActorRef<NodeMsg>) {
         let id = self.shared.next_action_id.fetch_add(1, Ordering::Relaxed);
         let name = action.name();
+        // With a store, the outcome goes to the store too, whoever hears it.
+        let recorded = self.store_action_record(id, name, myself);
+        let owner: Box<dyn OutcomeSink> = match &recorded {
+            Some((_, sink)) => Box::new(sink.clone()),
+            None => Box::new(myself.clone()),
+        };
         let request = ActionRequest {
             id,
             path: self.path.clone(),
-            owner: Box::new(myself.clone()),
+            owner,
             action,
             worker_type: Arc::clone(&self.cold.worker_type),
             origin: self.cold.tick_origin.as_deref().cloned(),
         };
+        if let Some((store, sink)) = recorded {
+            // The action runs once its started record is written.
+            store.action_started(sink.record, request.into());
+            self.action = Some((id, name));
+            self.store_dirty = true;
+            return;
+        }
         match self.shared.executor.cast(ExecMsg::Enqueue(request.into())) {
             Ok(()) => self.action = Some((id, name)),
             Err(_) => {
@@ -103,6 +116,8 @@ impl NodeState {
             return;
         }
         self.action = None;
+        // (Its record with the outcome went to the store with the outcome.)
+        self.store_dirty = true;
         // Whatever it did, the state machine next sees an observation taken
         // after it ended (the collect now in flight, if any, started before).
         self.collector.act_after = self.collector.seq;
@@ -114,7 +129,9 @@ impl NodeState {
             }
             ActionOutcome::Failed(e) => Some(format!("action `{}` failed: {e}", report.action)),
             ActionOutcome::TimedOut => Some(format!("action `{}` timed out", report.action)),
-            ActionOutcome::Cancelled | ActionOutcome::Rejected(_) => None,
+            ActionOutcome::Cancelled | ActionOutcome::Rejected(_) | ActionOutcome::Interrupted => {
+                None
+            }
         };
         if let Some(failure) = failure {
             self.action_failed(&report.action, failure);

@@ -260,6 +260,10 @@ impl NodeState {
         myself: &ActorRef<NodeMsg>,
     ) -> Result<(), ActorProcessingErr> {
         self.cold.collect_task = None;
+        // The store hears of the node's end here: the outcome of the action
+        // cancelled below (the node will not be there to hear it) and its
+        // last observed document.
+        self.store_stopping(Instant::now());
         let _ = self
             .shared
             .executor

@@ -67,6 +67,9 @@ pub(crate) enum NodeMsg {
     /// While the node drives itself to `stopped` before it stops (see
     /// `drain`): time for another step, or the budget is up.
     DrainTick,
+    /// From the store actor, to the top, which passes it to the root: the
+    /// tree's store cannot be written (`Some`, why), or can again.
+    StoreProblem(Option<String>),
     /// A child this node was stopping on purpose has stopped.
     ChildStopped {
         id: ActorId,

@@ -40,6 +40,7 @@ mod observation;
 mod reconcile;
 mod reports;
 mod stop;
+mod store;
 mod supervise;
 mod tick;
 pub(crate) mod top;
@@ -70,6 +71,7 @@ use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
 use observation::AbortOnDrop;
 pub(crate) use stop::StopSink;
+pub(crate) use store::unix_ms_now;
 use tick::TickRest;
 
 /// What every node of a tree shares: read-only configuration and handles,
@@ -93,6 +95,10 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     /// Where killed nodes record themselves during the tree's shutdown.
     pub(crate) stops: stop::StopSink,
+    /// The tree's store actor, when the tree has a store.
+    pub(crate) store: Option<crate::persist::StoreLink>,
+    /// What the tree restored from its store, when it did.
+    pub(crate) restored: Option<crate::persist::Restored>,
     /// The fault-injection probability per node and tick, as `f64` bits.
     #[cfg(feature = "fault-injection")]
     pub(crate) chaos: Padded<AtomicU64>,
@@ -244,6 +250,9 @@ pub(crate) struct NodeState {
     /// The worker has declared children from its state (`cold.from_state`
     /// is set): a bool here, so that other nodes' ticks do not read `cold`.
     has_state_children: bool,
+    /// Something the node's observed document shows may have changed
+    /// since it was last handed to the store (see `store`).
+    store_dirty: bool,
     ticks: u64,
     /// The tree generation this node has applied: the one its last tick
     /// carried (at the top: the tree's own).
@@ -317,6 +326,8 @@ struct Problems {
     declaration: Option<String>,
     /// The desired state is not a state of the worker.
     state: Option<String>,
+    /// The tree's store cannot be written (on the root only).
+    store: Option<String>,
 }
 
 /// Which of a node's [`Problems`].
@@ -326,6 +337,7 @@ enum Problem {
     Derive,
     Declaration,
     State,
+    Store,
 }
 
 impl Problems {
@@ -335,6 +347,7 @@ impl Problems {
             Problem::Derive => &mut self.derive,
             Problem::Declaration => &mut self.declaration,
             Problem::State => &mut self.state,
+            Problem::Store => &mut self.store,
         }
     }
 
@@ -344,6 +357,7 @@ impl Problems {
             .or(self.derive.as_ref())
             .or(self.declaration.as_ref())
             .or(self.state.as_ref())
+            .or(self.store.as_ref())
     }
 }
 
@@ -425,6 +439,17 @@ struct Cold {
     transition_reason: std::borrow::Cow<'static, str>,
     /// The last failed action, while its retry backs off (boxed: rare).
     action_retry: Option<Box<ActionRetry>>,
+    /// The spec hash and generation of the desired document last handed
+    /// to the store.
+    stored_desired: Option<(SpecHash, u64)>,
+    /// The observed document last handed to the store.
+    stored_observed: Option<Box<fsm_core::store::ObservedDocument>>,
+    /// The node's last observed document in the store it was restored
+    /// from (first incarnation in this process only).
+    restored: Option<Box<fsm_core::store::ObservedDocument>>,
+    /// Its action found interrupted at restore, until the first traced
+    /// tick records it.
+    interrupted: Option<Box<fsm_core::store::ActionRecord>>,
 }
 
 /// A node's failed collects, in this incarnation.
@@ -504,6 +529,23 @@ impl Actor for NodeActor {
         let quiet_until = observation::limits(&args.shared.config, interval.as_deref())
             .quiet_until(started.into_std())
             .map(Instant::from_std);
+        let restored = args
+            .shared
+            .restored
+            .as_ref()
+            .and_then(|r| r.take(&args.path))
+            .unwrap_or(crate::persist::RestoredNode {
+                observed: None,
+                interrupted: None,
+            });
+        // An action its earlier process never finished shows as the node's
+        // last action, `interrupted`.
+        let last_action = restored.interrupted.as_ref().map(|a| {
+            Box::new(ActionReport {
+                action: a.action.clone(),
+                outcome: fsm_core::ActionOutcome::Interrupted,
+            })
+        });
         let state = NodeState {
             path: args.path,
             parent: args.parent,
@@ -514,6 +556,7 @@ impl Actor for NodeActor {
             tree_generation: args.tree_generation,
             generation_pending: true,
             has_state_children: false,
+            store_dirty: false,
             parent_state: args.parent_state,
             desired_state: String::new(),
             desired_children: DesiredState::new("").children_hash(),
@@ -535,7 +578,7 @@ impl Actor for NodeActor {
                 interval,
             },
             action: None,
-            last_action: None,
+            last_action,
             last_report_at: started,
             state_match: std::cell::Cell::new((0, u64::MAX, false)),
             reported: None,
@@ -579,6 +622,10 @@ impl Actor for NodeActor {
                 action_retry: None,
                 gave_up: None,
                 drain: None,
+                stored_desired: None,
+                stored_observed: None,
+                restored: restored.observed.map(Box::new),
+                interrupted: restored.interrupted.clone().map(Box::new),
             }),
         };
         // Counted from here: dropping the state takes it back out.
@@ -593,6 +640,7 @@ impl Actor for NodeActor {
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         state.apply_inputs()?;
+        state.store_started();
         state.start_collect(&myself, &tracing::Span::none(), now);
         if let Some(parent) = state.cold.first_tick.take() {
             let parent = parent.map_or_else(tracing::Span::none, |span| *span);
@@ -676,6 +724,7 @@ impl NodeState {
                     self.generation_pending = true;
                 }
                 self.update_spec(spec, hash)?;
+                self.store_desired();
                 None
             }
             NodeMsg::ParentContext(context) => {
@@ -738,6 +787,10 @@ impl NodeState {
             NodeMsg::ChildStopped { id, records } => Some(Waiting::ChildStopped { id, records }),
             // Only while stopping (see `drain`).
             NodeMsg::DrainTick => None,
+            NodeMsg::StoreProblem(problem) => {
+                self.store_problem(problem);
+                None
+            }
         };
         if let Some(waiting) = waiting {
             return Ok(Some((waiting, now)));
@@ -829,6 +882,19 @@ impl NodeState {
     // ----- observation and state machine ----------------------------------
 
     // ----- health and reporting -----------------------------------------
+
+    /// The store actor's news: the store cannot be written (`Some`), or
+    /// can again. The top passes it to the root, which shows it.
+    fn store_problem(&mut self, problem: Option<String>) {
+        if self.is_top() {
+            if let Some(root) = self.children.entries().first().and_then(|c| c.actor()) {
+                let _ = root.cast(NodeMsg::StoreProblem(problem.clone()));
+            }
+        } else if self.problems.as_ref().and_then(|p| p.store.as_ref()) != problem.as_ref() {
+            self.set_problem(Problem::Store, problem);
+            self.store_dirty = true;
+        }
+    }
 
     fn set_parent_state(&mut self, mapped: Option<String>) {
         if mapped != self.parent_state {

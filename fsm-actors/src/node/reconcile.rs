@@ -223,6 +223,7 @@ impl NodeState {
                 PlanStep::Stop { name } => {
                     if let Some(i) = self.children.index_of(&name) {
                         let entry = self.children.remove_at(i);
+                        self.store_removed(&entry.path);
                         if let Some(actor) = entry.actor() {
                             let worker_type = entry.spec.worker_type.clone();
                             self.stop_child(
@@ -290,7 +291,17 @@ impl NodeState {
                     let spec = Arc::new(spec);
                     let path = self.path.child(&spec.name);
                     let hash = wanted_hashes[index];
+                    let restarts = self
+                        .shared
+                        .restored
+                        .as_ref()
+                        .and_then(|r| r.restarts(&path));
                     let mut entry = ChildEntry::new(path, spec, hash, now);
+                    if let Some(restarts) = restarts {
+                        // Carried over from the process the tree was
+                        // restored from.
+                        entry.restarts = restarts;
+                    }
                     entry.decoded = decoded.get_mut(index).and_then(Option::take);
                     self.children.push(entry);
                 }

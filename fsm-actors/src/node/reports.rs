@@ -94,7 +94,7 @@ impl NodeState {
         self.children.record_report(report);
     }
 
-    fn own_error(&self, now: Instant) -> Option<String> {
+    pub(super) fn own_error(&self, now: Instant) -> Option<String> {
         if let Some(e) = self.problems.as_deref().and_then(Problems::first) {
             return Some(e.clone());
         }
@@ -185,7 +185,15 @@ impl NodeState {
                 && r.settled == settled
         });
         if unchanged && !self.is_top() {
+            if self.store_dirty {
+                self.store_observed(now);
+            }
             return;
+        }
+        if !self.is_top() {
+            // The state, health or convergence changed: the observed
+            // document may have (see `store`).
+            self.store_dirty = true;
         }
         let desired_changed = self
             .reported
@@ -217,6 +225,9 @@ impl NodeState {
                 }));
             }
             None => self.publish_status(synced),
+        }
+        if self.store_dirty {
+            self.store_observed(now);
         }
     }
 
@@ -279,6 +290,7 @@ impl NodeState {
             )
             .unwrap_or(u64::MAX),
             location_path: self.cold.inputs.location_path.to_string(),
+            restored: self.cold.restored.clone().map(|doc| *doc),
             children: Vec::new(),
         }
     }

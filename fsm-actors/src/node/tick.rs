@@ -118,6 +118,21 @@ impl NodeState {
                 (Some(origin), Some(slot)) => **slot = origin,
                 (origin, slot) => *slot = origin.map(Box::new),
             }
+            if let Some(record) = self.cold.interrupted.take() {
+                // In the trace of the node's first traced tick after a
+                // restore (read only while ticks are traced).
+                let path = &self.path;
+                span.in_scope(|| {
+                    tracing::info!(
+                        node.path = %path,
+                        action = %record.action,
+                        action_id = record.id,
+                        started_at_ms = record.started_at_ms,
+                        outcome = "interrupted",
+                        "action interrupted: its process ended while it ran"
+                    );
+                });
+            }
         }
         let prepared = span.in_scope(|| self.tick_prepare(now))?;
         let due = self.children.next_due().is_some_and(|due| due <= now);

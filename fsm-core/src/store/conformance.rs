@@ -185,11 +185,44 @@ pub fn the_latest_write_wins(store: &mut impl Store) {
     );
 }
 
-/// Removing a node removes its identity, documents and actions, and nothing
-/// of any other node; removing an unknown node does nothing.
+/// Removing a node removes its identity, documents and actions, and those
+/// of every node below it, and nothing of any other node (not even one
+/// whose name starts with the removed one's); removing an unknown node does
+/// nothing.
 pub fn a_removed_node_loses_all_its_records(store: &mut impl Store) {
     let a = NodePath::parse("plant/a");
     let b = NodePath::parse("plant/b");
+    let below = [
+        NodePath::parse("plant/a/x"),
+        NodePath::parse("plant/a/x/deep"),
+    ];
+    // Neighbours a prefix match would catch (in path order).
+    let neighbours = [
+        NodePath::parse("plant/a%"),
+        NodePath::parse("plant/a_"),
+        NodePath::parse("plant/ab"),
+    ];
+    let mut batch = Vec::new();
+    for path in below.iter().chain(&neighbours) {
+        batch.extend([
+            Change::Identity(NodeIdentity::new(path.clone(), "t")),
+            Change::Observed(path.clone(), observed("running", 0)),
+            Change::Action(action(path.as_str(), 1, None)),
+        ]);
+    }
+    write(store, &batch);
+    write(store, &[Change::Remove(a.clone())]);
+    let tree = loaded(store);
+    assert_eq!(
+        tree.nodes.keys().collect::<Vec<_>>(),
+        neighbours.iter().collect::<Vec<_>>(),
+        "removing `plant/a` must remove its subtree and only that"
+    );
+    for path in &neighbours {
+        assert_eq!(tree.nodes[path].actions.len(), 1);
+        assert!(tree.nodes[path].observed.is_some());
+    }
+    write(store, &neighbours.map(Change::Remove));
     let mut batch = Vec::new();
     for path in [&a, &b] {
         batch.extend([

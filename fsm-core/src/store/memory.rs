@@ -46,10 +46,12 @@ impl Tables {
                 self.actions.insert((action.node.clone(), action.id), bytes);
             }
             Change::Remove(path) => {
-                self.identity.remove(path);
-                self.desired.remove(path);
-                self.observed.remove(path);
-                self.actions.retain(|(node, _), _| node != path);
+                // The node and its whole subtree.
+                let kept = |node: &NodePath| !node.starts_with(path);
+                self.identity.retain(|node, _| kept(node));
+                self.desired.retain(|node, _| kept(node));
+                self.observed.retain(|node, _| kept(node));
+                self.actions.retain(|(node, _), _| kept(node));
             }
         }
         Ok(())

@@ -100,8 +100,8 @@ pub struct LastAction {
     pub outcome: Option<StoredOutcome>,
 }
 
-/// How an action ended, as stored: the outcomes of [`ActionOutcome`] and
-/// one more, [`StoredOutcome::Interrupted`], for an action whose process
+/// How an action ended, as stored: the outcomes of [`ActionOutcome`],
+/// [`StoredOutcome::Interrupted`] among them, for an action whose process
 /// ended while it ran.
 ///
 /// (A plain enum of its own, rather than [`ActionOutcome`], so that the
@@ -126,7 +126,7 @@ pub enum StoredOutcome {
 impl StoredOutcome {
     /// A short label: `succeeded`, `failed`, `timed_out`, `cancelled`,
     /// `rejected` or `interrupted` (the labels of
-    /// [`ActionOutcome::label`], and one more).
+    /// [`ActionOutcome::label`]).
     #[must_use]
     pub fn label(&self) -> &'static str {
         match self {
@@ -148,6 +148,20 @@ impl From<ActionOutcome> for StoredOutcome {
             ActionOutcome::TimedOut => Self::TimedOut,
             ActionOutcome::Cancelled => Self::Cancelled,
             ActionOutcome::Rejected(e) => Self::Rejected(e),
+            ActionOutcome::Interrupted => Self::Interrupted,
+        }
+    }
+}
+
+impl From<StoredOutcome> for ActionOutcome {
+    fn from(outcome: StoredOutcome) -> Self {
+        match outcome {
+            StoredOutcome::Succeeded => Self::Succeeded,
+            StoredOutcome::Failed(e) => Self::Failed(e),
+            StoredOutcome::TimedOut => Self::TimedOut,
+            StoredOutcome::Cancelled => Self::Cancelled,
+            StoredOutcome::Rejected(e) => Self::Rejected(e),
+            StoredOutcome::Interrupted => Self::Interrupted,
         }
     }
 }
@@ -289,7 +303,9 @@ pub enum Change {
     /// must be stored, as for [`Change::Desired`].
     Action(ActionRecord),
     /// Removes a node and all its records (its identity, documents and
-    /// actions). Removing a node that is not stored does nothing.
+    /// actions), and so every node below it (its whole subtree: a removed
+    /// node's children are removed with it). Removing a node that is not
+    /// stored does nothing.
     Remove(NodePath),
 }
 
@@ -417,6 +433,33 @@ pub trait Store {
     }
 }
 
+/// A store shared with others (say, a test that reads what a running tree
+/// wrote): each call locks it. A poisoned lock is taken over, since a
+/// batch is applied all or nothing.
+impl<S: Store + ?Sized> Store for std::sync::Arc<std::sync::Mutex<S>> {
+    fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .write(batch)
+    }
+
+    fn read_all(&self) -> Result<Option<StoredTree>, StoreError> {
+        self.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read_all()
+    }
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        (**self).write(batch)
+    }
+
+    fn read_all(&self) -> Result<Option<StoredTree>, StoreError> {
+        (**self).read_all()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,6 +472,7 @@ mod tests {
             ActionOutcome::TimedOut,
             ActionOutcome::Cancelled,
             ActionOutcome::Rejected("queue full".to_owned()),
+            ActionOutcome::Interrupted,
         ];
         for outcome in outcomes {
             let label = outcome.label();
@@ -436,6 +480,7 @@ mod tests {
                 ActionRecord::started(NodePath::parse("plant"), "connect", 1, 5).finished(outcome);
             let stored = record.outcome.unwrap();
             assert_eq!(stored.label(), label);
+            assert_eq!(ActionOutcome::from(stored).label(), label);
         }
         assert_eq!(StoredOutcome::Interrupted.label(), "interrupted");
     }

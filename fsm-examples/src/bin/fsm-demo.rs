@@ -9,6 +9,7 @@
 //! cargo run -p fsm-examples --bin fsm-demo -- --ticks 60 --chaos 0.05  # crash nodes, watch them recover
 //! cargo run -p fsm-examples --bin fsm-demo -- --trace-out trace.jsonl   # then: fsm-trace trace.jsonl
 //! cargo run -p fsm-examples --bin fsm-demo -- --ticks 2000 --metrics-addr 127.0.0.1:9464
+//! cargo run -p fsm-examples --bin fsm-demo -- --store plant.store     # run again: it restores
 //! ```
 //!
 //! Logs go to stderr (`RUST_LOG=info` shows every state transition); the
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use fsm_actors::store::{SqliteStore, TreeStore};
 use fsm_actors::telemetry::{Telemetry, TelemetryGuard};
 use fsm_core::ChildSpec;
 use fsm_examples::demo::{
@@ -70,6 +72,11 @@ struct Args {
     /// (e.g. http://localhost:4318).
     #[arg(long, value_name = "ENDPOINT")]
     otlp: Option<String>,
+    /// Keep the tree in this SQLite file (created if missing). When the
+    /// file holds a tree, that tree is restored instead of the embedded
+    /// (or --spec) one, and runs as restored: no change halfway.
+    #[arg(long, value_name = "FILE")]
+    store: Option<PathBuf>,
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {
@@ -142,7 +149,16 @@ fn load_root(path: Option<&PathBuf>) -> Result<ChildSpec, String> {
 }
 
 fn run(args: &Args, telemetry: &TelemetryGuard) -> Result<(), String> {
+    let store = match &args.store {
+        Some(path) => {
+            Some(TreeStore::new(SqliteStore::open(path).map_err(|e| {
+                format!("cannot use {} as a store: {e}", path.display())
+            })?))
+        }
+        None => None,
+    };
     let options = DemoOptions {
+        store,
         root: load_root(args.spec.as_ref())?,
         ticks: args.ticks,
         tick: Duration::from_millis(args.tick_ms),
@@ -155,7 +171,23 @@ fn run(args: &Args, telemetry: &TelemetryGuard) -> Result<(), String> {
         tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?;
     let run = runtime
         .block_on(run_demo_with(&options, |tree| telemetry.serve_tree(tree)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match &args.store {
+            Some(path) => format!("{e} (store {})", path.display()),
+            None => e.to_string(),
+        })?;
+    if let (Some(info), Some(path)) = (&run.restored, &args.store) {
+        let when = info.saved_at_ms.map_or_else(
+            || "an unknown time".to_owned(),
+            |ms| httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+        );
+        eprintln!(
+            "fsm-demo: restored {} nodes from {} (last written {when}, generation {}, {} interrupted actions); no change halfway",
+            info.nodes,
+            path.display(),
+            info.generation,
+            info.interrupted,
+        );
+    }
     if args.json {
         let json = run.snapshot.to_json_pretty().map_err(|e| e.to_string())?;
         println!("{json}");
