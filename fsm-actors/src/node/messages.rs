@@ -67,6 +67,11 @@ pub(crate) enum NodeMsg {
     /// While the node drives itself to `stopped` before it stops (see
     /// `drain`): time for another step, or the budget is up.
     DrainTick,
+    /// Fault injection: the node at this path ends at once, as if killed
+    /// from outside (its actor stopped by its ref), or the message is
+    /// passed on to the child on its path.
+    #[cfg(feature = "fault-injection")]
+    Kill(fsm_core::NodePath),
     /// A child this node was stopping on purpose has stopped.
     ChildStopped {
         id: ActorId,
