@@ -1082,6 +1082,16 @@ fn run_case(ops: Vec<Op>) -> Outcome {
     runtime.block_on(run(ops))
 }
 
+/// The longest sequence generated, plus one: `MODEL_MAX_OPS` (24 by
+/// default), for long runs with longer sequences.
+fn max_ops() -> usize {
+    std::env::var("MODEL_MAX_OPS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 1)
+        .unwrap_or(24)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         // Each case runs a tree: shrinking is bounded in time, not steps.
@@ -1091,7 +1101,7 @@ proptest! {
 
     #[test]
     fn the_live_tree_matches_the_model_after_any_sequence_of_operations(
-        ops in prop::collection::vec(op(), 1..24)
+        ops in prop::collection::vec(op(), 1..max_ops())
     ) {
         run_case(ops).map_err(TestCaseError::fail)?;
     }
