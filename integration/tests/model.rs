@@ -903,6 +903,31 @@ impl Run {
         Ok(())
     }
 
+    /// Whether the tree has the model's nodes, in the model's order, with
+    /// its worker types, generations and restart counts.
+    async fn compare(&self, snapshot: &NodeSnapshot) -> Outcome {
+        let live: Vec<(String, String, u64, u64)> = snapshot
+            .iter()
+            .map(|n| {
+                (
+                    n.path.as_str().to_owned(),
+                    n.worker_type.clone(),
+                    n.generation,
+                    n.restarts,
+                )
+            })
+            .collect();
+        let expected = self.model.expected();
+        if live != expected {
+            return self
+                .fail(format!(
+                    "the live tree (path, type, generation, restarts) differs from the model:\n live:     {live:?}\n expected: {expected:?}"
+                ))
+                .await;
+        }
+        Ok(())
+    }
+
     /// Heals every child, waits for quiet, and compares the tree with the
     /// model; then shuts it down and checks the stop hooks.
     async fn check(mut self) -> Outcome {
@@ -925,25 +950,8 @@ impl Run {
             .inspect()
             .await
             .map_err(|e| format!("inspect: {e}"))?;
-        let live: Vec<(String, String, u64, u64)> = snapshot
-            .iter()
-            .map(|n| {
-                (
-                    n.path.as_str().to_owned(),
-                    n.worker_type.clone(),
-                    n.generation,
-                    n.restarts,
-                )
-            })
-            .collect();
+        self.compare(&snapshot).await?;
         let expected = self.model.expected();
-        if live != expected {
-            return self
-                .fail(format!(
-                    "the live tree (path, type, generation, restarts) differs from the model:\n live:     {live:?}\n expected: {expected:?}"
-                ))
-                .await;
-        }
         check_nodes(&snapshot).map_err(|e| format!("{e}\nafter:\n{}", self.log))?;
         if self.tree.restarts() != self.model.all_restarts {
             return self
@@ -1068,6 +1076,11 @@ async fn run(ops: Vec<Op>) -> Outcome {
     let mut run = Run::new().await?;
     for op in &ops {
         run.apply(op).await?;
+        // Whatever the workers do, the tree's shape follows the model after
+        // every operation, not only once healed.
+        if let Ok(snapshot) = run.tree.inspect().await {
+            run.compare(&snapshot).await?;
+        }
     }
     run.check().await
 }
