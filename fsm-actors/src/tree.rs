@@ -731,6 +731,28 @@ impl TreeHandle {
             .store(p.to_bits(), std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Fault injection for chaos testing: kills the actor of the node at
+    /// `path` (`plant/line-1`) and with it its subtree, as a crashing
+    /// dependency would stop it from outside: no stop hook runs, and its
+    /// parent's restart policy applies as after a panic. A path no running
+    /// node has is ignored.
+    ///
+    /// Only with the `fault-injection` cargo feature.
+    ///
+    /// # Errors
+    ///
+    /// [`TreeError::Fatal`] once the tree has given up;
+    /// [`TreeError::NotRunning`] once the tree is gone.
+    #[cfg(feature = "fault-injection")]
+    pub fn kill_node(&self, path: &str) -> Result<(), TreeError> {
+        self.check_running()?;
+        self.check_not_fatal()?;
+        self.inner
+            .top
+            .cast(NodeMsg::Kill(NodePath::parse(path)))
+            .map_err(|_| TreeError::NotRunning)
+    }
+
     /// A serialisable snapshot of the whole tree, from the root down.
     ///
     /// # Errors

@@ -7,7 +7,7 @@
 //! * `target`: the desired state it derives (`running` by default);
 //! * `action`: how its actions behave (`succeed`, `fail`, `panic`, `hang`),
 //!   after `action_delay_ms`;
-//! * `collect`: how collection behaves (`ok`, `fail`, `hang`).
+//! * `collect`: how collection behaves (`ok`, `fail`, `hang`, `panic`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -137,6 +137,8 @@ pub enum Fault {
     FailStart,
     /// The constructor returns an error, so the node fails to start.
     ConstructorError,
+    /// `derive_desired` panics (it runs at start and on every spec change).
+    CrashInDerive,
 }
 
 /// The simulated world the probes act on: which paths are "up", and the
@@ -178,6 +180,16 @@ impl ProbeWorld {
         if let Ok(mut m) = self.faults.lock() {
             m.retain(|(p, _), _| p != path);
         }
+    }
+
+    /// How many more times `fault` will fire for `path` (0 once it has
+    /// fired as often as it was armed, or was never armed).
+    #[must_use]
+    pub fn armed(&self, path: &str, fault: Fault) -> u32 {
+        self.faults
+            .lock()
+            .map(|m| m.get(&(path.to_owned(), fault)).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// Fires `fault` for `path` if it is armed.
@@ -224,6 +236,8 @@ pub enum CollectMode {
     Fail,
     /// Never finish (times out).
     Hang,
+    /// Panic.
+    Panic,
 }
 
 /// The spec of a [`Probe`].
@@ -446,6 +460,7 @@ impl Worker for Probe {
                 std::future::pending::<()>().await;
                 Ok(false)
             }
+            CollectMode::Panic => panic!("probe collect configured to panic"),
         }
     }
 
@@ -454,6 +469,10 @@ impl Worker for Probe {
         spec: &ProbeSpec,
         ctx: &DeriveContext<'_>,
     ) -> Result<DesiredState, BoxError> {
+        let path = ctx.path().as_str();
+        if self.world.fire(path, Fault::CrashInDerive) {
+            panic!("probe `{path}` configured to crash in derive");
+        }
         self.world.journal.push(Event::Derived(
             ctx.path().as_str().to_owned(),
             spec.label.clone(),

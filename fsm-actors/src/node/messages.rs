@@ -70,6 +70,11 @@ pub(crate) enum NodeMsg {
     /// From the store actor, to the top, which passes it to the root: the
     /// tree's store cannot be written (`Some`, why), or can again.
     StoreProblem(Option<String>),
+    /// Fault injection: the node at this path ends at once, as if killed
+    /// from outside (its actor stopped by its ref), or the message is
+    /// passed on to the child on its path.
+    #[cfg(feature = "fault-injection")]
+    Kill(fsm_core::NodePath),
     /// A child this node was stopping on purpose has stopped.
     ChildStopped {
         id: ActorId,

@@ -34,6 +34,8 @@ mod actions;
 mod children;
 mod drain;
 mod inputs;
+#[cfg(feature = "fault-injection")]
+mod kill;
 mod latest;
 mod messages;
 mod observation;
@@ -780,6 +782,11 @@ impl NodeState {
             }
             NodeMsg::ReadObservation(request) => {
                 self.read_observation(request, now);
+                return Ok(None);
+            }
+            #[cfg(feature = "fault-injection")]
+            NodeMsg::Kill(path) => {
+                self.kill(&path, myself);
                 return Ok(None);
             }
             NodeMsg::Shutdown { deadline, reply } => Some(Waiting::Shutdown { deadline, reply }),
