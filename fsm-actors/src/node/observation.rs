@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use fsm_core::freshness::FreshnessLimits;
+use fsm_core::freshness::{FreshnessLimits, is_quiet};
 use fsm_core::{runtime::CollectStart, runtime::panic_message};
 use futures::FutureExt;
 use ractor::ActorRef;
@@ -106,6 +106,11 @@ impl NodeState {
             return None;
         }
         let quiet_until = self.collector.quiet_until.map(Instant::into_std);
+        // The quiet check first: a healthy node then reads nothing more (the
+        // start time is in the cold part, a cache miss per node per tick).
+        if is_quiet(quiet_until, now.into_std()) {
+            return None;
+        }
         self.freshness_limits()
             .stale_for(quiet_until, self.cold.started.into_std(), now.into_std())
     }
@@ -123,6 +128,10 @@ impl NodeState {
             return None;
         }
         let quiet_until = self.collector.quiet_until.map(Instant::into_std);
+        // As in `stale_for`: a healthy node only compares.
+        if is_quiet(quiet_until, now.into_std()) {
+            return None;
+        }
         self.freshness_limits()
             .hung_for(quiet_until, self.cold.started.into_std(), now.into_std())
     }
