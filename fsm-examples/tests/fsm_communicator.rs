@@ -61,7 +61,14 @@ async fn the_communicator_binary_moves_every_message_through_a_faulty_relay_and_
     assert_eq!(report["dropped"], 0);
     assert_eq!(report["complete"], true);
     let visited = report["states_visited"].as_array().unwrap();
-    assert!(visited.iter().any(|s| s == "syncing"), "{report}");
+    // Every state entered, however briefly, in order: from `stopped`
+    // through `authenticating` to `syncing` (and `degraded` if a fault
+    // lasted).
+    assert_eq!(
+        visited[..3],
+        ["stopped", "authenticating", "syncing"],
+        "{report}"
+    );
     let received: BTreeSet<String> = relay.received().into_iter().map(|m| m.content).collect();
     let expected: BTreeSet<String> = (0..n).map(|i| format!("msg-{i}")).collect();
     assert_eq!(received, expected);

@@ -15,6 +15,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Parser;
@@ -25,6 +26,11 @@ use fsm_examples::communicator::{
 };
 use fsm_examples::protocol::UmhMessage;
 use serde::Serialize;
+use tracing::Level;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Run the communicator against a relay: push, pull, report.
 #[derive(Parser, Debug)]
@@ -92,17 +98,85 @@ fn report(stats: &CommunicatorStats, states: Vec<String>, args: &Args) -> Report
     }
 }
 
+/// The tree's root: the communicator.
+const ROOT: &str = "communicator";
+
+/// The communicator's states in the order they were first entered, from
+/// the runtime's `state transition` events (every transition, however
+/// short; sampling the tree would miss a state left within the sample).
+#[derive(Clone, Default)]
+struct StateTrail(Arc<Mutex<Vec<String>>>);
+
+impl StateTrail {
+    fn states(&self) -> Vec<String> {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl<S: tracing::Subscriber> Layer<S> for StateTrail {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut fields = TransitionFields::default();
+        event.record(&mut fields);
+        if !fields.is_transition || fields.path != ROOT {
+            return;
+        }
+        let Ok(mut states) = self.0.lock() else {
+            return;
+        };
+        for state in [fields.from, fields.to] {
+            if !state.is_empty() && !states.contains(&state) {
+                states.push(state);
+            }
+        }
+    }
+}
+
+/// The fields of a `state transition` event.
+#[derive(Default)]
+struct TransitionFields {
+    is_transition: bool,
+    path: String,
+    from: String,
+    to: String,
+}
+
+impl Visit for TransitionFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "from" => value.clone_into(&mut self.from),
+            "to" => value.clone_into(&mut self.to),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.is_transition = format!("{value:?}") == "state transition",
+            "node.path" => self.path = format!("{value:?}"),
+            _ => {}
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     // Logs on stderr, `RUST_LOG` to filter (default: warnings); no level
     // shows the auth token or the session's JWT.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+    let logs = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let trail = StateTrail::default();
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .with_filter(logs),
+        )
+        .with(
+            trail
+                .clone()
+                .with_filter(Targets::new().with_target("fsm_actors", Level::INFO)),
         )
         .init();
     let n = usize::try_from(args.push).unwrap_or(usize::MAX);
@@ -129,14 +203,13 @@ async fn main() -> ExitCode {
         timeout_ms: args.request_timeout_ms,
         ..CommunicatorSpec::new(args.relay.clone(), Secret::from(args.auth_token.as_str()))
     };
-    let root =
-        match ChildSpec::new("communicator", communicator::COMMUNICATOR).with_typed_spec(&spec) {
-            Ok(root) => root,
-            Err(e) => {
-                eprintln!("fsm-communicator: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let root = match ChildSpec::new(ROOT, communicator::COMMUNICATOR).with_typed_spec(&spec) {
+        Ok(root) => root,
+        Err(e) => {
+            eprintln!("fsm-communicator: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let tree_config = TreeConfig::default()
         .with_tick_interval(Some(Duration::from_millis(10)))
         // An action waits at most one request.
@@ -164,15 +237,8 @@ async fn main() -> ExitCode {
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_s);
-    let mut states: Vec<String> = Vec::new();
     loop {
         while channels.inbound.try_recv().is_ok() {}
-        if let Ok(snapshot) = tree.inspect().await
-            && states.last() != Some(&snapshot.state)
-            && !states.contains(&snapshot.state)
-        {
-            states.push(snapshot.state.clone());
-        }
         let stats = channels.stats();
         if (stats.acknowledged >= args.push && stats.delivered >= args.expect_pull)
             || tokio::time::Instant::now() >= deadline
@@ -182,7 +248,7 @@ async fn main() -> ExitCode {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let shutdown = tree.shutdown(Duration::from_secs(10)).await;
-    let report = report(&channels.stats(), states, &args);
+    let report = report(&channels.stats(), trail.states(), &args);
     if args.json {
         match serde_json::to_string(&report) {
             Ok(line) => println!("{line}"),
