@@ -541,11 +541,12 @@ pub(crate) struct RestoredNode {
 }
 
 impl Restored {
-    /// How often the node at `path` had been restarted, as stored.
-    pub(crate) fn restarts(&self, path: &NodePath) -> Option<u64> {
+    /// How often the node at `path` had been restarted, and the backoff
+    /// attempt its next failure was to use, as stored.
+    pub(crate) fn restarts(&self, path: &NodePath) -> Option<(u64, u32)> {
         let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         let observed = nodes.get(path)?.observed.as_ref()?;
-        Some(u64::from(observed.restarts))
+        Some((u64::from(observed.restarts), observed.backoff_attempt))
     }
 
     /// The node's records, once: its first incarnation in this process

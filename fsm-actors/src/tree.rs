@@ -337,6 +337,7 @@ impl Tree {
             tree_generation: 1,
             tick_pending: Some(Arc::clone(&top_tick_pending)),
             restarts: 0,
+            attempt: 0,
             parent: None,
             parent_state: None,
             context: Arc::new(crate::node::ParentContext::default()),
