@@ -392,6 +392,11 @@ impl StoreActor {
             }
             if self.backlog.is_empty() {
                 self.answer_flushes();
+                // Nothing waits to be written, so no action waits for a
+                // record: the record of an action of a node being removed
+                // (stopping, say) is dropped, and the action must not wait
+                // for a batch that nothing else may ever bring.
+                self.release_all();
             }
             if self.last
                 && self.flushes.is_empty()

@@ -561,3 +561,32 @@ async fn a_restored_node_that_was_backing_off_goes_on_at_its_stored_backoff_atte
     assert_eq!(b.restarts, 4);
     let _ = second.shutdown(WAIT).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_node_s_stop_action_runs_at_once_though_its_record_is_not_written() {
+    let world = ProbeWorld::default();
+    let store: Memory = Arc::default();
+    let both = probe_spec("root", vec![probe_spec("a", vec![]), probe_spec("b", vec![])]);
+    let tree = run_once(&world, &store, both).await;
+    tree.wait_converged(WAIT).await.unwrap();
+    tree.wait_ticks(tree.status().ticks + 5).await.unwrap();
+    assert!(world.is_up("root/b"));
+
+    // b is removed: it drives itself to `stopped` with a stop action, whose
+    // record the store drops (b's records are being removed).
+    let removed_at = tokio::time::Instant::now();
+    tree.update_root_spec(probe_spec("root", vec![probe_spec("a", vec![])]))
+        .unwrap();
+    snapshot_when(&tree, "b gone", |s| s.find("root/b").is_none()).await;
+    assert!(
+        !world.is_up("root/b"),
+        "b was stopped without its stop action, after {:?}",
+        removed_at.elapsed()
+    );
+    assert!(
+        removed_at.elapsed() < Duration::from_secs(1),
+        "b's removal took {:?}",
+        removed_at.elapsed()
+    );
+    let _ = tree.shutdown(WAIT).await;
+}
