@@ -535,6 +535,10 @@ pub(crate) struct Restored {
     /// The actions found started and never finished, now `interrupted`,
     /// with the worker type of their node.
     pub(crate) interrupted: Vec<(ActionRecord, String)>,
+    /// The first action id after every stored one: this process numbers
+    /// its actions from there, so that its records never overwrite those
+    /// of an earlier process (records are keyed by node and id).
+    pub(crate) next_action_id: u64,
 }
 
 /// One node's records, as restored.
@@ -608,8 +612,12 @@ pub(crate) async fn restore(store: &SharedStore) -> Result<Option<Restored>, Sto
 impl Restored {
     fn new(tree: StoredTree, interrupted: Vec<(ActionRecord, String)>) -> Self {
         let mut saved_at_ms = None::<u64>;
+        let mut next_action_id = 0;
         let mut nodes = HashMap::with_capacity(tree.nodes.len());
         for (path, record) in tree.nodes {
+            if let Some(last) = record.actions.keys().next_back() {
+                next_action_id = next_action_id.max(last.saturating_add(1));
+            }
             let latest = record
                 .observed
                 .as_ref()
@@ -641,6 +649,7 @@ impl Restored {
             root: tree.root,
             nodes: Mutex::new(nodes),
             interrupted,
+            next_action_id,
         }
     }
 }

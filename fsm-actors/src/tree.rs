@@ -314,7 +314,9 @@ impl Tree {
             config,
             executor: handle,
             status: status_tx,
-            next_action_id: AtomicU64::new(0),
+            // After the stored ones: a record never overwrites an earlier
+            // process's.
+            next_action_id: AtomicU64::new(restored.as_ref().map_or(0, |r| r.next_action_id)),
             live_nodes: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             metrics,

@@ -590,3 +590,32 @@ async fn a_removed_node_s_stop_action_runs_at_once_though_its_record_is_not_writ
     );
     let _ = tree.shutdown(WAIT).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restored_tree_numbers_its_actions_after_the_stored_ones_and_overwrites_none() {
+    let world = ProbeWorld::default();
+    let store: Memory = Arc::default();
+    let actions = |store: &Memory| {
+        let tree = store.lock().unwrap().read_all().unwrap().unwrap();
+        tree.nodes
+            .values()
+            .flat_map(|n| n.actions.values().cloned())
+            .map(|a| ((a.node.clone(), a.id), a))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let first = run_once(&world, &store, tree_spec("one")).await;
+    first.wait_converged(WAIT).await.unwrap();
+    let _ = first.shutdown(WAIT).await;
+    let before = actions(&store);
+    assert!(!before.is_empty(), "the first process ran no action");
+
+    // The next process starts every probe again: as many actions again.
+    let second = run_once(&world, &store, tree_spec("one")).await;
+    second.wait_converged(WAIT).await.unwrap();
+    let _ = second.shutdown(WAIT).await;
+    let after = actions(&store);
+    for (key, record) in &before {
+        assert_eq!(after.get(key), Some(record), "overwritten by the next process");
+    }
+    assert!(after.len() > before.len(), "{} then {}", before.len(), after.len());
+}
