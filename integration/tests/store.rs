@@ -566,7 +566,10 @@ async fn a_restored_node_that_was_backing_off_goes_on_at_its_stored_backoff_atte
 async fn a_removed_node_s_stop_action_runs_at_once_though_its_record_is_not_written() {
     let world = ProbeWorld::default();
     let store: Memory = Arc::default();
-    let both = probe_spec("root", vec![probe_spec("a", vec![]), probe_spec("b", vec![])]);
+    let both = probe_spec(
+        "root",
+        vec![probe_spec("a", vec![]), probe_spec("b", vec![])],
+    );
     let tree = run_once(&world, &store, both).await;
     tree.wait_converged(WAIT).await.unwrap();
     tree.wait_ticks(tree.status().ticks + 5).await.unwrap();
@@ -615,7 +618,16 @@ async fn a_restored_tree_numbers_its_actions_after_the_stored_ones_and_overwrite
     let _ = second.shutdown(WAIT).await;
     let after = actions(&store);
     for (key, record) in &before {
-        assert_eq!(after.get(key), Some(record), "overwritten by the next process");
+        assert_eq!(
+            after.get(key),
+            Some(record),
+            "overwritten by the next process"
+        );
     }
-    assert!(after.len() > before.len(), "{} then {}", before.len(), after.len());
+    assert!(
+        after.len() > before.len(),
+        "{} then {}",
+        before.len(),
+        after.len()
+    );
 }
