@@ -83,6 +83,8 @@ struct Run {
     child: Child,
     lines: mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// Its stderr, read as it comes (a full pipe would block it).
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Run {
@@ -95,6 +97,12 @@ impl Run {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+            err
+        });
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -107,6 +115,7 @@ impl Run {
             child,
             lines,
             seen: Vec::new(),
+            stderr: Some(stderr),
         }
     }
 
@@ -160,10 +169,11 @@ impl Run {
     /// Waits for it to end by itself; its stderr if it failed.
     fn finish(mut self) -> (Self, Result<(), String>) {
         let status = self.child.wait().unwrap();
-        let mut err = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
-        }
+        let err = self
+            .stderr
+            .take()
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(5);
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
             self.seen.push(line);
