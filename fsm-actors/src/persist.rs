@@ -392,6 +392,11 @@ impl StoreActor {
             }
             if self.backlog.is_empty() {
                 self.answer_flushes();
+                // Nothing waits to be written, so no action waits for a
+                // record: the record of an action of a node being removed
+                // (stopping, say) is dropped, and the action must not wait
+                // for a batch that nothing else may ever bring.
+                self.release_all();
             }
             if self.last
                 && self.flushes.is_empty()
@@ -530,6 +535,10 @@ pub(crate) struct Restored {
     /// The actions found started and never finished, now `interrupted`,
     /// with the worker type of their node.
     pub(crate) interrupted: Vec<(ActionRecord, String)>,
+    /// The first action id after every stored one: this process numbers
+    /// its actions from there, so that its records never overwrite those
+    /// of an earlier process (records are keyed by node and id).
+    pub(crate) next_action_id: u64,
 }
 
 /// One node's records, as restored.
@@ -541,11 +550,12 @@ pub(crate) struct RestoredNode {
 }
 
 impl Restored {
-    /// How often the node at `path` had been restarted, as stored.
-    pub(crate) fn restarts(&self, path: &NodePath) -> Option<u64> {
+    /// How often the node at `path` had been restarted, and the backoff
+    /// attempt its next failure was to use, as stored.
+    pub(crate) fn restarts(&self, path: &NodePath) -> Option<(u64, u32)> {
         let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
         let observed = nodes.get(path)?.observed.as_ref()?;
-        Some(u64::from(observed.restarts))
+        Some((u64::from(observed.restarts), observed.backoff_attempt))
     }
 
     /// The node's records, once: its first incarnation in this process
@@ -602,8 +612,12 @@ pub(crate) async fn restore(store: &SharedStore) -> Result<Option<Restored>, Sto
 impl Restored {
     fn new(tree: StoredTree, interrupted: Vec<(ActionRecord, String)>) -> Self {
         let mut saved_at_ms = None::<u64>;
+        let mut next_action_id = 0;
         let mut nodes = HashMap::with_capacity(tree.nodes.len());
         for (path, record) in tree.nodes {
+            if let Some(last) = record.actions.keys().next_back() {
+                next_action_id = next_action_id.max(last.saturating_add(1));
+            }
             let latest = record
                 .observed
                 .as_ref()
@@ -635,6 +649,7 @@ impl Restored {
             root: tree.root,
             nodes: Mutex::new(nodes),
             interrupted,
+            next_action_id,
         }
     }
 }

@@ -314,7 +314,9 @@ impl Tree {
             config,
             executor: handle,
             status: status_tx,
-            next_action_id: AtomicU64::new(0),
+            // After the stored ones: a record never overwrites an earlier
+            // process's.
+            next_action_id: AtomicU64::new(restored.as_ref().map_or(0, |r| r.next_action_id)),
             live_nodes: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
             metrics,
@@ -337,6 +339,7 @@ impl Tree {
             tree_generation: 1,
             tick_pending: Some(Arc::clone(&top_tick_pending)),
             restarts: 0,
+            attempt: 0,
             parent: None,
             parent_state: None,
             context: Arc::new(crate::node::ParentContext::default()),

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use fsm_actors::{NodeSnapshot, Tree, TreeHandle};
 use fsm_core::store::{Change, MemoryStore, Store, StoreError, StoredOutcome, StoredTree};
-use fsm_core::{ChildSpec, NodePath};
-use integration::{ProbeSpec, ProbeWorld, probe_registry, probe_spec, render, test_config};
+use fsm_core::{Backoff, ChildSpec, NodePath, RestartIntensity, Strategy, Supervision};
+use integration::{Fault, ProbeSpec, ProbeWorld, probe_registry, probe_spec, render, test_config};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -480,4 +480,154 @@ fn interrupted_in_metrics(
         }
     }
     count
+}
+
+/// One-for-one supervision with an exact backoff of 100 ms doubling (no
+/// jitter, no reset within the test), on `store`.
+fn backing_off_config(store: &Memory) -> fsm_actors::TreeConfig {
+    let mut config = test_config().with_store(Arc::clone(store));
+    config.supervision = Supervision::new(Strategy::OneForOne)
+        .with_intensity(RestartIntensity::new(100, Duration::from_secs(600)))
+        .with_backoff(Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(100),
+            jitter: 0.0,
+            reset_after: Duration::from_secs(3600),
+        });
+    config
+}
+
+/// Polls `tree`'s snapshot (a few milliseconds apart) until `done` holds.
+async fn snapshot_when(
+    tree: &TreeHandle,
+    what: &str,
+    done: impl Fn(&NodeSnapshot) -> bool,
+) -> NodeSnapshot {
+    for _ in 0..2000 {
+        let snap = tree.inspect().await.unwrap();
+        if done(&snap) {
+            return snap;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never saw {what}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restored_node_that_was_backing_off_goes_on_at_its_stored_backoff_attempt() {
+    let world = ProbeWorld::default();
+    let store: Memory = Arc::default();
+    let spec = probe_spec("root", vec![probe_spec("b", vec![])]);
+    let b = |s: &NodeSnapshot| s.find("root/b").cloned();
+
+    // Three failures in a row: b backs off at attempts 0, 1 and 2, and its
+    // next failure would use attempt 3.
+    let first = Tree::spawn(
+        spec.clone(),
+        probe_registry(&world),
+        backing_off_config(&store),
+    )
+    .await
+    .unwrap();
+    first.wait_converged(WAIT).await.unwrap();
+    world.arm("root/b", Fault::Crash, 3);
+    snapshot_when(&first, "b running after three restarts", |s| {
+        s.converged && b(s).is_some_and(|b| b.restarts == 3 && b.state == "running")
+    })
+    .await;
+    let _ = first.shutdown(WAIT).await;
+    let stored = store.lock().unwrap().load().unwrap().unwrap();
+    let observed = stored.nodes[&NodePath::parse("root/b")]
+        .observed
+        .clone()
+        .unwrap();
+    assert_eq!((observed.restarts, observed.backoff_attempt), (3, 3));
+
+    // The next process: b's next failure backs off at attempt 3 (800 ms),
+    // not at the first attempt (100 ms).
+    let second = Tree::spawn(spec, probe_registry(&world), backing_off_config(&store))
+        .await
+        .unwrap();
+    second.wait_converged(WAIT).await.unwrap();
+    world.arm("root/b", Fault::Crash, 1);
+    let snap = snapshot_when(&second, "b restarting", |s| {
+        b(s).is_some_and(|b| b.restarting.is_some())
+    })
+    .await;
+    let b = b(&snap).unwrap();
+    let info = b.restarting.clone().unwrap();
+    assert_eq!(info.attempt, 3, "{info:?}");
+    assert!((790..=800).contains(&info.next_try_in_ms), "{info:?}");
+    assert_eq!(b.restarts, 4);
+    let _ = second.shutdown(WAIT).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_removed_node_s_stop_action_runs_at_once_though_its_record_is_not_written() {
+    let world = ProbeWorld::default();
+    let store: Memory = Arc::default();
+    let both = probe_spec(
+        "root",
+        vec![probe_spec("a", vec![]), probe_spec("b", vec![])],
+    );
+    let tree = run_once(&world, &store, both).await;
+    tree.wait_converged(WAIT).await.unwrap();
+    tree.wait_ticks(tree.status().ticks + 5).await.unwrap();
+    assert!(world.is_up("root/b"));
+
+    // b is removed: it drives itself to `stopped` with a stop action, whose
+    // record the store drops (b's records are being removed).
+    let removed_at = tokio::time::Instant::now();
+    tree.update_root_spec(probe_spec("root", vec![probe_spec("a", vec![])]))
+        .unwrap();
+    snapshot_when(&tree, "b gone", |s| s.find("root/b").is_none()).await;
+    assert!(
+        !world.is_up("root/b"),
+        "b was stopped without its stop action, after {:?}",
+        removed_at.elapsed()
+    );
+    assert!(
+        removed_at.elapsed() < Duration::from_secs(1),
+        "b's removal took {:?}",
+        removed_at.elapsed()
+    );
+    let _ = tree.shutdown(WAIT).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restored_tree_numbers_its_actions_after_the_stored_ones_and_overwrites_none() {
+    let world = ProbeWorld::default();
+    let store: Memory = Arc::default();
+    let actions = |store: &Memory| {
+        let tree = store.lock().unwrap().read_all().unwrap().unwrap();
+        tree.nodes
+            .values()
+            .flat_map(|n| n.actions.values().cloned())
+            .map(|a| ((a.node.clone(), a.id), a))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let first = run_once(&world, &store, tree_spec("one")).await;
+    first.wait_converged(WAIT).await.unwrap();
+    let _ = first.shutdown(WAIT).await;
+    let before = actions(&store);
+    assert!(!before.is_empty(), "the first process ran no action");
+
+    // The next process starts every probe again: as many actions again.
+    let second = run_once(&world, &store, tree_spec("one")).await;
+    second.wait_converged(WAIT).await.unwrap();
+    let _ = second.shutdown(WAIT).await;
+    let after = actions(&store);
+    for (key, record) in &before {
+        assert_eq!(
+            after.get(key),
+            Some(record),
+            "overwritten by the next process"
+        );
+    }
+    assert!(
+        after.len() > before.len(),
+        "{} then {}",
+        before.len(),
+        after.len()
+    );
 }

@@ -151,6 +151,9 @@ pub(crate) struct NodeArgs {
     /// it when it handles one (see `ChildEntry::tick_pending`).
     pub(crate) tick_pending: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub(crate) restarts: u64,
+    /// The backoff attempt its next failure will use (see
+    /// `ChildEntry::attempt`), kept for its observed document.
+    pub(crate) attempt: u32,
     pub(crate) parent: Option<ActorRef<NodeMsg>>,
     pub(crate) parent_state: Option<String>,
     /// The variables and location inherited from the parent.
@@ -383,6 +386,8 @@ struct Cold {
     /// derivation for the reconcile (and consumed with them).
     child_hashes: Vec<SpecHash>,
     restarts: u64,
+    /// See [`NodeArgs::attempt`].
+    attempt: u32,
     rng: SplitMix64,
     live: stop::LiveGuard,
     /// Spec, variables and location, and what became of them.
@@ -595,6 +600,7 @@ impl Actor for NodeActor {
                 supervision: None,
                 child_hashes: Vec::new(),
                 restarts: args.restarts,
+                attempt: args.attempt,
                 rng: SplitMix64::new(seed.finish_u64()),
                 live,
                 inputs: Inputs::new(args.context, incarnation),

@@ -297,10 +297,12 @@ impl NodeState {
                         .as_ref()
                         .and_then(|r| r.restarts(&path));
                     let mut entry = ChildEntry::new(path, spec, hash, now);
-                    if let Some(restarts) = restarts {
+                    if let Some((restarts, attempt)) = restarts {
                         // Carried over from the process the tree was
-                        // restored from.
+                        // restored from: its count, and its backoff where
+                        // it was.
                         entry.restarts = restarts;
+                        entry.attempt = attempt;
                     }
                     entry.decoded = decoded.get_mut(index).and_then(Option::take);
                     self.children.push(entry);

@@ -115,6 +115,7 @@ impl NodeState {
                 unix_ms_now().saturating_sub(super::ms(age))
             }),
             restarts: u32::try_from(self.cold.restarts).unwrap_or(u32::MAX),
+            backoff_attempt: self.cold.attempt,
             last_error: self
                 .own_error(now)
                 .or_else(|| self.cold.action_error.clone()),
@@ -133,6 +134,7 @@ impl NodeState {
         let same = self.cold.stored_observed.as_deref().is_some_and(|old| {
             old.state == doc.state
                 && old.restarts == doc.restarts
+                && old.backoff_attempt == doc.backoff_attempt
                 && old.last_error == doc.last_error
                 && old.last_action == doc.last_action
                 && old.observed_at_ms.is_some() == doc.observed_at_ms.is_some()

@@ -286,6 +286,7 @@ impl NodeState {
         let spec_hash = entry.hash;
         let path = entry.path.clone();
         let restarts = entry.restarts;
+        let attempt = entry.attempt;
         let spec_generation = entry.generation;
         let entry_tick_pending = Arc::clone(&entry.tick_pending);
         let decoded = self.children.update(i, |e| e.decoded.take()).flatten();
@@ -306,6 +307,7 @@ impl NodeState {
             tree_generation: self.tree_generation,
             tick_pending: Some(Arc::clone(&entry_tick_pending)),
             restarts,
+            attempt,
             parent: Some(myself.clone()),
             parent_state: mapped.clone(),
             context: Arc::clone(self.children_context()),

@@ -100,6 +100,7 @@ mod tests {
             state: "running".to_owned(),
             observed_at_ms: Some(1_764_000_000_000),
             restarts: 3,
+            backoff_attempt: 2,
             last_error: Some("connection refused".to_owned()),
             last_action: Some(LastAction {
                 action: "connect".to_owned(),

@@ -60,6 +60,7 @@ pub fn observed(state: &str, restarts: u32) -> ObservedDocument {
         state: state.to_owned(),
         observed_at_ms: Some(1_764_000_000_000 + u64::from(restarts)),
         restarts,
+        backoff_attempt: restarts.min(5),
         last_error: (restarts > 0).then(|| "connection refused".to_owned()),
         last_action: Some(LastAction {
             action: "connect".to_owned(),

@@ -85,6 +85,10 @@ pub struct ObservedDocument {
     pub observed_at_ms: Option<u64>,
     /// How often it has been restarted.
     pub restarts: u32,
+    /// The restart backoff attempt its next failure will use (0 after a
+    /// stable run or a spec change): a restored node goes on backing off
+    /// from there, not from the first attempt.
+    pub backoff_attempt: u32,
     /// Its last error, as shown to users.
     pub last_error: Option<String>,
     /// Its last action and how it ended, if it ran one.

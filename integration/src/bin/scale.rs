@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p integration --bin scale -- --workers 10000 --depth 4 [--json] [--ticks 200]
+//! cargo run --release -p integration --bin scale -- --workers 10000 --store /tmp/scale.store  # and what a store costs
 //! ```
 //!
 //! # The tree
@@ -81,6 +82,33 @@
 //!    wall time, with `executor.concurrency` = `--concurrency` and a queue
 //!    that cannot overflow (one action per node at most is in flight).
 //!
+//! 4. **The store** (`--store PATH`, in the fsmv2 side's process, after
+//!    its tree has stopped and before the actions): the same tree, the
+//!    same run shape, on a `SqliteStore` at `PATH` (removed first, with its
+//!    `-wal` and `-shm` files: a fresh file every run).
+//!    `store_spawn_ms`: from `Tree::spawn` until converged, as `spawn_ms`;
+//!    then the harness waits until the store has written the spawn (its
+//!    backlog empty, no batch for 200 ms), sends the warm-up ticks and
+//!    measures the ticks as above: `store_tick_cpu_us_per_worker` next to
+//!    `tick_cpu_us_per_worker` (without a store), and
+//!    `store_steady_batches` / `store_steady_changes`, what the store
+//!    committed during the measured ticks, which must be 0 (a tree in which
+//!    nothing changes writes nothing). Then the same 1 % change:
+//!    `store_change_converge_ms` as `change_converge_ms`, and
+//!    `store_change_commit_ms`, from `update_root_spec` until the store had
+//!    committed the change: a task polls `TreeHandle::store_stats()` every
+//!    millisecond from the change on and notes when the count of committed
+//!    batches last grew; the figure is that moment, once the tree has
+//!    converged on the change and the backlog has stayed empty for 200 ms
+//!    (`store_change_batches` / `store_change_changes`: what it wrote).
+//!    Then the root spec goes back to the first one (so that the tree
+//!    restored is the one spawned) and, after a shutdown,
+//!    `store_restore_ms`: a tree spawned on the filled store (which
+//!    restores it) until converged with `N` nodes, as `spawn_ms`
+//!    (`store_restore_ticks` as `spawn_ticks`), next to `spawn_ms` and
+//!    `store_spawn_ms`.
+//!    The file is removed at the end.
+//!
 //! The ratios are ours over bare ractor, each run's from its two sides.
 //! `--phase baseline` or `--phase tree` runs one side only (the other
 //! side's fields are `null`); with `--runs 1` it runs in the process
@@ -98,11 +126,11 @@
 use std::error::Error;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
-use fsm_actors::{Tree, TreeConfig, TreeError};
+use fsm_actors::{StoreStats, Tree, TreeConfig, TreeError, TreeHandle};
 use integration::scale::bare::BareTree;
 use integration::scale::{
     Counter, ScaleWorld, Shape, process_cpu, resident_bytes, root_spec, scale_registry,
@@ -202,6 +230,11 @@ struct Args {
     /// metrics does; without it they go to the global no-op provider.
     #[arg(long)]
     metrics: bool,
+    /// Run the fsmv2 tree a second time on a SQLite store at PATH (a fresh
+    /// file each run: an existing one is removed) and report what the
+    /// store costs (see "The store" above).
+    #[arg(long, value_name = "PATH")]
+    store: Option<std::path::PathBuf>,
 }
 
 /// The JSON object printed under `--json`.
@@ -240,6 +273,18 @@ struct Report {
     action_concurrency: Option<usize>,
     actions_succeeded: Option<u64>,
     actions_rejected: Option<u64>,
+
+    store_spawn_ms: Option<f64>,
+    store_tick_cpu_us_per_worker: Option<f64>,
+    store_ticks_measured: Option<u64>,
+    store_steady_batches: Option<u64>,
+    store_steady_changes: Option<u64>,
+    store_change_converge_ms: Option<f64>,
+    store_change_commit_ms: Option<f64>,
+    store_change_batches: Option<u64>,
+    store_change_changes: Option<u64>,
+    store_restore_ms: Option<f64>,
+    store_restore_ticks: Option<u64>,
 
     baseline_spawn_ms: Option<f64>,
     baseline_spawn_cpu_ms: Option<f64>,
@@ -471,6 +516,9 @@ async fn run(args: &Args, shape: &Shape, report: &mut Report) -> Res<()> {
                 provider
             });
             ours(args, shape, report, timeout).await?;
+            if let Some(path) = &args.store {
+                stored(args, shape, report, timeout, path).await?;
+            }
             actions(args, report, timeout).await
         }
         Phase::All => Err("both sides run in processes of their own".into()),
@@ -615,6 +663,192 @@ async fn ours(args: &Args, shape: &Shape, report: &mut Report, timeout: Duration
         .into());
     }
     Ok(())
+}
+
+/// The fsmv2 tree again, the same run shape, on a SQLite store at `path`
+/// (a fresh file): what the store costs while spawning, ticking and
+/// changing, and how long a restore takes.
+async fn stored(
+    args: &Args,
+    shape: &Shape,
+    report: &mut Report,
+    timeout: Duration,
+    path: &std::path::Path,
+) -> Res<()> {
+    let n = shape.workers();
+    remove_store(path)?;
+    let world = Arc::new(ScaleWorld::new(shape.clone(), args.change_every, false)?);
+    let store_config = || -> Res<TreeConfig> {
+        Ok(config(args, n).with_store(fsm_actors::store::SqliteStore::open(path)?))
+    };
+    warm_cpus(args.warm_cpu_ms, report.cpus);
+    let started = Instant::now();
+    let tree = Tree::spawn(root_spec(0), scale_registry(&world)?, store_config()?).await?;
+    converge(&tree, &world, n, timeout).await?;
+    report.store_spawn_ms = Some(ms(started.elapsed()));
+    let handle = tree.handle();
+    store_quiet(&handle, timeout).await?;
+
+    let mut rounds = TickRounds::new(&world.ticks, n);
+    for _ in 0..args.warmup {
+        tree.tick()?;
+        rounds.next(timeout).await?;
+    }
+    // Let the warm-up's ticks finish everywhere, and their writes (none
+    // are expected), then count from here.
+    store_quiet(&handle, timeout).await?;
+    let mut rounds = TickRounds::new(&world.ticks, n);
+    let before = store_stats(&handle)?;
+    let mut clock = Clock::start()?;
+    while let Some(more) = clock.more_ticks(args)? {
+        for _ in 0..more {
+            tree.tick()?;
+            rounds.next(timeout).await?;
+        }
+    }
+    let (cpu, _, ticks) = clock.stop()?;
+    let after = store_stats(&handle)?;
+    report.store_ticks_measured = Some(ticks);
+    report.store_tick_cpu_us_per_worker = Some(cpu * 1e6 / per_tick(ticks, n));
+    report.store_steady_batches = Some(after.batches - before.batches);
+    report.store_steady_changes = Some(after.changes - before.changes);
+
+    // The change, and when the store has committed it.
+    let expected = shape.selected_leaves(u64::from(args.change_every));
+    let applied0 = world.applied.load(Ordering::Relaxed);
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let poller = tokio::spawn(last_batch_at(handle.clone(), Arc::clone(&done)));
+    tree.update_root_spec(root_spec(1))?;
+    apply_change(&tree, &world, &mut rounds, applied0 + expected, timeout).await?;
+    report.store_change_converge_ms = Some(ms(started.elapsed()));
+    store_quiet(&handle, timeout).await?;
+    done.store(true, Ordering::Relaxed);
+    let last_batch = poller.await?;
+    let changed = store_stats(&handle)?;
+    report.store_change_commit_ms =
+        Some(ms(last_batch.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(started)
+        })));
+    report.store_change_batches = Some(changed.batches - after.batches);
+    report.store_change_changes = Some(changed.changes - after.changes);
+    // Back to the first root spec, so that the restore below spawns the
+    // same tree as the spawns it is compared with.
+    let applied1 = world.applied.load(Ordering::Relaxed);
+    tree.update_root_spec(root_spec(0))?;
+    apply_change(&tree, &world, &mut rounds, applied1 + expected, timeout).await?;
+    store_quiet(&handle, timeout).await?;
+    let stopped = tree.shutdown(timeout).await;
+    if !stopped.all_clean() {
+        return Err("the tree on the store did not stop cleanly".into());
+    }
+
+    // The restore: a tree spawned on the filled store, until converged.
+    let world = Arc::new(ScaleWorld::new(shape.clone(), args.change_every, false)?);
+    warm_cpus(args.warm_cpu_ms, report.cpus);
+    let started = Instant::now();
+    let tree = Tree::spawn(root_spec(0), scale_registry(&world)?, store_config()?).await?;
+    report.store_restore_ticks = Some(converge(&tree, &world, n, timeout).await?);
+    report.store_restore_ms = Some(ms(started.elapsed()));
+    let restored = tree.restored().map_or(0, |r| r.nodes);
+    let _ = tree.shutdown(timeout).await;
+    remove_store(path)?;
+    // Every node but the top one (which has no records of its own).
+    if restored + 1 < n {
+        return Err(format!("the restore found {restored} nodes, not the {n} stored").into());
+    }
+    Ok(())
+}
+
+/// Sends tick rounds until the world has counted `applied` leaves that
+/// applied their generation and the tree status says converged.
+async fn apply_change(
+    tree: &Tree,
+    world: &ScaleWorld,
+    rounds: &mut TickRounds<'_>,
+    applied: u64,
+    timeout: Duration,
+) -> Res<()> {
+    let n = world.shape.workers();
+    let started = Instant::now();
+    loop {
+        tree.tick()?;
+        rounds.next(timeout).await?;
+        let status = tree.status();
+        if world.applied.load(Ordering::Relaxed) >= applied
+            && status.converged
+            && status.counts.all_converged()
+            && status.counts.nodes == n
+        {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "the change did not converge on the store within {timeout:?}: {} of {applied} leaves applied; {status:?}",
+                world.applied.load(Ordering::Relaxed)
+            )
+            .into());
+        }
+    }
+}
+
+/// Removes a store file and its `-wal` and `-shm` companions, if any.
+fn remove_store(path: &std::path::Path) -> Res<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot remove {}: {e}", path.display()).into()),
+        }
+    }
+    Ok(())
+}
+
+fn store_stats(tree: &TreeHandle) -> Res<StoreStats> {
+    tree.store_stats()
+        .ok_or_else(|| "the tree has no store".into())
+}
+
+/// Waits until the store's backlog is empty and no batch was committed for
+/// 200 ms.
+async fn store_quiet(tree: &TreeHandle, timeout: Duration) -> Res<()> {
+    let started = Instant::now();
+    let mut last = store_stats(tree)?.batches;
+    let mut since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let stats = store_stats(tree)?;
+        if let Some(e) = &stats.last_error {
+            return Err(format!("the store fails: {e}").into());
+        }
+        if stats.batches != last || stats.backlog > 0 {
+            last = stats.batches;
+            since = Instant::now();
+        } else if since.elapsed() >= Duration::from_millis(200) {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            return Err(format!("the store did not go quiet within {timeout:?}: {stats:?}").into());
+        }
+    }
+}
+
+/// Polls the store's committed batch count every millisecond until `done`;
+/// returns when it last grew (`None` if it never did).
+async fn last_batch_at(tree: TreeHandle, done: Arc<AtomicBool>) -> Option<Instant> {
+    let mut last = tree.store_stats().map_or(0, |s| s.batches);
+    let mut at = None;
+    while !done.load(Ordering::Relaxed) {
+        let batches = tree.store_stats().map_or(0, |s| s.batches);
+        if batches != last {
+            last = batches;
+            at = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    at
 }
 
 /// No-op actions through the executor, after the fsmv2 tree.
@@ -943,6 +1177,32 @@ fn print_table(r: &Report) {
     }
     if let Some(ms) = r.baseline_shutdown_ms {
         println!("bare ractor stop: {ms:.1} ms");
+    }
+    if let (Some(spawn), Some(tick), Some(restore)) = (
+        r.store_spawn_ms,
+        r.store_tick_cpu_us_per_worker,
+        r.store_restore_ms,
+    ) {
+        println!();
+        println!(
+            "store (SQLite): spawn {spawn:.1} ms (without: {}), restore {restore:.1} ms ({} tick(s))",
+            f(r.spawn_ms, 1),
+            count(r.store_restore_ticks),
+        );
+        println!(
+            "store: tick CPU per worker {tick:.2} µs (without: {}), {} ticks; written while ticking: {} batches, {} changes",
+            f(r.tick_cpu_us_per_worker, 2),
+            count(r.store_ticks_measured),
+            count(r.store_steady_batches),
+            count(r.store_steady_changes),
+        );
+        println!(
+            "store: change -> converged {} ms, -> committed {} ms ({} batches, {} changes)",
+            f(r.store_change_converge_ms, 1),
+            f(r.store_change_commit_ms, 1),
+            count(r.store_change_batches),
+            count(r.store_change_changes),
+        );
     }
 }
 
