@@ -41,11 +41,21 @@ pub enum Event {
 
 /// A shared, ordered record of [`Event`]s.
 #[derive(Clone, Default)]
-pub struct Journal(Arc<Mutex<Vec<Event>>>);
+pub struct Journal(Arc<Mutex<Vec<Event>>>, bool);
 
 impl Journal {
+    /// A journal that records nothing, for long runs whose memory is
+    /// measured.
+    #[must_use]
+    pub fn off() -> Self {
+        Self(Arc::default(), true)
+    }
+
     /// Appends an event.
     pub fn push(&self, e: Event) {
+        if self.1 {
+            return;
+        }
         if let Ok(mut v) = self.0.lock() {
             v.push(e);
         }
@@ -139,6 +149,8 @@ pub enum Fault {
     ConstructorError,
     /// `derive_desired` panics (it runs at start and on every spec change).
     CrashInDerive,
+    /// A collect never answers (the node's observation times out).
+    HangCollect,
 }
 
 /// The simulated world the probes act on: which paths are "up", and the
@@ -179,6 +191,13 @@ impl ProbeWorld {
     pub fn heal(&self, path: &str) {
         if let Ok(mut m) = self.faults.lock() {
             m.retain(|(p, _), _| p != path);
+        }
+    }
+
+    /// Disarms every fault of every path.
+    pub fn heal_all(&self) {
+        if let Ok(mut m) = self.faults.lock() {
+            m.clear();
         }
     }
 
@@ -446,6 +465,9 @@ impl Worker for Probe {
 
     async fn collect(&self, ctx: &CollectContext<'_, ProbeSpec>) -> Result<bool, BoxError> {
         self.metrics.counter_add("collects", 1);
+        if self.world.fire(ctx.path().as_str(), Fault::HangCollect) {
+            std::future::pending::<()>().await;
+        }
         match ctx.spec().collect {
             CollectMode::Ok => {
                 let up = self.world.is_up(ctx.path().as_str());
