@@ -16,11 +16,11 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
+use fsm_actors::NodeSnapshot;
 use fsm_core::store::{
     ActionRecord, DesiredDocument, NodeIdentity, ObservedDocument, StoreError, StoredRoot,
 };
 use fsm_core::{ChildSpec, DesiredState, Map, NodePath, Value, codec};
-use fsm_actors::NodeSnapshot;
 use fsm_examples::communicator::client::{classify, jwt_expiry, parse_retry_after};
 use fsm_examples::protocol::{LoginResponse, Messages};
 use fsm_templates::{Templates, VariableBundle, has_template};
@@ -65,7 +65,11 @@ pub fn spec_json(data: &[u8]) {
             Ok(again) => again,
             Err(e) => panic!("a desired state's own JSON does not decode: {e}\n{first}"),
         };
-        assert_eq!(json(&again), first, "desired state JSON does not round-trip");
+        assert_eq!(
+            json(&again),
+            first,
+            "desired state JSON does not round-trip"
+        );
         assert_eq!(again.children_hash(), desired.children_hash());
     }
 }
@@ -155,7 +159,10 @@ pub fn snapshot_json(data: &[u8]) {
     let parsed = NodeSnapshot::from_json(text);
     if let Ok(snapshot) = &parsed {
         let written = ok(snapshot.to_json(), "write a parsed snapshot");
-        let again = ok(NodeSnapshot::from_json(&written), "parse a written snapshot");
+        let again = ok(
+            NodeSnapshot::from_json(&written),
+            "parse a written snapshot",
+        );
         assert_eq!(&again, snapshot, "snapshot JSON does not round-trip");
         if depth(snapshot) <= 32 {
             assert_eq!(
@@ -220,7 +227,10 @@ pub fn relay_response(data: &[u8]) {
         head.starts_with("<!doctype html") || head.starts_with("<html")
     };
     if (200..300).contains(&status) && !html {
-        assert!(error.is_none(), "a {status} JSON answer is an error: {error:?}");
+        assert!(
+            error.is_none(),
+            "a {status} JSON answer is an error: {error:?}"
+        );
     }
     if status >= 400 {
         assert!(error.is_some(), "a {status} answer is a success");
@@ -259,7 +269,11 @@ pub fn templates(data: &[u8]) {
     let spec = Value::String(text.clone());
     let as_value = templates.render_value(&spec, &ctx, &node);
     if !has_template(&text) {
-        assert_eq!(as_value.as_ref().ok(), Some(&spec), "plain text was changed");
+        assert_eq!(
+            as_value.as_ref().ok(),
+            Some(&spec),
+            "plain text was changed"
+        );
         return;
     }
     let first = templates.render_str(&text, &ctx, &node);
@@ -350,7 +364,11 @@ impl Bytes<'_> {
             }
             6 if depth < 3 => {
                 let n = self.byte() % 4;
-                Value::Map((0..n).map(|_| (self.name(), self.value(depth + 1))).collect())
+                Value::Map(
+                    (0..n)
+                        .map(|_| (self.name(), self.value(depth + 1)))
+                        .collect(),
+                )
             }
             _ => Value::String(self.string()),
         }

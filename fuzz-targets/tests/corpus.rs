@@ -31,15 +31,17 @@ fn every_corpus_file_passes_through_its_target_without_breaking_an_invariant() {
             "`{name}` has {files} seed files; keep a few dozen, valid and invalid"
         );
     }
-    assert!(failures.is_empty(), "inputs that break a target: {failures:#?}");
+    assert!(
+        failures.is_empty(),
+        "inputs that break a target: {failures:#?}"
+    );
 }
 
 #[test]
 fn every_target_has_a_corpus_and_a_libfuzzer_binary_of_its_name() {
-    let manifest = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml"),
-    )
-    .unwrap_or_else(|e| panic!("fuzz/Cargo.toml: {e}"));
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml"))
+            .unwrap_or_else(|e| panic!("fuzz/Cargo.toml: {e}"));
     for (name, _) in fuzz_targets::TARGETS {
         assert!(corpus(name).is_dir(), "no corpus directory for `{name}`");
         assert!(
