@@ -196,6 +196,7 @@ fn write_the_seed_corpus() {
                     restarts: 3,
                     last_error: Some("refused".to_owned()),
                     last_action: None,
+                    backoff_attempt: 2,
                 },
             )
             .unwrap_or_default(),

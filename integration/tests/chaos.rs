@@ -11,7 +11,8 @@ use fsm_actors::{ExecutorStats, Tree};
 use fsm_core::{Backoff, ChildSpec, RestartIntensity, Supervision};
 use integration::scale::{Shape, resident_bytes};
 use integration::{
-    ActionMode, Fault, Journal, ProbeSpec, ProbeWorld, probe_registry, render, test_config, wait_for_stats,
+    ActionMode, Fault, Journal, ProbeSpec, ProbeWorld, probe_registry, render, test_config,
+    wait_for_stats,
 };
 use tokio::time::Instant;
 
