@@ -246,7 +246,7 @@ pub fn relay_response(data: &[u8]) {
 
 /// Template rendering with arbitrary template text and arbitrary variables.
 ///
-/// Input: the variables first (see [`Bytes`]: a count, then for each a name
+/// Input: the variables first (a count, then for each a name
 /// and a value, user variables then global ones), then the template text.
 ///
 /// Invariants: text without template syntax is left as it is; rendering is

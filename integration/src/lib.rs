@@ -22,7 +22,7 @@ pub mod scale;
 
 pub use probe::{
     ActionMode, CollectMode, Event, Fault, Journal, Probe, ProbeSpec, ProbeWorld, probe_registry,
-    probe_spec, small_tree,
+    probe_spec, quiet_probe_panics, small_tree,
 };
 pub use scenario::{
     WaitError, giving_up, in_memory_meter, render, test_config, wait_for_snapshot, wait_for_stats,

@@ -11,8 +11,8 @@ use fsm_actors::{ExecutorStats, Tree};
 use fsm_core::{Backoff, ChildSpec, RestartIntensity, Supervision};
 use integration::scale::{Shape, resident_bytes};
 use integration::{
-    ActionMode, Fault, Journal, ProbeSpec, ProbeWorld, probe_registry, render, test_config,
-    wait_for_stats,
+    ActionMode, Fault, Journal, ProbeSpec, ProbeWorld, probe_registry, quiet_probe_panics, render,
+    test_config, wait_for_stats,
 };
 use tokio::time::Instant;
 
@@ -195,25 +195,8 @@ fn chaos_paths(shape: &Shape) -> Vec<(u32, u64, String)> {
     out
 }
 
-/// Keeps the probes' own crashes out of the output, as
-/// `quiet_injected_faults` does for the injected ones.
-fn quiet_probe_crashes() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| payload.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if !message.ends_with("configured to crash") {
-            previous(info);
-        }
-    }));
-}
-
 async fn kill_chaos(run: &KillChaos) -> Figures {
-    quiet_probe_crashes();
+    quiet_probe_panics();
     let shape = Shape::new(run.workers, run.depth).unwrap();
     let n = shape.workers();
     // No journal: it would grow with every event and blur the memory figures.

@@ -15,13 +15,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Once;
 use std::time::Duration;
 
 use fsm_actors::{NodeSnapshot, Tree, TreeConfig};
 use fsm_core::{Backoff, ChildSpec, RestartIntensity, RestartPolicy, Supervision};
 use integration::{
-    ActionMode, CollectMode, Fault, ProbeSpec, ProbeWorld, probe_registry, render, test_config,
+    ActionMode, CollectMode, Fault, ProbeSpec, ProbeWorld, probe_registry, quiet_probe_panics,
+    render, test_config,
 };
 use proptest::prelude::*;
 
@@ -563,26 +563,6 @@ fn config() -> TreeConfig {
     c.removal_timeout = Duration::from_secs(1);
     c.stop_timeout = Duration::from_secs(5);
     c
-}
-
-/// Keeps the panics the probes are told to raise out of the output; every
-/// other panic still reaches the previous hook.
-fn quiet_probe_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if !message.contains("configured to") {
-                previous(info);
-            }
-        }));
-    });
 }
 
 struct Run {
