@@ -20,37 +20,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+use support::TempStore;
 
 use fsm_actors::store::SqliteStore;
 use fsm_core::NodePath;
 use fsm_core::store::{Store, StoredOutcome, StoredTree};
 use fsm_examples::workers::PlantSpec;
-
-/// A store file in the temp dir, removed (with its `-wal` and `-shm`
-/// companions) on drop.
-struct TempStore(PathBuf);
-
-impl TempStore {
-    fn new() -> Self {
-        Self(std::env::temp_dir().join(format!("fsm-crash-{}.sqlite", std::process::id())))
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut name = self.0.clone().into_os_string();
-            name.push(suffix);
-            let _ = std::fs::remove_file(name);
-        }
-    }
-}
 
 /// SplitMix64: a seeded source of kill moments, the same on every machine.
 struct Rng(u64);
@@ -276,7 +259,7 @@ fn a_process_killed_at_random_moments_restores_its_last_committed_tree_and_accou
  {
     let kills = usize::try_from(env_u64("CRASH_KILLS", 20)).unwrap();
     let mut rng = Rng(env_u64("CRASH_SEED", 0x5eed));
-    let store = TempStore::new();
+    let store = TempStore::new("fsm-crash");
     let started = Instant::now();
 
     // Two runs without a kill (the first on an empty store, the second

@@ -3,31 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
-
-/// A store file in the temp dir, removed (with its `-wal` and `-shm`
-/// companions) on drop.
-struct TempStore(PathBuf);
-
-impl TempStore {
-    fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self(std::env::temp_dir().join(format!("fsm-demo-store-{}-{n}.sqlite", std::process::id())))
-    }
-}
-
-impl Drop for TempStore {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut name = self.0.clone().into_os_string();
-            name.push(suffix);
-            let _ = std::fs::remove_file(name);
-        }
-    }
-}
+use support::TempStore;
 
 fn demo(store: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fsm-demo"))
@@ -43,7 +23,7 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn a_second_run_on_the_same_store_restores_the_first_s_tree_with_its_halfway_change() {
-    let store = TempStore::new();
+    let store = TempStore::new("fsm-demo-store");
     let first = demo(&store.0);
     let (out, err) = (text(&first.stdout), text(&first.stderr));
     assert!(first.status.success(), "{out}\n{err}");
@@ -90,14 +70,14 @@ fn assert_refused(store: &Path, expect: &str) {
 
 #[test]
 fn a_file_that_is_not_a_store_is_refused_naming_it_and_left_unchanged() {
-    let store = TempStore::new();
+    let store = TempStore::new("fsm-demo-store");
     std::fs::write(&store.0, b"not a store, just some text ".repeat(40)).unwrap();
     assert_refused(&store.0, "not a store");
 }
 
 #[test]
 fn a_store_with_an_unreadable_record_is_refused_naming_it_and_left_unchanged() {
-    let store = TempStore::new();
+    let store = TempStore::new("fsm-demo-store");
     assert!(demo(&store.0).status.success());
     rusqlite::Connection::open(&store.0)
         .unwrap()
@@ -108,7 +88,7 @@ fn a_store_with_an_unreadable_record_is_refused_naming_it_and_left_unchanged() {
 
 #[test]
 fn a_store_of_a_newer_schema_is_refused_naming_it_and_left_unchanged() {
-    let store = TempStore::new();
+    let store = TempStore::new("fsm-demo-store");
     assert!(demo(&store.0).status.success());
     rusqlite::Connection::open(&store.0)
         .unwrap()
