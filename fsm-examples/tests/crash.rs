@@ -32,26 +32,14 @@ use support::TempStore;
 
 use fsm_actors::store::SqliteStore;
 use fsm_core::NodePath;
+use fsm_core::runtime::SplitMix64;
 use fsm_core::store::{Store, StoredOutcome, StoredTree};
 use fsm_examples::workers::PlantSpec;
 
-/// SplitMix64: a seeded source of kill moments, the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A duration in `0..max`.
-    fn below(&mut self, max: Duration) -> Duration {
-        let max_us = u64::try_from(max.as_micros()).unwrap().max(1);
-        Duration::from_micros(self.next() % max_us)
-    }
+/// A duration in `0..max`, from the seeded source of kill moments.
+fn below(rng: &mut SplitMix64, max: Duration) -> Duration {
+    let max_us = u64::try_from(max.as_micros()).unwrap().max(1);
+    Duration::from_micros(rng.next_u64() % max_us)
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -258,7 +246,7 @@ impl Ledger {
 fn a_process_killed_at_random_moments_restores_its_last_committed_tree_and_accounts_for_every_action()
  {
     let kills = usize::try_from(env_u64("CRASH_KILLS", 20)).unwrap();
-    let mut rng = Rng(env_u64("CRASH_SEED", 0x5eed));
+    let mut rng = SplitMix64::new(env_u64("CRASH_SEED", 0x5eed));
     let store = TempStore::new("fsm-crash");
     let started = Instant::now();
 
@@ -280,7 +268,7 @@ fn a_process_killed_at_random_moments_restores_its_last_committed_tree_and_accou
         let mut run = Run::start(&store.0);
         // Kill moments cover the whole run, its start and end included.
         run.drain();
-        let run = run.kill_after(rng.below(run_time));
+        let run = run.kill_after(below(&mut rng, run_time));
         *phases.entry(run.phase().to_owned()).or_default() += 1;
         if let Some(interrupted) = run.said("spawned", "interrupted") {
             // It restored the store as the last kill left it.

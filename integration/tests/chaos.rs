@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use fsm_actors::{ExecutorStats, Tree};
+use fsm_core::runtime::SplitMix64;
 use fsm_core::{Backoff, ChildSpec, RestartIntensity, Supervision};
 use integration::scale::{Shape, resident_bytes};
 use integration::{
@@ -139,22 +140,10 @@ struct Variant {
     failing: bool,
 }
 
-/// A small deterministic generator (splitmix64), so that a failing run can
+/// A number in `0..n` from the seeded generator, so that a failing run can
 /// be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+fn below(rng: &mut SplitMix64, n: u64) -> u64 {
+    rng.next_u64() % n
 }
 
 /// The spec of node `index` of `level`, its subtree included.
@@ -245,7 +234,7 @@ async fn kill_chaos(run: &KillChaos) -> Figures {
     tree.wait_ticks(ticks + 10).await.unwrap();
     let rss_before = resident_bytes().unwrap();
 
-    let mut rng = Rng(run.seed);
+    let mut rng = SplitMix64::new(run.seed);
     let per_tick = ((n - 1) as f64 * run.share).round().max(1.0) as u64;
     let mut faults = [0u64; 4];
     let mut label = 0u32;
@@ -256,8 +245,8 @@ async fn kill_chaos(run: &KillChaos) -> Figures {
         tree.wait_ticks(tick + 1).await.unwrap();
         let mut respec = false;
         for _ in 0..per_tick {
-            let (level, index, path) = &paths[rng.below(paths.len() as u64) as usize];
-            let kind = rng.below(4) as usize;
+            let (level, index, path) = &paths[below(&mut rng, paths.len() as u64) as usize];
+            let kind = below(&mut rng, 4) as usize;
             faults[kind] += 1;
             match kind {
                 0 => world.arm(path, Fault::Crash, 1),
@@ -269,7 +258,7 @@ async fn kill_chaos(run: &KillChaos) -> Figures {
                     // running with failing actions, or running as before:
                     // a relabel.
                     let v = &mut variants[*level as usize][*index as usize];
-                    *v = match rng.below(4) {
+                    *v = match below(&mut rng, 4) {
                         0 => Variant {
                             label,
                             stopped: true,
