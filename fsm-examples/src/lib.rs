@@ -13,6 +13,8 @@
 //! * [`protocol`]: the management relay's wire protocol;
 //! * [`relay`]: a local management relay with fault injection, served by
 //!   `fsm-relay` and used by the tests;
+//! * [`soak`]: the demo plant at thousands of workers, run for a long time
+//!   under faults and sampled for leaks, used by `fsm-soak`;
 //! * [`trace_view`]: reading and printing the span files of the JSON-lines
 //!   trace exporter, used by `fsm-trace`.
 
@@ -25,5 +27,6 @@ pub mod guide;
 pub mod protocol;
 pub mod relay;
 pub mod sim;
+pub mod soak;
 pub mod trace_view;
 pub mod workers;
