@@ -374,6 +374,19 @@ mod tests {
     }
 
     #[test]
+    fn floats_in_a_spec_survive_a_json_round_trip_exactly() {
+        // An integer beyond u64 is read as a float; written out as
+        // 1.845674402337204e25, it must read back as the same float, or
+        // the spec's hash changes on every round trip through a file.
+        let input = r#"{"name":"a","worker_type":"t","user_spec":[18456744023372036854775808,1e308,-0.0,5e-324,0.1]}"#;
+        let spec: ChildSpec = serde_json::from_str(input).unwrap();
+        let written = serde_json::to_string(&spec).unwrap();
+        let again: ChildSpec = serde_json::from_str(&written).unwrap();
+        assert_eq!(serde_json::to_string(&again).unwrap(), written);
+        assert_eq!(again.hash(), spec.hash());
+    }
+
+    #[test]
     fn json_accepts_omitted_optional_fields() {
         let spec: ChildSpec = serde_json::from_str(r#"{"name":"a","worker_type":"t"}"#).unwrap();
         assert_eq!(spec, ChildSpec::new("a", "t"));
