@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use fsm_actors::{ShutdownReport, Tree, TreeError};
+use fsm_actors::{ShutdownReport, Tree, TreeConfig, TreeError};
 use fsm_core::runtime::SplitMix64;
 use fsm_core::{ChildSpec, RegistryError, Value};
 
@@ -231,6 +231,19 @@ pub fn plant_spec(workers: usize) -> ChildSpec {
     root
 }
 
+/// The demo's configuration with the observation deadlines of a large
+/// tree: at 10,000 workers on a busy machine, a collect can wait seconds for
+/// its turn while the tree spawns, which the demo's deadlines (a few ticks)
+/// would take for a hung collector and restart, over and over.
+#[must_use]
+pub fn soak_config(tick: Duration) -> TreeConfig {
+    let mut config = demo_config(tick);
+    config.observation_timeout = config.observation_timeout.max(Duration::from_secs(2));
+    config.stale_after = config.stale_after.max(Duration::from_secs(10));
+    config.collector_restart_after = config.collector_restart_after.max(Duration::from_secs(30));
+    config
+}
+
 /// What a soak ends with.
 #[derive(Debug)]
 pub struct SoakRun {
@@ -272,7 +285,7 @@ pub async fn run_soak(
     let tree = Tree::spawn(
         plant_spec(options.workers),
         registry(&io)?,
-        demo_config(options.tick),
+        soak_config(options.tick),
     )
     .await?;
     tree.wait_converged(Duration::from_secs(300)).await?;
