@@ -389,9 +389,11 @@ fn push_field(field: &mut String, segment: &str) {
 }
 
 /// `"{{ a.b }}"` → `Some("a.b")`: a string that is exactly one plain
-/// variable reference.
+/// variable reference. Text around the braces, whitespace included, makes
+/// it a template like any other (`" {{ a }}"` renders to a string with its
+/// space).
 fn single_variable(s: &str) -> Option<&str> {
-    let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let inner = s.strip_prefix("{{")?.strip_suffix("}}")?.trim();
     let plain = !inner.is_empty()
         && inner
             .chars()
@@ -490,6 +492,29 @@ mod tests {
 
     fn node() -> NodePath {
         NodePath::parse("p/c")
+    }
+
+    #[test]
+    fn whitespace_around_a_lone_variable_is_kept_as_text() {
+        let t = Templates::new();
+        let spec = Value::map([
+            ("host", Value::from(" {{ IP }}")),
+            ("port", Value::from("{{ PORT }} ")),
+            ("typed", Value::from("{{ PORT }}")),
+        ]);
+        let rendered = t.render_value(&spec, &ctx(), &node()).unwrap();
+        let Value::Map(m) = rendered else {
+            panic!("{rendered:?}")
+        };
+        // In a spec as alone: the space is the template's text.
+        assert_eq!(m["host"], Value::from(" 10.0.0.5"));
+        assert_eq!(
+            t.render_str(" {{ IP }}", &ctx(), &node()).unwrap(),
+            " 10.0.0.5"
+        );
+        assert_eq!(m["port"], Value::from("502 "));
+        // Exactly one variable, and nothing else: its value, typed.
+        assert_eq!(m["typed"], Value::from(502));
     }
 
     #[test]
@@ -647,7 +672,9 @@ mod tests {
     #[test]
     fn single_variable_detection_is_exact() {
         assert_eq!(single_variable("{{ A }}"), Some("A"));
-        assert_eq!(single_variable(" {{a.b.0}} "), Some("a.b.0"));
+        assert_eq!(single_variable("{{a.b.0}}"), Some("a.b.0"));
+        assert_eq!(single_variable(" {{ A }}"), None);
+        assert_eq!(single_variable("{{ A }}\n"), None);
         assert_eq!(single_variable("{{ A }}{{ B }}"), None);
         assert_eq!(single_variable("{{ A | lower }}"), None);
         assert_eq!(single_variable("x{{ A }}"), None);
