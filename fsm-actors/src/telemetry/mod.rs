@@ -383,3 +383,56 @@ pub(crate) fn link(span: &tracing::Span, origin: Option<&SpanContext>) {
         span.add_link(origin.clone());
     }
 }
+
+/// The W3C `traceparent` of a span (`00-trace-span-flags`), to continue its
+/// trace on another node; `None` when the span is not exported.
+#[cfg(feature = "cluster")]
+pub(crate) fn traceparent(span: &tracing::Span) -> Option<String> {
+    let sc = span_context(span)?;
+    Some(format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    ))
+}
+
+/// A span whose parent is the remote span a `traceparent` names (see
+/// [`traceparent`]): the tick of a placed subtree, under its parent's tick
+/// on another node. Disabled when the header does not parse or ticks are
+/// not traced.
+#[cfg(feature = "cluster")]
+pub(crate) fn remote_parent_span(traceparent: &str) -> tracing::Span {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let mut parts = traceparent.split('-');
+    let (Some("00"), Some(trace), Some(span), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return tracing::Span::none();
+    };
+    let (Ok(trace), Ok(span_id), Ok(flags)) = (
+        TraceId::from_hex(trace),
+        SpanId::from_hex(span),
+        u8::from_str_radix(flags, 16),
+    ) else {
+        return tracing::Span::none();
+    };
+    let remote = SpanContext::new(
+        trace,
+        span_id,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    let span = tracing::info_span!(target: "fsm_actors", "fsm.remote_tick");
+    if !span.is_disabled() {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+    span
+}
