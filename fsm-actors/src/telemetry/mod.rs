@@ -436,3 +436,47 @@ pub(crate) fn remote_parent_span(traceparent: &str) -> tracing::Span {
     }
     span
 }
+
+#[cfg(all(test, feature = "cluster"))]
+mod cluster_tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
+    #[test]
+    fn a_tick_forwarded_to_another_node_continues_its_parents_trace() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .with_filter(EnvFilter::new("fsm_actors=info"));
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+
+        let parent = tracing::info_span!(target: "fsm_actors", "fsm.tick");
+        let header = super::traceparent(&parent).expect("an exported span has a traceparent");
+        // What the other node makes of the header it receives.
+        let remote = super::remote_parent_span(&header);
+        assert!(!remote.is_disabled());
+        drop(remote);
+        drop(parent);
+        let _ = provider.force_flush();
+        let spans = exporter.get_finished_spans().unwrap();
+        let parent = spans.iter().find(|s| s.name == "fsm.tick").unwrap();
+        let remote = spans.iter().find(|s| s.name == "fsm.remote_tick").unwrap();
+        assert_eq!(
+            remote.span_context.trace_id(),
+            parent.span_context.trace_id(),
+            "one trace across the boundary"
+        );
+        assert_eq!(remote.parent_span_id, parent.span_context.span_id());
+
+        // A header that does not parse starts nothing.
+        for bad in ["", "00-zz-yy-01", "01-a-b-c-d"] {
+            assert!(super::remote_parent_span(bad).is_disabled(), "{bad}");
+        }
+        assert_eq!(super::traceparent(&tracing::Span::none()), None);
+    }
+}
