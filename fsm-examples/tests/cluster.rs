@@ -1,7 +1,8 @@
 //! Three `fsm-node` processes on 127.0.0.1: the demo plant on node a, its
 //! lines placed on b and c. Killing c moves its line to a live node within
 //! two seconds; a restarted c runs nothing twice; a placement change moves
-//! a line; a wrong cookie is refused.
+//! a line; a frozen node's line moves and the thawed node stops its copy;
+//! a wrong cookie is refused.
 //!
 //! Every node runs with `--run-for` and is killed when its handle drops, so
 //! no process outlives the test. Run with
@@ -272,7 +273,52 @@ fn lines_fail_over_within_two_seconds_never_run_twice_and_move_with_their_placem
     for key in [LINE_1, LINE_2] {
         assert_eq!(all[key].len(), 1, "{key} runs once: {all:?}");
     }
+
+    // Freeze c (a hung process: its connections stay open, it answers
+    // nothing): the renewals time out, line-1 runs on a live node, and c,
+    // thawed, stops its copy (the lease ran out) instead of running it too.
+    signal(&c, "STOP");
+    wait_until(
+        "line-1 off the frozen c",
+        Duration::from_secs(5),
+        &[&a, &b],
+        || runs_on(&[&a, &b], LINE_1).len() == 1,
+    );
+    signal(&c, "CONT");
+    wait_until(
+        "the thawed c stops its copy",
+        Duration::from_secs(5),
+        &[&a, &b, &c],
+        || {
+            c.status().is_some_and(|s| {
+                s["hosted"]
+                    .as_array()
+                    .is_some_and(|h| !h.iter().any(|e| e["key"] == LINE_1))
+            })
+        },
+    );
+    let all = placements(&[&a, &b, &c]);
+    for key in [LINE_1, LINE_2] {
+        assert_eq!(all[key].len(), 1, "{key} runs once: {all:?}");
+    }
+    wait_until(
+        "the tree converged again",
+        Duration::from_secs(15),
+        &[&a, &b, &c],
+        || a.root_converged(),
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends a signal to a node's process (`STOP`, `CONT`).
+fn signal(node: &Node, name: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(node.child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{name} {}", node.child.id());
 }
 
 #[test]

@@ -87,8 +87,12 @@ impl Actor for HostActor {
         msg: HostMsg,
         state: &mut HostState,
     ) -> Result<(), ActorProcessingErr> {
+        // Before anything else: a host that was frozen (or starved) past a
+        // lease must not act on that subtree again, not even on a tick
+        // that waited in its mailbox.
+        state.reap();
         match msg {
-            HostMsg::Reap => state.reap(),
+            HostMsg::Reap => {}
             HostMsg::Cast(bytes) => match wire::decode::<Request>(&bytes) {
                 Ok(Request::Tick { key, epoch, trace }) => state.tick(&key, epoch, trace),
                 Ok(other) => {

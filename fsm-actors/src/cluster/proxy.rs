@@ -36,6 +36,9 @@ pub(crate) struct ProxyArgs {
     pub(crate) parent_state: Option<String>,
     pub(crate) context: Arc<ParentContext>,
     pub(crate) link: ClusterLink,
+    /// The tree's metrics: the proxy counts as one node of its worker
+    /// type, in the state of the remote subtree's root.
+    pub(crate) metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 pub(crate) struct ProxyState {
@@ -64,6 +67,10 @@ pub(crate) struct ProxyState {
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     /// The proxy stops on purpose: the remote subtree is stopped already.
     stopping: bool,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
+    worker_type: Arc<str>,
+    /// The state the proxy is counted in, and since when.
+    counted: Option<(&'static str, Instant)>,
 }
 
 /// The key under which a host holds a placed child: its owner node and
@@ -133,13 +140,12 @@ async fn ask(
     }
 }
 
-/// Chooses a live node for the child and places its subtree there.
-async fn place(
+/// Chooses a live node for the child (not the one it was last lost on,
+/// while another qualifies).
+fn choose(
     link: &ClusterLink,
     path: &NodePath,
     spec: &ChildSpec,
-    remote: &ChildSpec,
-    epoch: u64,
 ) -> Result<(ActorRef<HostMsg>, String), String> {
     let key = key_of(link, path);
     let live = super::live_nodes();
@@ -149,6 +155,18 @@ async fn place(
         .map_err(|e| e.to_string())?
         .to_owned();
     let host = super::host_of(&name).ok_or_else(|| format!("node `{name}` left meanwhile"))?;
+    Ok((host, name))
+}
+
+/// Places the child's subtree on `host`.
+async fn place(
+    link: &ClusterLink,
+    path: &NodePath,
+    (host, name): (&ActorRef<HostMsg>, &str),
+    remote: &ChildSpec,
+    epoch: u64,
+) -> Result<(), String> {
+    let key = key_of(link, path);
     let bytes = codec::encode_spec(remote).map_err(|e| e.to_string())?;
     let request = Request::Place {
         key: key.clone(),
@@ -157,11 +175,11 @@ async fn place(
         lease_ms: u64::try_from(link.timing.lease.as_millis()).unwrap_or(u64::MAX),
     };
     // Starting a subtree takes longer than a renewal: a generous bound.
-    match ask(&host, &request, link.timing.detection * 5).await? {
+    match ask(host, &request, link.timing.detection * 5).await? {
         Reply::Done(_) => {
             link.placed(&key);
             tracing::info!(node.path = %path, node = %name, epoch, "subtree placed");
-            Ok((host, name))
+            Ok(())
         }
         Reply::Refused(why) => Err(why),
         other => Err(format!("unexpected answer to a placement: {other:?}")),
@@ -181,13 +199,15 @@ impl Actor for ProxyActor {
         // Later than any epoch an earlier incarnation (in this process or
         // an earlier one) used for this child.
         let epoch = args.link.next_epoch();
-        let remote = remote_spec(&args.spec, args.parent_state.as_deref(), &args.context);
-        let (host, host_name) = place(&args.link, &args.path, &args.spec, &remote, epoch)
-            .await
+        // Only the choice here: the parent waits for `pre_start`, and the
+        // placement itself (a round trip, a subtree to start) is done in
+        // `post_start`, on the proxy's own time.
+        let (host, host_name) = choose(&args.link, &args.path, &args.spec)
             .map_err(|why| format!("placing `{}`: {why}", args.path))?;
         // Told when a host joins or leaves the hosts group.
         ractor::pg::monitor(HOSTS_GROUP.to_owned(), myself.get_cell());
         let heartbeat = myself.send_interval(args.link.timing.heartbeat, || NodeMsg::FlushReport);
+        let worker_type = Arc::from(args.spec.worker_type.as_str());
         Ok(ProxyState {
             key: key_of(&args.link, &args.path),
             path: args.path,
@@ -208,6 +228,9 @@ impl Actor for ProxyActor {
             last_sent: Instant::now(),
             heartbeat: Some(heartbeat),
             stopping: false,
+            worker_type,
+            metrics: args.metrics,
+            counted: None,
         })
     }
 
@@ -216,6 +239,17 @@ impl Actor for ProxyActor {
         myself: ActorRef<NodeMsg>,
         state: &mut ProxyState,
     ) -> Result<(), ActorProcessingErr> {
+        let remote = remote_spec(&state.spec, state.parent_state.as_deref(), &state.context);
+        let target = (&state.host, state.host_name.as_str());
+        if let Err(why) = place(&state.link, &state.path, target, &remote, state.epoch).await {
+            // Nothing runs there: fail at once, no lease to wait out.
+            state.stopping = true;
+            return Err(format!(
+                "placing `{}` on node `{}`: {why}",
+                state.path, state.host_name
+            )
+            .into());
+        }
         state.renew(&myself).await
     }
 
@@ -326,6 +360,9 @@ impl Actor for ProxyActor {
         if let Some(h) = state.heartbeat.take() {
             h.abort();
         }
+        if let Some((counted, _)) = state.counted.take() {
+            state.series().ended(counted, None, false);
+        }
         ractor::pg::demonitor(HOSTS_GROUP.to_owned(), myself.get_id());
         if !state.stopping {
             // Failed or killed: do not leave the subtree to its lease alone
@@ -350,6 +387,29 @@ impl Actor for ProxyActor {
 }
 
 impl ProxyState {
+    fn series(&self) -> crate::telemetry::metrics::NodeSeries<'_> {
+        crate::telemetry::metrics::NodeSeries {
+            metrics: &self.metrics,
+            worker_type: &self.worker_type,
+            path: &self.path,
+            counted: true,
+        }
+    }
+
+    /// Counts the proxy in the remote root's state.
+    fn count(&mut self, state: &'static str) {
+        let now = Instant::now();
+        match self.counted {
+            None => self.series().started(state),
+            Some((from, _)) if std::ptr::eq(from, state) => return,
+            Some((from, since)) => {
+                self.series()
+                    .transition(from, state, now.saturating_duration_since(since));
+            }
+        }
+        self.counted = Some((state, now));
+    }
+
     /// The host is lost: the proxy fails, so that its parent places the
     /// subtree again — but not before the subtree's lease there has run out
     /// (a host cut off, not dead, stops it then): past the last renewal
@@ -409,12 +469,17 @@ impl ProxyState {
     /// The placement changed: stop the subtree where it runs (in order),
     /// then place it again.
     async fn relocate(&mut self, myself: &ActorRef<NodeMsg>) -> Result<(), ActorProcessingErr> {
+        let (host, name) = choose(&self.link, &self.path, &self.spec)?;
+        if name == self.host_name {
+            // The new placement picks the node it runs on already.
+            return self.send_spec().await;
+        }
         let deadline = Instant::now() + self.link.timing.detection * 5;
         let from = self.host_name.clone();
         self.stop_remote(deadline).await;
         let epoch = self.link.next_epoch();
         let remote = remote_spec(&self.spec, self.parent_state.as_deref(), &self.context);
-        let (host, name) = place(&self.link, &self.path, &self.spec, &remote, epoch).await?;
+        place(&self.link, &self.path, (&host, &name), &remote, epoch).await?;
         tracing::info!(node.path = %self.path, from = %from, to = %name, "subtree moved: its placement changed");
         self.host = host;
         self.host_name = name;
@@ -472,9 +537,11 @@ impl ProxyState {
         {
             return;
         }
+        let state = intern(&self.last.state);
+        self.count(state);
         let _ = self.parent.cast(NodeMsg::ChildReport(ChildReport {
             from: myself.get_id(),
-            state: intern(&self.last.state),
+            state,
             desired: desired_changed.then(|| self.last.desired.clone()),
             healthy: self.last.healthy,
             stale: self.last.stale,

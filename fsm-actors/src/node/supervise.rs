@@ -338,6 +338,7 @@ impl NodeState {
                     parent_state: args.parent_state.clone(),
                     context: Arc::clone(&args.context),
                     link: link.clone(),
+                    metrics: Arc::clone(&self.shared.metrics),
                 };
                 Actor::spawn_linked(None, crate::cluster::ProxyActor, proxy, myself.get_cell())
                     .instrument(span)
