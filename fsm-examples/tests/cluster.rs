@@ -354,3 +354,71 @@ fn a_node_with_the_wrong_cookie_is_refused_with_a_clear_error() {
     assert!(!a.sees("intruder"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The spans of a `--trace-out` file.
+fn spans(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_root_tick_is_one_trace_across_processes() {
+    let dir = temp_dir("trace");
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    // Both lines on b (c is not there: the others go to a live node).
+    let root = cluster_spec(&dir, "b");
+    let run = |name: &str, addr: SocketAddr, peers: &[SocketAddr], root: Option<&Path>| {
+        let trace = dir.join(format!("{name}.jsonl"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--name", name, "--cookie", COOKIE, "--run-for", "4"])
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--trace-out")
+            .arg(&trace)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for p in peers {
+            cmd.arg("--peer").arg(p.to_string());
+        }
+        if let Some(root) = root {
+            cmd.arg("--root").arg(root);
+        }
+        (cmd.spawn().unwrap(), trace)
+    };
+    let (mut b, b_trace) = run("b", b_addr, &[], None);
+    let (mut a, a_trace) = run("a", a_addr, &[b_addr], Some(&root));
+    // Both stop by themselves and flush their span files.
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    let (a_spans, b_spans) = (spans(&a_trace), spans(&b_trace));
+    let id = |s: &Value, k: &str| s[k].as_str().unwrap_or_default().to_owned();
+    // On b: the tick of line-1, under the span of the forwarded tick, whose
+    // parent is the plant's tick on a, in the same trace.
+    let line_ticks: Vec<&Value> = b_spans
+        .iter()
+        .filter(|s| s["name"] == "fsm.tick" && s["attributes"]["node.path"] == "line-1")
+        .collect();
+    assert!(!line_ticks.is_empty(), "no tick of line-1 on b");
+    let crossed = line_ticks.iter().any(|tick| {
+        let Some(remote) = b_spans.iter().find(|s| {
+            s["name"] == "fsm.remote_tick" && id(s, "span_id") == id(tick, "parent_span_id")
+        }) else {
+            return false;
+        };
+        a_spans.iter().any(|p| {
+            p["name"] == "fsm.tick"
+                && p["attributes"]["node.path"] == "plant"
+                && id(p, "span_id") == id(remote, "parent_span_id")
+                && id(p, "trace_id") == id(tick, "trace_id")
+        })
+    });
+    assert!(
+        crossed,
+        "no tick of line-1 on b continues a plant tick's trace from a"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

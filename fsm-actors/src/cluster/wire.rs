@@ -18,7 +18,7 @@ use crate::snapshot::{NodeSnapshot, StopRecord, SubtreeCounts};
 pub enum HostMsg {
     /// A one-way request (a tick).
     Cast(Vec<u8>),
-    /// A request that expects a [`Reply`].
+    /// A request that expects an answer (JSON, like the request).
     Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
     /// Local only, from the host's own timer: stop the subtrees whose lease
     /// has expired.

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Parser;
 use fsm_actors::cluster::{ClusterTiming, Host, HostConfig, HostError};
+use fsm_actors::telemetry::Telemetry;
 use fsm_actors::{Tree, TreeConfig};
 use fsm_core::{ChildSpec, Placement};
 use fsm_examples::demo::{demo_config, embedded_root_spec};
@@ -74,6 +75,11 @@ struct Args {
     /// Seconds to keep trying to reach each peer.
     #[arg(long, default_value_t = 10.0)]
     connect_for: f64,
+    /// Write every span to FILE, one JSON object per line. A tick forwarded
+    /// to another node continues its trace there: `cat a.jsonl b.jsonl |
+    /// fsm-trace -` shows one tree of spans across the processes.
+    #[arg(long, value_name = "FILE")]
+    trace_out: Option<PathBuf>,
     /// Print the demo plant with its lines placed on nodes b and c, and exit.
     #[arg(long)]
     print_spec: bool,
@@ -224,18 +230,31 @@ async fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ractor_cluster=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(args).await {
+    let mut telemetry = Telemetry::new(format!(
+        "fsm-node-{}",
+        args.name.as_deref().unwrap_or_default()
+    ));
+    if std::env::var_os("RUST_LOG").is_none() {
+        telemetry = telemetry.log_filter("info,ractor_cluster=warn");
+    }
+    if let Some(path) = &args.trace_out {
+        telemetry = telemetry.json_file(path);
+    }
+    let telemetry = match telemetry.install() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("fsm-node: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fsm-node: {e}");
             ExitCode::from(2)
         }
-    }
+    };
+    // Flushes the span file.
+    drop(telemetry);
+    code
 }
