@@ -108,6 +108,16 @@ impl Default for ClusterTiming {
 }
 
 impl ClusterTiming {
+    /// These timings (check them with [`validate`](Self::validate)).
+    #[must_use]
+    pub fn new(heartbeat: Duration, detection: Duration, lease: Duration) -> Self {
+        Self {
+            heartbeat,
+            detection,
+            lease,
+        }
+    }
+
     /// Checks the timings: a heartbeat shorter than the lease, and a lease
     /// that runs out before a lost host is detected.
     ///
@@ -550,5 +560,50 @@ impl Host {
             .stop_and_wait(None, Some(Duration::from_secs(15)))
             .await;
         self.server.stop(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn timings_that_could_run_a_subtree_twice_are_refused() {
+        assert!(ClusterTiming::default().validate().is_ok());
+        let ms = Duration::from_millis;
+        let why = ClusterTiming::new(ms(200), ms(1000), ms(1000))
+            .validate()
+            .unwrap_err();
+        assert!(why.contains("shorten the lease"), "{why}");
+        let why = ClusterTiming::new(ms(700), ms(1000), ms(700))
+            .validate()
+            .unwrap_err();
+        assert!(why.contains("heartbeat"), "{why}");
+        assert!(
+            ClusterTiming::new(Duration::ZERO, ms(1000), ms(700))
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn epochs_only_grow_even_within_one_millisecond() {
+        let link = ClusterLink {
+            node_name: "a".into(),
+            timing: ClusterTiming::default(),
+            last_epoch: Arc::new(AtomicU64::new(0)),
+            lost: Arc::default(),
+        };
+        let mut last = 0;
+        for _ in 0..1000 {
+            let e = link.next_epoch();
+            assert!(e > last);
+            last = e;
+        }
+        // A restarted process starts above what this one gave out: the
+        // wall clock in milliseconds.
+        assert!(last >= crate::node::unix_ms_now());
     }
 }

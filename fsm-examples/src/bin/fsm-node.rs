@@ -148,10 +148,11 @@ async fn run(args: Args) -> Result<(), String> {
     let tick = Duration::from_millis(args.tick_ms);
     let io = SimIo::default();
     let registry = registry(&io).map_err(|e| e.to_string())?;
-    let mut timing = ClusterTiming::default();
-    timing.heartbeat = Duration::from_millis(args.heartbeat_ms);
-    timing.detection = Duration::from_millis(args.detection_ms);
-    timing.lease = Duration::from_millis(args.lease_ms);
+    let timing = ClusterTiming::new(
+        Duration::from_millis(args.heartbeat_ms),
+        Duration::from_millis(args.detection_ms),
+        Duration::from_millis(args.lease_ms),
+    );
     let config = HostConfig::new(name.clone(), listen, cookie)
         .with_labels(args.labels)
         .with_timing(timing);
