@@ -126,6 +126,7 @@ async fn write_status(path: &Path, host: &Host, tree: Option<&Tree>) {
             "generation": s.generation,
             "observed_generation": s.observed_generation,
             "nodes": s.counts.nodes,
+            "ticks": s.ticks,
             "restarts": t.restarts(),
         })
     });
