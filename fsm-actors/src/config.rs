@@ -123,6 +123,11 @@ pub struct TreeConfig {
     /// `docs/persistence.md`). Default: `None`, nothing is stored, and
     /// nodes pay nothing for it.
     pub store: Option<crate::store::TreeStore>,
+    /// The cluster this tree's placed children run in (the `cluster`
+    /// feature; see [`Host::link`](crate::cluster::Host::link)). `None`
+    /// (the default): a child with a placement runs beside its parent.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::ClusterLink>,
 }
 
 impl Default for TreeConfig {
@@ -152,6 +157,8 @@ impl Default for TreeConfig {
             inspect_timeout: Duration::from_secs(5),
             starting_report_interval: Duration::from_millis(100),
             store: None,
+            #[cfg(feature = "cluster")]
+            cluster: None,
         }
     }
 }

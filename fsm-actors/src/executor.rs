@@ -212,6 +212,10 @@ impl ExecutorHandle {
 #[derive(Debug)]
 pub(crate) struct ExecutorGone;
 
+// See `NodeMsg`: never sent to another process.
+#[cfg(feature = "cluster")]
+impl ractor::Message for ExecMsg {}
+
 pub(crate) enum ExecMsg {
     Enqueue(Pending),
     /// Cancel every action of the node at this path and below.

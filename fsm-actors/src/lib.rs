@@ -29,6 +29,8 @@
 #![forbid(unsafe_code)]
 #![warn(unnameable_types)]
 
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod config;
 mod deadline;
 mod error;

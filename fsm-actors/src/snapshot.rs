@@ -259,6 +259,18 @@ pub struct TreeStatus {
     /// children reconciled, removed children stopped). `converged` speaks
     /// of that generation once this equals `generation`.
     pub observed_generation: u64,
+    /// The root node's state, as of its last report (empty before it).
+    #[serde(default)]
+    pub root_state: String,
+    /// The root node's desired state, as of its last report.
+    #[serde(default)]
+    pub root_desired: String,
+    /// Whether the root node itself is healthy (configured, not stale).
+    #[serde(default)]
+    pub root_healthy: bool,
+    /// Whether the root node's last good observation is too old.
+    #[serde(default)]
+    pub root_stale: bool,
     /// Set when the tree gave up: the root failed more often than its
     /// restart intensity allows. The tree no longer runs.
     pub fatal: Option<FatalError>,

@@ -546,6 +546,19 @@ impl TreeHandle {
             .map_err(|_| TreeError::NotRunning)
     }
 
+    /// Ticks the tree once inside `parent` (the span of a tick on another
+    /// node, so that one trace spans both): the root's tick span is its
+    /// child.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn tick_in(&self, parent: tracing::Span) -> Result<(), TreeError> {
+        self.check_running()?;
+        self.check_not_fatal()?;
+        self.inner
+            .top
+            .cast(NodeMsg::Tick(parent, 0))
+            .map_err(|_| TreeError::NotRunning)
+    }
+
     /// The tree's current status (tick count, convergence counts); once the
     /// tree is gone, the last status it reported.
     #[must_use]

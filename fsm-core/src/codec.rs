@@ -14,8 +14,9 @@ use crate::error::CodecError;
 use crate::spec::{ChildSpec, DesiredState};
 
 const MAGIC: &[u8; 3] = b"FSM";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+/// The format version this build writes and reads. 2: a child spec has a
+/// `placement` (version 1 had none; its bytes are refused, not misread).
+pub const FORMAT_VERSION: u8 = 2;
 /// The largest input decoding accepts, so that corrupt length prefixes cannot
 /// make the decoder allocate without bound.
 pub const MAX_DECODE_BYTES: usize = 256 * 1024 * 1024;
@@ -160,7 +161,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_spec(&bytes);
-            let mut with_header = b"FSM\x01".to_vec();
+            let mut with_header = [&MAGIC[..], &[FORMAT_VERSION]].concat();
             with_header.extend_from_slice(&bytes);
             let _ = decode_spec(&with_header);
         }
@@ -227,9 +228,15 @@ mod tests {
         let decoded = std::thread::Builder::new()
             .stack_size(2 << 20)
             .spawn(|| {
-                let deep =
-                    decode::<Value>("value", &[&b"FSM\x01"[..], &nested_lists(100_000)].concat())
-                        .map(drop);
+                let deep = decode::<Value>(
+                    "value",
+                    &[
+                        &[&MAGIC[..], &[FORMAT_VERSION]].concat()[..],
+                        &nested_lists(100_000),
+                    ]
+                    .concat(),
+                )
+                .map(drop);
                 let spec = decode_spec(&spec_around(&nested_lists(100_000))).map(drop);
                 (deep, spec)
             })

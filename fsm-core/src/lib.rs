@@ -20,6 +20,8 @@
 //! * [`store`]: the [`Store`](store::Store) interface that keeps a tree's
 //!   identity, desired and observed documents, and an in-memory backend.
 //! * [`freshness`]: when an observation is fresh, stale or missing.
+//! * [`placement`]: where a child runs in a cluster ([`Placement`]), and the
+//!   pure decisions about it (which node, stale epochs, expired leases).
 //! * [`runtime`]: the interface the runtime (`fsm-actors`) drives workers
 //!   through; applications do not need it.
 //!
@@ -38,6 +40,7 @@ pub mod from_state;
 mod hash;
 mod metrics;
 mod path;
+pub mod placement;
 mod reconcile;
 mod registry;
 pub mod runtime;
@@ -62,6 +65,7 @@ pub use error::{
 pub use hash::SpecHash;
 pub use metrics::{NoMetrics, WorkerMetrics};
 pub use path::{NodePath, PATH_SEPARATOR};
+pub use placement::Placement;
 pub use reconcile::{
     PlanCounts, PlanStep, ReconcilePlan, RunningChild, plan_children, validate_children,
 };

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::hash::{SpecHash, StableHasher};
+use crate::placement::Placement;
 use crate::supervision::{RestartPolicy, Supervision};
 use crate::value::{Map, Value, ValueError};
 
@@ -60,6 +61,12 @@ pub struct ChildSpec {
     /// `area`, `line`, ...); it may not change a level its parent set.
     #[serde(default)]
     pub location: BTreeMap<String, String>,
+    /// Where the child runs: `None` (the default) beside its parent, as
+    /// every child did before clusters; otherwise on a node of the cluster
+    /// (see [`Placement`] and `docs/cluster.md`). Part of the declaration:
+    /// changing it moves the subtree.
+    #[serde(default)]
+    pub placement: Option<Placement>,
 }
 
 impl ChildSpec {
@@ -74,7 +81,15 @@ impl ChildSpec {
             restart: RestartPolicy::Permanent,
             variables: Map::new(),
             location: BTreeMap::new(),
+            placement: None,
         }
+    }
+
+    /// Places the child on a node of the cluster (see [`Placement`]).
+    #[must_use]
+    pub fn with_placement(mut self, placement: Placement) -> Self {
+        self.placement = Some(placement);
+        self
     }
 
     /// Sets one variable for the child and its subtree.
@@ -165,6 +180,12 @@ impl ChildSpec {
         for (k, v) in &self.location {
             h.write_str(k);
             h.write_str(v);
+        }
+        // Only when set: a spec without a placement hashes as it did before
+        // placements existed.
+        if let Some(placement) = &self.placement {
+            h.write_u8(0xb1);
+            placement.stable_hash(h);
         }
     }
 }
@@ -284,6 +305,56 @@ mod tests {
         );
         assert_ne!(h, base.clone().with_variable("IP", "x").hash());
         assert_ne!(h, base.clone().with_location("site", "a").hash());
+        let placed = base.clone().with_placement(Placement::node("b"));
+        assert_ne!(h, placed.hash());
+        assert_ne!(
+            placed.hash(),
+            base.clone().with_placement(Placement::node("c")).hash()
+        );
+        assert_ne!(
+            placed.hash(),
+            base.clone().with_placement(Placement::label("b")).hash()
+        );
+    }
+
+    #[test]
+    fn a_spec_without_a_placement_hashes_as_before_placements_existed() {
+        // Pinned: the hash of a spec without a placement is that of the
+        // format before the field was added, so stored hashes stay valid.
+        let spec = ChildSpec::new("a", "t").with_spec(Value::from(1));
+        let mut h = StableHasher::new();
+        h.write_str("a");
+        h.write_str("t");
+        Value::from(1).stable_hash(&mut h);
+        h.write_u64(0);
+        h.write_u8(0);
+        Value::stable_hash_map(&Map::new(), &mut h);
+        h.write_u64(0);
+        assert_eq!(spec.hash(), SpecHash::from_u128(h.finish()));
+    }
+
+    #[test]
+    fn a_placement_is_read_from_json_and_round_trips_every_format() {
+        let spec: ChildSpec = serde_json::from_str(
+            r#"{"name":"line-1","worker_type":"line","placement":{"node":"b"}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.placement, Some(Placement::node("b")));
+        let spec: ChildSpec = serde_json::from_str(
+            r#"{"name":"line-1","worker_type":"line","placement":{"label":"edge"}}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.placement, Some(Placement::label("edge")));
+        let err = serde_json::from_str::<ChildSpec>(
+            r#"{"name":"l","worker_type":"line","placement":{"nod":"b"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `nod`"), "{err}");
+        let bytes = crate::codec::encode_spec(&spec).unwrap();
+        assert_eq!(crate::codec::decode_spec(&bytes).unwrap(), spec);
+        let v = Value::from_serialize(&spec).unwrap();
+        assert_eq!(v.decode::<ChildSpec>().unwrap(), spec);
     }
 
     #[test]

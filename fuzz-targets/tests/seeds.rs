@@ -149,17 +149,18 @@ fn write_the_seed_corpus() {
     write_with_variants("codec", "desired", &bytes);
     let spec = codec::encode_spec(&ChildSpec::new("a", "t")).unwrap_or_default();
     let mut version = spec.clone();
-    version[3] = 2;
+    version[3] = codec::FORMAT_VERSION + 1;
     write("codec", "future-version", &version);
     write("codec", "trailing", &[&spec[..], &[0][..]].concat());
     write("codec", "no-header", b"nope");
-    write("codec", "header-only", b"FSM\x01");
+    let header = [&b"FSM"[..], &[codec::FORMAT_VERSION]].concat();
+    write("codec", "header-only", &header);
     write(
         "codec",
         "huge-length",
-        b"FSM\x01\xfd\xff\xff\xff\xff\xff\xff\xff\x7f",
+        &[&header[..], b"\xfd\xff\xff\xff\xff\xff\xff\xff\x7f"].concat(),
     );
-    let deep: Vec<u8> = [&b"FSM\x01"[..], &[5u8, 1].repeat(300), &[0][..]].concat();
+    let deep: Vec<u8> = [&header[..], &[5u8, 1].repeat(300), &[0][..]].concat();
     write("codec", "deep-value", &deep);
     write(
         "codec",

@@ -82,6 +82,11 @@ pub(crate) enum NodeMsg {
     },
 }
 
+// ractor's `cluster` feature drops its blanket `Message` impl; a node's
+// messages never leave their process.
+#[cfg(feature = "cluster")]
+impl ractor::Message for NodeMsg {}
+
 /// What a child tells its parent whenever it changes. Sent often while a
 /// tree starts or recovers, so it allocates nothing unless the desired
 /// state changed: the parent knows the child's name from its actor id, and

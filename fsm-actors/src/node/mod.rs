@@ -72,6 +72,8 @@ pub(crate) use inputs::{Globals, ParentContext};
 use inputs::{Incarnation, Inputs};
 pub(crate) use messages::{ChildReport, NodeMsg};
 use observation::AbortOnDrop;
+#[cfg(feature = "cluster")]
+pub(crate) use stop::EXIT_SHUTDOWN;
 pub(crate) use stop::StopSink;
 pub(crate) use store::unix_ms_now;
 use tick::TickRest;

@@ -240,12 +240,27 @@ impl NodeState {
             && self.children.all_converged();
         let ticks = self.ticks;
         let generation = self.cold.generation;
+        let root = self.children.statuses().first();
         self.shared.status.send_if_modified(|s| {
-            let changed = s.ticks != ticks
+            let mut changed = s.ticks != ticks
                 || s.counts != counts
                 || s.converged != converged
                 || s.generation != generation
                 || s.observed_generation != synced;
+            if let Some(root) = root {
+                // Compared first: the top publishes often, the root's own
+                // status changes rarely (no allocation unless it did).
+                if s.root_state != root.state || s.root_desired != root.desired {
+                    s.root_state = root.state.to_string();
+                    s.root_desired.clone_from(&root.desired);
+                    changed = true;
+                }
+                if s.root_healthy != root.healthy || s.root_stale != root.stale {
+                    s.root_healthy = root.healthy;
+                    s.root_stale = root.stale;
+                    changed = true;
+                }
+            }
             s.ticks = ticks;
             s.counts = counts;
             s.converged = converged;

@@ -325,10 +325,36 @@ impl NodeState {
             worker.type = %args.spec.worker_type,
             restarts,
         );
-        match Actor::spawn_linked(None, NodeActor, args, myself.get_cell())
+        #[cfg(feature = "cluster")]
+        let spawned = match (&args.spec.placement, &self.shared.config.cluster) {
+            // Placed on a node of the cluster: a proxy stands for it here.
+            (Some(_), Some(link)) => {
+                let proxy = crate::cluster::ProxyArgs {
+                    path: args.path.clone(),
+                    spec: Arc::clone(&args.spec),
+                    tree_generation: args.tree_generation,
+                    tick_pending: args.tick_pending.clone(),
+                    parent: myself.clone(),
+                    parent_state: args.parent_state.clone(),
+                    context: Arc::clone(&args.context),
+                    link: link.clone(),
+                    metrics: Arc::clone(&self.shared.metrics),
+                };
+                Actor::spawn_linked(None, crate::cluster::ProxyActor, proxy, myself.get_cell())
+                    .instrument(span)
+                    .await
+            }
+            _ => {
+                Actor::spawn_linked(None, NodeActor, args, myself.get_cell())
+                    .instrument(span)
+                    .await
+            }
+        };
+        #[cfg(not(feature = "cluster"))]
+        let spawned = Actor::spawn_linked(None, NodeActor, args, myself.get_cell())
             .instrument(span)
-            .await
-        {
+            .await;
+        match spawned {
             Ok((actor, _)) => {
                 tracing::debug!(node.path = %path, restarts, "child started");
                 self.children

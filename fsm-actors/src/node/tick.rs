@@ -101,7 +101,9 @@ impl NodeState {
         now: Instant,
     ) -> Result<Option<TickRest>, ActorProcessingErr> {
         let span = if self.is_top() {
-            tracing::Span::none()
+            // The timer's ticks carry no span; a tick forwarded from a
+            // parent on another node carries that parent's (see `cluster`).
+            parent
         } else {
             tracing::info_span!(
                 target: "fsm_actors",

@@ -383,3 +383,100 @@ pub(crate) fn link(span: &tracing::Span, origin: Option<&SpanContext>) {
         span.add_link(origin.clone());
     }
 }
+
+/// The W3C `traceparent` of a span (`00-trace-span-flags`), to continue its
+/// trace on another node; `None` when the span is not exported.
+#[cfg(feature = "cluster")]
+pub(crate) fn traceparent(span: &tracing::Span) -> Option<String> {
+    let sc = span_context(span)?;
+    Some(format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    ))
+}
+
+/// A span whose parent is the remote span a `traceparent` names (see
+/// [`traceparent`]): the tick of a placed subtree, under its parent's tick
+/// on another node. Disabled when the header does not parse or ticks are
+/// not traced.
+#[cfg(feature = "cluster")]
+pub(crate) fn remote_parent_span(traceparent: &str) -> tracing::Span {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    let mut parts = traceparent.split('-');
+    let (Some("00"), Some(trace), Some(span), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return tracing::Span::none();
+    };
+    let (Ok(trace), Ok(span_id), Ok(flags)) = (
+        TraceId::from_hex(trace),
+        SpanId::from_hex(span),
+        u8::from_str_radix(flags, 16),
+    ) else {
+        return tracing::Span::none();
+    };
+    let remote = SpanContext::new(
+        trace,
+        span_id,
+        TraceFlags::new(flags),
+        true,
+        TraceState::default(),
+    );
+    let span = tracing::info_span!(target: "fsm_actors", "fsm.remote_tick");
+    if !span.is_disabled() {
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+    span
+}
+
+#[cfg(all(test, feature = "cluster"))]
+mod cluster_tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+
+    #[test]
+    fn a_tick_forwarded_to_another_node_continues_its_parents_trace() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .with_filter(EnvFilter::new("fsm_actors=info"));
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+
+        let parent = tracing::info_span!(target: "fsm_actors", "fsm.tick");
+        let header = super::traceparent(&parent).expect("an exported span has a traceparent");
+        // What the other node makes of the header it receives.
+        let remote = super::remote_parent_span(&header);
+        assert!(!remote.is_disabled());
+        drop(remote);
+        drop(parent);
+        let _ = provider.force_flush();
+        let spans = exporter.get_finished_spans().unwrap();
+        let parent = spans.iter().find(|s| s.name == "fsm.tick").unwrap();
+        let remote = spans.iter().find(|s| s.name == "fsm.remote_tick").unwrap();
+        assert_eq!(
+            remote.span_context.trace_id(),
+            parent.span_context.trace_id(),
+            "one trace across the boundary"
+        );
+        assert_eq!(remote.parent_span_id, parent.span_context.span_id());
+
+        // A header that does not parse starts nothing.
+        for bad in ["", "00-zz-yy-01", "01-a-b-c-d"] {
+            assert!(super::remote_parent_span(bad).is_disabled(), "{bad}");
+        }
+        assert_eq!(super::traceparent(&tracing::Span::none()), None);
+    }
+}
