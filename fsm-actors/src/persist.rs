@@ -5,7 +5,11 @@
 //!   the actor keeps them in a backlog **coalesced per record** (the latest
 //!   change of a node's document replaces the one before), and writes the
 //!   whole backlog as **one batch**, one transaction, on a blocking thread.
-//!   Changes that arrive while a batch is written wait for the next.
+//!   Changes that arrive while a batch is written wait for the next, which
+//!   that thread writes as soon as the batch before is committed: it does
+//!   not wait for the actor's task to run again, which in a busy tree can
+//!   take a whole round of ticks (a task woken from outside the runtime
+//!   queues behind every node woken before it).
 //! * A tick never waits for the disk. A slow disk makes the backlog grow,
 //!   bounded by the number of nodes (three documents each) and
 //!   [`MAX_ACTIONS_PER_NODE`] action records per node; past that, the
@@ -18,7 +22,7 @@
 //!   committed (or its write failed: a failing disk does not stop actions).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -265,13 +269,26 @@ impl Backlog {
     }
 }
 
+/// The backlog, shared by the store actor (which takes the nodes' changes
+/// into it) and the thread writing it (which takes the next batch from it).
+type SharedBacklog = Arc<Mutex<Backlog>>;
+
+fn lock(backlog: &SharedBacklog) -> std::sync::MutexGuard<'_, Backlog> {
+    // Nothing panics while holding it; taken over should anything.
+    backlog.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The store actor's state.
 struct StoreActor {
     store: SharedStore,
     counters: Arc<StoreCounters>,
     executor: ExecutorHandle,
     top: ActorRef<NodeMsg>,
-    backlog: Backlog,
+    backlog: SharedBacklog,
+    /// Whether the write running may go on with the next batch once its
+    /// own is committed: not while the actor waits for it to end (actions
+    /// riding on it or waiting for their records, a flush, the end).
+    go_on: Arc<AtomicBool>,
     /// Actions waiting for their started records to go into a batch.
     gated: Vec<Pending>,
     /// The last write failed (and when to try again).
@@ -317,7 +334,8 @@ impl Starter {
             counters: self.counters,
             executor: self.executor,
             top,
-            backlog: Backlog::default(),
+            backlog: SharedBacklog::default(),
+            go_on: Arc::new(AtomicBool::new(false)),
             gated: Vec::new(),
             failing: None,
             retry_delay: RETRY_BASE,
@@ -333,18 +351,23 @@ type WriteTask = JoinHandle<Result<(), StoreError>>;
 impl StoreActor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<StoreMsg>) {
         let mut task: Option<WriteTask> = None;
-        let mut riding: Option<(Written, Vec<Pending>)> = None;
+        let mut riding: Option<Vec<Pending>> = None;
         let mut open = true;
         loop {
             let retry_at = self.failing;
             tokio::select! {
                 msg = rx.recv(), if open => match msg {
                     Some(msg) => {
-                        self.take(msg);
-                        // Take whatever else is waiting, to write it in one batch.
-                        while let Ok(msg) = rx.try_recv() {
-                            self.take(msg);
+                        {
+                            let shared = Arc::clone(&self.backlog);
+                            let mut backlog = lock(&shared);
+                            self.take(&mut backlog, msg);
+                            // Take whatever else is waiting, to write it in one batch.
+                            while let Ok(msg) = rx.try_recv() {
+                                self.take(&mut backlog, msg);
+                            }
                         }
+                        self.update_go_on(riding.as_ref());
                     }
                     None => {
                         open = false;
@@ -362,8 +385,8 @@ impl StoreActor {
                         location: "store".to_owned(),
                         message: format!("the write did not finish: {e}"),
                     }));
-                    if let Some((written, actions)) = riding.take() {
-                        self.written(result, written, actions);
+                    if let Some(actions) = riding.take() {
+                        self.written(result, actions);
                     }
                 }
                 () = async {
@@ -375,22 +398,27 @@ impl StoreActor {
                 }
                 else => {}
             }
-            self.counters
-                .backlog
-                .store(self.backlog.len() as u64, Ordering::Relaxed);
+            let empty = {
+                let backlog = lock(&self.backlog);
+                self.counters
+                    .backlog
+                    .store(backlog.len() as u64, Ordering::Relaxed);
+                backlog.is_empty()
+            };
             if task.is_some() {
                 continue;
             }
             let due = self
                 .failing
                 .is_none_or(|at| at <= tokio::time::Instant::now());
-            if !self.backlog.is_empty() && (due || !self.flushes.is_empty()) {
-                let (t, written, actions) = self.write();
+            if !empty && (due || !self.flushes.is_empty()) {
+                let (t, actions) = self.write();
                 task = Some(t);
-                riding = Some((written, actions));
+                riding = Some(actions);
+                self.update_go_on(riding.as_ref());
                 continue;
             }
-            if self.backlog.is_empty() {
+            if empty {
                 self.answer_flushes();
                 // Nothing waits to be written, so no action waits for a
                 // record: the record of an action of a node being removed
@@ -398,10 +426,7 @@ impl StoreActor {
                 // for a batch that nothing else may ever bring.
                 self.release_all();
             }
-            if self.last
-                && self.flushes.is_empty()
-                && (self.backlog.is_empty() || self.failing.is_some() || !open)
-            {
+            if self.last && self.flushes.is_empty() && (empty || self.failing.is_some() || !open) {
                 self.release_all();
                 return;
             }
@@ -414,11 +439,21 @@ impl StoreActor {
         }
     }
 
-    fn take(&mut self, msg: StoreMsg) {
+    /// Lets the write running go on with the next batch only while
+    /// nothing waits for it to end.
+    fn update_go_on(&self, riding: Option<&Vec<Pending>>) {
+        let go_on = riding.is_none_or(Vec::is_empty)
+            && self.gated.is_empty()
+            && self.flushes.is_empty()
+            && !self.last;
+        self.go_on.store(go_on, Ordering::Relaxed);
+    }
+
+    fn take(&mut self, backlog: &mut Backlog, msg: StoreMsg) {
         match msg {
-            StoreMsg::Change(change) => self.backlog.absorb(change),
+            StoreMsg::Change(change) => backlog.absorb(change),
             StoreMsg::ActionStarted(record, action) => {
-                self.backlog.absorb(Change::Action(record));
+                backlog.absorb(Change::Action(record));
                 if self.failing.is_some() {
                     // The disk fails: the record waits in the backlog, the
                     // action does not.
@@ -434,37 +469,56 @@ impl StoreActor {
         }
         self.counters
             .overwritten
-            .store(self.backlog.overwritten, Ordering::Relaxed);
+            .store(backlog.overwritten, Ordering::Relaxed);
         self.counters
             .dropped
-            .store(self.backlog.dropped, Ordering::Relaxed);
+            .store(backlog.dropped, Ordering::Relaxed);
     }
 
-    /// Starts writing the whole backlog as one batch, on a blocking thread.
-    fn write(&mut self) -> (WriteTask, Written, Vec<Pending>) {
-        let (batch, written) = self.backlog.batch();
+    /// Starts writing the whole backlog as one batch, on a blocking thread,
+    /// and then, while `go_on` says so, what came meanwhile, batch after
+    /// batch, until the backlog is empty or a write fails (which ends it:
+    /// the actor retries). Each committed batch is counted, and taken out
+    /// of the backlog, as soon as it is committed.
+    fn write(&mut self) -> (WriteTask, Vec<Pending>) {
         let store = Arc::clone(&self.store);
+        let backlog = Arc::clone(&self.backlog);
+        let counters = Arc::clone(&self.counters);
+        let go_on = Arc::clone(&self.go_on);
+        // The first batch is taken now: it holds the records of the
+        // actions riding on it.
+        let mut next = lock(&backlog).batch();
         let task = tokio::task::spawn_blocking(move || {
-            store
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .write(&batch)
-                .map(|()| batch.len())
-                .map(|n| {
-                    tracing::trace!(changes = n, "store batch committed");
-                })
+            loop {
+                let (batch, written) = next;
+                store
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .write(&batch)?;
+                tracing::trace!(changes = batch.len(), "store batch committed");
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .changes
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let mut backlog = lock(&backlog);
+                backlog.committed(written);
+                counters
+                    .backlog
+                    .store(backlog.len() as u64, Ordering::Relaxed);
+                if backlog.is_empty() || !go_on.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                next = backlog.batch();
+            }
         });
-        (task, written, std::mem::take(&mut self.gated))
+        (task, std::mem::take(&mut self.gated))
     }
 
-    fn written(&mut self, result: Result<(), StoreError>, written: Written, actions: Vec<Pending>) {
+    fn written(&mut self, result: Result<(), StoreError>, actions: Vec<Pending>) {
         match result {
             Ok(()) => {
+                // (Counted, and taken out of the backlog, by the write.)
                 self.failing = None;
-                let n = written.root.iter().count() + written.removes.len() + written.records.len();
-                self.counters.batches.fetch_add(1, Ordering::Relaxed);
-                self.counters.changes.fetch_add(n as u64, Ordering::Relaxed);
-                self.backlog.committed(written);
                 if self.retry_delay != RETRY_BASE {
                     self.retry_delay = RETRY_BASE;
                     tracing::info!("store writable again; the backlog is written");
@@ -481,7 +535,7 @@ impl StoreActor {
                 self.counters.failed_writes.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     error = %e,
-                    backlog = self.backlog.len(),
+                    backlog = lock(&self.backlog).len(),
                     retry_in_ms = u64::try_from(self.retry_delay.as_millis()).unwrap_or(u64::MAX),
                     "store write failed; the changes are kept and written again"
                 );
@@ -502,7 +556,7 @@ impl StoreActor {
         }
         // A flush waits for what was handed in before it: written, or
         // tried and failed (a failing disk is not waited for).
-        if self.failing.is_some() || self.backlog.is_empty() {
+        if self.failing.is_some() || lock(&self.backlog).is_empty() {
             self.answer_flushes();
         }
     }

@@ -631,3 +631,109 @@ async fn a_restored_tree_numbers_its_actions_after_the_stored_ones_and_overwrite
         after.len()
     );
 }
+
+/// The gate of a [`GatedStore`]: armed, the next write waits inside the
+/// store until the gate is opened.
+#[derive(Default)]
+struct GateState {
+    armed: bool,
+    entered: bool,
+    open: bool,
+}
+
+type Gate = Arc<(Mutex<GateState>, std::sync::Condvar)>;
+
+/// A [`MemoryStore`] whose writes can be held at a gate.
+struct GatedStore {
+    store: MemoryStore,
+    gate: Gate,
+}
+
+impl Store for GatedStore {
+    fn write(&mut self, batch: &[Change]) -> Result<(), StoreError> {
+        let (state, cv) = &*self.gate;
+        let mut state = state.lock().unwrap();
+        if state.armed {
+            state.armed = false;
+            state.entered = true;
+            cv.notify_all();
+            while !state.open {
+                state = cv.wait(state).unwrap();
+            }
+        }
+        drop(state);
+        self.store.write(batch)
+    }
+
+    fn read_all(&self) -> Result<Option<StoredTree>, StoreError> {
+        self.store.read_all()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_that_came_while_a_batch_was_written_are_written_next_without_waiting_for_the_runtime()
+ {
+    let world = ProbeWorld::default();
+    let gate = Gate::default();
+    let store = Arc::new(Mutex::new(GatedStore {
+        store: MemoryStore::new(),
+        gate: Arc::clone(&gate),
+    }));
+    let config = test_config().with_store(Arc::clone(&store));
+    let tree = Tree::spawn(tree_spec("one"), probe_registry(&world), config)
+        .await
+        .unwrap();
+    tree.wait_converged(WAIT).await.unwrap();
+    // Until the store has written the spawn: nothing waiting, and no batch
+    // for ten ticks.
+    let mut quiet = 0;
+    let mut last = tree.store_stats().unwrap().batches;
+    while quiet < 10 {
+        let ticks = tree.status().ticks;
+        tree.wait_ticks(ticks + 1).await.unwrap();
+        let stats = tree.store_stats().unwrap();
+        quiet = if stats.batches == last && stats.backlog == 0 {
+            quiet + 1
+        } else {
+            0
+        };
+        last = stats.batches;
+    }
+
+    // A batch is held inside the store while it is written...
+    gate.0.lock().unwrap().armed = true;
+    let before = tree.store_stats().unwrap();
+    tree.update_root_spec(tree_spec("two")).unwrap();
+    while !gate.0.lock().unwrap().entered {
+        tokio::task::yield_now().await;
+        std::thread::yield_now();
+    }
+    // ...while another root spec comes in (replacing the one waiting).
+    let generation = tree.update_root_spec(tree_spec("three")).unwrap();
+    while tree.store_stats().unwrap().overwritten == before.overwritten {
+        tokio::task::yield_now().await;
+    }
+    // The batch is committed while the runtime's only thread is busy (here:
+    // held by this test, as a tree busy ticking holds its threads): the
+    // next batch, with the last root spec, follows at once all the same.
+    {
+        let (state, cv) = &*gate;
+        state.lock().unwrap().open = true;
+        cv.notify_all();
+    }
+    // (A wait on other threads, on the real clock; the runtime is held.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while tree.store_stats().unwrap().batches < before.batches + 2
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let stats = tree.store_stats().unwrap();
+    assert!(
+        stats.batches >= before.batches + 2,
+        "the second batch waited for the runtime: {stats:?}"
+    );
+    let root = store.lock().unwrap().store.load().unwrap().unwrap().root;
+    assert_eq!(root.map(|r| r.generation), Some(generation));
+    let _ = tree.shutdown(WAIT).await;
+}

@@ -88,19 +88,37 @@
 //!    `-wal` and `-shm` files: a fresh file every run).
 //!    `store_spawn_ms`: from `Tree::spawn` until converged, as `spawn_ms`;
 //!    then the harness waits until the store has written the spawn (its
-//!    backlog empty, no batch for 200 ms), sends the warm-up ticks and
-//!    measures the ticks as above: `store_tick_cpu_us_per_worker` next to
-//!    `tick_cpu_us_per_worker` (without a store), and
-//!    `store_steady_batches` / `store_steady_changes`, what the store
-//!    committed during the measured ticks, which must be 0 (a tree in which
-//!    nothing changes writes nothing). Then the same 1 % change:
-//!    `store_change_converge_ms` as `change_converge_ms`, and
-//!    `store_change_commit_ms`, from `update_root_spec` until the store had
-//!    committed the change: a task polls `TreeHandle::store_stats()` every
-//!    millisecond from the change on and notes when the count of committed
-//!    batches last grew; the figure is that moment, once the tree has
-//!    converged on the change and the backlog has stayed empty for 200 ms
-//!    (`store_change_batches` / `store_change_changes`: what it wrote).
+//!    backlog empty, no batch for 200 ms). The ticks are measured against
+//!    a **reference** tree without a store spawned beside it in the same
+//!    process: after the warm-up ticks of both, the two are ticked in
+//!    [`STORE_TICK_BLOCKS`] blocks each, alternating A B B A A B B A, each
+//!    block a share of `--ticks` and `--min-cpu-ms`:
+//!    `store_tick_cpu_us_per_worker` with the store,
+//!    `store_ref_tick_cpu_us_per_worker` without, and `store_tick_ratio`.
+//!    (Compared with `tick_cpu_us_per_worker` instead, measured first in
+//!    the process, the tree on the store measured 18–29 % more; the
+//!    reference, measured second like it, shows much of that too, between
+//!    a third and nearly all of it: that part came from the order of the
+//!    run, not from the store.)
+//!    `store_steady_batches` / `store_steady_changes` count what the store
+//!    committed during the measured ticks, which must be 0 (a tree in
+//!    which nothing changes writes nothing). Then the same 1 % change,
+//!    watched by a thread of its own (the runtime's are busy ticking) that
+//!    polls the store's and the workers' counters every [`WATCH_EVERY`]:
+//!    from `update_root_spec`, `store_change_durable_ms` until the first
+//!    batch is committed, which holds the new root spec (the store was
+//!    quiet, and the tree hands the root spec to it before the top node
+//!    hears of the change; a restore derives the whole desired tree from
+//!    it), `store_change_derived_ms` until the last node derived its new
+//!    spec, `store_change_applied_ms` until the last changed leaf applied
+//!    it, `store_change_converge_ms` as `change_converge_ms`, and
+//!    `store_change_commit_ms` until the last batch the change brought was
+//!    committed (the nodes' documents: desired, then observed as the
+//!    leaves go `applying` and back to `running`), once the tree has
+//!    converged and the backlog has stayed empty for 200 ms
+//!    (`store_change_batches` / `store_change_changes`: what it wrote;
+//!    `store_change_batch_ms` / `store_change_batch_changes`: when each
+//!    batch was committed, and the changes by then).
 //!    Then the root spec goes back to the first one (so that the tree
 //!    restored is the one spawned) and, after a shutdown,
 //!    `store_restore_ms`: a tree spawned on the filled store (which
@@ -145,6 +163,13 @@ type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 /// runtime can go well over 100 ms without a status change while spawning,
 /// so the stall must be long; an extra tick shows in `spawn_ticks`.)
 const SPAWN_STALL: Duration = Duration::from_secs(1);
+
+/// The tick measurement on a store alternates this many blocks of each
+/// side (with the store, without), each a share of the ticks and CPU time.
+const STORE_TICK_BLOCKS: u64 = 4;
+
+/// How often the change on a store is watched.
+const WATCH_EVERY: Duration = Duration::from_micros(250);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Phase {
@@ -277,10 +302,27 @@ struct Report {
     store_spawn_ms: Option<f64>,
     store_tick_cpu_us_per_worker: Option<f64>,
     store_ticks_measured: Option<u64>,
+    /// The same tree without a store, in the same process, ticked in
+    /// blocks alternating with the one on the store.
+    store_ref_tick_cpu_us_per_worker: Option<f64>,
+    store_ref_ticks_measured: Option<u64>,
+    /// `store_tick_cpu_us_per_worker` over `store_ref_tick_cpu_us_per_worker`.
+    store_tick_ratio: Option<f64>,
     store_steady_batches: Option<u64>,
     store_steady_changes: Option<u64>,
     store_change_converge_ms: Option<f64>,
+    /// Until the new root spec was committed.
+    store_change_durable_ms: Option<f64>,
+    /// Until the last batch the change brought was committed.
     store_change_commit_ms: Option<f64>,
+    /// Until the last node derived its new spec.
+    store_change_derived_ms: Option<f64>,
+    /// Until the last changed leaf applied its generation.
+    store_change_applied_ms: Option<f64>,
+    /// When each batch the change brought was committed.
+    store_change_batch_ms: Option<Vec<f64>>,
+    /// The changes committed by then.
+    store_change_batch_changes: Option<Vec<u64>>,
     store_change_batches: Option<u64>,
     store_change_changes: Option<u64>,
     store_restore_ms: Option<f64>,
@@ -689,47 +731,104 @@ async fn stored(
     let handle = tree.handle();
     store_quiet(&handle, timeout).await?;
 
+    // The reference: the same tree without a store, spawned beside it in
+    // this process. The two are ticked in alternating blocks, so that both
+    // are measured on the same heap, caches and machine speed.
+    let ref_world = Arc::new(ScaleWorld::new(shape.clone(), args.change_every, false)?);
+    let reference = Tree::spawn(root_spec(0), scale_registry(&ref_world)?, config(args, n)).await?;
+    converge(&reference, &ref_world, n, timeout).await?;
     let mut rounds = TickRounds::new(&world.ticks, n);
+    let mut ref_rounds = TickRounds::new(&ref_world.ticks, n);
     for _ in 0..args.warmup {
         tree.tick()?;
         rounds.next(timeout).await?;
+        reference.tick()?;
+        ref_rounds.next(timeout).await?;
     }
     // Let the warm-up's ticks finish everywhere, and their writes (none
     // are expected), then count from here.
     store_quiet(&handle, timeout).await?;
     let mut rounds = TickRounds::new(&world.ticks, n);
+    let mut ref_rounds = TickRounds::new(&ref_world.ticks, n);
     let before = store_stats(&handle)?;
-    let mut clock = Clock::start()?;
-    while let Some(more) = clock.more_ticks(args)? {
-        for _ in 0..more {
-            tree.tick()?;
-            rounds.next(timeout).await?;
+    // (CPU seconds, ticks) of each side.
+    let mut with = (0.0, 0);
+    let mut without = (0.0, 0);
+    for block in 0..2 * STORE_TICK_BLOCKS {
+        // A B B A A B B A: each side goes first as often as the other.
+        let (t, r, sum) = if matches!(block % 4, 0 | 3) {
+            (&tree, &mut rounds, &mut with)
+        } else {
+            (&reference, &mut ref_rounds, &mut without)
+        };
+        let mut clock = Clock::start()?;
+        while let Some(more) = clock.more_ticks_within(
+            args.ticks.div_ceil(STORE_TICK_BLOCKS),
+            args.min_cpu_ms.div_ceil(STORE_TICK_BLOCKS),
+            args.max_ticks,
+        )? {
+            for _ in 0..more {
+                t.tick()?;
+                r.next(timeout).await?;
+            }
         }
+        let (cpu, _, ticks) = clock.stop()?;
+        sum.0 += cpu;
+        sum.1 += ticks;
     }
-    let (cpu, _, ticks) = clock.stop()?;
     let after = store_stats(&handle)?;
-    report.store_ticks_measured = Some(ticks);
-    report.store_tick_cpu_us_per_worker = Some(cpu * 1e6 / per_tick(ticks, n));
+    let stopped = reference.shutdown(timeout).await;
+    if !stopped.all_clean() {
+        return Err("the reference tree did not stop cleanly".into());
+    }
+    report.store_ticks_measured = Some(with.1);
+    report.store_tick_cpu_us_per_worker = Some(with.0 * 1e6 / per_tick(with.1, n));
+    report.store_ref_ticks_measured = Some(without.1);
+    report.store_ref_tick_cpu_us_per_worker = Some(without.0 * 1e6 / per_tick(without.1, n));
+    report.store_tick_ratio = ratio(
+        report.store_tick_cpu_us_per_worker,
+        report.store_ref_tick_cpu_us_per_worker,
+    );
     report.store_steady_batches = Some(after.batches - before.batches);
     report.store_steady_changes = Some(after.changes - before.changes);
 
-    // The change, and when the store has committed it.
+    // The change, and when the store has committed it. A thread of its own
+    // watches the store's counters and the workers' (the runtime's threads
+    // are busy with the tree's ticks).
     let expected = shape.selected_leaves(u64::from(args.change_every));
     let applied0 = world.applied.load(Ordering::Relaxed);
     let done = Arc::new(AtomicBool::new(false));
+    let watcher = ChangeWatcher::start(&handle, &world, applied0 + expected, &done)?;
     let started = Instant::now();
-    let poller = tokio::spawn(last_batch_at(handle.clone(), Arc::clone(&done)));
     tree.update_root_spec(root_spec(1))?;
     apply_change(&tree, &world, &mut rounds, applied0 + expected, timeout).await?;
     report.store_change_converge_ms = Some(ms(started.elapsed()));
     store_quiet(&handle, timeout).await?;
     done.store(true, Ordering::Relaxed);
-    let last_batch = poller.await?;
+    let seen = watcher
+        .join()
+        .map_err(|_| "the thread watching the store panicked")?;
+    let since = |at: Option<Instant>| at.map(|at| ms(at.saturating_duration_since(started)));
+    // The first batch after the change holds the new root spec: the store
+    // was quiet, and the tree hands the root spec to it before the top
+    // node hears of the change.
+    report.store_change_durable_ms = since(seen.batches.first().map(|b| b.0));
+    report.store_change_commit_ms = since(seen.batches.last().map(|b| b.0));
+    report.store_change_derived_ms = since(seen.derived);
+    report.store_change_applied_ms = since(seen.applied);
+    report.store_change_batch_ms = Some(
+        seen.batches
+            .iter()
+            .map(|(at, _)| ms(at.saturating_duration_since(started)))
+            .collect(),
+    );
+    report.store_change_batch_changes = Some(
+        seen.batches
+            .iter()
+            .map(|(_, c)| c - after.changes)
+            .collect(),
+    );
     let changed = store_stats(&handle)?;
-    report.store_change_commit_ms =
-        Some(ms(last_batch.map_or(Duration::ZERO, |at| {
-            at.saturating_duration_since(started)
-        })));
     report.store_change_batches = Some(changed.batches - after.batches);
     report.store_change_changes = Some(changed.changes - after.changes);
     // Back to the first root spec, so that the restore below spawns the
@@ -835,20 +934,57 @@ async fn store_quiet(tree: &TreeHandle, timeout: Duration) -> Res<()> {
     }
 }
 
-/// Polls the store's committed batch count every millisecond until `done`;
-/// returns when it last grew (`None` if it never did).
-async fn last_batch_at(tree: TreeHandle, done: Arc<AtomicBool>) -> Option<Instant> {
-    let mut last = tree.store_stats().map_or(0, |s| s.batches);
-    let mut at = None;
-    while !done.load(Ordering::Relaxed) {
-        let batches = tree.store_stats().map_or(0, |s| s.batches);
-        if batches != last {
-            last = batches;
-            at = Some(Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+/// What [`ChangeWatcher`] saw while a change was applied.
+#[derive(Default)]
+struct ChangeSeen {
+    /// When the store's committed batch count grew, with the count of
+    /// changes committed so far.
+    batches: Vec<(Instant, u64)>,
+    /// When the count of derivations last grew (the last node that derived
+    /// its new spec).
+    derived: Option<Instant>,
+    /// When the last changed leaf applied its generation.
+    applied: Option<Instant>,
+}
+
+/// A thread that polls, every [`WATCH_EVERY`] until told to stop, the
+/// store's counters and the workers' while a change is applied.
+struct ChangeWatcher;
+
+impl ChangeWatcher {
+    fn start(
+        tree: &TreeHandle,
+        world: &Arc<ScaleWorld>,
+        applied: u64,
+        done: &Arc<AtomicBool>,
+    ) -> Res<std::thread::JoinHandle<ChangeSeen>> {
+        let (tree, world, done) = (tree.clone(), Arc::clone(world), Arc::clone(done));
+        // Read before the change.
+        let mut batches = store_stats(&tree)?.batches;
+        let mut derived = world.derived.load(Ordering::Relaxed);
+        Ok(std::thread::spawn(move || {
+            let mut seen = ChangeSeen::default();
+            while !done.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                if let Some(stats) = tree.store_stats()
+                    && stats.batches != batches
+                {
+                    batches = stats.batches;
+                    seen.batches.push((now, stats.changes));
+                }
+                let d = world.derived.load(Ordering::Relaxed);
+                if d != derived {
+                    derived = d;
+                    seen.derived = Some(now);
+                }
+                if seen.applied.is_none() && world.applied.load(Ordering::Relaxed) >= applied {
+                    seen.applied = Some(now);
+                }
+                std::thread::sleep(WATCH_EVERY);
+            }
+            seen
+        }))
     }
-    at
 }
 
 /// No-op actions through the executor, after the fsmv2 tree.
@@ -1015,12 +1151,23 @@ impl Clock {
     /// is below `--min-cpu-ms`, as many as the rate so far says it takes
     /// (plus a fifth). Reads `/proc` once per call, not once per tick.
     fn more_ticks(&mut self, args: &Args) -> Res<Option<u64>> {
+        self.more_ticks_within(args.ticks, args.min_cpu_ms, args.max_ticks)
+    }
+
+    /// As [`more_ticks`](Self::more_ticks), with `ticks` at least and
+    /// `min_cpu_ms` of CPU time (`max_ticks` at most).
+    fn more_ticks_within(
+        &mut self,
+        ticks: u64,
+        min_cpu_ms: u64,
+        max_ticks: u64,
+    ) -> Res<Option<u64>> {
         let more = if self.ticks == 0 {
-            args.ticks
+            ticks.max(1)
         } else {
             let cpu = process_cpu()? - self.cpu;
-            let min = as_f64(args.min_cpu_ms) / 1e3;
-            if cpu >= min || self.ticks >= args.max_ticks {
+            let min = as_f64(min_cpu_ms) / 1e3;
+            if cpu >= min || self.ticks >= max_ticks {
                 return Ok(None);
             }
             // 10 ms clock: with no tick counted yet, double.
@@ -1030,7 +1177,7 @@ impl Clock {
             } else {
                 as_f64(self.ticks)
             };
-            to_u64(wanted).clamp(1, args.max_ticks - self.ticks)
+            to_u64(wanted).clamp(1, max_ticks - self.ticks)
         };
         self.ticks += more;
         Ok(Some(more))
@@ -1190,14 +1337,19 @@ fn print_table(r: &Report) {
             count(r.store_restore_ticks),
         );
         println!(
-            "store: tick CPU per worker {tick:.2} µs (without: {}), {} ticks; written while ticking: {} batches, {} changes",
-            f(r.tick_cpu_us_per_worker, 2),
+            "store: tick CPU per worker {tick:.2} µs, {} ticks (without, alternating in the same process: {} µs, {} ticks; ratio {}); written while ticking: {} batches, {} changes",
             count(r.store_ticks_measured),
+            f(r.store_ref_tick_cpu_us_per_worker, 2),
+            count(r.store_ref_ticks_measured),
+            f(r.store_tick_ratio, 3),
             count(r.store_steady_batches),
             count(r.store_steady_changes),
         );
         println!(
-            "store: change -> converged {} ms, -> committed {} ms ({} batches, {} changes)",
+            "store: change -> root spec committed {} ms, nodes derived {} ms, leaves applied {} ms, converged {} ms, all committed {} ms ({} batches, {} changes)",
+            f(r.store_change_durable_ms, 1),
+            f(r.store_change_derived_ms, 1),
+            f(r.store_change_applied_ms, 1),
             f(r.store_change_converge_ms, 1),
             f(r.store_change_commit_ms, 1),
             count(r.store_change_batches),
