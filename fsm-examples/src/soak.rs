@@ -46,6 +46,11 @@ pub struct SoakOptions {
     pub metrics_url: Option<String>,
     /// Seed of the choice of nodes to kill.
     pub seed: u64,
+    /// The heap in use, in bytes, if the program counts it (with a
+    /// counting global allocator): unlike resident memory, it goes down
+    /// when memory is freed, so it tells growth from the allocator keeping
+    /// pages.
+    pub heap_in_use: Option<fn() -> u64>,
 }
 
 impl Default for SoakOptions {
@@ -63,6 +68,7 @@ impl Default for SoakOptions {
             kills_per_sample: 1,
             metrics_url: None,
             seed: 0x50a4,
+            heap_in_use: None,
         }
     }
 }
@@ -75,6 +81,9 @@ pub struct Sample {
     /// The process's resident memory, in bytes (0 where `/proc` is
     /// missing).
     pub rss_bytes: u64,
+    /// The heap in use, in bytes (0 unless [`SoakOptions::heap_in_use`]
+    /// counts it).
+    pub heap_bytes: u64,
     /// The process's open file descriptors (0 where `/proc` is missing).
     pub open_fds: u64,
     /// Metric series the Prometheus endpoint serves (0 without one).
@@ -92,15 +101,16 @@ pub struct Sample {
 impl Sample {
     /// The CSV header of [`Sample::csv`].
     pub const CSV_HEADER: &'static str =
-        "elapsed_s,rss_bytes,open_fds,metric_series,tasks,live_nodes,restarts,kills";
+        "elapsed_s,rss_bytes,heap_bytes,open_fds,metric_series,tasks,live_nodes,restarts,kills";
 
     /// The sample as a CSV line (no newline).
     #[must_use]
     pub fn csv(&self) -> String {
         format!(
-            "{:.1},{},{},{},{},{},{},{}",
+            "{:.1},{},{},{},{},{},{},{},{}",
             self.elapsed.as_secs_f64(),
             self.rss_bytes,
+            self.heap_bytes,
             self.open_fds,
             self.metric_series,
             self.tasks,
@@ -114,7 +124,8 @@ impl Sample {
 /// How one measure moved after the warm-up.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Flatness {
-    /// Which measure (`rss_bytes`, `open_fds`, `metric_series`, `tasks`).
+    /// Which measure (`rss_bytes`, `heap_bytes`, `open_fds`,
+    /// `metric_series`, `tasks`).
     pub measure: &'static str,
     /// Mean of the first tenth of the samples after the warm-up.
     pub first: f64,
@@ -155,8 +166,9 @@ pub fn flatness(samples: &[Sample], warmup: Duration) -> Vec<Flatness> {
         return Vec::new();
     }
     let tenth = (after.len() / 10).max(1);
-    let measures: [Measure; 4] = [
+    let measures: [Measure; 5] = [
         ("rss_bytes", |s| s.rss_bytes),
+        ("heap_bytes", |s| s.heap_bytes),
         ("open_fds", |s| s.open_fds),
         ("metric_series", |s| s.metric_series),
         ("tasks", |s| s.tasks),
@@ -316,6 +328,7 @@ pub async fn run_soak(
         let sample = Sample {
             elapsed,
             rss_bytes: rss_bytes(),
+            heap_bytes: options.heap_in_use.map_or(0, |heap| heap()),
             open_fds: open_fds(),
             metric_series: match (&scraper, &options.metrics_url) {
                 (Some(client), Some(url)) => metric_series(client, url).await,
@@ -484,7 +497,7 @@ mod tests {
     #[test]
     fn a_sample_is_one_csv_line_under_its_header() {
         let line = sample(12, 4096).csv();
-        assert_eq!(line, "12.0,4096,20,300,1000,0,0,0");
+        assert_eq!(line, "12.0,4096,0,20,300,1000,0,0,0");
         assert_eq!(
             line.split(',').count(),
             Sample::CSV_HEADER.split(',').count()

@@ -36,7 +36,7 @@ fn a_short_soak_prints_its_curve_under_faults_and_shuts_down_cleanly() {
 
     let mut lines = stdout.lines();
     let header = lines.next().expect("a header");
-    assert!(header.starts_with("elapsed_s,rss_bytes,open_fds,metric_series,tasks"));
+    assert!(header.starts_with("elapsed_s,rss_bytes,heap_bytes,open_fds,metric_series,tasks"));
     let rows: Vec<Vec<f64>> = lines
         .map(|l| l.split(',').map(|v| v.parse().expect("a number")).collect())
         .collect();
@@ -50,6 +50,7 @@ fn a_short_soak_prints_its_curve_under_faults_and_shuts_down_cleanly() {
     let last = rows.last().unwrap();
     for measure in [
         "rss_bytes",
+        "heap_bytes",
         "open_fds",
         "metric_series",
         "tasks",
@@ -70,7 +71,13 @@ fn a_short_soak_prints_its_curve_under_faults_and_shuts_down_cleanly() {
         .and_then(|n| n.parse().ok())
         .expect("the OTLP count");
     assert!(received > 0, "nothing exported:\n{stderr}");
-    for measure in ["rss_bytes", "open_fds", "metric_series", "tasks"] {
+    for measure in [
+        "rss_bytes",
+        "heap_bytes",
+        "open_fds",
+        "metric_series",
+        "tasks",
+    ] {
         assert!(
             stderr.contains(measure),
             "{measure} not summarised:\n{stderr}"

@@ -26,6 +26,15 @@ use clap::Parser;
 use fsm_actors::telemetry::Telemetry;
 use fsm_examples::soak::{Sample, SoakOptions, flatness, otlp_sink, run_soak};
 
+/// Counts the heap in use, so that the soak can tell memory the runtime
+/// holds from pages the allocator keeps.
+#[global_allocator]
+static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+fn heap_in_use() -> u64 {
+    u64::try_from(HEAP.allocated()).unwrap_or(u64::MAX)
+}
+
 /// Soak the demo plant: thousands of workers, faults all along, telemetry
 /// exported; print the curve.
 #[derive(Parser, Debug)]
@@ -99,6 +108,7 @@ fn run(args: &Args) -> Result<bool, String> {
         metrics_url: telemetry
             .metrics_addr()
             .map(|addr| format!("http://{addr}/metrics")),
+        heap_in_use: Some(heap_in_use),
         ..SoakOptions::default()
     };
     println!("{}", Sample::CSV_HEADER);
