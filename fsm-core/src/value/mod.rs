@@ -45,7 +45,7 @@ pub type Map = BTreeMap<String, Value>;
 /// assert_eq!(conn, Conn { host: "10.0.0.5".into(), port: 502 });
 /// # Ok::<(), fsm_core::ValueError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, Default)]
 pub enum Value {
     /// The absence of a value.
     #[default]
@@ -62,6 +62,24 @@ pub enum Value {
     List(Vec<Value>),
     /// A map with ordered string keys.
     Map(Map),
+}
+
+/// Equality as the spec hash sees it: floats compare as numbers (`0.0`
+/// equals `-0.0`), and NaN equals NaN, so that a value always equals
+/// itself (a spec holding NaN is not a change).
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Null, Self::Null) => true,
+            (Self::Bool(a), Self::Bool(b)) => a == b,
+            (Self::Int(a), Self::Int(b)) => a == b,
+            (Self::Float(a), Self::Float(b)) => a == b || (a.is_nan() && b.is_nan()),
+            (Self::String(a), Self::String(b)) => a == b,
+            (Self::List(a), Self::List(b)) => a == b,
+            (Self::Map(a), Self::Map(b)) => a == b,
+            _ => false,
+        }
+    }
 }
 
 impl Value {
@@ -176,8 +194,15 @@ impl Value {
             }
             Self::Float(f) => {
                 h.write_u8(3);
-                // -0.0 and 0.0 compare equal, so they hash equal.
-                let f = if *f == 0.0 { 0.0 } else { *f };
+                // -0.0 and 0.0 compare equal, and so do all NaNs: they
+                // hash equal.
+                let f = if *f == 0.0 {
+                    0.0
+                } else if f.is_nan() {
+                    f64::NAN
+                } else {
+                    *f
+                };
                 h.write_u64(f.to_bits());
             }
             Self::String(s) => {
@@ -441,5 +466,21 @@ mod tests {
         let b = Value::map([("y", 2.into()), ("x", 1.into())]);
         assert_eq!(h(&a), h(&b));
         assert_eq!(h(&Value::Float(0.0)), h(&Value::Float(-0.0)));
+    }
+
+    #[test]
+    fn a_value_holding_nan_equals_itself_and_hashes_alike() {
+        let nan = Value::List(vec![Value::Float(f64::NAN)]);
+        assert_eq!(nan, nan.clone());
+        let other_nan = Value::List(vec![Value::Float(-f64::NAN)]);
+        assert_eq!(nan, other_nan);
+        let h = |v: &Value| {
+            let mut s = StableHasher::new();
+            v.stable_hash(&mut s);
+            s.finish()
+        };
+        assert_eq!(h(&nan), h(&other_nan));
+        assert_ne!(nan, Value::List(vec![Value::Float(1.0)]));
+        assert_eq!(Value::Float(0.0), Value::Float(-0.0));
     }
 }
