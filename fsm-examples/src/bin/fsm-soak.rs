@@ -27,9 +27,12 @@ use fsm_actors::telemetry::Telemetry;
 use fsm_examples::soak::{Sample, SoakOptions, flatness, otlp_sink, run_soak};
 
 /// Counts the heap in use, so that the soak can tell memory the runtime
-/// holds from pages the allocator keeps.
+/// holds from pages the allocator keeps. Under it, mimalloc: a tree churns
+/// small allocations across worker threads for hours, and glibc's malloc
+/// keeps what is freed in per-thread arenas (resident memory drifted +6.5 %
+/// over an hour with a flat tree), where mimalloc hands free pages back.
 #[global_allocator]
-static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+static HEAP: cap::Cap<mimalloc::MiMalloc> = cap::Cap::new(mimalloc::MiMalloc, usize::MAX);
 
 fn heap_in_use() -> u64 {
     u64::try_from(HEAP.allocated()).unwrap_or(u64::MAX)
