@@ -916,7 +916,12 @@ impl TreeHandle {
         }
         self.inner
             .top
-            .cast(NodeMsg::UpdateSpec(Arc::new(spec), hash, generation))
+            .cast(NodeMsg::UpdateSpec {
+                spec: Arc::new(spec),
+                hash,
+                generation,
+                decoded: None,
+            })
             .map_err(|_| TreeError::NotRunning)?;
         Ok(generation)
     }

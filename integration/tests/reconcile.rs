@@ -217,3 +217,82 @@ async fn a_removed_subtree_at_depth_two_stops_children_before_parent_and_vanishe
     assert_eq!(tree.status().counts.nodes, 4);
     tree.shutdown(Duration::from_secs(5)).await;
 }
+
+/// How many times a [`Counted`] spec was decoded.
+static COUNTED_DECODES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A spec that counts its decodes.
+struct CountedSpec;
+
+impl<'de> serde::Deserialize<'de> for CountedSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Fields {
+            level: u64,
+        }
+        COUNTED_DECODES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Fields::deserialize(d).map(|_| CountedSpec)
+    }
+}
+
+struct Counted;
+
+fsm_core::states! {
+    #[derive(Clone, Debug, PartialEq)]
+    enum CountedState { Running }
+}
+
+impl fsm_core::Worker for Counted {
+    type Spec = CountedSpec;
+    type Observed = ();
+    type State = CountedState;
+
+    fn initial_state(&self) -> CountedState {
+        CountedState::Running
+    }
+
+    fn derive_desired(
+        &self,
+        _: &CountedSpec,
+        _: &fsm_core::DeriveContext<'_>,
+    ) -> Result<fsm_core::DesiredState, fsm_core::BoxError> {
+        Ok(fsm_core::DesiredState::new("running"))
+    }
+}
+
+impl fsm_core::State<Counted> for CountedState {
+    fn next(&self, _: &fsm_core::TickContext<'_, Counted>) -> fsm_core::Transition<CountedState> {
+        fsm_core::Transition::stay()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_child_spec_is_decoded_once_on_its_way_down() {
+    let counted = |level: u64| {
+        let spec = ProbeSpec::default().with_children(vec![
+            ChildSpec::new("counted", "counted").with_spec(fsm_core::Value::map([(
+                "level",
+                fsm_core::Value::Int(level as i64),
+            )])),
+        ]);
+        spec.named("root")
+    };
+    let world = ProbeWorld::default();
+    let mut registry = probe_registry(&world);
+    registry.register("counted", |_| Counted).unwrap();
+    let tree = Tree::spawn(counted(1), registry, test_config())
+        .await
+        .unwrap();
+    tree.wait_converged(WAIT).await.unwrap();
+    // Spawned: decoded by the parent, which checks the declaration, and
+    // handed to the child.
+    assert_eq!(COUNTED_DECODES.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let generation = tree.update_root_spec(counted(2)).unwrap();
+    tree.wait_generation(generation, WAIT).await.unwrap();
+    tree.wait_converged(WAIT).await.unwrap();
+    // Changed: the same, not decoded again by the child.
+    assert_eq!(COUNTED_DECODES.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let _ = tree.shutdown(WAIT).await;
+}

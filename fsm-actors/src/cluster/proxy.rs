@@ -277,7 +277,7 @@ impl Actor for ProxyActor {
             }
             // The proxy's own heartbeat (see `pre_start`).
             NodeMsg::FlushReport => state.renew(&myself).await?,
-            NodeMsg::UpdateSpec(spec, _hash, _generation) => {
+            NodeMsg::UpdateSpec { spec, .. } => {
                 let moved = spec.placement != state.spec.placement;
                 state.spec = spec;
                 if moved {

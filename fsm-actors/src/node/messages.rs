@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use fsm_core::{ActionReport, ChildSpec, SpecHash, runtime::Observation};
+use fsm_core::{
+    ActionReport, ChildSpec, SpecHash,
+    runtime::{DecodedSpec, Observation},
+};
 use ractor::{ActorId, RpcReplyPort};
 use tokio::time::Instant;
 
@@ -20,10 +23,18 @@ pub(crate) enum NodeMsg {
     /// spec change of that generation has reached this node before this
     /// tick: messages from one sender arrive in order).
     Tick(tracing::Span, u64),
-    /// The node's spec changed (same worker type), with its hash and the
-    /// node's new generation: decode it and derive again; the node keeps
-    /// running.
-    UpdateSpec(Arc<ChildSpec>, SpecHash, u64),
+    /// The node's spec changed (same worker type): decode it and derive
+    /// again; the node keeps running.
+    UpdateSpec {
+        spec: Arc<ChildSpec>,
+        hash: SpecHash,
+        /// The node's new generation.
+        generation: u64,
+        /// The spec as the parent decoded it to check the declaration
+        /// (`None` when only the node can: its spec has templates), so that
+        /// a change is decoded once, not once per level it passes.
+        decoded: Option<DecodedSpec>,
+    },
     /// The parent's state mapping for this node changed: `Some` overrides
     /// the node's own derived state, `None` hands control back to it.
     ParentState(Option<String>),

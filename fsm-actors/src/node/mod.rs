@@ -723,7 +723,12 @@ impl NodeState {
                 self.set_tree_generation(generation);
                 self.tick_in_place(myself, parent, now)?.map(Waiting::Tick)
             }
-            NodeMsg::UpdateSpec(spec, hash, generation) => {
+            NodeMsg::UpdateSpec {
+                spec,
+                hash,
+                generation,
+                decoded,
+            } => {
                 if generation < self.cold.generation {
                     // Overtaken by a later change (two owners updating the
                     // root at once): the later one stands.
@@ -732,6 +737,9 @@ impl NodeState {
                 if generation != self.cold.generation {
                     self.cold.generation = generation;
                     self.generation_pending = true;
+                }
+                if let Some(decoded) = decoded {
+                    self.cold.decoded = Some((hash, decoded));
                 }
                 self.update_spec(spec, hash)?;
                 self.store_desired();

@@ -241,6 +241,7 @@ impl NodeState {
                         continue;
                     };
                     let hash = wanted_hashes[index];
+                    let decoded = decoded.get_mut(index).and_then(Option::take);
                     if let Some(i) = self.children.index_of(&spec.name) {
                         self.children.update(i, |child| {
                             tracing::debug!(node.path = %child.path, "sending changed spec");
@@ -248,11 +249,12 @@ impl NodeState {
                             child.hash = hash;
                             child.generation += 1;
                             if let Some(actor) = child.actor() {
-                                let _ = actor.cast(NodeMsg::UpdateSpec(
-                                    Arc::clone(&child.spec),
+                                let _ = actor.cast(NodeMsg::UpdateSpec {
+                                    spec: Arc::clone(&child.spec),
                                     hash,
-                                    child.generation,
-                                ));
+                                    generation: child.generation,
+                                    decoded,
+                                });
                             }
                         });
                     }

@@ -125,7 +125,11 @@ impl Value {
     /// when the value does not have the shape `T` expects, naming the field
     /// it is about ([`ValueError::path`]).
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ValueError> {
-        serde_path_to_error::deserialize(self).map_err(ValueError::at_path)
+        // Decoding is deterministic, so the field path is tracked only when
+        // there is an error to name: a spec that decodes (nearly all, and
+        // every level of a nested spec) pays nothing for it.
+        T::deserialize(self)
+            .or_else(|_| serde_path_to_error::deserialize(self).map_err(ValueError::at_path))
     }
 
     /// Returns the string if this is a [`Value::String`].
