@@ -93,7 +93,8 @@ pub struct TreeConfig {
     /// How long a node holds back an action that failed or timed out when
     /// its state machine asks for the same action again: `base` after the
     /// first failure, doubling with each failure in a row up to `max`, plus
-    /// jitter; a success resets it. (`reset_after` is not used here.)
+    /// jitter; a success resets it, and so does a change of the node's spec
+    /// (the failures were of the old one). (`reset_after` is not used here.)
     /// Default: 500 ms doubling to 60 s, 20 % jitter.
     pub action_backoff: fsm_core::Backoff,
     /// How long a removed or replaced child (with its subtree) may take to

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use fsm_actors::{NodeSnapshot, Tree};
-use fsm_core::ActionOutcome;
+use fsm_core::{ActionOutcome, Backoff};
 use integration::{
     ActionMode, CollectMode, ProbeSpec, ProbeWorld, probe_registry, render, test_config,
     wait_for_snapshot,
@@ -124,6 +124,35 @@ async fn a_failing_action_asked_for_again_is_retried_with_backoff() {
     .await
     .unwrap();
     assert_eq!(root(&snap).state, "running");
+    let _ = tree.shutdown(WAIT).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_spec_runs_the_held_back_action_at_once() {
+    let world = ProbeWorld::default();
+    let mut config = test_config();
+    config.action_backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+        jitter: 0.0,
+        reset_after: Duration::ZERO,
+    };
+    let failing = ProbeSpec::default().with_action(ActionMode::Fail);
+    let tree = Tree::spawn(failing.named("root"), probe_registry(&world), config)
+        .await
+        .unwrap();
+    // Failures after 0, 1, 3, 7, 15 and 31 s: the next try is held back
+    // until 63 s.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let failed = world.journal.actions_began("root", "start");
+    assert_eq!(failed, 6, "attempts in 40 s");
+
+    // The spec is fixed: the action runs on the next ticks, not at 63 s.
+    tree.update_root_spec(ProbeSpec::default().named("root"))
+        .unwrap();
+    tree.wait_converged(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(world.journal.actions_began("root", "start"), failed + 1);
+    assert_eq!(root(&tree.inspect().await.unwrap()).state, "running");
     let _ = tree.shutdown(WAIT).await;
 }
 

@@ -10,7 +10,8 @@
 //!   ends.
 //! * **Retry backoff**: an action that failed or timed out and is asked for
 //!   again is held back for `TreeConfig::action_backoff` (growing per
-//!   failure in a row, with jitter; a success resets it).
+//!   failure in a row, with jitter; a success or a change of the node's
+//!   spec resets it).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -431,6 +431,9 @@ impl NodeState {
             tracing::info!(node.path = %self.path, "spec updated");
             self.cold.spec = spec;
             self.cold.spec_hash = hash;
+            // What the actions act on changed (a fixed address, new
+            // credentials): the failures of the old spec hold nothing back.
+            self.cold.action_retry = None;
         }
         self.apply_inputs()
     }
