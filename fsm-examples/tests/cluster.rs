@@ -113,6 +113,17 @@ impl Node {
             .collect()
     }
 
+    /// Of the subtree `key` this node hosts, the nodes restored from what
+    /// they recorded where the subtree ran before.
+    fn restored_nodes(&self, key: &str) -> Option<u64> {
+        let status = self.status()?;
+        let hosted = status.get("hosted")?.as_array()?;
+        hosted
+            .iter()
+            .find(|h| h["key"] == key)
+            .and_then(|h| h["restored_nodes"].as_u64())
+    }
+
     fn root_converged(&self) -> bool {
         self.status()
             .is_some_and(|s| s["root"]["converged"].as_bool() == Some(true))
@@ -236,6 +247,13 @@ fn lines_fail_over_within_two_seconds_never_run_twice_and_move_with_their_placem
         &[&a, &b],
         || a.root_converged(),
     );
+    // From its declared spec, and restored from what its nodes recorded on
+    // c (sent to a with each renewal): every one of them.
+    let restored: Vec<u64> = [&a, &b]
+        .iter()
+        .filter_map(|n| n.restored_nodes(LINE_2))
+        .collect();
+    assert_eq!(restored, [line_2_nodes], "line-2's nodes restored");
 
     // Restart c: nothing runs twice, and every worker instance is counted
     // once.
@@ -273,6 +291,11 @@ fn lines_fail_over_within_two_seconds_never_run_twice_and_move_with_their_placem
     for key in [LINE_1, LINE_2] {
         assert_eq!(all[key].len(), 1, "{key} runs once: {all:?}");
     }
+    assert_eq!(
+        c.restored_nodes(LINE_1),
+        Some(all[LINE_1][0].1),
+        "line-1 moved with what its nodes recorded on b"
+    );
 
     // Freeze c (a hung process: its connections stay open, it answers
     // nothing): the renewals time out, line-1 runs on a live node, and c,

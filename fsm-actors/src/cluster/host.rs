@@ -10,16 +10,21 @@
 //! * Past its lease without a renewal, a subtree is stopped: its proxy has
 //!   lost this host (or died), and its parent places it elsewhere only
 //!   after longer than the lease (see [`LeaseTiming`](fsm_core::placement::LeaseTiming)).
+//! * Each subtree runs on a store in memory ([`HostedStore`]); what it
+//!   records goes back with each renewal, and a placement may bring the
+//!   records of where the subtree ran before, to restore it from.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use fsm_core::placement::{epoch_is_stale, lease_expired};
+use fsm_core::store::Change;
 use fsm_core::{WorkerRegistry, codec};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::mirror::{HostedStore, MirrorDelta};
 use super::wire::{self, HostMsg, HostedSubtree, RemoteStatus, Reply, Request};
 use super::{HOSTS_GROUP, label_group};
 use crate::{Tree, TreeConfig};
@@ -41,6 +46,8 @@ struct Hosted {
     root: String,
     renewed: Instant,
     lease: Duration,
+    /// The subtree's store.
+    records: HostedStore,
 }
 
 pub(crate) struct HostState {
@@ -189,10 +196,16 @@ impl HostState {
                 epoch,
                 spec,
                 lease_ms,
-            } => self.place(key, epoch, &spec, lease_ms).await,
-            Request::Renew { key, epoch } => self.current(&key, epoch).map(|h| {
+                restore,
+            } => self.place(key, epoch, &spec, lease_ms, restore).await,
+            Request::Renew { key, epoch, whole } => self.current(&key, epoch).map(|h| {
                 h.renewed = Instant::now();
-                Reply::Status(status_of(&h.tree))
+                let delta = h.records.take(whole).unwrap_or_else(|e| {
+                    // Sent whole once it can be read again.
+                    tracing::warn!(key = %key, error = %e, "the subtree's records cannot be read");
+                    MirrorDelta::default()
+                });
+                Reply::Status(status_of(&h.tree), delta)
             }),
             Request::Tick { key, epoch, trace } => {
                 self.tick(&key, epoch, trace);
@@ -252,6 +265,7 @@ impl HostState {
                         root: h.root.clone(),
                         live_nodes: h.tree.live_nodes(),
                         converged: h.tree.status().converged,
+                        restored_nodes: h.tree.restored().map_or(0, |r| r.nodes),
                     })
                     .collect();
                 list.sort_by(|a, b| a.key.cmp(&b.key));
@@ -268,6 +282,7 @@ impl HostState {
         epoch: u64,
         spec: &[u8],
         lease_ms: u64,
+        restore: Vec<Change>,
     ) -> Result<Reply, String> {
         let held = self.epochs.get(&key).copied();
         if epoch_is_stale(held, epoch) {
@@ -292,10 +307,19 @@ impl HostState {
             old.tree.shutdown(self.tree_config.stop_timeout).await;
         }
         let root = spec.name.clone();
-        let tree = Tree::spawn(spec, self.registry.clone(), self.tree_config.clone())
+        let carried = restore.len();
+        let records = HostedStore::new(&spec, restore).map_err(|e| {
+            format!(
+                "node `{}` could not take the records `{key}` carried: {e}",
+                self.name
+            )
+        })?;
+        let mut config = self.tree_config.clone();
+        config.store = Some(crate::store::TreeStore::new(records.clone()));
+        let tree = Tree::spawn(spec, self.registry.clone(), config)
             .await
             .map_err(|e| format!("node `{}` could not start `{key}`: {e}", self.name))?;
-        tracing::info!(host = %self.name, key = %key, epoch, "placed subtree started");
+        tracing::info!(host = %self.name, key = %key, epoch, carried, "placed subtree started");
         self.hosted.insert(
             key,
             Hosted {
@@ -304,6 +328,7 @@ impl HostState {
                 root,
                 renewed: Instant::now(),
                 lease: Duration::from_millis(lease_ms),
+                records,
             },
         );
         Ok(Reply::Done(1))
@@ -379,6 +404,7 @@ mod tests {
             epoch,
             spec: codec::encode_spec(&ChildSpec::new("leaf", "noop")).unwrap(),
             lease_ms: 700,
+            restore: Vec::new(),
         }
     }
 
@@ -404,12 +430,13 @@ mod tests {
         let renew = |epoch| Request::Renew {
             key: "owner:root/leaf".into(),
             epoch,
+            whole: false,
         };
         assert!(matches!(ask(&host, &renew(4)).await, Reply::Refused(_)));
         // Renewed within the lease, it runs on.
         for _ in 0..4 {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            assert!(matches!(ask(&host, &renew(5)).await, Reply::Status(_)));
+            assert!(matches!(ask(&host, &renew(5)).await, Reply::Status(..)));
         }
         assert_eq!(host.hosted().await.unwrap().len(), 1);
         // Not renewed: stopped once the lease has passed.
@@ -429,5 +456,92 @@ mod tests {
         assert!(matches!(ask(&host, &place(6)).await, Reply::Done(1)));
         assert!(matches!(ask(&host, &place(5)).await, Reply::Refused(_)));
         host.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subtree_placed_with_the_records_it_carried_is_restored_from_them() {
+        use fsm_core::NodePath;
+        use fsm_core::store::{Change, NodeIdentity, ObservedDocument};
+
+        let mut registry = WorkerRegistry::new();
+        registry.register("noop", |_| Noop).unwrap();
+        let listen = "127.0.0.1:0".parse().unwrap();
+        let host = Host::start(
+            HostConfig::new("restore-test", listen, "c"),
+            registry,
+            TreeConfig::default(),
+        )
+        .await
+        .unwrap();
+        let leaf = NodePath::parse("leaf");
+        let carried = ObservedDocument {
+            state: "idle".into(),
+            observed_at_ms: Some(1_000),
+            restarts: 3,
+            last_error: Some("lost with its node".into()),
+            ..ObservedDocument::default()
+        };
+        let Request::Place {
+            key,
+            epoch,
+            spec,
+            lease_ms,
+            ..
+        } = place(5)
+        else {
+            unreachable!()
+        };
+        let placed = Request::Place {
+            key: key.clone(),
+            epoch,
+            spec,
+            // Not renewed in this test: a lease that outlasts it.
+            lease_ms: lease_ms * 100,
+            restore: vec![
+                Change::Identity(NodeIdentity::new(leaf.clone(), "noop")),
+                Change::Observed(leaf.clone(), carried.clone()),
+            ],
+        };
+        assert!(matches!(ask(&host, &placed).await, Reply::Done(1)));
+        let hosted = host.hosted().await.unwrap();
+        assert_eq!(hosted[0].restored_nodes, 1, "{hosted:?}");
+        // Its nodes start with the first tick its parent forwards.
+        let tick = Request::Tick {
+            key: key.clone(),
+            epoch,
+            trace: None,
+        };
+        assert!(matches!(ask(&host, &tick).await, Reply::Done(0)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let inspect = Request::Inspect {
+            key: key.clone(),
+            epoch,
+        };
+        let snapshot = match ask(&host, &inspect).await {
+            Reply::Snapshot(snapshot) => snapshot,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(snapshot.restored.as_ref(), Some(&carried));
+        assert_eq!(snapshot.restarts, 3);
+
+        // Asked whole, the records come back with what the new copy wrote.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let renew = Request::Renew {
+            key,
+            epoch,
+            whole: true,
+        };
+        let Reply::Status(_, delta) = ask(&host, &renew).await else {
+            panic!("not renewed");
+        };
+        assert!(delta.whole);
+        assert!(
+            delta
+                .changes
+                .iter()
+                .any(|c| matches!(c, Change::Identity(i) if i.path == leaf)),
+            "{:?}",
+            delta.changes
+        );
     }
 }

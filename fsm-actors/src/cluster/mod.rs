@@ -17,6 +17,7 @@
 //! guaranteed.
 
 mod host;
+mod mirror;
 mod proxy;
 mod wire;
 
@@ -153,6 +154,9 @@ pub struct ClusterLink {
     /// chosen again while another qualifies (a node cut off but not dead
     /// is still in the hosts group).
     lost: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Per placed child, what its subtree recorded of its nodes, to place
+    /// it again with (see [`mirror`]).
+    mirrors: mirror::Mirrors,
 }
 
 impl ClusterLink {
@@ -431,6 +435,7 @@ impl Host {
             timing: config.timing,
             last_epoch: Arc::new(AtomicU64::new(0)),
             lost: Arc::default(),
+            mirrors: mirror::Mirrors::default(),
         };
         // Subtrees placed here may place their own children in turn.
         tree_config.cluster = Some(link.clone());
@@ -595,6 +600,7 @@ mod tests {
             timing: ClusterTiming::default(),
             last_epoch: Arc::new(AtomicU64::new(0)),
             lost: Arc::default(),
+            mirrors: mirror::Mirrors::default(),
         };
         let mut last = 0;
         for _ in 0..1000 {

@@ -5,9 +5,10 @@
 //! that runs the subtree and renews the subtree's lease there.
 //!
 //! A proxy fails (and its parent's restart machinery starts a new one,
-//! which places the subtree again from its declared spec) when its host is
-//! lost: the host's actor leaves the hosts group (the node session closed),
-//! or a renewal gets no answer within the detection time.
+//! which places the subtree again from its declared spec and with the
+//! records the subtree sent with its renewals, see [`mirror`](super::mirror))
+//! when its host is lost: the host's actor leaves the hosts group (the node
+//! session closed), or a renewal gets no answer within the detection time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +68,9 @@ pub(crate) struct ProxyState {
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     /// The proxy stops on purpose: the remote subtree is stopped already.
     stopping: bool,
+    /// The next renewal asks for the subtree's records whole: the first
+    /// of a placement, and after a change that did not fit the mirror.
+    want_whole: bool,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
     worker_type: Arc<str>,
     /// The state the proxy is counted in, and since when.
@@ -158,7 +162,8 @@ fn choose(
     Ok((host, name))
 }
 
-/// Places the child's subtree on `host`.
+/// Places the child's subtree on `host`, with the records it sent from
+/// where it ran before.
 async fn place(
     link: &ClusterLink,
     path: &NodePath,
@@ -173,6 +178,7 @@ async fn place(
         epoch,
         spec: bytes,
         lease_ms: u64::try_from(link.timing.lease.as_millis()).unwrap_or(u64::MAX),
+        restore: link.mirrors.records(&key),
     };
     // Starting a subtree takes longer than a renewal: a generous bound.
     match ask(host, &request, link.timing.detection * 5).await? {
@@ -228,6 +234,7 @@ impl Actor for ProxyActor {
             last_sent: Instant::now(),
             heartbeat: Some(heartbeat),
             stopping: false,
+            want_whole: true,
             worker_type,
             metrics: args.metrics,
             counted: None,
@@ -328,6 +335,8 @@ impl Actor for ProxyActor {
             NodeMsg::Shutdown { deadline, reply } => {
                 let records = state.stop_remote(deadline).await;
                 state.stopping = true;
+                // Removed or shut down: nothing to place again.
+                state.link.mirrors.forget(&state.key);
                 let _ = reply.send(records);
                 myself.stop(Some(crate::node::EXIT_SHUTDOWN.to_owned()));
             }
@@ -432,10 +441,18 @@ impl ProxyState {
         let request = Request::Renew {
             key: self.key.clone(),
             epoch: self.epoch,
+            whole: self.want_whole,
         };
         self.last_sent = Instant::now();
         match ask(&self.host, &request, self.link.timing.detection).await {
-            Ok(Reply::Status(status)) => {
+            Ok(Reply::Status(status, delta)) => {
+                self.want_whole = match self.link.mirrors.apply(&self.key, delta) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::warn!(node.path = %self.path, error = %e, "the subtree's records did not fit those kept; asking for them whole");
+                        true
+                    }
+                };
                 self.last = status;
                 self.report(myself);
                 Ok(())
@@ -486,6 +503,7 @@ impl ProxyState {
         self.epoch = epoch;
         self.awaited_remote = 0;
         self.reported = None;
+        self.want_whole = true;
         self.renew(myself).await
     }
 

@@ -12,6 +12,9 @@ use ractor::RpcReplyPort;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
 
+use fsm_core::store::Change;
+
+use super::mirror::MirrorDelta;
 use crate::snapshot::{NodeSnapshot, StopRecord, SubtreeCounts};
 
 /// A message to a host actor.
@@ -88,9 +91,19 @@ pub(crate) enum Request {
         epoch: u64,
         spec: Vec<u8>,
         lease_ms: u64,
+        /// What the subtree recorded of its nodes where it ran before, to
+        /// restore it from (see `mirror`).
+        #[serde(default)]
+        restore: Vec<Change>,
     },
-    /// Renew the lease and answer with the subtree's status.
-    Renew { key: String, epoch: u64 },
+    /// Renew the lease and answer with the subtree's status and what it
+    /// recorded since the last renewal (`whole`: all it holds).
+    Renew {
+        key: String,
+        epoch: u64,
+        #[serde(default)]
+        whole: bool,
+    },
     /// Tick the subtree once (a cast; no answer). `trace`: the W3C
     /// `traceparent` of the parent's tick span, when ticks are traced.
     Tick {
@@ -122,7 +135,7 @@ pub(crate) enum Request {
 pub(crate) enum Reply {
     /// Done; for `Update`, the subtree's new tree generation.
     Done(u64),
-    Status(RemoteStatus),
+    Status(RemoteStatus, MirrorDelta),
     /// Refused: why (a stale epoch, an unknown subtree, a spec that does not
     /// decode or spawn).
     Refused(String),
@@ -160,6 +173,9 @@ pub struct HostedSubtree {
     pub live_nodes: u64,
     /// Whether it has converged.
     pub converged: bool,
+    /// Of its nodes, those restored from what they recorded where the
+    /// subtree ran before (0 for a first placement).
+    pub restored_nodes: u64,
 }
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -182,6 +198,7 @@ mod tests {
         let bytes = encode(&Request::Renew {
             key: "a:plant/line-1".into(),
             epoch: 7,
+            whole: false,
         });
         let wire = HostMsg::Cast(bytes.clone()).serialize().unwrap();
         match HostMsg::deserialize(wire).unwrap() {
@@ -189,7 +206,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match decode::<Request>(&bytes).unwrap() {
-            Request::Renew { key, epoch } => {
+            Request::Renew { key, epoch, .. } => {
                 assert_eq!((key.as_str(), epoch), ("a:plant/line-1", 7))
             }
             other => panic!("{other:?}"),

@@ -178,4 +178,37 @@ mod tests {
         store.write(&[change]).unwrap();
         assert_eq!(store.load().unwrap().unwrap().nodes.len(), 1);
     }
+
+    #[test]
+    fn a_tree_written_back_from_its_changes_is_the_same_tree() {
+        use crate::store::{Change, StoredOutcome, StoredRoot};
+        use crate::{ChildSpec, NodePath};
+        let mut store = MemoryStore::new();
+        let line = NodePath::parse("plant/line-1");
+        store
+            .write(&[
+                Change::Root(StoredRoot {
+                    spec: ChildSpec::new("plant", "plant"),
+                    generation: 3,
+                }),
+                conformance::identity("plant"),
+                conformance::identity("plant/line-1"),
+                conformance::identity("plant/line-1/pump"),
+                Change::Desired(NodePath::parse("plant"), conformance::desired("plant", 3)),
+                Change::Observed(line.clone(), conformance::observed("running", 2)),
+                Change::Action(conformance::action("plant/line-1", 4, None)),
+                Change::Action(conformance::action(
+                    "plant/line-1/pump",
+                    5,
+                    Some(StoredOutcome::Succeeded),
+                )),
+            ])
+            .unwrap();
+        let tree = store.read_all().unwrap().unwrap();
+
+        let mut copy = MemoryStore::new();
+        copy.write(&tree.clone().into_changes()).unwrap();
+        // Read as written: the unfinished action is still unfinished.
+        assert_eq!(copy.read_all().unwrap(), Some(tree));
+    }
 }

@@ -286,11 +286,50 @@ impl StoredTree {
     pub fn is_empty(&self) -> bool {
         self.root.is_none() && self.nodes.is_empty()
     }
+
+    /// The changes that write this tree into an empty store: the root spec,
+    /// then each node's identity (parents before children), documents and
+    /// actions.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use fsm_core::store::{Change, MemoryStore, NodeIdentity, Store};
+    /// use fsm_core::NodePath;
+    ///
+    /// let mut store = MemoryStore::new();
+    /// let path = NodePath::top().child("plant");
+    /// store.write(&[Change::Identity(NodeIdentity::new(path, "plant"))])?;
+    /// let tree = store.load()?.expect("a tree");
+    ///
+    /// let mut copy = MemoryStore::new();
+    /// copy.write(&tree.clone().into_changes())?;
+    /// assert_eq!(copy.load()?, Some(tree));
+    /// # Ok::<(), fsm_core::store::StoreError>(())
+    /// ```
+    #[must_use]
+    pub fn into_changes(self) -> Vec<Change> {
+        let mut changes = Vec::with_capacity(1 + self.nodes.len() * 2);
+        changes.extend(self.root.map(Change::Root));
+        for (path, record) in self.nodes {
+            changes.push(Change::Identity(record.identity));
+            if let Some(desired) = record.desired {
+                changes.push(Change::Desired(path.clone(), desired));
+            }
+            if let Some(observed) = record.observed {
+                changes.push(Change::Observed(path, observed));
+            }
+            changes.extend(record.actions.into_values().map(Change::Action));
+        }
+        changes
+    }
 }
 
 /// One change in a batch handed to [`Store::write`]. Upserts replace what
-/// was stored under the same key (the latest wins).
-#[derive(Clone, Debug, PartialEq)]
+/// was stored under the same key (the latest wins). Serialisable, so that
+/// a store can be mirrored elsewhere (a placed subtree's host sends its
+/// changes to the parent's node).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Change {
     /// Sets the root spec and the tree's generation.
