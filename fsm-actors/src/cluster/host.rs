@@ -408,18 +408,23 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_subtree_stops_when_its_lease_runs_out_and_a_stale_epoch_is_refused() {
+    /// A host on 127.0.0.1 that runs `noop` workers.
+    async fn noop_host(name: &str) -> Host {
         let mut registry = WorkerRegistry::new();
         registry.register("noop", |_| Noop).unwrap();
         let listen = "127.0.0.1:0".parse().unwrap();
-        let host = Host::start(
-            HostConfig::new("lease-test", listen, "c"),
+        Host::start(
+            HostConfig::new(name, listen, "c"),
             registry,
             TreeConfig::default(),
         )
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subtree_stops_when_its_lease_runs_out_and_a_stale_epoch_is_refused() {
+        let host = noop_host("lease-test").await;
         assert!(matches!(ask(&host, &place(5)).await, Reply::Done(1)));
         assert_eq!(host.hosted().await.unwrap().len(), 1);
         // An older epoch is refused, for a placement and a renewal alike.
@@ -463,16 +468,7 @@ mod tests {
         use fsm_core::NodePath;
         use fsm_core::store::{Change, NodeIdentity, ObservedDocument};
 
-        let mut registry = WorkerRegistry::new();
-        registry.register("noop", |_| Noop).unwrap();
-        let listen = "127.0.0.1:0".parse().unwrap();
-        let host = Host::start(
-            HostConfig::new("restore-test", listen, "c"),
-            registry,
-            TreeConfig::default(),
-        )
-        .await
-        .unwrap();
+        let host = noop_host("restore-test").await;
         let leaf = NodePath::parse("leaf");
         let carried = ObservedDocument {
             state: "idle".into(),
@@ -543,5 +539,6 @@ mod tests {
             "{:?}",
             delta.changes
         );
+        host.stop().await;
     }
 }
