@@ -95,6 +95,9 @@
 //!    block a share of `--ticks` and `--min-cpu-ms`:
 //!    `store_tick_cpu_us_per_worker` with the store,
 //!    `store_ref_tick_cpu_us_per_worker` without, and `store_tick_ratio`.
+//!    Whichever of the two trees is spawned first ticks 4–10 % slower than
+//!    the other, store or not: every other run spawns the reference first
+//!    (use an even `--runs`, so that the median mixes both orders).
 //!    (Compared with `tick_cpu_us_per_worker` instead, measured first in
 //!    the process, the tree on the store measured 18–29 % more; the
 //!    reference, measured second like it, shows much of that too, between
@@ -260,6 +263,11 @@ struct Args {
     /// store costs (see "The store" above).
     #[arg(long, value_name = "PATH")]
     store: Option<std::path::PathBuf>,
+    /// With `--store`, spawn the reference tree before the one on the
+    /// store (set on every other run: whichever tree of a process is
+    /// spawned first ticks slower, 4–10 % here).
+    #[arg(long, hide = true)]
+    store_reference_first: bool,
 }
 
 /// The JSON object printed under `--json`.
@@ -390,11 +398,18 @@ fn median_of_runs(runs: u32, phase: Phase, warm_cpu_ms: u64) -> Res<Report> {
         let mut merged = serde_json::Value::Null;
         for side in sides {
             eprintln!("scale: run {run} of {runs}, {}", side.flag());
-            let out = std::process::Command::new(&exe)
-                .args(std::env::args_os().skip(1))
-                .args(["--runs", "1", "--json", "--phase", side.flag()])
-                .stderr(std::process::Stdio::inherit())
-                .output()?;
+            let mut command = std::process::Command::new(&exe);
+            command.args(std::env::args_os().skip(1)).args([
+                "--runs",
+                "1",
+                "--json",
+                "--phase",
+                side.flag(),
+            ]);
+            if run % 2 == 0 {
+                command.arg("--store-reference-first");
+            }
+            let out = command.stderr(std::process::Stdio::inherit()).output()?;
             if !out.status.success() {
                 return Err(format!(
                     "run {run} of {runs} ({}) failed ({})",
@@ -723,6 +738,21 @@ async fn stored(
     let store_config = || -> Res<TreeConfig> {
         Ok(config(args, n).with_store(fsm_actors::store::SqliteStore::open(path)?))
     };
+    // The reference: the same tree without a store, spawned beside it in
+    // this process. The two are ticked in alternating blocks, so that both
+    // are measured on the same heap, caches and machine speed; which is
+    // spawned first alternates between runs, since the first ticks slower.
+    let ref_world = Arc::new(ScaleWorld::new(shape.clone(), args.change_every, false)?);
+    let spawn_reference = || async {
+        let reference =
+            Tree::spawn(root_spec(0), scale_registry(&ref_world)?, config(args, n)).await?;
+        converge(&reference, &ref_world, n, timeout).await?;
+        Res::Ok(reference)
+    };
+    let early = match args.store_reference_first {
+        true => Some(spawn_reference().await?),
+        false => None,
+    };
     warm_cpus(args.warm_cpu_ms, report.cpus);
     let started = Instant::now();
     let tree = Tree::spawn(root_spec(0), scale_registry(&world)?, store_config()?).await?;
@@ -730,13 +760,10 @@ async fn stored(
     report.store_spawn_ms = Some(ms(started.elapsed()));
     let handle = tree.handle();
     store_quiet(&handle, timeout).await?;
-
-    // The reference: the same tree without a store, spawned beside it in
-    // this process. The two are ticked in alternating blocks, so that both
-    // are measured on the same heap, caches and machine speed.
-    let ref_world = Arc::new(ScaleWorld::new(shape.clone(), args.change_every, false)?);
-    let reference = Tree::spawn(root_spec(0), scale_registry(&ref_world)?, config(args, n)).await?;
-    converge(&reference, &ref_world, n, timeout).await?;
+    let reference = match early {
+        Some(reference) => reference,
+        None => spawn_reference().await?,
+    };
     let mut rounds = TickRounds::new(&world.ticks, n);
     let mut ref_rounds = TickRounds::new(&ref_world.ticks, n);
     for _ in 0..args.warmup {
