@@ -1,7 +1,7 @@
-//! A worker type with an observation interval
-//! (`TreeConfig::with_observation_interval`) is collected about once per
-//! interval, while other types are collected on every tick, and is not
-//! stale between its collects.
+//! How often a node is collected: once as it starts (its first tick steps
+//! on that observation), then on every tick; a worker type with an
+//! observation interval (`TreeConfig::with_observation_interval`) about
+//! once per interval, and it is not stale between its collects.
 
 // The helpers below run outside `#[test]` functions, where clippy.toml's
 // allow-unwrap-in-tests does not reach; a panic is how they fail a test.
@@ -51,6 +51,44 @@ impl State<Counted> for CountedState {
     fn next(&self, _: &TickContext<'_, Counted>) -> Transition<CountedState> {
         Transition::stay()
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_starting_node_collects_once_and_then_once_per_tick() {
+    let collects = Arc::new(AtomicU64::new(0));
+    let mut registry = WorkerRegistry::new();
+    let counter = Arc::clone(&collects);
+    registry
+        .register("counted", move |_| Counted {
+            collects: Arc::clone(&counter),
+        })
+        .unwrap();
+    // Ticked by hand only: the one tick below starts the root, which
+    // collects as it starts and steps on that observation.
+    let config = test_config().with_tick_interval(None);
+    let tree = Tree::spawn(ChildSpec::new("root", "counted"), registry, config)
+        .await
+        .unwrap();
+    tree.tick().unwrap();
+    tree.wait_converged(Duration::from_secs(5)).await.unwrap();
+    tree.wait_ticks(1).await.unwrap();
+    assert_eq!(
+        collects.load(Ordering::SeqCst),
+        1,
+        "collects while starting"
+    );
+    // From then on, one collect per tick.
+    for ticks in 2..=4 {
+        tree.tick().unwrap();
+        tree.wait_ticks(ticks).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        collects.load(Ordering::SeqCst),
+        4,
+        "collects after three more ticks"
+    );
+    tree.shutdown(Duration::from_secs(5)).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -206,6 +206,10 @@ struct Collector {
     again: bool,
     /// The last collect failed (its error is `Cold::collect_error`).
     failed: bool,
+    /// The collect made as the node started (ready at once) is the newest
+    /// observation and nothing has run on it yet: the first tick steps on
+    /// it and does not collect again in the same instant.
+    fresh_from_start: bool,
     /// Until when the collector can be neither stale nor failed: the last
     /// good observation (or the start) plus the smaller of the two
     /// thresholds; `None`: beyond what an `Instant` holds. Checked on every
@@ -583,6 +587,7 @@ impl Actor for NodeActor {
                 in_flight: false,
                 again: false,
                 failed: false,
+                fresh_from_start: false,
                 quiet_until,
                 interval,
             },
@@ -654,8 +659,12 @@ impl Actor for NodeActor {
         state.start_collect(&myself, &tracing::Span::none(), now);
         if let Some(parent) = state.cold.first_tick.take() {
             let parent = parent.map_or_else(tracing::Span::none, |span| *span);
-            // The first tick, with the first observation if it was ready.
-            state.tick(&myself, parent, now).await?;
+            // The first tick, with the first observation if it was ready
+            // (then it does not collect again: see `Collector`).
+            state.collector.fresh_from_start = state.has_fresh_observation();
+            let ticked = state.tick(&myself, parent, now).await;
+            state.collector.fresh_from_start = false;
+            ticked?;
             if !state.shutting_down {
                 state.report(&myself, now);
             }

@@ -136,6 +136,13 @@ impl NodeState {
             .hung_for(quiet_until, self.cold.started.into_std(), now.into_std())
     }
 
+    /// Whether the latest collect is over and its observation installed:
+    /// the newest observation is as fresh as the node can make it.
+    pub(super) fn has_fresh_observation(&self) -> bool {
+        let c = &self.collector;
+        c.seq > 0 && !c.in_flight && c.observed_seq == c.seq
+    }
+
     /// Starts a collect in its own task, with a span under `parent` (the
     /// tick's, or none between ticks).
     pub(super) fn start_collect(

@@ -35,7 +35,9 @@
 //!    restarts the node gracefully, `NeedsRemoval` finishes it.
 //! 9. **Collect**: start the next collect, unless one is running or the
 //!    node's worker type is observed only every so often and that is not
-//!    due (see `observation`).
+//!    due (see `observation`). A node's first tick, which runs as it
+//!    starts, steps on the observation it has just made and does not
+//!    collect again.
 //! 10. **Report** upward, if anything changed — after every message, not
 //!     only ticks (see `reports`).
 //!
@@ -271,7 +273,11 @@ impl NodeState {
         {
             return Ok(Some(signal));
         }
-        if self.collect_due(now) {
+        if self.collector.fresh_from_start {
+            // The node's first tick, on the observation it made as it
+            // started: looking again in the same instant would only repeat it.
+            self.collector.fresh_from_start = false;
+        } else if self.collect_due(now) {
             self.start_collect(myself, span, now);
         }
         Ok(None)
