@@ -117,6 +117,11 @@ pub trait Worker: Send + Sync + Sized + 'static {
     /// tree's observation timeout; a late or failed observation marks the
     /// node stale and never blocks a tick.
     ///
+    /// Called once as the node starts (its first tick steps on that
+    /// observation), then at the end of every tick while none is running,
+    /// and at once when an action ends; a worker type with an observation
+    /// interval is called at most once per interval.
+    ///
     /// Without it, a worker observes nothing: every observation is
     /// `Observed::default()`, as fits a supervisor whose state follows its
     /// spec and its children (`type Observed = ();`).
