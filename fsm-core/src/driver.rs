@@ -148,8 +148,9 @@ pub struct StepOutcome {
 /// A worker with its spec, state and latest observation, behind a trait
 /// object so the runtime can drive any worker type.
 pub trait NodeDriver: Send + Sync {
-    /// The registered worker type.
-    fn worker_type(&self) -> &str;
+    /// The registered worker type (shared by every node of the type, so
+    /// that a node keeps it without allocating).
+    fn worker_type(&self) -> &Arc<str>;
 
     /// The current state's name.
     fn state_name(&self) -> &'static str;
@@ -270,8 +271,22 @@ struct CollectShares<W: Worker> {
     worker: Arc<W>,
     spec: Arc<W::Spec>,
     path: NodePath,
-    desired: Box<str>,
+    /// One of the worker's state names (static: nothing to allocate), or
+    /// a name it does not know (the node then shows a problem, but its
+    /// collects go on).
+    desired: Cow<'static, str>,
     desired_version: u64,
+}
+
+/// `name` as the static name of one of `W`'s states, if it is one.
+fn state_name<W: Worker>(name: &str) -> Cow<'static, str> {
+    <W::State as StateNames>::NAMES
+        .iter()
+        .find(|known| **known == name)
+        .map_or_else(
+            || Cow::Owned(name.to_owned()),
+            |known| Cow::Borrowed(*known),
+        )
 }
 
 /// A collect that owns what it needs, to run anywhere.
@@ -443,7 +458,7 @@ impl<W: Worker> TypedDriver<W> {
                     worker,
                     spec,
                     path: path.clone(),
-                    desired: desired.into(),
+                    desired: state_name::<W>(desired),
                     desired_version,
                 });
                 self.shares = Some(Arc::clone(&shares));
@@ -472,7 +487,7 @@ impl<W: Worker> TypedDriver<W> {
 }
 
 impl<W: Worker> NodeDriver for TypedDriver<W> {
-    fn worker_type(&self) -> &str {
+    fn worker_type(&self) -> &Arc<str> {
         &self.worker_type
     }
 

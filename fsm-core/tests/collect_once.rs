@@ -1,12 +1,13 @@
 //! A collect's code before its first `.await` runs exactly once per
-//! observation, whether the collect is ready at once or has to wait.
+//! observation, whether the collect is ready at once or has to wait; and it
+//! sees the desired state it was started with.
 
 #![allow(clippy::unwrap_used)]
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use fsm_core::{
@@ -35,6 +36,8 @@ impl Future for PendingOnce {
 struct Chatty {
     requests: Arc<AtomicUsize>,
     answer_later: Arc<AtomicBool>,
+    /// The desired state each collect's context named.
+    desired: Arc<Mutex<Vec<String>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -49,7 +52,8 @@ impl Worker for Chatty {
         Idle
     }
 
-    async fn collect(&self, _ctx: &CollectContext<'_, ()>) -> Result<usize, BoxError> {
+    async fn collect(&self, ctx: &CollectContext<'_, ()>) -> Result<usize, BoxError> {
+        self.desired.lock().unwrap().push(ctx.desired().to_owned());
         // The request goes out here, before the first await.
         let sent = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         if self.answer_later.load(Ordering::SeqCst) {
@@ -77,22 +81,54 @@ impl State<Chatty> for Idle {
     }
 }
 
-#[test]
-fn a_collect_that_starts_waiting_after_ready_ones_sends_its_request_once() {
+/// A driver of a `Chatty` worker, with the worker's counters.
+struct Fixture {
+    driver: Box<dyn fsm_core::runtime::NodeDriver>,
+    path: NodePath,
+    requests: Arc<AtomicUsize>,
+    answer_later: Arc<AtomicBool>,
+    desired: Arc<Mutex<Vec<String>>>,
+}
+
+fn chatty() -> Fixture {
     let requests = Arc::new(AtomicUsize::new(0));
     let answer_later = Arc::new(AtomicBool::new(false));
+    let desired = Arc::new(Mutex::new(Vec::new()));
     let mut registry = WorkerRegistry::new();
-    let (r, a) = (Arc::clone(&requests), Arc::clone(&answer_later));
+    let (r, a, d) = (
+        Arc::clone(&requests),
+        Arc::clone(&answer_later),
+        Arc::clone(&desired),
+    );
     registry
         .register("chatty", move |_| Chatty {
             requests: Arc::clone(&r),
             answer_later: Arc::clone(&a),
+            desired: Arc::clone(&d),
         })
         .unwrap();
     let path = NodePath::parse("c");
-    let mut driver = registry
+    let driver = registry
         .create(&path, &ChildSpec::new("c", "chatty"))
         .unwrap();
+    Fixture {
+        driver,
+        path,
+        requests,
+        answer_later,
+        desired,
+    }
+}
+
+#[test]
+fn a_collect_that_starts_waiting_after_ready_ones_sends_its_request_once() {
+    let Fixture {
+        mut driver,
+        path,
+        requests,
+        answer_later,
+        ..
+    } = chatty();
 
     // Ready at once, twice: one request each.
     for expected in 1..=2 {
@@ -118,4 +154,23 @@ fn a_collect_that_starts_waiting_after_ready_ones_sends_its_request_once() {
     };
     futures::executor::block_on(pending).unwrap();
     assert_eq!(requests.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_collect_sees_the_desired_state_it_was_started_with_known_to_the_worker_or_not() {
+    let Fixture {
+        mut driver,
+        path,
+        desired,
+        ..
+    } = chatty();
+    // A name the worker does not know is still passed on as it is (the
+    // node shows it as a problem; the collect is not the place to fail).
+    for (version, name) in [(0, "idle"), (1, "elsewhere"), (2, "idle")] {
+        assert!(matches!(
+            driver.start_collect(&path, name, version),
+            CollectStart::Done(Ok(()))
+        ));
+    }
+    assert_eq!(*desired.lock().unwrap(), ["idle", "elsewhere", "idle"]);
 }
