@@ -535,7 +535,7 @@ impl Actor for NodeActor {
         seed.write_str(args.path.as_str());
         seed.write_u64(args.incarnation);
         let spec_hash = args.spec_hash;
-        let worker_type = Arc::from(args.spec.worker_type.as_str());
+        let worker_type = Arc::clone(driver.worker_type());
         let context_hash = args.context.hash;
         let started = Instant::now();
         let interval = observation::Interval::of(&args.shared.config, &args.spec.worker_type);
