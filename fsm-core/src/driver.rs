@@ -278,17 +278,6 @@ struct CollectShares<W: Worker> {
     desired_version: u64,
 }
 
-/// `name` as the static name of one of `W`'s states, if it is one.
-fn state_name<W: Worker>(name: &str) -> Cow<'static, str> {
-    <W::State as StateNames>::NAMES
-        .iter()
-        .find(|known| **known == name)
-        .map_or_else(
-            || Cow::Owned(name.to_owned()),
-            |known| Cow::Borrowed(*known),
-        )
-}
-
 /// A collect that owns what it needs, to run anywhere.
 // Not an `async fn`: its future must be declared `Send`, to run on the
 // collector task.
@@ -458,7 +447,7 @@ impl<W: Worker> TypedDriver<W> {
                     worker,
                     spec,
                     path: path.clone(),
-                    desired: state_name::<W>(desired),
+                    desired: crate::states::known_state(<W::State as StateNames>::NAMES, desired),
                     desired_version,
                 });
                 self.shares = Some(Arc::clone(&shares));

@@ -13,7 +13,8 @@
 //!   [`decode_children_hashed`]: the reconcile plan and the declaration
 //!   check with hashes the runtime has already computed;
 //! * [`StableHasher`], [`SplitMix64`], [`panic_message`]: hashing, jitter and
-//!   panic payloads, the same way in every crate of the workspace.
+//!   panic payloads, the same way in every crate of the workspace;
+//! * [`known_state`]: a state name as the static name of a known state.
 
 pub use crate::driver::{
     CollectStart, DecodedSpec, NodeDriver, Observation, StepInput, StepOutcome,
@@ -23,4 +24,5 @@ pub use crate::hash::StableHasher;
 pub use crate::reconcile::{
     decode_children_hashed, plan_children_hashed, validate_children_hashed,
 };
+pub use crate::states::known_state;
 pub use crate::supervision::random::SplitMix64;

@@ -40,6 +40,27 @@ pub trait StateNames {
     fn name(&self) -> &'static str;
 }
 
+/// `name` as the static name among `names` that equals it, or owned if
+/// none does: a state name kept or sent without allocating, whatever named
+/// it.
+///
+/// # Examples
+///
+/// ```
+/// use std::borrow::Cow;
+///
+/// let names: &'static [&'static str] = &["stopped", "running"];
+/// assert!(matches!(fsm_core::runtime::known_state(names, "running"), Cow::Borrowed("running")));
+/// assert!(matches!(fsm_core::runtime::known_state(names, "paused"), Cow::Owned(_)));
+/// ```
+#[must_use]
+pub fn known_state(names: &'static [&'static str], name: &str) -> std::borrow::Cow<'static, str> {
+    names.iter().find(|known| **known == name).map_or_else(
+        || std::borrow::Cow::Owned(name.to_owned()),
+        |known| std::borrow::Cow::Borrowed(*known),
+    )
+}
+
 /// Declares a state enum and its [`StateNames`]: each variant's name is the
 /// variant in `snake_case` (`WaitingForAuth` → `"waiting_for_auth"`).
 /// Variants may carry data, as tuple or struct variants; attributes and doc

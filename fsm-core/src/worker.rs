@@ -634,8 +634,9 @@ pub struct ChildStatus {
     /// The child's current state (a state's name, which is static; owned
     /// when deserialized).
     pub state: Cow<'static, str>,
-    /// The child's desired state.
-    pub desired: String,
+    /// The child's desired state (static when it is one of the child's
+    /// states, as it should be; owned otherwise, and when deserialized).
+    pub desired: Cow<'static, str>,
     /// Whether the child itself is healthy.
     pub healthy: bool,
     /// Whether the child's last good observation is too old.

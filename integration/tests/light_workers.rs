@@ -1,6 +1,7 @@
 //! The light way to write a worker runs like the long one: state names from
 //! `states!`, an action from a closure that moves what it captured, and a
-//! supervisor that has no `collect` at all.
+//! supervisor that has no `collect` at all, which sees what its children
+//! want.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,8 +44,14 @@ impl State<Site> for SiteState {
     fn next(&self, s: &TickContext<'_, Site>) -> Transition<SiteState> {
         match self {
             SiteState::Starting if s.children_converged() && !s.children().is_empty() => {
-                // Not `Clone`: the closure moves it into its future.
-                let message = format!("{} is up", s.path());
+                // What the children reported wanting, as their parent sees
+                // it. Not `Clone`: the closure moves it into its future.
+                let wanted: Vec<String> = s
+                    .children()
+                    .iter()
+                    .map(|c| format!("{} {}", c.name, c.desired))
+                    .collect();
+                let message = format!("{} is up: {}", s.path(), wanted.join(", "));
                 let announced = Arc::clone(&s.worker().announced);
                 Transition::to(SiteState::AllRunning)
                     .with_action(action("announce", move |_ctx| async move {
@@ -82,7 +89,10 @@ async fn a_supervisor_without_collect_and_with_a_closure_action_converges() {
     assert!(snap.healthy, "{snap:?}");
     assert_eq!(snap.children.len(), 2);
     assert!(world.is_up("site/pump-1") && world.is_up("site/pump-2"));
-    assert_eq!(*announced.lock().unwrap(), ["site is up"]);
+    assert_eq!(
+        *announced.lock().unwrap(),
+        ["site is up: pump-1 running, pump-2 running"]
+    );
     let last = snap.last_action.as_ref().map(|a| a.action.as_str());
     assert_eq!(last, Some("announce"));
     assert!(tree.shutdown(Duration::from_secs(5)).await.all_clean());

@@ -560,7 +560,7 @@ impl ProxyState {
         let _ = self.parent.cast(NodeMsg::ChildReport(ChildReport {
             from: myself.get_id(),
             state,
-            desired: desired_changed.then(|| self.last.desired.clone()),
+            desired: desired_changed.then(|| self.last.desired.clone().into()),
             healthy: self.last.healthy,
             stale: self.last.stale,
             converged: self.last.converged,

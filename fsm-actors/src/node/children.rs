@@ -146,7 +146,7 @@ fn first_status(name: &str) -> ChildStatus {
     ChildStatus {
         name: name.to_owned(),
         state: std::borrow::Cow::Borrowed(""),
-        desired: String::new(),
+        desired: std::borrow::Cow::Borrowed(""),
         healthy: true,
         stale: false,
         converged: false,
@@ -565,7 +565,7 @@ impl Table {
 
     /// The desired state child `i` last reported (empty before it has).
     pub(crate) fn desired_of(&self, i: usize) -> &str {
-        self.statuses.get(i).map_or("", |s| s.desired.as_str())
+        self.statuses.get(i).map_or("", |s| &*s.desired)
     }
 
     // ----- stopping on purpose --------------------------------------------

@@ -107,8 +107,9 @@ pub(crate) struct ChildReport {
     /// holds its slot is ignored.
     pub(crate) from: ActorId,
     pub(crate) state: &'static str,
-    /// The desired state, when it changed since the child's last report.
-    pub(crate) desired: Option<String>,
+    /// The desired state, when it changed since the child's last report
+    /// (static when it is one of the child's states).
+    pub(crate) desired: Option<std::borrow::Cow<'static, str>>,
     pub(crate) healthy: bool,
     pub(crate) stale: bool,
     pub(crate) converged: bool,

@@ -26,6 +26,7 @@ use super::children::ChildRun;
 use super::{ChildReport, NodeMsg, NodeState, Problems, Reported, ms};
 use crate::snapshot::{NodeSnapshot, RestartingInfo, SubtreeCounts};
 use fsm_core::NodePath;
+use fsm_core::runtime::known_state;
 
 /// How much earlier than its own inspection deadline a node at depth 1
 /// asks its children to answer by (see `NodeState::inspect`).
@@ -215,7 +216,8 @@ impl NodeState {
                 let _ = parent.cast(NodeMsg::ChildReport(ChildReport {
                     from: myself.get_id(),
                     state,
-                    desired: desired_changed.then(|| self.desired_state().to_owned()),
+                    desired: desired_changed
+                        .then(|| known_state(self.driver.state_names(), self.desired_state())),
                     healthy,
                     stale,
                     converged,
@@ -252,7 +254,7 @@ impl NodeState {
                 // status changes rarely (no allocation unless it did).
                 if s.root_state != root.state || s.root_desired != root.desired {
                     s.root_state = root.state.to_string();
-                    s.root_desired.clone_from(&root.desired);
+                    s.root_desired = root.desired.to_string();
                     changed = true;
                 }
                 if s.root_healthy != root.healthy || s.root_stale != root.stale {
