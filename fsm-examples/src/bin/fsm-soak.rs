@@ -132,6 +132,18 @@ fn run(args: &Args) -> Result<bool, String> {
             "not clean"
         },
     );
+    // Which nodes, and how: a shutdown that is not clean must say why.
+    for record in run
+        .shutdown
+        .stopped
+        .iter()
+        .filter(|r| r.outcome != fsm_actors::StopOutcome::Clean)
+    {
+        eprintln!(
+            "fsm-soak: {} did not stop cleanly: {:?}",
+            record.path, record.outcome
+        );
+    }
     let mut flat = true;
     for f in flatness(&run.samples, warmup) {
         let ok = f.is_flat(args.tolerance);
