@@ -282,7 +282,8 @@ pub enum SoakError {
 
 /// Runs a soak: spawns the plant, waits until it converged, then injects
 /// faults and samples until `duration` has passed, calling `on_sample`
-/// with each sample as it is taken; then stops the faults and shuts down.
+/// with each sample as it is taken; then stops the faults, lets the tree
+/// settle (whole, converged, no restart for a few ticks) and shuts it down.
 ///
 /// # Errors
 ///
@@ -359,6 +360,7 @@ pub async fn run_soak(
         }
     }
     tree.inject_faults(0.0);
+    settle(&tree, workers, options.tick).await;
     let shutdown = tree.shutdown(Duration::from_secs(10)).await;
     Ok(SoakRun {
         samples,
@@ -366,6 +368,40 @@ pub async fn run_soak(
         converged_in,
         shutdown,
     })
+}
+
+/// How many ticks in a row the tree must stay whole, converged and free of
+/// restarts before the soak shuts it down (see `settle`).
+const SETTLE_TICKS: u32 = 5;
+
+/// The longest the soak waits for the tree to settle before it shuts it
+/// down anyway (the shutdown report then says what was still recovering).
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Waits, once the faults have stopped, until the tree has stayed whole
+/// (`workers` nodes alive), converged and free of restarts for
+/// `SETTLE_TICKS` ticks, or `SETTLE_LIMIT` has passed. A fault injected
+/// just before the faults stopped (a panic in a tick under way, a kill on
+/// its way down the tree) would otherwise land during the shutdown, whose
+/// report then rightly lists the subtree it killed as not stopped cleanly:
+/// the soak's own timing, not the shutdown's.
+async fn settle(tree: &Tree, workers: u64, tick: Duration) {
+    let tick = tick.max(Duration::from_millis(1));
+    let quiet_for = tick.saturating_mul(SETTLE_TICKS);
+    let begun = tokio::time::Instant::now();
+    let mut quiet_since = begun;
+    let mut restarts = tree.restarts();
+    while begun.elapsed() < SETTLE_LIMIT {
+        tokio::time::sleep(tick).await;
+        let now = tree.restarts();
+        let whole = tree.status().converged && tree.live_nodes() == workers && now == restarts;
+        if !whole {
+            restarts = now;
+            quiet_since = tokio::time::Instant::now();
+        } else if quiet_since.elapsed() >= quiet_for {
+            return;
+        }
+    }
 }
 
 /// The process's resident memory, from `/proc/self/status`.
