@@ -145,7 +145,8 @@ mod tests {
         leaf.prop_recursive(3, 32, 6, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
-                proptest::collection::btree_map("[a-z]{1,6}", inner, 0..6).prop_map(Value::Map),
+                proptest::collection::btree_map("[a-z]{1,6}", inner, 0..6)
+                    .prop_map(|m| Value::Map(m.into_iter().collect())),
             ]
         })
     }

@@ -74,7 +74,7 @@ pub use secret::Secret;
 pub use spec::{ChildSpec, DesiredState};
 pub use states::StateNames;
 pub use supervision::{Backoff, RestartIntensity, RestartPolicy, Strategy, Supervision};
-pub use value::{Map, Template, TemplateRenderer, Value, ValueError, is_template};
+pub use value::{Key, Map, Template, TemplateRenderer, Value, ValueError, is_template};
 pub use worker::{
     Action, ActionContext, ActionOutcome, ActionReport, BoxError, BoxFuture, BoxedAction,
     ChildStatus, CollectContext, DeriveContext, FnAction, Signal, State, StopContext, TickContext,

@@ -77,8 +77,8 @@ impl InternalVars {
 /// use fsm_core::{Map, Value};
 /// use fsm_templates::VariableBundle;
 ///
-/// let parent = VariableBundle::default().with_user(Map::from([("IP".into(), Value::from("10.0.0.5"))]));
-/// let own = Map::from([("PORT".into(), Value::from(502))]);
+/// let parent = VariableBundle::default().with_user(Map::from([("IP", Value::from("10.0.0.5"))]));
+/// let own = Map::from([("PORT", Value::from(502))]);
 /// let child = parent.child(&own);
 /// let ctx = child.flatten();
 /// assert_eq!(ctx.get("IP"), Some(&Value::from("10.0.0.5")));
@@ -146,7 +146,7 @@ impl VariableBundle {
         match own.keys().find(|k| RESERVED_NAMES.contains(&k.as_str())) {
             Some(name) => Err(VariableError {
                 node: node.clone(),
-                name: name.clone(),
+                name: name.to_string(),
             }),
             None => Ok(()),
         }

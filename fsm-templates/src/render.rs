@@ -89,8 +89,8 @@ impl Cache {
 ///
 /// let templates = Templates::new();
 /// let vars = VariableBundle::default().with_user(Map::from([
-///     ("IP".into(), Value::from("10.0.0.5")),
-///     ("PORT".into(), Value::from(502)),
+///     ("IP", Value::from("10.0.0.5")),
+///     ("PORT", Value::from(502)),
 /// ]));
 /// let spec = Value::map([
 ///     ("address", Value::from("{{ IP }}:{{ PORT }}")),
@@ -319,7 +319,7 @@ impl Templates {
 ///
 /// let templates = Templates::new();
 /// let vars = VariableBundle::default()
-///     .with_user(Map::from([("SUBNET".into(), Value::from("10.0.1")), ("PORT".into(), Value::from(502))]))
+///     .with_user(Map::from([("SUBNET", Value::from("10.0.1")), ("PORT", Value::from(502))]))
 ///     .flatten();
 /// let node = NodePath::parse("plant/line-1/press");
 /// let spec = Value::map([("host", "{{ SUBNET }}.10".into()), ("port", "{{ PORT }}".into())]);
@@ -453,7 +453,9 @@ fn to_upon(v: &Value) -> upon::Value {
         Value::Float(f) => upon::Value::Float(*f),
         Value::String(s) => upon::Value::String(s.clone()),
         Value::List(l) => upon::Value::List(l.iter().map(to_upon).collect()),
-        Value::Map(m) => upon::Value::Map(m.iter().map(|(k, v)| (k.clone(), to_upon(v))).collect()),
+        Value::Map(m) => {
+            upon::Value::Map(m.iter().map(|(k, v)| (k.to_string(), to_upon(v))).collect())
+        }
     }
 }
 

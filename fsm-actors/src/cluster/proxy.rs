@@ -98,10 +98,7 @@ fn remote_spec(spec: &ChildSpec, parent_state: Option<&str>, context: &ParentCon
             .insert("running".to_owned(), mapped.to_owned());
     }
     for (k, v) in &context.user {
-        remote
-            .variables
-            .entry(k.clone())
-            .or_insert_with(|| v.clone());
+        remote.variables.get_or_insert_with(k.clone(), || v.clone());
     }
     for (k, v) in context.location.named() {
         remote.location.entry(k).or_insert(v);

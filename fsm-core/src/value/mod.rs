@@ -9,11 +9,11 @@
 //! [`ChildSpec`]: crate::ChildSpec
 
 mod de;
+mod map;
 mod render;
 mod ser;
 mod template;
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -22,11 +22,9 @@ use serde::de::DeserializeOwned;
 use crate::hash::StableHasher;
 
 pub use de::ValueError;
+pub use map::{Key, Map};
 pub use render::TemplateRenderer;
 pub use template::Template;
-
-/// An ordered map of string keys to values: the shape of a user spec.
-pub type Map = BTreeMap<String, Value>;
 
 /// A self-describing tree of data: null, bool, integer, float, string, list,
 /// or a map with ordered string keys.
@@ -99,10 +97,10 @@ impl Value {
     #[must_use]
     pub fn map<K, I>(entries: I) -> Self
     where
-        K: Into<String>,
+        K: Into<Key>,
         I: IntoIterator<Item = (K, Value)>,
     {
-        Self::Map(entries.into_iter().map(|(k, v)| (k.into(), v)).collect())
+        Self::Map(entries.into_iter().collect())
     }
 
     /// Converts any serialisable value into a `Value`.

@@ -262,12 +262,12 @@ where
 struct Map<'p, 'a, I> {
     parent: &'p Rendering<'a>,
     entries: I,
-    pending: Option<(&'a String, &'a Value)>,
+    pending: Option<(&'a super::Key, &'a Value)>,
 }
 
 impl<'de, I> MapAccess<'de> for Map<'_, 'de, I>
 where
-    I: Iterator<Item = (&'de String, &'de Value)>,
+    I: Iterator<Item = (&'de super::Key, &'de Value)>,
 {
     type Error = ValueError;
 

@@ -4,7 +4,6 @@
 //! Binary formats (bincode) cannot be driven by `deserialize_any`, so there
 //! a `Value` is written as an explicitly tagged enum.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{
@@ -202,12 +201,12 @@ fn read_list<'de, A: SeqAccess<'de>>(inner: Nested, mut seq: A) -> Result<Value,
 
 /// The entries of a map at `inner` depth.
 fn read_map<'de, A: MapAccess<'de>>(inner: Nested, mut access: A) -> Result<Value, A::Error> {
-    let mut map = BTreeMap::new();
-    while let Some(key) = access.next_key::<String>()? {
+    let mut entries = Vec::with_capacity(access.size_hint().unwrap_or(0).min(64));
+    while let Some(key) = access.next_key::<super::Key>()? {
         let value = access.next_value_seed(inner)?;
-        map.insert(key, value);
+        entries.push((key, value));
     }
-    Ok(Value::Map(map))
+    Ok(Value::Map(super::Map::from_entries(entries)))
 }
 
 /// Reads the plain, self-describing shape.
