@@ -474,4 +474,53 @@ mod tests {
         assert!(map.contains_key(long));
         assert_eq!(Key::from(long).clone(), long);
     }
+
+    /// An operation on a map, as the model test applies it.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(String, i64),
+        Remove(String),
+        Extend(Vec<(String, i64)>),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        // Few distinct keys, so that inserts replace and removes hit; some
+        // longer than a key holds inline.
+        let key = prop_oneof!["[a-d]{1,2}", "[a-b]{24,26}"];
+        prop_oneof![
+            (key.clone(), any::<i64>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            key.clone().prop_map(Op::Remove),
+            proptest::collection::vec((key, any::<i64>()), 0..6).prop_map(Op::Extend),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever is done to it, the map holds what a `BTreeMap` would,
+        /// in the same order, and says the same about each step.
+        #[test]
+        fn behaves_as_a_btree_map(ops in proptest::collection::vec(op(), 0..40)) {
+            let mut map = Map::new();
+            let mut model = std::collections::BTreeMap::<String, Value>::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => proptest::prop_assert_eq!(
+                        map.insert(k.as_str(), Value::from(v)),
+                        model.insert(k, Value::from(v))
+                    ),
+                    Op::Remove(k) => proptest::prop_assert_eq!(map.remove(&k), model.remove(&k)),
+                    Op::Extend(entries) => {
+                        map.extend(entries.iter().map(|(k, v)| (k.as_str(), Value::from(*v))));
+                        model.extend(entries.into_iter().map(|(k, v)| (k, Value::from(v))));
+                    }
+                }
+                let ours: Vec<(&str, &Value)> = map.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                let theirs: Vec<(&str, &Value)> = model.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                proptest::prop_assert_eq!(ours, theirs);
+                for k in model.keys() {
+                    proptest::prop_assert_eq!(map.get(k), model.get(k));
+                }
+            }
+        }
+    }
 }
