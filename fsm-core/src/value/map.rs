@@ -146,6 +146,14 @@ impl<'de> Deserialize<'de> for Key {
             fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Key, E> {
                 Ok(Key::from(v))
             }
+
+            // As `String` does: formats that hand strings over as bytes.
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Key, E> {
+                match std::str::from_utf8(v) {
+                    Ok(s) => Ok(Key::from(s)),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Bytes(v), &self)),
+                }
+            }
         }
         deserializer.deserialize_str(KeyVisitor)
     }
@@ -464,6 +472,17 @@ mod tests {
             serde_json::to_string(&map).unwrap(),
             r#"{"host":"h","port":503}"#
         );
+    }
+
+    #[test]
+    fn a_key_reads_from_utf8_bytes_and_refuses_other_bytes() {
+        use serde::de::value::{BytesDeserializer, Error};
+        let key = Key::deserialize(BytesDeserializer::<Error>::new(b"port")).unwrap();
+        assert_eq!(key, "port");
+        let err = Key::deserialize(BytesDeserializer::<Error>::new(b"\xff")).unwrap_err();
+        assert!(err.to_string().contains("invalid value"), "{err}");
+        let key: Key = serde_json::from_str(r#""host""#).unwrap();
+        assert_eq!(key, "host");
     }
 
     #[test]
