@@ -290,7 +290,7 @@ impl Templates {
                 Ok(Value::List(out))
             }
             Value::Map(map) => {
-                let mut out = fsm_core::Map::new();
+                let mut out = fsm_core::Map::with_capacity(map.len());
                 for (k, v) in map {
                     let len = field.len();
                     push_field(field, k);

@@ -246,9 +246,8 @@ impl NodeState {
                 .extend(&spec.location, path)
                 .map_err(|e| e.to_string())?;
             let mut user = inherited.user.clone();
-            for (k, v) in &spec.variables {
-                user.insert(k.clone(), v.clone());
-            }
+            // One merge of two sorted maps; the node's own values win.
+            user.extend(spec.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
             Arc::new(ParentContext::new(user, location))
         };
         let mut h = StableHasher::new();

@@ -165,7 +165,8 @@ impl<'de> Deserialize<'de> for Key {
 /// later insert of a key replaces the earlier one), kept as one sorted
 /// vector: lookups are binary searches, an insert in the middle moves the
 /// entries after it (a spec's map is small; one built from many entries is
-/// best built with [`collect`](Iterator::collect), which sorts once).
+/// best built with [`collect`](Iterator::collect) or
+/// [`extend`](Extend::extend), which sort once).
 ///
 /// # Examples
 ///
