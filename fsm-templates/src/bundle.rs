@@ -127,9 +127,7 @@ impl VariableBundle {
     #[must_use]
     pub fn child(&self, own: &Map) -> Self {
         let mut user = self.user.clone();
-        // One merge of the two sorted maps (the later value of a key wins),
-        // not an insert into the middle for each of the child's variables.
-        user.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+        user.overlay(own);
         Self {
             user,
             global: self.global.clone(),

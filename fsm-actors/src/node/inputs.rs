@@ -246,8 +246,7 @@ impl NodeState {
                 .extend(&spec.location, path)
                 .map_err(|e| e.to_string())?;
             let mut user = inherited.user.clone();
-            // One merge of two sorted maps; the node's own values win.
-            user.extend(spec.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+            user.overlay(&spec.variables);
             Arc::new(ParentContext::new(user, location))
         };
         let mut h = StableHasher::new();

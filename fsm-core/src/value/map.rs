@@ -303,6 +303,24 @@ impl Map {
         self.entries.iter_mut().map(|(_, v)| v)
     }
 
+    /// Sets every key of `other` to its value there (`other` wins where
+    /// both have a key): one merge of the two sorted maps, not an insert
+    /// into the middle for each entry.
+    ///
+    /// ```
+    /// use fsm_core::{Map, Value};
+    ///
+    /// let mut vars = Map::from([("IP", Value::from("10.0.0.5")), ("PORT", Value::from(502))]);
+    /// vars.overlay(&Map::from([("PORT", Value::from(503))]));
+    /// assert_eq!(vars.get("PORT"), Some(&Value::from(503)));
+    /// assert_eq!(vars.len(), 2);
+    /// ```
+    pub fn overlay(&mut self, other: &Map) {
+        if !other.is_empty() {
+            self.extend(other.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+
     /// Keeps only the entries `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&Key, &mut Value) -> bool) {
         self.entries.retain_mut(|(k, v)| keep(k, v));
@@ -312,16 +330,16 @@ impl Map {
     /// twice the later value kept (as inserting them one by one would).
     pub(crate) fn from_entries(mut entries: Vec<(Key, Value)>) -> Self {
         if !entries.is_sorted_by(|a, b| a.0 < b.0) {
-            // Stable: equal keys stay in the order given, the last one wins.
+            // Stable: equal keys stay in the order given. Of a run of equal
+            // keys the first slot is kept, holding the run's last entry.
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut deduped: Vec<(Key, Value)> = Vec::with_capacity(entries.len());
-            for entry in entries {
-                match deduped.last_mut() {
-                    Some(last) if last.0 == entry.0 => *last = entry,
-                    _ => deduped.push(entry),
+            entries.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    std::mem::swap(later, kept);
                 }
-            }
-            entries = deduped;
+                same
+            });
         }
         Self { entries }
     }
