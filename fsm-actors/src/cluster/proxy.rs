@@ -554,7 +554,7 @@ impl ProxyState {
         }
         let state = intern(&self.last.state);
         self.count(state);
-        let _ = self.parent.cast(NodeMsg::ChildReport(ChildReport {
+        let _ = self.parent.cast(NodeMsg::ChildReport(Box::new(ChildReport {
             from: myself.get_id(),
             state,
             desired: desired_changed.then(|| self.last.desired.clone().into()),
@@ -564,7 +564,7 @@ impl ProxyState {
             subtree: self.last.counts,
             settled: true,
             synced: self.synced,
-        }));
+        })));
         self.reported = Some((self.last.clone(), self.synced));
     }
 }

@@ -34,7 +34,7 @@ impl OutcomeSink for ActorRef<NodeMsg> {
         // A node that is gone cannot receive its outcome.
         let _ = self.cast(NodeMsg::ActionDone {
             id: done.id,
-            report: done.report,
+            report: Box::new(done.report),
         });
     }
 }
@@ -110,7 +110,7 @@ impl NodeState {
     pub(super) fn action_done(
         &mut self,
         id: ActionId,
-        report: ActionReport,
+        report: Box<ActionReport>,
         myself: &ActorRef<NodeMsg>,
     ) {
         if self.action.map(|(i, _)| i) != Some(id) {
@@ -137,7 +137,7 @@ impl NodeState {
         if let Some(failure) = failure {
             self.action_failed(&report.action, failure);
         }
-        self.last_action = Some(Box::new(report));
+        self.last_action = Some(report);
         // The world just changed: look again at once.
         if self.collector.in_flight {
             self.collector.again = true;

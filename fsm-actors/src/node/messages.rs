@@ -43,15 +43,21 @@ pub(crate) enum NodeMsg {
     /// The tree's globals changed (from the handle to the top, then from
     /// each parent to its children).
     Globals(Arc<super::Globals>),
-    /// A child's status and subtree counts changed.
-    ChildReport(ChildReport),
+    /// A child's status and subtree counts changed. (Boxed, as is the
+    /// action's report: every message is boxed by ractor at the size of the
+    /// largest variant, and a tick, sent to every node on every tick,
+    /// should not carry twice its own size.)
+    ChildReport(Box<ChildReport>),
     /// A collect finished (or failed, or timed out).
     Observed {
         seq: u64,
         result: Result<Observation, String>,
     },
     /// An action of this node ended.
-    ActionDone { id: ActionId, report: ActionReport },
+    ActionDone {
+        id: ActionId,
+        report: Box<ActionReport>,
+    },
     /// Snapshot this subtree; children answer before `deadline`.
     Inspect {
         deadline: Instant,

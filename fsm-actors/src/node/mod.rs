@@ -772,7 +772,7 @@ impl NodeState {
                 None
             }
             NodeMsg::ChildReport(report) => {
-                self.child_report(report);
+                self.child_report(*report);
                 if self.hold_report(now) {
                     // More of this burst is on its way.
                     return Ok(None);

@@ -213,7 +213,7 @@ impl NodeState {
         });
         match &self.parent {
             Some(parent) => {
-                let _ = parent.cast(NodeMsg::ChildReport(ChildReport {
+                let _ = parent.cast(NodeMsg::ChildReport(Box::new(ChildReport {
                     from: myself.get_id(),
                     state,
                     desired: desired_changed
@@ -224,7 +224,7 @@ impl NodeState {
                     subtree,
                     settled,
                     synced,
-                }));
+                })));
             }
             None => self.publish_status(synced),
         }
