@@ -80,6 +80,12 @@ pub(crate) struct ChildEntry {
     pub(crate) synced: u64,
 }
 
+// The fields a tick reads of each child fit in the slot's first cache line.
+const _: () = assert!(
+    std::mem::offset_of!(ChildEntry, run) + std::mem::size_of::<ChildRun>() <= 64,
+    "a tick reads `started_in_tick`, `tick_pending` and `run`: keep them in the first 64 bytes"
+);
+
 impl ChildEntry {
     pub(crate) fn new(path: NodePath, spec: Arc<ChildSpec>, hash: SpecHash, now: Instant) -> Self {
         Self {

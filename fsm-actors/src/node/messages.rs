@@ -99,6 +99,13 @@ pub(crate) enum NodeMsg {
     },
 }
 
+// ractor boxes every message at the size of the type: a tick, sent to every
+// node on every tick, should not be boxed at the size of a rarer variant.
+const _: () = assert!(
+    std::mem::size_of::<NodeMsg>() <= 56,
+    "a variant larger than a tick makes every tick larger: box its payload"
+);
+
 // ractor's `cluster` feature drops its blanket `Message` impl; a node's
 // messages never leave their process.
 #[cfg(feature = "cluster")]
