@@ -101,8 +101,10 @@ pub(crate) enum NodeMsg {
 
 // ractor boxes every message at the size of the type: a tick, sent to every
 // node on every tick, should not be boxed at the size of a rarer variant.
+// (Measured against the tick's own payload plus a tag, so that a change of
+// `tracing::Span`'s size does not trip it.)
 const _: () = assert!(
-    std::mem::size_of::<NodeMsg>() <= 56,
+    std::mem::size_of::<NodeMsg>() <= std::mem::size_of::<(tracing::Span, u64)>() + 8,
     "a variant larger than a tick makes every tick larger: box its payload"
 );
 
