@@ -121,6 +121,14 @@ impl Shared {
     }
 }
 
+/// How far a message other than a tick went in place.
+enum Handled {
+    /// All of it; nothing to report.
+    Done,
+    /// Then wait for this, if anything, and report.
+    Then(Option<Waiting>),
+}
+
 /// What is left of a message that must wait.
 enum Waiting {
     Tick(TickRest),
@@ -732,6 +740,31 @@ impl NodeState {
                 self.set_tree_generation(generation);
                 self.tick_in_place(myself, parent, now)?.map(Waiting::Tick)
             }
+            other => match self.handle_other(myself, other, now)? {
+                Handled::Done => return Ok(None),
+                Handled::Then(waiting) => waiting,
+            },
+        };
+        if let Some(waiting) = waiting {
+            return Ok(Some((waiting, now)));
+        }
+        self.report_change(myself, now);
+        Ok(None)
+    }
+
+    /// Every message but a tick, as far as it goes without waiting. (Out of
+    /// line: the tick is the message a settled tree handles, and its code
+    /// stays short.)
+    #[inline(never)]
+    fn handle_other(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        msg: NodeMsg,
+        now: Instant,
+    ) -> Result<Handled, ActorProcessingErr> {
+        let waiting = match msg {
+            // (Handled by `handle_in_place`.)
+            NodeMsg::Tick(..) => None,
             NodeMsg::UpdateSpec {
                 spec,
                 hash,
@@ -741,7 +774,7 @@ impl NodeState {
                 if generation < self.cold.generation {
                     // Overtaken by a later change (two owners updating the
                     // root at once): the later one stands.
-                    return Ok(None);
+                    return Ok(Handled::Done);
                 }
                 if generation != self.cold.generation {
                     self.cold.generation = generation;
@@ -775,13 +808,13 @@ impl NodeState {
                 self.child_report(*report);
                 if self.hold_report(now) {
                     // More of this burst is on its way.
-                    return Ok(None);
+                    return Ok(Handled::Done);
                 }
                 if !self.flush_scheduled {
                     self.flush_scheduled = myself.cast(NodeMsg::FlushReport).is_ok();
                 }
                 if self.flush_scheduled {
-                    return Ok(None);
+                    return Ok(Handled::Done);
                 }
                 None
             }
@@ -789,7 +822,7 @@ impl NodeState {
                 self.flush_scheduled = false;
                 if self.hold_report(now) {
                     // A child started since: its first report flushes.
-                    return Ok(None);
+                    return Ok(Handled::Done);
                 }
                 None
             }
@@ -803,16 +836,16 @@ impl NodeState {
             }
             NodeMsg::Inspect { deadline, reply } => {
                 self.inspect(deadline, reply);
-                return Ok(None);
+                return Ok(Handled::Done);
             }
             NodeMsg::ReadObservation(request) => {
                 self.read_observation(request, now);
-                return Ok(None);
+                return Ok(Handled::Done);
             }
             #[cfg(feature = "fault-injection")]
             NodeMsg::Kill(path) => {
                 self.kill(&path, myself);
-                return Ok(None);
+                return Ok(Handled::Done);
             }
             NodeMsg::Shutdown { deadline, reply } => Some(Waiting::Shutdown { deadline, reply }),
             NodeMsg::RestartDue => Some(Waiting::RestartDue),
@@ -824,11 +857,7 @@ impl NodeState {
                 None
             }
         };
-        if let Some(waiting) = waiting {
-            return Ok(Some((waiting, now)));
-        }
-        self.report_change(myself, now);
-        Ok(None)
+        Ok(Handled::Then(waiting))
     }
 
     /// The rest of a message that must wait, boxed.

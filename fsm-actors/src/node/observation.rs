@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use super::{CollectTrouble, NodeMsg, NodeState};
 use crate::config::TreeConfig;
+use crate::telemetry;
 
 /// A task that is aborted when its handle is dropped (with the node).
 pub(super) struct AbortOnDrop(JoinHandle<()>);
@@ -154,17 +155,10 @@ impl NodeState {
         if self.collector.in_flight || !self.installed {
             return;
         }
-        let span = if self.is_top() {
-            tracing::Span::none()
+        let span = if !self.is_top() && telemetry::info_enabled() {
+            self.collect_span(parent)
         } else {
-            tracing::info_span!(
-                target: "fsm_actors",
-                parent: parent,
-                "fsm.collect",
-                node.path = %self.path,
-                worker.type = %self.cold.spec.worker_type,
-                error = tracing::field::Empty,
-            )
+            tracing::Span::none()
         };
         self.collector.seq += 1;
         if let Some(interval) = &mut self.collector.interval {
@@ -185,6 +179,37 @@ impl NodeState {
             }
             CollectStart::Pending(future) => future,
         };
+        self.collect_elsewhere(future, span, myself);
+    }
+
+    /// The collect's span, while spans at `INFO` may be recorded (out of
+    /// line, as the tick's: see `tick_span`).
+    #[cold]
+    #[inline(never)]
+    fn collect_span(&self, parent: &tracing::Span) -> tracing::Span {
+        tracing::info_span!(
+            target: "fsm_actors",
+            parent: parent,
+            "fsm.collect",
+            node.path = %self.path,
+            worker.type = %self.cold.spec.worker_type,
+            error = tracing::field::Empty,
+        )
+    }
+
+    /// Runs a collect that waits on a task of its own, with a timeout; its
+    /// result comes back as `Observed`. (Out of line: the collect that is
+    /// ready at once is the one the tick's code is kept short for.)
+    #[inline(never)]
+    fn collect_elsewhere(
+        &mut self,
+        future: futures::future::BoxFuture<
+            'static,
+            Result<fsm_core::runtime::Observation, fsm_core::BoxError>,
+        >,
+        span: tracing::Span,
+        myself: &ActorRef<NodeMsg>,
+    ) {
         self.collector.in_flight = true;
         self.collector.again = false;
         let seq = self.collector.seq;

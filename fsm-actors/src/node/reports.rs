@@ -191,6 +191,24 @@ impl NodeState {
             }
             return;
         }
+        let report = Reported {
+            synced,
+            state,
+            desired_version: self.desired_version,
+            healthy,
+            stale,
+            converged,
+            subtree,
+            settled,
+        };
+        self.send_report(report, myself, now);
+    }
+
+    /// Sends a report that differs from the last one (to the parent, or,
+    /// at the top, to the tree's status). (Out of line: a settled tree
+    /// reports nothing, and the code every message runs stays short.)
+    #[inline(never)]
+    fn send_report(&mut self, report: Reported, myself: &ActorRef<NodeMsg>, now: Instant) {
         if !self.is_top() {
             // The state, health or convergence changed: the observed
             // document may have (see `store`).
@@ -201,16 +219,17 @@ impl NodeState {
             .as_ref()
             .is_none_or(|r| r.desired_version != self.desired_version);
         self.last_report_at = now;
-        self.reported = Some(Reported {
+        let Reported {
             synced,
             state,
-            desired_version: self.desired_version,
             healthy,
             stale,
             converged,
             subtree,
             settled,
-        });
+            ..
+        } = report;
+        self.reported = Some(report);
         match &self.parent {
             Some(parent) => {
                 let _ = parent.cast(NodeMsg::ChildReport(Box::new(ChildReport {

@@ -106,37 +106,13 @@ impl NodeState {
             // The timer's ticks carry no span; a tick forwarded from a
             // parent on another node carries that parent's (see `cluster`).
             parent
+        } else if telemetry::info_enabled() {
+            self.tick_span(&parent)
         } else {
-            tracing::info_span!(
-                target: "fsm_actors",
-                parent: &parent,
-                "fsm.tick",
-                node.path = %self.path,
-                worker.type = %self.cold.spec.worker_type,
-                state.before = self.driver.state_name(),
-                state.after = tracing::field::Empty,
-            )
+            tracing::Span::none()
         };
         if !span.is_disabled() {
-            match (telemetry::span_context(&span), &mut self.cold.tick_origin) {
-                (Some(origin), Some(slot)) => **slot = origin,
-                (origin, slot) => *slot = origin.map(Box::new),
-            }
-            if let Some(record) = self.cold.interrupted.take() {
-                // In the trace of the node's first traced tick after a
-                // restore (read only while ticks are traced).
-                let path = &self.path;
-                span.in_scope(|| {
-                    tracing::info!(
-                        node.path = %path,
-                        action = %record.action,
-                        action_id = record.id,
-                        started_at_ms = record.started_at_ms,
-                        outcome = "interrupted",
-                        "action interrupted: its process ended while it ran"
-                    );
-                });
-            }
+            self.traced_tick(&span);
         }
         let prepared = span.in_scope(|| self.tick_prepare(now))?;
         let due = self.children.next_due().is_some_and(|due| due <= now);
@@ -145,7 +121,7 @@ impl NodeState {
         }
         match span.in_scope(|| self.tick_run(myself, &span, now))? {
             None => {
-                span.record("state.after", self.driver.state_name());
+                self.record_state_after(&span);
                 Ok(None)
             }
             Some(signal) => Ok(Some(TickRest::Signal(span, signal))),
@@ -191,8 +167,59 @@ impl NodeState {
             }
             None => {}
         }
-        span.record("state.after", self.driver.state_name());
+        self.record_state_after(&span);
         Ok(())
+    }
+
+    /// The tick's span, while spans at `INFO` may be recorded. (Out of
+    /// line, as is everything a traced tick adds: the untraced tick's code
+    /// stays short, and so stays in the instruction cache.)
+    #[cold]
+    #[inline(never)]
+    fn tick_span(&self, parent: &tracing::Span) -> tracing::Span {
+        tracing::info_span!(
+            target: "fsm_actors",
+            parent: parent,
+            "fsm.tick",
+            node.path = %self.path,
+            worker.type = %self.cold.spec.worker_type,
+            state.before = self.driver.state_name(),
+            state.after = tracing::field::Empty,
+        )
+    }
+
+    /// Records the state the tick ended in on its span (the state is not
+    /// even looked up for an untraced tick).
+    fn record_state_after(&self, span: &tracing::Span) {
+        if !span.is_disabled() {
+            span.record("state.after", self.driver.state_name());
+        }
+    }
+
+    /// What a recorded tick span adds: the trace's origin, and, in the
+    /// node's first traced tick after a restore, the interrupted action.
+    #[cold]
+    #[inline(never)]
+    fn traced_tick(&mut self, span: &tracing::Span) {
+        match (telemetry::span_context(span), &mut self.cold.tick_origin) {
+            (Some(origin), Some(slot)) => **slot = origin,
+            (origin, slot) => *slot = origin.map(Box::new),
+        }
+        if let Some(record) = self.cold.interrupted.take() {
+            // In the trace of the node's first traced tick after a
+            // restore (read only while ticks are traced).
+            let path = &self.path;
+            span.in_scope(|| {
+                tracing::info!(
+                    node.path = %path,
+                    action = %record.action,
+                    action_id = record.id,
+                    started_at_ms = record.started_at_ms,
+                    outcome = "interrupted",
+                    "action interrupted: its process ended while it ran"
+                );
+            });
+        }
     }
 
     /// The first half of a tick: count it, check the collector, derive if
@@ -374,6 +401,27 @@ impl NodeState {
             Ok(None) => return Ok(None),
             Err(e) => return Err(Box::new(e)),
         };
+        if outcome.to.is_none()
+            && outcome.children.is_none()
+            && outcome.signal.is_none()
+            && outcome.action.is_none()
+        {
+            // The common step: the machine stays where it is.
+            return Ok(None);
+        }
+        Ok(self.stepped(outcome, now, myself))
+    }
+
+    /// Acts on a step that did something: a transition, children declared
+    /// from the state, a signal, an action. (Out of line: most steps of a
+    /// settled tree do none of it, and the tick's code stays short.)
+    #[inline(never)]
+    fn stepped(
+        &mut self,
+        outcome: fsm_core::runtime::StepOutcome,
+        now: Instant,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Option<Signal> {
         if let Some(to) = outcome.to {
             tracing::info!(
                 node.path = %self.path,
@@ -396,6 +444,6 @@ impl NodeState {
         if let Some(action) = outcome.action {
             self.offer_action(action, now, myself);
         }
-        Ok(outcome.signal)
+        outcome.signal
     }
 }

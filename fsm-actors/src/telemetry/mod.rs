@@ -364,6 +364,15 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Whether a span or event at `INFO` may be recorded at all (the global
+/// level filter, one atomic load). The hot paths check it before they build
+/// a span out of line; the span's own callsite still decides whether it is
+/// enabled.
+pub(crate) fn info_enabled() -> bool {
+    tracing::Level::INFO <= tracing::level_filters::STATIC_MAX_LEVEL
+        && tracing::Level::INFO <= tracing::level_filters::LevelFilter::current()
+}
+
 /// The OpenTelemetry context of a `tracing` span, for links; `None` when
 /// the span is disabled or not exported.
 pub(crate) fn span_context(span: &tracing::Span) -> Option<SpanContext> {
