@@ -275,13 +275,28 @@ impl NodeState {
         self.map_states();
         let tick = self.ticks;
         let generation = self.tree_generation;
-        for child in self.children.entries() {
-            // A child started in this tick has ticked on its own.
-            if child.started_in_tick == tick {
-                continue;
+        for children in self.children.entries().chunks(64) {
+            // Which of these children still have a tick waiting, read for
+            // all of them before any is sent one: each flag is on a line
+            // its child last wrote, on another core, and these reads
+            // overlap, while a send's atomic operations would make each
+            // read wait for the send before it. (Only the parent sets a
+            // flag and only its child clears it, so a flag read here is
+            // still set when the send below would test it, or was cleared
+            // since, which only skips a tick the child could have taken.)
+            let mut waiting = 0u64;
+            for (i, child) in children.iter().enumerate() {
+                waiting |= u64::from(child.tick_pending.load(Ordering::Relaxed)) << i;
             }
-            if let Some(actor) = child.actor() {
-                if child.tick_pending.swap(true, Ordering::Relaxed) {
+            for (i, child) in children.iter().enumerate() {
+                // A child started in this tick has ticked on its own.
+                if child.started_in_tick == tick {
+                    continue;
+                }
+                let Some(actor) = child.actor() else {
+                    continue;
+                };
+                if waiting & (1 << i) != 0 {
                     // Still busy with the last one: one pending tick at most.
                     let labels =
                         self.shared
@@ -290,6 +305,8 @@ impl NodeState {
                     self.shared.metrics.ticks_skipped.add(1, &labels);
                     continue;
                 }
+                // A store, not a swap: nothing but this node sets the flag.
+                child.tick_pending.store(true, Ordering::Relaxed);
                 if actor.cast(NodeMsg::Tick(span.clone(), generation)).is_err() {
                     child.tick_pending.store(false, Ordering::Relaxed);
                 }
