@@ -763,8 +763,8 @@ impl NodeState {
         now: Instant,
     ) -> Result<Handled, ActorProcessingErr> {
         let waiting = match msg {
-            // (Handled by `handle_in_place`.)
-            NodeMsg::Tick(..) => None,
+            // (`handle_in_place` handles ticks and never passes one here.)
+            NodeMsg::Tick(..) => return Ok(Handled::Done),
             NodeMsg::UpdateSpec {
                 spec,
                 hash,
