@@ -41,7 +41,9 @@
 //! 1. **Baseline** (bare ractor): each actor `spawn_linked`s its children
 //!    once started, forwards `Tick`s and counts them.
 //!    `baseline_spawn_ms`: from spawning the root until all `N` actors have
-//!    started (`baseline_spawn_cpu_ms`: the process CPU time it took). Then
+//!    run their `post_start` (`baseline_spawn_cpu_ms`: the process CPU time
+//!    it took): an actor's own task has run then, as a node's has once it
+//!    converged. Then
 //!    `--warmup` ticks, the resident memory
 //!    (`baseline_rss_bytes_per_worker`: `VmRSS` now minus before spawning,
 //!    over `N`), the measured ticks (`baseline_tick_cpu_us_per_worker`, as

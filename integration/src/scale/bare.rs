@@ -22,7 +22,11 @@ use super::{Counter, Shape};
 /// What every bare actor of a tree shares.
 #[derive(Debug, Default)]
 pub struct BareWorld {
-    /// Actors started (counted in `pre_start`).
+    /// Actors started: counted at the end of `post_start`, once the
+    /// actor's own task has run and it has spawned its children. (ractor
+    /// runs `pre_start` inside the parent's `spawn_linked`; the new actor's
+    /// task runs later. Counted there, the last of 10,000 actors was
+    /// constructed while most had not run yet.)
     pub started: Counter,
     /// Ticks handled (one per actor per tick).
     pub ticks: Counter,
@@ -80,7 +84,6 @@ impl Actor for BareNode {
         args: BareArgs,
     ) -> Result<BareState, ActorProcessingErr> {
         args.world.alive.fetch_add(1, Ordering::Relaxed);
-        args.world.started.hit();
         Ok(BareState {
             children: Vec::new(),
             _alive: AliveGuard(Arc::clone(&args.world)),
@@ -110,6 +113,7 @@ impl Actor for BareNode {
             let (child, _) = Actor::spawn_linked(None, BareNode, args, myself.get_cell()).await?;
             state.children.push(child);
         }
+        state.world.started.hit();
         Ok(())
     }
 
