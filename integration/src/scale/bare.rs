@@ -26,7 +26,7 @@ pub struct BareWorld {
     /// actor's own task has run and it has spawned its children. (ractor
     /// runs `pre_start` inside the parent's `spawn_linked`; the new actor's
     /// task runs later. Counted there, the last of 10,000 actors was
-    /// constructed while most had not run yet.)
+    /// constructed while half to seven eighths of them had not run yet.)
     pub started: Counter,
     /// Ticks handled (one per actor per tick).
     pub ticks: Counter,
